@@ -1,0 +1,38 @@
+"""otlabel: fast, numerically safe optimal-transport self-labelling for PyTorch."""
+
+from .colabel import colabel
+from .errors import (
+    ArgumentTypeError,
+    BackendUnavailableError,
+    ConvergenceWarning,
+    DistributedMismatchError,
+    InfeasibleProblemError,
+    InvalidArgumentError,
+    OTLabelError,
+    OTLabelWarning,
+)
+from .labels import hard_labels, integer_quotas
+from .priors import foreground_marginal, fractional_ranks, gaussian_rank_prior
+from .sinkhorn import SinkhornResult, sinkhorn, sinkhorn_with_prior
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "sinkhorn",
+    "sinkhorn_with_prior",
+    "SinkhornResult",
+    "gaussian_rank_prior",
+    "fractional_ranks",
+    "foreground_marginal",
+    "colabel",
+    "hard_labels",
+    "integer_quotas",
+    "OTLabelError",
+    "InvalidArgumentError",
+    "ArgumentTypeError",
+    "InfeasibleProblemError",
+    "BackendUnavailableError",
+    "DistributedMismatchError",
+    "OTLabelWarning",
+    "ConvergenceWarning",
+]

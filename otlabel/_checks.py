@@ -1,0 +1,251 @@
+"""Input validation shared by every entry point.
+
+Checks that only need shapes, types or Python numbers run at once. Checks that need the
+*values* of a tensor (finite scores, non-negative prior, marginals summing to one) run at
+once for CPU tensors; for tensors on an accelerator they are collected in
+:class:`DeferredChecks` and read back together with the solver's own status at its first
+synchronisation point, so validation never adds a host synchronisation of its own.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import ArgumentTypeError, InvalidArgumentError
+
+#: Marginals must sum to one within this absolute tolerance; they are then renormalised
+#: exactly, so the tolerance only decides what is accepted, never the answer.
+MARGINAL_SUM_ATOL = 1e-4
+
+BACKENDS = ("auto", "torch", "triton")
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the solver works in: float64 stays float64, everything else is float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@dataclass
+class DeferredChecks:
+    """Value checks on device tensors, read back in one transfer at the first sync point."""
+
+    flags: list[torch.Tensor] = field(default_factory=list)
+    errors: list[Exception] = field(default_factory=list)
+
+    def require(self, ok: torch.Tensor, error: Callable[[], Exception]) -> None:
+        """Require the 0-d boolean tensor ``ok`` to be true, else raise ``error()``."""
+        if ok.device.type == "cpu":
+            if not bool(ok):
+                raise error()
+            return
+        self.flags.append(ok.reshape(()))
+        self.errors.append(error())
+
+    def as_tensor(self, device: torch.device) -> torch.Tensor:
+        """The pending checks as a float vector (1.0 = failed), for one combined read-back."""
+        if not self.flags:
+            return torch.zeros(0, device=device)
+        return (~torch.stack(self.flags)).to(torch.float32)
+
+    def raise_from(self, failed: Sequence[float]) -> None:
+        """Raise the first error whose flag (as returned by :meth:`as_tensor`) is set."""
+        for value, error in zip(failed, self.errors):
+            if value > 0:
+                raise error
+        self.flags.clear()
+        self.errors.clear()
+
+    def raise_now(self) -> None:
+        """Synchronise and raise the first failed check (used where a sync happens anyway)."""
+        if self.flags:
+            self.raise_from(self.as_tensor(self.flags[0].device).tolist())
+
+
+def to_tensor(value: Any, name: str) -> tuple[torch.Tensor, bool]:
+    """Return ``value`` as a tensor (sharing memory where possible) and whether it was numpy."""
+    if isinstance(value, torch.Tensor):
+        return value, False
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "fiu":
+            raise ArgumentTypeError(f"{name} must hold real numbers, got a numpy array of dtype {value.dtype}")
+        return torch.from_numpy(np.ascontiguousarray(value)), True
+    raise ArgumentTypeError(f"{name} must be a torch.Tensor or a numpy.ndarray, got {type(value).__name__}")
+
+
+def check_scores(scores: Any, name: str = "scores") -> tuple[torch.Tensor, bool, bool]:
+    """Validate a score matrix; return it as a (B, N, K) tensor, whether it was batched and numpy."""
+    tensor, was_numpy = to_tensor(scores, name)
+    if tensor.dtype not in _FLOAT_DTYPES:
+        raise ArgumentTypeError(
+            f"{name} must be a floating-point tensor (float16, bfloat16, float32 or float64), got {tensor.dtype}"
+        )
+    if tensor.dim() not in (2, 3):
+        raise InvalidArgumentError(
+            f"{name} must have shape (N, K) or (B, N, K), got {tensor.dim()} dimension(s) {tuple(tensor.shape)}"
+        )
+    batched = tensor.dim() == 3
+    tensor3 = tensor if batched else tensor.unsqueeze(0)
+    batch, n_rows, n_cols = tensor3.shape
+    if batch == 0:
+        raise InvalidArgumentError(f"{name} has an empty batch dimension (B = 0)")
+    if n_rows == 0:
+        raise InvalidArgumentError(f"{name} has no rows (N = 0): there is nothing to label")
+    if n_cols == 0:
+        raise InvalidArgumentError(f"{name} has no columns (K = 0): K must be at least 1")
+    return tensor3, batched, was_numpy
+
+
+def check_scores_finite(scores: torch.Tensor, checks: DeferredChecks, name: str = "scores") -> None:
+    checks.require(
+        torch.isfinite(scores).all(),
+        lambda: InvalidArgumentError(f"{name} contains NaN or infinite values; every score must be finite"),
+    )
+
+
+def check_epsilon(epsilon: Any) -> float:
+    if isinstance(epsilon, torch.Tensor) and epsilon.numel() == 1 and not epsilon.requires_grad:
+        epsilon = epsilon.item()
+    elif isinstance(epsilon, np.ndarray) and epsilon.size == 1:
+        epsilon = epsilon.item()
+    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real):
+        raise ArgumentTypeError(f"epsilon must be a real number, got {type(epsilon).__name__}")
+    epsilon = float(epsilon)
+    if not np.isfinite(epsilon) or epsilon <= 0:
+        raise InvalidArgumentError(f"epsilon must be a finite number > 0, got {epsilon}")
+    return epsilon
+
+
+def check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ArgumentTypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < minimum:
+        raise InvalidArgumentError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def check_tol(tol: Any) -> float | None:
+    if tol is None:
+        return None
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+        raise ArgumentTypeError(f"tol must be a real number or None, got {type(tol).__name__}")
+    tol = float(tol)
+    if not np.isfinite(tol) or tol <= 0:
+        raise InvalidArgumentError(f"tol must be a finite number > 0, got {tol}")
+    return tol
+
+
+def check_backend(backend: Any) -> str:
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        raise InvalidArgumentError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def _vector_tensor(value: Any, name: str, like: torch.Tensor) -> torch.Tensor:
+    """A marginal given as a tensor, numpy array or sequence of numbers, as a tensor."""
+    if isinstance(value, torch.Tensor):
+        if value.device != like.device:
+            raise InvalidArgumentError(
+                f"{name} is on device {value.device} but scores are on {like.device}; move it to the same device"
+            )
+        if not (value.dtype.is_floating_point or value.dtype in (torch.int32, torch.int64)):
+            raise ArgumentTypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
+        return value
+    if isinstance(value, np.ndarray):
+        tensor, _ = to_tensor(value, name)
+        return tensor.to(like.device)
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):
+        try:
+            array = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ArgumentTypeError(f"{name} must be a sequence of real numbers ({exc})") from None
+        return torch.from_numpy(array).to(like.device)
+    raise ArgumentTypeError(
+        f"{name} must be a torch.Tensor, a numpy.ndarray or a sequence of numbers, got {type(value).__name__}"
+    )
+
+
+def check_marginal(
+    value: Any,
+    name: str,
+    length: int,
+    length_name: str,
+    batch: int,
+    batched: bool,
+    like: torch.Tensor,
+    dtype: torch.dtype,
+    checks: DeferredChecks,
+) -> torch.Tensor:
+    """Validate a marginal (a probability vector); return it as (B, length) in ``dtype``, summing to 1.
+
+    A 1-D marginal is shared by every problem of a batch; a 2-D marginal (B, length) gives one
+    per problem and is only accepted for batched scores.
+    """
+    tensor = _vector_tensor(value, name, like)
+    if tensor.dim() == 1:
+        if tensor.shape[0] != length:
+            raise InvalidArgumentError(
+                f"{name} has {tensor.shape[0]} entries but scores have {length_name} = {length}"
+            )
+        tensor = tensor.unsqueeze(0).expand(batch, length)
+    elif tensor.dim() == 2 and batched:
+        if tuple(tensor.shape) != (batch, length):
+            raise InvalidArgumentError(
+                f"{name} must have shape ({length},) or ({batch}, {length}) for scores with B = {batch}, "
+                f"{length_name} = {length}; got {tuple(tensor.shape)}"
+            )
+    else:
+        expected = f"({length},) or (B, {length})" if batched else f"({length},)"
+        raise InvalidArgumentError(f"{name} must have shape {expected}, got {tuple(tensor.shape)}")
+    tensor = tensor.to(dtype)
+    checks.require(
+        torch.isfinite(tensor).all(), lambda: InvalidArgumentError(f"{name} contains NaN or infinite values")
+    )
+    checks.require((tensor >= 0).all(), lambda: InvalidArgumentError(f"{name} has negative entries"))
+    total = tensor.sum(-1)
+    checks.require(
+        ((total - 1).abs() <= MARGINAL_SUM_ATOL).all(),
+        lambda: InvalidArgumentError(
+            f"{name} must sum to 1 (within {MARGINAL_SUM_ATOL}); its sums are {total.tolist()}"
+        ),
+    )
+    return tensor / total.unsqueeze(-1)
+
+
+def check_prior(prior: Any, scores: torch.Tensor, batched: bool, checks: DeferredChecks) -> torch.Tensor:
+    """Validate a prior of exactly the scores' shape; return it as (B, N, K) (not copied)."""
+    tensor, _ = to_tensor(prior, "prior")
+    if isinstance(prior, torch.Tensor) and tensor.device != scores.device:
+        raise InvalidArgumentError(
+            f"prior is on device {tensor.device} but scores are on {scores.device}; move it to the same device"
+        )
+    tensor = tensor.to(scores.device)
+    if not (tensor.dtype.is_floating_point or tensor.dtype in (torch.int32, torch.int64, torch.uint8)):
+        raise ArgumentTypeError(f"prior must hold real numbers, got dtype {tensor.dtype}")
+    expected = tuple(scores.shape) if batched else tuple(scores.shape[1:])
+    if tuple(tensor.shape) != expected:
+        raise InvalidArgumentError(
+            f"prior must have the shape of scores {expected}, got {tuple(tensor.shape)} (no broadcasting)"
+        )
+    tensor3 = tensor if batched else tensor.unsqueeze(0)
+    checks.require(
+        torch.isfinite(tensor3).all(), lambda: InvalidArgumentError("prior contains NaN or infinite values")
+    )
+    checks.require((tensor3 >= 0).all(), lambda: InvalidArgumentError("prior has negative entries"))
+    support = tensor3 > 0
+    checks.require(
+        support.any(-1).all(),
+        lambda: InvalidArgumentError("prior has an all-zero row: that row could receive no label"),
+    )
+    checks.require(
+        support.any(-2).all(),
+        lambda: InvalidArgumentError("prior has an all-zero column: that column could receive no mass"),
+    )
+    return tensor3

@@ -1,0 +1,80 @@
+"""The validated problem handed to a backend, and what a backend hands back.
+
+Front ends (``sinkhorn``, ``sinkhorn_with_prior``, the grouped and distributed variants)
+validate the user's arguments and build a :class:`Problem`; backends only solve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ._checks import DeferredChecks
+
+
+class Reducer:
+    """How per-process partial column quantities combine; the default is a single process.
+
+    The distributed front end substitutes a reducer that all-reduces over a process group,
+    so that every backend labels the *global* batch without knowing about ranks.
+    """
+
+    def sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum ``tensor`` over all participants (identity for one process)."""
+        return tensor
+
+    def max(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Element-wise maximum of ``tensor`` over all participants (identity for one process)."""
+        return tensor
+
+
+@dataclass
+class Problem:
+    """A validated entropic OT labelling problem, batched as (B, N, K).
+
+    The solution is ``plan = diag(u) (prior * exp(scores / epsilon)) diag(v)`` with
+    ``plan.sum(-1) == row_mass`` and ``plan.sum(-2) == col_mass``.
+    """
+
+    scores: torch.Tensor  #: (B, N, K) as given by the user (any float dtype); never modified
+    prior: torch.Tensor | None  #: (B, N, K) non-negative, or None for a uniform prior
+    epsilon: float
+    row_mass: torch.Tensor  #: (B, N) target row sums, in ``dtype``
+    col_mass: torch.Tensor  #: (B, K) target column sums (N_global * col_marginal), in ``dtype``
+    dtype: torch.dtype  #: compute dtype (float32 or float64)
+    n_iter: int  #: iterations of the fixed-iteration mode
+    tol: float | None  #: None: fixed-iteration mode; else tolerance mode
+    max_iter: int
+    check_every: int
+    checks: DeferredChecks = field(default_factory=DeferredChecks)
+    reducer: Reducer = field(default_factory=Reducer)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        batch, n_rows, n_cols = self.scores.shape
+        return batch, n_rows, n_cols
+
+
+@dataclass
+class Solution:
+    """What a backend returns. ``plan`` is (B, N, K) in the compute dtype."""
+
+    plan: torch.Tensor
+    log_row_scaling: torch.Tensor  #: (B, N): plan = exp(f[:, :, None] + scores/eps + log prior + g[:, None, :])
+    log_col_scaling: torch.Tensor  #: (B, K)
+    n_iter: int
+    converged: bool | None
+    col_error: float | None  #: measured column violation of ``plan`` (tolerance mode), else None
+    log_domain: bool  #: whether the log-domain path had to take over
+    backend: str
+
+
+def relative_violation(sums: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
+    """Scale-free marginal violation per problem: max |sums - mass| / mass, shape (B,).
+
+    Entries with zero target mass are measured relative to the problem's total mass instead.
+    """
+    total = mass.sum(-1, keepdim=True)
+    scale = torch.where(mass > 0, mass, total)
+    return ((sums - mass).abs() / scale).amax(-1)

@@ -1,0 +1,49 @@
+"""Backend registry and the ``"auto"`` dispatch rule.
+
+A backend is a module with ``NAME`` and ``solve(problem) -> Solution``; an optional
+``unavailable_reason(problem) -> str | None`` says why it cannot run a given problem.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from types import ModuleType
+
+from .._problem import Problem, Solution
+from ..errors import BackendUnavailableError
+
+_MODULES = {"torch": ".torch_backend", "triton": ".triton_backend"}
+
+
+def _load(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(_MODULES[name], __name__)
+    except ImportError:
+        return None
+
+
+def _reason(name: str, problem: Problem) -> str | None:
+    module = _load(name)
+    if module is None:
+        return f"the {name} backend is not available in this installation"
+    check = getattr(module, "unavailable_reason", None)
+    return check(problem) if check is not None else None
+
+
+def select(backend: str, problem: Problem) -> Callable[[Problem], Solution]:
+    """Return the ``solve`` function for ``backend`` ("auto", "torch" or "triton").
+
+    ``"auto"`` picks Triton for CUDA tensors when it can run the problem, else torch.
+    """
+    if backend == "auto":
+        backend = "torch"
+        if problem.scores.device.type == "cuda" and _reason("triton", problem) is None:
+            backend = "triton"
+    else:
+        reason = _reason(backend, problem)
+        if reason is not None:
+            raise BackendUnavailableError(f"backend={backend!r} cannot run here: {reason}")
+    module = _load(backend)
+    assert module is not None
+    return module.solve

@@ -1,0 +1,241 @@
+"""Reference backend in plain PyTorch (any device).
+
+Two paths share one schedule (column step, then row step, ``n`` times; rows last):
+
+* the **scaling path**: the kernel ``G = exp(scores/eps + log prior + f0 + g0)`` is formed
+  once, shifted so that every row and every column has maximum exactly 1 (the shifts are
+  absorbed by the scalings, so they change nothing in exact arithmetic); each iteration is
+  then two matrix-vector products and two divisions, with the N x K matrix read twice and
+  never written. This is cheaper than the SwAV loop, which rescales the matrix in place.
+* the **log-domain path**: the same iterations on log-potentials with log-sum-exp. It is
+  several times slower and runs only when the scaling path reports that a sum left the
+  safe floating-point range (|scores/eps| of thousands in float32, near-infeasible
+  marginals). The switch is decided on cheap per-iteration minima/maxima of the sums, read
+  back at the existing synchronisation points, and the log-domain path restarts from the
+  last state that was known to be good, so the result is the same as if no overflow had
+  happened.
+"""
+
+from __future__ import annotations
+
+import math
+import torch
+
+from .._problem import Problem, Solution, relative_violation
+from ..errors import InfeasibleProblemError
+
+NAME = "torch"
+
+
+def _safe_range(dtype: torch.dtype) -> tuple[float, float]:
+    """Sums inside [lo, hi] can neither underflow into lost precision nor overflow later."""
+    info = torch.finfo(dtype)
+    lo = info.tiny / info.eps
+    return lo, 1.0 / lo
+
+
+def log_kernel(problem: Problem) -> torch.Tensor:
+    """scores / epsilon + log(prior), as a new (B, N, K) tensor in the compute dtype."""
+    scores = problem.scores
+    if scores.dtype != problem.dtype:
+        scores = scores.to(problem.dtype)
+    kernel = torch.div(scores, problem.epsilon)
+    if problem.prior is not None:
+        kernel.add_(torch.log(problem.prior.to(problem.dtype)))
+    return kernel
+
+
+class _Status:
+    """Collects what must be read back at a synchronisation point, in one transfer."""
+
+    def __init__(self, problem: Problem):
+        self.problem = problem
+
+    def read(self, *values: torch.Tensor) -> list[float]:
+        checks = self.problem.checks
+        device = self.problem.scores.device
+        parts = [checks.as_tensor(device)] + [v.reshape(-1).to(torch.float32) for v in values]
+        status = self.problem.reducer.max(torch.cat(parts))
+        numbers = status.tolist()
+        n_checks = len(checks.flags)
+        checks.raise_from(numbers[:n_checks])
+        return numbers[n_checks:]
+
+
+def _unhealthy(extrema: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """1.0 if a recorded sum left the safe range or was NaN, else 0.0 (a 1-element tensor)."""
+    lo, hi = _safe_range(dtype)
+    stacked = torch.stack(extrema)  # (steps, 2): min and max of each sum
+    ok = (stacked[:, 0] >= lo).all() & (stacked[:, 1] <= hi).all()
+    return (~ok).reshape(1).to(torch.float32)
+
+
+def _minmax(values: torch.Tensor) -> torch.Tensor:
+    low, high = torch.aminmax(values)
+    return torch.stack((low, high))
+
+
+class _Scaling:
+    """State of the scaling path: plan = a * G * b with G = exp(L0 + f0 + g0)."""
+
+    def __init__(self, problem: Problem):
+        self.problem = problem
+        kernel = log_kernel(problem)
+        # Shift columns, then rows, so that every row and every column has maximum exactly 1.
+        g0 = -problem.reducer.max(kernel.amax(-2, keepdim=True))  # (B, 1, K)
+        kernel.add_(g0)
+        f0 = -kernel.amax(-1, keepdim=True)  # (B, N, 1), >= 0
+        kernel.add_(f0)
+        self.kernel = kernel.exp_()
+        self.f0, self.g0 = f0, g0
+        batch, n_rows, n_cols = problem.shape
+        dtype = problem.dtype
+        self.row_mass = problem.row_mass.unsqueeze(-1)  # (B, N, 1)
+        self.col_mass = problem.col_mass.unsqueeze(-2)  # (B, 1, K)
+        # tiny biases keep 0/0 out of zero-mass rows and columns at no extra kernel launch
+        tiny = torch.finfo(dtype).tiny
+        self.col_bias = torch.full((batch, 1, n_cols), tiny, dtype=dtype, device=self.kernel.device)
+        self.row_bias = torch.full((batch, n_rows, 1), tiny, dtype=dtype, device=self.kernel.device)
+        # The first column step must see the unshifted rows (as the SwAV loop does): undo the
+        # row shift in the starting row scaling. exp(-f0) lies in (0, 1], so nothing overflows,
+        # and every column sum is at least 1 (the row holding a column's maximum has f0 = 0).
+        self.a = torch.exp(-f0)
+        self.b = torch.ones(batch, 1, n_cols, dtype=dtype, device=self.kernel.device)
+
+    def column_sums(self) -> torch.Tensor:
+        """Column sums of diag(a) G, shape (B, 1, K) (all-reduced in a distributed job)."""
+        return self.problem.reducer.sum(torch.baddbmm(self.col_bias, self.a.mT, self.kernel))
+
+    def row_step(self, col_sums: torch.Tensor, extrema: list[torch.Tensor]) -> None:
+        """Scale columns to their mass using ``col_sums``, then rows to theirs."""
+        self.b = self.col_mass / col_sums
+        row_sums = torch.baddbmm(self.row_bias, self.kernel, self.b.mT)
+        self.a = self.row_mass / row_sums
+        extrema.append(_minmax(col_sums))
+        extrema.append(_minmax(row_sums))
+
+    def potentials(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return (self.f0 + torch.log(self.a)).squeeze(-1), (self.g0 + torch.log(self.b)).squeeze(-2)
+
+    def plan(self) -> torch.Tensor:
+        return self.kernel.mul_(self.a).mul_(self.b)
+
+
+class _LogDomain:
+    """State of the log-domain path: plan = exp(L0 + f + g)."""
+
+    def __init__(self, problem: Problem, f: torch.Tensor, g: torch.Tensor):
+        self.problem = problem
+        self.kernel = log_kernel(problem)
+        self.f, self.g = f, g  # (B, N, 1), (B, 1, K)
+        self.log_row_mass = torch.log(problem.row_mass).unsqueeze(-1)
+        self.log_col_mass = torch.log(problem.col_mass).unsqueeze(-2)
+        self.live_cols = problem.col_mass.unsqueeze(-2) > 0
+
+    def column_lse(self) -> torch.Tensor:
+        """log of the column sums of exp(L0 + f), shape (B, 1, K), over all processes."""
+        local = torch.logsumexp(self.kernel + self.f, dim=-2, keepdim=True)
+        reducer = self.problem.reducer
+        top = reducer.max(local)
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+        return top + torch.log(reducer.sum(torch.exp(local - top)))
+
+    def step(self, col_lse: torch.Tensor) -> None:
+        self.g = torch.where(self.live_cols, self.log_col_mass - col_lse, -math.inf)
+        self.f = self.log_row_mass - torch.logsumexp(self.kernel + self.g, dim=-1, keepdim=True)
+
+    def infeasible(self) -> torch.Tensor:
+        live_rows = self.problem.row_mass.unsqueeze(-1) > 0
+        bad_rows = (live_rows & ~torch.isfinite(self.f)).any()
+        bad_cols = (self.live_cols & ~torch.isfinite(self.g)).any()
+        return (bad_rows | bad_cols).reshape(1).to(torch.float32)
+
+    def plan(self) -> torch.Tensor:
+        # rows as a softmax: every row sums to its mass to rounding, however large the potentials
+        plan = torch.softmax(self.kernel.add_(self.g), dim=-1)
+        return plan.mul_(self.problem.row_mass.unsqueeze(-1))
+
+    def potentials(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.f.squeeze(-1), self.g.squeeze(-2)
+
+
+def _raise_infeasible() -> None:
+    raise InfeasibleProblemError(
+        "no transport plan has these marginals within the prior's support: a row or column with positive "
+        "mass can only reach rows or columns of zero mass (check prior zeros against the marginals)"
+    )
+
+
+def _fixed(problem: Problem) -> Solution:
+    status = _Status(problem)
+    state = _Scaling(problem)
+    extrema: list[torch.Tensor] = []
+    for _ in range(problem.n_iter):
+        state.row_step(state.column_sums(), extrema)
+    (bad,) = status.read(_unhealthy(extrema, problem.dtype))
+    if not bad:
+        f, g = state.potentials()
+        return Solution(state.plan(), f, g, problem.n_iter, None, None, False, NAME)
+    # Replay the same schedule in the log domain from the same start.
+    start_f, start_g = torch.zeros_like(state.f0), state.g0  # the unshifted start of the SwAV loop
+    del state
+    log_state = _LogDomain(problem, start_f, start_g)
+    for _ in range(problem.n_iter):
+        log_state.step(log_state.column_lse())
+    (infeasible,) = status.read(log_state.infeasible())
+    if infeasible:
+        _raise_infeasible()
+    f, g = log_state.potentials()
+    return Solution(log_state.plan(), f, g, problem.n_iter, None, None, True, NAME)
+
+
+def _tolerance(problem: Problem) -> Solution:
+    status = _Status(problem)
+    state = _Scaling(problem)
+    tol, max_iter, every = problem.tol, problem.max_iter, problem.check_every
+    iteration = 0
+    saved = (state.a, state.b, 0)  # last state known to be healthy
+    extrema: list[torch.Tensor] = []
+    while True:
+        col_sums = state.column_sums()
+        if iteration > 0 and (iteration % every == 0 or iteration == max_iter):
+            violation = relative_violation((state.b * col_sums).squeeze(-2), problem.col_mass).amax()
+            bad, error = status.read(_unhealthy(extrema, problem.dtype), violation)
+            if bad:
+                break
+            if error <= tol or iteration == max_iter:
+                converged = error <= tol
+                f, g = state.potentials()
+                return Solution(state.plan(), f, g, iteration, converged, error, False, NAME)
+            saved = (state.a, state.b, iteration)
+            extrema = []
+        state.row_step(col_sums, extrema)
+        iteration += 1
+
+    # The scaling path left the safe range: restart from the last healthy state in the log domain.
+    a, b, iteration = saved
+    f = state.f0 + torch.log(a)
+    g = state.g0 + torch.log(b)
+    del state, col_sums
+    log_state = _LogDomain(problem, f, g)
+    while True:
+        col_lse = log_state.column_lse()
+        if iteration > 0 and (iteration % every == 0 or iteration == max_iter):
+            col_sums = torch.exp(log_state.g + col_lse).squeeze(-2)
+            violation = relative_violation(col_sums, problem.col_mass).amax()
+            infeasible, error = status.read(log_state.infeasible(), violation)
+            if infeasible:
+                _raise_infeasible()
+            if error <= tol or iteration == max_iter:
+                converged = error <= tol
+                f, g = log_state.potentials()
+                return Solution(log_state.plan(), f, g, iteration, converged, error, True, NAME)
+        log_state.step(col_lse)
+        iteration += 1
+
+
+def solve(problem: Problem) -> Solution:
+    """Solve ``problem`` with plain PyTorch operations on its device."""
+    if problem.tol is None:
+        return _fixed(problem)
+    return _tolerance(problem)

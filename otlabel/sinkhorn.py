@@ -1,0 +1,329 @@
+"""Entropic optimal-transport labelling: :func:`sinkhorn`, :func:`sinkhorn_with_prior`."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Union
+
+import numpy as np
+import torch
+
+from . import backends
+from ._checks import (
+    DeferredChecks,
+    check_backend,
+    check_epsilon,
+    check_int,
+    check_marginal,
+    check_prior,
+    check_scores,
+    check_scores_finite,
+    check_tol,
+    compute_dtype,
+)
+from ._problem import Problem, Reducer, Solution, relative_violation
+from .errors import ConvergenceWarning, InvalidArgumentError
+
+__all__ = ["SinkhornResult", "sinkhorn", "sinkhorn_with_prior"]
+
+Array = Union[torch.Tensor, np.ndarray]
+
+#: Fixed-iteration mode's default number of iterations (SwAV and CASE use 3).
+DEFAULT_N_ITER = 3
+
+
+@dataclass(frozen=True)
+class SinkhornResult:
+    """Labels and diagnostics of one labelling call (``return_info=True``).
+
+    Attributes
+    ----------
+    labels : Tensor or ndarray, shape (N, K) or (B, N, K)
+        The transport plan Q, in the input's type, dtype and device.
+    n_iter : int
+        Iterations run (one iteration = one column step and one row step).
+    converged : bool or None
+        Tolerance mode: whether the column-marginal violation fell below ``tol``.
+        Fixed-iteration mode has no criterion and reports ``None``.
+    row_error, col_error : float
+        Scale-free marginal violations of ``labels`` (computed in the compute dtype before
+        any cast back to float16/bfloat16): max over rows (columns) and over the batch of
+        ``|Q.sum(-1) - N * row_marginal| / (N * row_marginal)`` (likewise for columns).
+        ``row_error`` is at rounding level: every schedule ends with a row step.
+    backend : str
+        The backend that ran (``"torch"`` or ``"triton"``).
+    log_domain : bool
+        True when the scaling path left the safe floating-point range and the log-domain
+        path computed the answer (it is then slower, not less accurate).
+    log_row_scaling, log_col_scaling : Tensor or ndarray, shapes (…, N) and (…, K)
+        Dual potentials f, g with ``Q = exp(f[:, None] + scores / epsilon + log(prior) + g[None, :])``.
+    """
+
+    labels: Array
+    n_iter: int
+    converged: bool | None
+    row_error: float
+    col_error: float
+    backend: str
+    log_domain: bool
+    log_row_scaling: Array
+    log_col_scaling: Array
+
+
+def build_problem(
+    scores: Any,
+    prior: Any,
+    epsilon: Any,
+    col_marginal: Any,
+    row_marginal: Any,
+    n_iter: Any,
+    tol: Any,
+    max_iter: Any,
+    check_every: Any,
+) -> tuple[Problem, bool, bool]:
+    """Validate the arguments shared by every entry point; return (problem, batched, was_numpy)."""
+    scores3, batched, was_numpy = check_scores(scores)
+    epsilon = check_epsilon(epsilon)
+    tol = check_tol(tol)
+    if tol is not None and n_iter is not None:
+        raise InvalidArgumentError(
+            "n_iter applies to the fixed-iteration mode only; with tol=... bound the work with max_iter"
+        )
+    n_iter = check_int(DEFAULT_N_ITER if n_iter is None else n_iter, "n_iter", 1)
+    max_iter = check_int(max_iter, "max_iter", 1)
+    check_every = check_int(check_every, "check_every", 1)
+    dtype = compute_dtype(scores3.dtype)
+    batch, n_rows, n_cols = scores3.shape
+    checks = DeferredChecks()
+    check_scores_finite(scores3, checks)
+    prior3 = None if prior is None else check_prior(prior, scores3, batched, checks)
+
+    def marginal(value: Any, name: str, length: int, length_name: str) -> torch.Tensor:
+        if value is None:
+            return torch.full((batch, length), 1.0 / length, dtype=dtype, device=scores3.device)
+        return check_marginal(value, name, length, length_name, batch, batched, scores3, dtype, checks)
+
+    col = marginal(col_marginal, "col_marginal", n_cols, "K")
+    row = marginal(row_marginal, "row_marginal", n_rows, "N")
+    if prior3 is not None and (col_marginal is not None or row_marginal is not None):
+        support = prior3 > 0
+        live_rows, live_cols = row > 0, col > 0
+        checks.require(
+            ((support & live_cols.unsqueeze(-2)).any(-1) | ~live_rows).all(),
+            lambda: InvalidArgumentError(
+                "infeasible: a row with positive mass has prior support only on columns whose col_marginal is 0"
+            ),
+        )
+        checks.require(
+            ((support & live_rows.unsqueeze(-1)).any(-2) | ~live_cols).all(),
+            lambda: InvalidArgumentError(
+                "infeasible: a column with positive col_marginal has prior support only on rows of zero row_marginal"
+            ),
+        )
+    problem = Problem(
+        scores=scores3.detach(),
+        prior=None if prior3 is None else prior3.detach(),
+        epsilon=epsilon,
+        row_mass=row * n_rows,
+        col_mass=col * n_rows,
+        dtype=dtype,
+        n_iter=n_iter,
+        tol=tol,
+        max_iter=max_iter,
+        check_every=check_every,
+        checks=checks,
+        reducer=Reducer(),
+    )
+    return problem, batched, was_numpy
+
+
+def _output(tensor: torch.Tensor, batched: bool, was_numpy: bool, dtype: torch.dtype | None = None) -> Array:
+    if not batched:
+        tensor = tensor.squeeze(0)
+    if dtype is not None and tensor.dtype != dtype:
+        tensor = tensor.to(dtype)
+    return tensor.numpy() if was_numpy else tensor
+
+
+def finish(
+    problem: Problem,
+    solution: Solution,
+    batched: bool,
+    was_numpy: bool,
+    return_info: bool,
+) -> Array | SinkhornResult:
+    """Turn a backend's solution into what the user asked for; warn on non-convergence."""
+    if solution.converged is False:
+        warnings.warn(
+            f"Sinkhorn did not reach tol={problem.tol:g} within max_iter={problem.max_iter} iterations "
+            f"(column-marginal error {solution.col_error:.3g}); raise max_iter or epsilon, or loosen tol",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    plan = solution.plan
+    labels = _output(plan, batched, was_numpy, problem.scores.dtype)
+    if not return_info:
+        return labels
+    row_error = relative_violation(plan.sum(-1), problem.row_mass).amax().item()
+    col_sums = problem.reducer.sum(plan.sum(-2))
+    col_error = relative_violation(col_sums, problem.col_mass).amax().item()
+    return SinkhornResult(
+        labels=labels,
+        n_iter=solution.n_iter,
+        converged=solution.converged,
+        row_error=row_error,
+        col_error=col_error,
+        backend=solution.backend,
+        log_domain=solution.log_domain,
+        log_row_scaling=_output(solution.log_row_scaling, batched, was_numpy),
+        log_col_scaling=_output(solution.log_col_scaling, batched, was_numpy),
+    )
+
+
+def _solve(problem: Problem, backend: str) -> Solution:
+    with torch.no_grad():
+        return backends.select(check_backend(backend), problem)(problem)
+
+
+def sinkhorn(
+    scores: Array,
+    epsilon: float = 0.05,
+    *,
+    col_marginal: Any = None,
+    row_marginal: Any = None,
+    n_iter: int | None = None,
+    tol: float | None = None,
+    max_iter: int = 1000,
+    check_every: int = 10,
+    backend: str = "auto",
+    return_info: bool = False,
+) -> Array | SinkhornResult:
+    r"""Soft pseudo-labels with prescribed class proportions (entropic optimal transport).
+
+    Returns the transport plan
+
+    .. math::
+
+        Q = \operatorname{diag}(u)\, \exp(S / \varepsilon)\, \operatorname{diag}(v),
+        \qquad Q \mathbf{1}_K = N r, \qquad Q^\top \mathbf{1}_N = N c,
+
+    the minimiser of :math:`\langle Q, -S\rangle + \varepsilon\, \mathrm{KL}(Q \,\|\, \mathbf{1})`
+    over that transport polytope (the SeLa/SwAV self-labelling problem). With the default
+    marginals every row of Q sums to 1 (a soft label) and every column to N/K (equipartition).
+
+    Parameters
+    ----------
+    scores : Tensor or ndarray, shape (N, K) or (B, N, K)
+        Logits or log-probabilities of N samples over K classes or clusters (any float
+        dtype; float16/bfloat16 are computed in float32). A per-row constant never changes
+        the answer. A numpy input gives a numpy output.
+    epsilon : float, default 0.05
+        Entropic regularisation (POT's ``reg``, SwAV's ``epsilon``); must be > 0.
+        Smaller is sharper. The CASE paper's "ε = 20" is ``epsilon=0.05`` on cosine scores.
+    col_marginal : array-like, shape (K,) or (B, K), optional
+        Class proportions c (non-negative, summing to 1 within 1e-4, then renormalised).
+        Default: uniform 1/K.
+    row_marginal : array-like, shape (N,) or (B, N), optional
+        Sample weights r (same rules). Default: uniform 1/N, i.e. rows sum to 1.
+    n_iter : int, optional
+        Fixed-iteration mode (``tol=None``): number of iterations, default 3. Each iteration
+        scales the columns to their marginal, then the rows (the SwAV/CASE schedule), so the
+        rows are always exact.
+    tol : float, optional
+        Tolerance mode: iterate until the column-marginal violation
+        ``max_k |Q.sum(0)_k - N c_k| / (N c_k)`` is at most ``tol``.
+    max_iter : int, default 1000
+        Tolerance mode's budget; running out warns with
+        :class:`~otlabel.ConvergenceWarning` and reports ``converged=False``.
+    check_every : int, default 10
+        Tolerance mode measures the violation every ``check_every`` iterations (the
+        measurement is free, but reading it back synchronises with an accelerator).
+    backend : {"auto", "torch", "triton"}, default "auto"
+        ``"auto"`` uses Triton for CUDA tensors when available, else torch.
+    return_info : bool, default False
+        Return a :class:`SinkhornResult` instead of the bare labels.
+
+    Returns
+    -------
+    Tensor, ndarray or SinkhornResult
+        Q with the shape, dtype, device and array type of ``scores`` (no gradient).
+
+    Raises
+    ------
+    InvalidArgumentError, ArgumentTypeError
+        On bad input; the message names the argument.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from otlabel import sinkhorn
+    >>> scores = torch.randn(6, 3, dtype=torch.float64)
+    >>> Q = sinkhorn(scores, epsilon=0.5, tol=1e-9)
+    >>> torch.allclose(Q.sum(1), torch.ones(6, dtype=torch.float64))
+    True
+    >>> torch.allclose(Q.sum(0), torch.full((3,), 2.0, dtype=torch.float64))
+    True
+    """
+    problem, batched, was_numpy = build_problem(
+        scores, None, epsilon, col_marginal, row_marginal, n_iter, tol, max_iter, check_every
+    )
+    return finish(problem, _solve(problem, backend), batched, was_numpy, return_info)
+
+
+def sinkhorn_with_prior(
+    scores: Array,
+    prior: Array,
+    epsilon: float = 0.05,
+    *,
+    col_marginal: Any = None,
+    row_marginal: Any = None,
+    n_iter: int | None = None,
+    tol: float | None = None,
+    max_iter: int = 1000,
+    check_every: int = 10,
+    backend: str = "auto",
+    return_info: bool = False,
+) -> Array | SinkhornResult:
+    r"""Pseudo-labels pulled toward a prior :math:`\hat Q` (CASE Eq. 12).
+
+    Returns
+
+    .. math::
+
+        Q = \operatorname{diag}(u)\, \bigl(\hat Q \odot \exp(S / \varepsilon)\bigr)\, \operatorname{diag}(v),
+
+    the minimiser of :math:`\langle Q, -S\rangle + \varepsilon\, \mathrm{KL}(Q \,\|\, \hat Q)` over
+    the transport polytope with rows summing to :math:`N r` and columns to :math:`N c`
+    (derivation: CASE appendix G). Zeros in the prior are hard constraints: Q is zero there.
+    Only the prior's shape matters up to per-row and per-column factors, so it need not be
+    normalised. A uniform prior gives exactly :func:`sinkhorn`.
+
+    Parameters
+    ----------
+    scores : Tensor or ndarray, shape (N, K) or (B, N, K)
+        As in :func:`sinkhorn`.
+    prior : Tensor or ndarray, same shape as ``scores``
+        Non-negative and finite, with no all-zero row or column (no broadcasting).
+    epsilon, col_marginal, row_marginal, n_iter, tol, max_iter, check_every, backend, return_info
+        As in :func:`sinkhorn`.
+
+    Returns
+    -------
+    Tensor, ndarray or SinkhornResult
+        As in :func:`sinkhorn`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from otlabel import gaussian_rank_prior, sinkhorn_with_prior
+    >>> fg = torch.tensor([0.9, 0.1, 0.4, 0.7])               # foreground score per snippet
+    >>> prior = gaussian_rank_prior(fg, torch.tensor([0.2, 0.8]), sigma=0.3)
+    >>> Q = sinkhorn_with_prior(torch.zeros(4, 2), prior, epsilon=0.05, tol=1e-6)
+    >>> Q.argmax(1).tolist()                                   # foreground-like snippets -> cluster 1
+    [1, 0, 0, 1]
+    """
+    problem, batched, was_numpy = build_problem(
+        scores, prior, epsilon, col_marginal, row_marginal, n_iter, tol, max_iter, check_every
+    )
+    return finish(problem, _solve(problem, backend), batched, was_numpy, return_info)
