@@ -9,10 +9,11 @@ Notation (one problem of a batch; all in float32):
   keeps the column scalings at float32 resolution (a log scaling of magnitude 30 could only
   move in steps of 2e-6, a floor on the attainable marginal error).
 * ``f`` (N,): log row scaling. The plan is ``Q = exp(L + f[:, None] + g[None, :])``.
-* A **row step** gives, for every row, ``t = (L + g0) + h``, its maximum ``m``,
-  ``p = exp(t - m)`` and ``s = sum(p)``; then ``f = log(r) - m - log(s)`` and the row of the
-  new plan is ``Q = p * w`` with ``w = r / s`` (r: the row mass). Nothing overflows, however
-  large ``|L|`` is.
+* A **row step** gives, for every row, ``t = (u - max(u)) + h`` with ``u = L + g0``, its
+  maximum ``m``, ``p = exp(t - m)`` and ``s = sum(p)``; the row of the new plan is
+  ``Q = p * w`` with ``w = r / s`` (r: the row mass), and ``f = log(w) - m - max(u)``.
+  Nothing overflows, however large ``|L|`` is, and ``h`` is added at the resolution of the
+  row's largest entries.
 * A **column step** turns the column sums ``S`` of the current plan into
   ``h <- h + log(c) - log(S)`` (c: the column mass).
 
@@ -120,7 +121,13 @@ def _sweep(
             acc_m, acc_s = _online_lse(acc_m, acc_s, log_kernel)
         else:
             mass = tl.load(rm_ptr + rows, mask=row_ok, other=0.0)
-            t = (log_kernel + g0[None, :]) + h[None, :]
+            # The fixed kernel u = L + g0 is shifted by its row maxima before h is added, so
+            # that h is added at the resolution of the row's largest entries, not at that of
+            # |u| (which a per-row offset of the scores can make 1e4).
+            u = log_kernel + g0[None, :]
+            u_max = tl.max(u, 1)
+            u_max = tl.where(u_max > float("-inf"), u_max, 0.0)
+            t = (u - u_max[:, None]) + h[None, :]
             m = tl.max(t, 1)
             has = m > float("-inf")
             live = mass > 0
@@ -133,12 +140,12 @@ def _sweep(
             if KIND == _FAST:
                 acc_s += p * w[:, None]
             else:
-                f = tl.where(ok, tl.log(tl.where(ok, mass, 1.0)) - m - tl.log(s), float("-inf"))
+                log_w = tl.where(ok, tl.log(tl.where(ok, mass, 1.0)) - m - tl.log(s), float("-inf"))
                 if KIND == _SAFE:
-                    acc_m, acc_s = _online_lse(acc_m, acc_s, t + f[:, None])
+                    acc_m, acc_s = _online_lse(acc_m, acc_s, t + log_w[:, None])  # log of p * w
                 else:
                     tl.store(plan_ptr + offsets, p * w[:, None], mask=mask)
-                    tl.store(f_ptr + rows, f, mask=row_ok)
+                    tl.store(f_ptr + rows, log_w - u_max, mask=row_ok)
     if KIND == _FAST:
         col_m = tl.zeros((BLOCK_K,), tl.float32)
         col_s = tl.sum(acc_s, 0)

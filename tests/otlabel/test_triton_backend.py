@@ -1,0 +1,328 @@
+"""The fused Triton backend against the torch backend, the plain SwAV loop and POT.
+
+Without a GPU the kernels run in Triton's CPU interpreter, which ``triton.jit`` selects when the
+kernels are *defined*: this module sets ``TRITON_INTERPRET=1`` at import time, i.e. while pytest
+collects, before any test imports the kernels. With a GPU the same tests run the compiled
+kernels on CUDA (leave ``TRITON_INTERPRET`` unset). The interpreter pays per operation, about
+a millisecond per tile and program, so the problems here are small and few-tiled, with
+monkeypatched tile sizes where a test needs ragged tiles or many programs.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+pytest.importorskip("triton", reason="the triton backend needs triton (pip install 'otlabel[triton]')")
+
+from otlabel import (  # noqa: E402
+    BackendUnavailableError,
+    InfeasibleProblemError,
+    InvalidArgumentError,
+    sinkhorn,
+    sinkhorn_with_prior,
+)
+from otlabel.backends import triton_backend  # noqa: E402
+from otlabel.sinkhorn import build_problem  # noqa: E402
+
+from .helpers import cosine_scores, feasible_prior, pot_solution, swav_reference  # noqa: E402
+
+INTERPRETED = triton_backend._kernels().INTERPRETED
+DEVICE = "cpu" if INTERPRETED else "cuda"
+if not INTERPRETED and not torch.cuda.is_available():  # pragma: no cover - a misconfigured run
+    raise RuntimeError(
+        "otlabel's triton kernels were imported before TRITON_INTERPRET=1 was set and there is no GPU: "
+        "run this test module in a fresh process"
+    )
+
+FIXED = {}
+TOLERANCE = {"tol": 1e-6, "max_iter": 2000}
+MODES = {"fixed": FIXED, "tolerance": TOLERANCE}
+
+
+def both(function, *args, **options):
+    """Run ``function`` with the triton and torch backends; return both SinkhornResults."""
+    ours = function(*args, backend="triton", return_info=True, **options)
+    reference = function(*args, backend="torch", return_info=True, **options)
+    assert ours.backend == "triton" and reference.backend == "torch"
+    return ours, reference
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float = 1e-5) -> None:
+    """Labels are at most the row mass (1 by default): compare them absolutely."""
+    torch.testing.assert_close(actual.double().cpu(), expected.double().cpu(), rtol=0, atol=atol)
+
+
+def assert_labels(labels: torch.Tensor, row_mass: float | torch.Tensor = 1.0) -> None:
+    assert torch.isfinite(labels).all() and (labels >= 0).all()
+    sums = labels.double().sum(-1).cpu()
+    expected = torch.as_tensor(row_mass, dtype=torch.float64).expand_as(sums)
+    torch.testing.assert_close(sums, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture
+def tile(monkeypatch):
+    """Set the tile size (elements) of every path, to get several, ragged row tiles."""
+
+    def set_tile(elements: int) -> None:
+        for name in ("TILE_SINGLE", "TILE_MULTI", "TILE_INTERPRETED"):
+            monkeypatch.setattr(triton_backend, name, elements)
+
+    return set_tile
+
+
+@pytest.fixture
+def multi_program(monkeypatch, tile):
+    """Force the many-programs path with small tiles, so that a small problem spans several programs."""
+    monkeypatch.setattr(triton_backend, "SMALL_PROBLEM", 0)
+    tile(512)
+
+
+def scores_of(batch: int, n_rows: int, n_cols: int, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    scores = np.stack([cosine_scores(rng, n_rows, n_cols) for _ in range(batch)]).astype(np.float32)
+    return torch.from_numpy(scores).to(DEVICE)
+
+
+# (B, N, K, epsilon, tile elements or None): N is never a multiple of the row tile
+SHAPES = {
+    "1000x16 ragged tiles": (1, 1000, 16, 0.05, 512),
+    "37x1": (1, 37, 1, 0.05, None),
+    "50x2": (1, 50, 2, 0.05, None),
+    "45x3000": (1, 45, 3000, 0.05, None),
+    "batched 3x333x7": (3, 333, 7, 0.05, 256),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fixed_iterations_match_torch_backend_and_swav_loop(shape, tile):
+    batch, n_rows, n_cols, epsilon, elements = SHAPES[shape]
+    if elements is not None:
+        tile(elements)
+    scores = scores_of(batch, n_rows, n_cols).squeeze(0)
+    ours, reference = both(sinkhorn, scores, epsilon)
+    assert ours.n_iter == 3 and ours.converged is None and not ours.log_domain
+    assert_labels(ours.labels)
+    assert_close(ours.labels, reference.labels)
+    for b, problem in enumerate(scores.reshape(batch, n_rows, n_cols)):
+        swav = swav_reference(problem.double().cpu(), epsilon, n_iter=3)
+        assert_close(ours.labels.reshape(batch, n_rows, n_cols)[b], swav)
+
+
+@pytest.mark.parametrize("shape", ["1000x16 ragged tiles", "37x1", "50x2", "45x3000"])
+def test_tolerance_mode_matches_torch_backend_and_pot(shape, tile):
+    pytest.importorskip("ot", reason="POT is the oracle of the converged answer")
+    _, n_rows, n_cols, _, elements = SHAPES[shape]
+    if elements is not None:
+        tile(elements)
+    scores = scores_of(1, n_rows, n_cols)[0]
+    epsilon = 0.2  # converges in tens of iterations: the interpreter pays per pass
+    ours, reference = both(sinkhorn, scores, epsilon, **TOLERANCE)
+    assert ours.converged and ours.col_error <= 2e-6
+    assert abs(ours.n_iter - reference.n_iter) <= 10  # one check apart at most (rounding)
+    assert_labels(ours.labels)
+    assert_close(ours.labels, reference.labels)
+    pot = pot_solution(scores.double().cpu().numpy(), epsilon, None, None)
+    assert_close(ours.labels, torch.from_numpy(pot))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_prior_with_zeros(mode):
+    rng = np.random.default_rng(3)
+    prior, col_marginal = feasible_prior(rng, 200, 9, zero_fraction=0.4)
+    scores = torch.from_numpy(cosine_scores(rng, 200, 9).astype(np.float32)).to(DEVICE)
+    prior_t = torch.from_numpy(prior.astype(np.float32)).to(DEVICE)
+    marginal = torch.from_numpy(col_marginal).to(DEVICE)
+    options = {"col_marginal": marginal, **MODES[mode]}
+    if mode == "tolerance":
+        options["tol"] = 1e-5  # the zeros slow convergence down
+    ours, reference = both(sinkhorn_with_prior, scores, prior_t, 0.1, **options)
+    assert_labels(ours.labels)
+    assert (ours.labels[prior_t == 0] == 0).all()
+    assert_close(ours.labels, reference.labels)
+    if mode == "tolerance":
+        pytest.importorskip("ot")
+        pot = pot_solution(scores.double().cpu().numpy(), 0.1, prior, col_marginal)
+        assert_close(ours.labels, torch.from_numpy(pot), atol=5e-5)  # tol=1e-5 bounds the distance
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_batched_custom_marginals_with_zeros(mode):
+    batch, n_rows, n_cols = 3, 120, 6
+    scores = scores_of(batch, n_rows, n_cols, seed=4)
+    generator = torch.Generator().manual_seed(4)
+    col = torch.rand(batch, n_cols, generator=generator) + 0.1
+    col[:, 2] = 0.0  # a class with no mass
+    row = torch.rand(batch, n_rows, generator=generator) + 0.1
+    row[:, :7] = 0.0  # samples with no weight
+    col, row = (col / col.sum(-1, keepdim=True)).to(DEVICE), (row / row.sum(-1, keepdim=True)).to(DEVICE)
+    options = dict(MODES[mode], tol=1e-5) if mode == "tolerance" else {}
+    ours, reference = both(sinkhorn, scores, 0.1, col_marginal=col, row_marginal=row, **options)
+    assert_labels(ours.labels, row * n_rows)
+    assert (ours.labels[..., 2] == 0).all() and (ours.labels[:, :7] == 0).all()
+    assert ours.n_iter == reference.n_iter  # a batch stops together, as with the torch backend
+    assert_close(ours.labels, reference.labels)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_many_programs_path(mode, multi_program):
+    rng = np.random.default_rng(5)
+    prior, col_marginal = feasible_prior(rng, 300, 16, zero_fraction=0.3)
+    scores = torch.from_numpy(np.stack([cosine_scores(rng, 300, 16) for _ in range(2)]).astype(np.float32))
+    prior_t = torch.from_numpy(np.stack([prior, prior]).astype(np.float32))
+    options = dict(MODES[mode], tol=1e-5) if mode == "tolerance" else {}
+    args = (scores.to(DEVICE), prior_t.to(DEVICE), 0.1)
+    ours, reference = both(sinkhorn_with_prior, *args, col_marginal=col_marginal, **options)
+    assert_labels(ours.labels)
+    assert ours.n_iter == reference.n_iter
+    assert_close(ours.labels, reference.labels)
+
+
+@pytest.mark.parametrize(
+    "mode, path", [("fixed", "single"), ("tolerance", "single"), ("fixed", "multi")]
+)
+def test_float32_rows_offset_by_1e4(mode, path, request):
+    """|scores/epsilon| up to 1e4 through per-row offsets: finite labels, and as close to the
+    float64 answer as the torch backend's (the inputs themselves round to ~1e-3 there)."""
+    if path == "multi":
+        request.getfixturevalue("multi_program")
+    epsilon = 0.01
+    scores = scores_of(1, 300, 12, seed=6)[0]
+    scores = scores + torch.linspace(-1e4, 1e4, 300, device=DEVICE).unsqueeze(1) * epsilon
+    options = {"tol": 1e-5, "max_iter": 1000} if mode == "tolerance" else {}
+    ours, reference = both(sinkhorn, scores, epsilon, **options)
+    exact = sinkhorn(scores.double(), epsilon, backend="torch", **options)
+    assert_labels(ours.labels)
+    assert ours.n_iter == reference.n_iter  # tolerance mode: the offsets do not stall convergence
+    assert_close(ours.labels, exact, atol=1e-3)
+    assert_close(reference.labels, exact, atol=1e-3)
+
+
+@pytest.mark.parametrize("path", ["single", "multi"])
+def test_float32_scores_spread_over_1e4(path, request):
+    if path == "multi":
+        request.getfixturevalue("multi_program")
+    epsilon = 0.01
+    uniform = torch.rand(300, 12, generator=torch.Generator().manual_seed(6)) * 2 - 1
+    scores = (uniform * (1e4 * epsilon)).to(DEVICE)  # |scores/eps| up to 1e4
+    ours, reference = both(sinkhorn, scores, epsilon)
+    assert_labels(ours.labels)
+    assert_close(ours.labels, reference.labels)
+    assert_close(ours.labels, sinkhorn(scores.double(), epsilon, backend="torch"))
+
+
+def test_transport_like_scores_match_float64():
+    # Equipartition forces column potentials in the thousands (the torch backend's scaling path
+    # leaves float32's range there and falls back to its log domain).
+    x = torch.rand(500, 1, generator=torch.Generator().manual_seed(1)) * 0.2
+    scores = -((x - torch.linspace(0, 1, 20)) ** 2)
+    ours = sinkhorn(scores.to(DEVICE), 1e-3, tol=1e-4, max_iter=5000, backend="triton", return_info=True)
+    exact = sinkhorn(scores.double(), 1e-3, tol=1e-4, max_iter=5000, backend="torch")
+    assert ours.converged and ours.col_error <= 2e-4
+    assert_labels(ours.labels)
+    assert_close(ours.labels, exact, atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("path", ["single", "multi"])
+def test_log_sum_exp_rerun_when_a_column_sum_underflows(mode, path, request):
+    # A class of proportion 1e-36 receives less mass than float32's safe range in a column sum:
+    # the fast pass flags it and the problem reruns with log-sum-exp column sums.
+    if path == "multi":
+        request.getfixturevalue("multi_program")
+    col = torch.tensor([1e-36, 0.25, 0.25, 0.25, 0.25], dtype=torch.float64)
+    scores = scores_of(1, 200, 5, seed=7)[0]
+    options = {"tol": 1e-4} if mode == "tolerance" else {}
+    ours = sinkhorn(scores, 0.1, col_marginal=col.to(DEVICE), backend="triton", return_info=True, **options)
+    exact = sinkhorn(scores.double().cpu(), 0.1, col_marginal=col, backend="torch", **options)
+    assert ours.log_domain
+    assert_labels(ours.labels)
+    assert_close(ours.labels, exact)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_inputs(dtype):
+    scores = scores_of(1, 100, 8, seed=8)[0].to(dtype)
+    ours, reference = both(sinkhorn, scores, 0.1)
+    assert ours.labels.dtype == dtype
+    torch.testing.assert_close(ours.labels, reference.labels)  # to the dtype's resolution
+
+
+def test_potentials_reproduce_the_labels():
+    rng = np.random.default_rng(9)
+    prior, _ = feasible_prior(rng, 64, 5, zero_fraction=0.2)
+    scores = torch.from_numpy(cosine_scores(rng, 64, 5).astype(np.float32)).to(DEVICE)
+    prior_t = torch.from_numpy(prior.astype(np.float32)).to(DEVICE)
+    res = sinkhorn_with_prior(scores, prior_t, 0.1, tol=1e-6, backend="triton", return_info=True)
+    f, g = res.log_row_scaling.double(), res.log_col_scaling.double()
+    rebuilt = torch.exp(f[:, None] + scores.double() / 0.1 + torch.log(prior_t.double()) + g[None, :])
+    assert_close(rebuilt, res.labels)
+
+
+def test_numpy_and_non_contiguous_inputs():
+    scores = scores_of(1, 16, 40, seed=10)[0]
+    transposed = scores.t()  # (40, 16), not contiguous
+    ours, reference = both(sinkhorn, transposed, 0.1)
+    assert_close(ours.labels, reference.labels)
+    if DEVICE == "cpu":
+        labels = sinkhorn(transposed.numpy(), 0.1, backend="triton")
+        assert isinstance(labels, np.ndarray)
+        assert_close(torch.from_numpy(labels), reference.labels)
+
+
+def test_invalid_scores_are_reported_through_the_backend():
+    scores = scores_of(1, 20, 3)[0]
+    scores[3, 1] = float("nan")
+    with pytest.raises(InvalidArgumentError, match="NaN"):
+        sinkhorn(scores, 0.1, backend="triton")
+
+
+@pytest.mark.parametrize("path", ["single", "multi"])
+def test_infeasible_support_raises(path, request):
+    # Reachable only past the front end's checks: row 0's prior support is column 0 alone,
+    # whose mass is then set to zero behind the validation's back.
+    if path == "multi":
+        request.getfixturevalue("multi_program")
+    scores = scores_of(1, 30, 4, seed=11)[0]
+    prior = torch.ones(30, 4, device=DEVICE)
+    prior[0, 1:] = 0
+    problem, _, _ = build_problem(scores, prior, 0.1, None, None, None, None, 1000, 10)
+    problem.col_mass[:, 0] = 0
+    problem.col_mass[:, 1:] = 30 / 3
+    with pytest.raises(InfeasibleProblemError):
+        triton_backend.solve(problem)
+
+
+def test_auto_picks_triton_on_cuda_only():
+    scores = scores_of(1, 50, 4)[0]
+    picked = sinkhorn(scores, 0.1, return_info=True).backend
+    assert picked == ("triton" if DEVICE == "cuda" else "torch")
+    # float64 is the torch backend's, on any device
+    assert sinkhorn(scores.double(), 0.1, return_info=True).backend == "torch"
+
+
+def test_unavailable_reasons(monkeypatch):
+    scores = scores_of(1, 10, 3)[0]
+    with pytest.raises(BackendUnavailableError, match="float32"):
+        sinkhorn(scores.double(), 0.1, backend="triton")
+    with pytest.raises(BackendUnavailableError, match="8192"):
+        sinkhorn(torch.zeros(2, triton_backend.MAX_K + 1, device=DEVICE), 0.1, backend="triton")
+    kernels = triton_backend._kernels()
+    monkeypatch.setattr(kernels, "INTERPRETED", False)
+    with pytest.raises(BackendUnavailableError, match="TRITON_INTERPRET"):
+        sinkhorn(scores.cpu(), 0.1, backend="triton")
+
+    def missing() -> None:
+        raise ImportError("No module named 'triton'")
+
+    monkeypatch.setattr(triton_backend, "_kernels", missing)
+    with pytest.raises(BackendUnavailableError, match="triton is not installed"):
+        sinkhorn(scores, 0.1, backend="triton")
+    assert sinkhorn(scores, 0.1, return_info=True).backend == "torch"  # auto falls back
