@@ -43,9 +43,19 @@ import os
 import triton
 import triton.language as tl
 
-#: Whether the kernels run in Triton's CPU interpreter. ``triton.jit`` decides this when the
-#: kernels are defined, i.e. when this module is first imported.
-INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def interpreting() -> bool:
+    """Whether Triton is set to run kernels in its CPU interpreter (``TRITON_INTERPRET``), now."""
+    knobs = getattr(triton, "knobs", None)  # triton >= 3.4 reads the variable through its knobs
+    if knobs is not None:
+        return bool(knobs.runtime.interpret)
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+#: Whether these kernels run in the interpreter: ``triton.jit`` decides when they are defined,
+#: i.e. when this module is first imported, and the setting must not change afterwards.
+INTERPRETED = interpreting()
 
 # Pass kinds (Python values for the host, constexpr for the kernels).
 COLSTATS = 0

@@ -71,11 +71,16 @@ def unavailable_reason(problem: Problem) -> str | None:
     except ImportError as exc:
         return f"triton is not installed ({exc}); install it with pip install 'otlabel[triton]'"
     device = problem.scores.device
+    if kernels.interpreting() != kernels.INTERPRETED:
+        return (
+            f"TRITON_INTERPRET was {'set' if kernels.INTERPRETED else 'unset'} when otlabel's triton kernels were "
+            "defined and has changed since; set it once, before the first use"
+        )
     if device.type == "cpu":
         if not kernels.INTERPRETED:
             return (
                 "scores are on the CPU; the triton backend runs on CUDA tensors (or on the CPU in "
-                "Triton's interpreter, with TRITON_INTERPRET=1 set before otlabel's triton backend is imported)"
+                "Triton's interpreter, with TRITON_INTERPRET=1 set before otlabel's triton backend is first used)"
             )
     elif device.type != "cuda":
         return f"scores are on a {device.type!r} device; the triton backend runs on CUDA tensors"

@@ -10,7 +10,9 @@ monkeypatched tile sizes where a test needs ragged tiles or many programs.
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 
 import torch
 
@@ -315,9 +317,15 @@ def test_unavailable_reasons(monkeypatch):
     with pytest.raises(BackendUnavailableError, match="8192"):
         sinkhorn(torch.zeros(2, triton_backend.MAX_K + 1, device=DEVICE), 0.1, backend="triton")
     kernels = triton_backend._kernels()
-    monkeypatch.setattr(kernels, "INTERPRETED", False)
-    with pytest.raises(BackendUnavailableError, match="TRITON_INTERPRET"):
-        sinkhorn(scores.cpu(), 0.1, backend="triton")
+    with monkeypatch.context() as patch:  # as if compiled kernels and no interpreter
+        patch.setattr(kernels, "INTERPRETED", False)
+        patch.setattr(kernels, "interpreting", lambda: False)
+        with pytest.raises(BackendUnavailableError, match="on the CPU.*TRITON_INTERPRET=1"):
+            sinkhorn(scores.cpu(), 0.1, backend="triton")
+    with monkeypatch.context() as patch:  # the setting flipped after the kernels were defined
+        patch.setattr(kernels, "interpreting", lambda: not kernels.INTERPRETED)
+        with pytest.raises(BackendUnavailableError, match="has changed since"):
+            sinkhorn(scores, 0.1, backend="triton")
 
     def missing() -> None:
         raise ImportError("No module named 'triton'")
@@ -326,3 +334,56 @@ def test_unavailable_reasons(monkeypatch):
     with pytest.raises(BackendUnavailableError, match="triton is not installed"):
         sinkhorn(scores, 0.1, backend="triton")
     assert sinkhorn(scores, 0.1, return_info=True).backend == "torch"  # auto falls back
+
+
+def _benchmark():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_sinkhorn.py"
+    spec = importlib.util.spec_from_file_location("gpu_sinkhorn", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("with_pot", [True, False])
+def test_gpu_benchmark_dry_run(with_pot, tmp_path, monkeypatch, capsys):
+    """The GPU benchmark end to end on tiny sizes (its timings mean nothing here), with and
+    without POT installed."""
+    if with_pot:
+        pytest.importorskip("ot")
+    else:
+        monkeypatch.setitem(sys.modules, "ot", None)  # import ot raises ImportError
+    benchmark = _benchmark()
+    out = tmp_path / "gpu.json"
+    assert benchmark.main(["--dry-run", "--out", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    table = capsys.readouterr().out
+    assert "| fixed | 300 x 4 |" in table and "| tolerance | 12 x 300 |" in table
+    expected = {"triton", "torch", "SwAV loop"} | ({"POT"} if with_pot else set())
+    fixed = [row for row in payload["rows"] if row["mode"] == "fixed"]
+    assert len(fixed) == len(benchmark.DRY_SIZES) and all(set(row["peers"]) == expected for row in fixed)
+    for row in payload["rows"]:
+        for name, peer in row["peers"].items():
+            assert peer["finite"] and peer["repeats"] == 3
+            assert peer["max_abs_diff_vs_torch"] < 1e-4, (row["mode"], name)
+    assert payload["bandwidth"]["bytes_per_call"] == 5 * 12 * 300 * 4
+
+
+def test_gpu_benchmark_tune_dry_run(tmp_path, capsys):
+    benchmark = _benchmark()
+    out = tmp_path / "tune.json"
+    assert benchmark.main(["--dry-run", "--tune", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())["tune"]
+    assert len(results) == len(benchmark.tune_grid(*benchmark.DRY_SIZES[0], triton_backend.SMALL_PROBLEM))
+    assert all(row["median_ms"] > 0 for row in results)
+    assert "| 300 x 4 | TILE_SINGLE=2048 |" in capsys.readouterr().out
+
+
+def test_peak_bandwidth_lookup():
+    benchmark = _benchmark()
+    assert benchmark.peak_gbps("NVIDIA H100 80GB HBM3") == 3350.0
+    assert benchmark.peak_gbps("NVIDIA H100 PCIe") == 2000.0
+    assert benchmark.peak_gbps("NVIDIA H200") == 4800.0
+    assert benchmark.peak_gbps("Some future GPU") is None

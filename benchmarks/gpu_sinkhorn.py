@@ -1,0 +1,386 @@
+"""GPU benchmark: otlabel's fused Triton backend against its torch backend, POT and the SwAV loop.
+
+Peers, on SwAV-like scores (cosines between random unit embeddings and K prototypes,
+``epsilon = 0.05``), float32 on one CUDA device:
+
+* ``sinkhorn(..., backend="triton")`` and ``sinkhorn(..., backend="torch")`` (end to end:
+  validation, solve, status read-back);
+* POT's solver on torch tensors: ``ot.sinkhorn(a, b, M, reg=1)`` with ``M = -scores/epsilon``
+  (the same column-then-row schedule; ``numItermax=3`` in fixed-iteration mode) and, in
+  tolerance mode, ``method="sinkhorn_log"`` with ``stopThr = tol * min(b)`` (POT stops on the
+  L2 norm of the absolute column violation, so this bounds our relative max-norm criterion);
+  the labels are POT's plan times N;
+* the plain SwAV loop (``distributed_sinkhorn`` on one process; fixed-iteration mode only).
+
+Fixed-iteration mode (3 iterations) at 12000x16, 800x64, 100000x64, 1000000x128 and
+4096x3000; tolerance mode (``tol=1e-6``) at the same sizes. Every call is timed with CUDA
+events after warm-up (which includes Triton's compilation); runs are interleaved (one call of
+each peer per round), and the table reports medians over ``--repeats`` rounds (default 50), the
+ratio of each peer's median to Triton's, and the largest label difference to the torch backend.
+A peer whose single call would blow ``--cell-seconds`` gets fewer rounds (at least 10; the
+count is reported).
+
+**Memory traffic model** (bytes per call of the Triton backend, fixed-iteration mode, n
+iterations, float32 scores): the scores are read n + 1 times (one pass for the first column
+step, then one fused pass per iteration, the last one also writing the labels) and the labels
+are written once: ``(n + 2) * N * K * 4`` bytes; vectors of length N or K are ignored. The
+achieved rate at the largest size is compared with the device's peak memory bandwidth, looked
+up by device name (``--peak-gbps`` overrides it).
+
+Targets: Triton >= 5x faster than the torch backend at 12000x16 (3 iterations), and >= 60% of
+peak bandwidth at 1000000x128.
+
+``--dry-run`` runs tiny sizes with a few rounds (on the CPU through Triton's interpreter when
+there is no GPU): it checks the script end to end, its numbers mean nothing.
+``--tune`` times the Triton backend alone over a small grid of its launch constants instead
+(to choose the defaults in ``otlabel/backends/triton_backend.py`` on a new GPU).
+
+Usage::
+
+    python benchmarks/gpu_sinkhorn.py --out results.json [--repeats 50] [--peak-gbps 3350]
+    python benchmarks/gpu_sinkhorn.py --dry-run --out /tmp/dry.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+EPSILON = 0.05
+N_ITER = 3
+TOL = 1e-6
+SIZES = [(12000, 16), (800, 64), (100000, 64), (1000000, 128), (4096, 3000)]
+DRY_SIZES = [(300, 4), (40, 16), (12, 300)]
+SPEED_TARGET = (12000, 16, 5.0)  # N, K, minimum torch/triton ratio (fixed-iteration mode)
+BANDWIDTH_TARGET = (1000000, 128, 0.60)  # N, K, minimum fraction of peak (fixed-iteration mode)
+
+#: Peak memory bandwidth in GB/s by device name (first match wins; vendor data sheets).
+PEAK_GBPS = [
+    ("H200", 4800.0),
+    ("H100 NVL", 3900.0),
+    ("H100 PCIe", 2000.0),
+    ("H100", 3350.0),  # H100 SXM5 80GB HBM3
+    ("A100-SXM4-80GB", 2039.0),
+    ("A100 80GB PCIe", 1935.0),
+    ("A100", 1555.0),  # 40GB
+]
+
+
+def peak_gbps(device_name: str) -> float | None:
+    for key, value in PEAK_GBPS:
+        if key in device_name:
+            return value
+    return None
+
+
+def traffic_bytes(n_rows: int, n_cols: int, n_iter: int = N_ITER, itemsize: int = 4) -> int:
+    """Bytes one fixed-iteration Triton call moves: n + 1 reads of the scores, one write of the labels."""
+    return (n_iter + 1) * n_rows * n_cols * itemsize + n_rows * n_cols * 4
+
+
+class Timer:
+    """Milliseconds of one call: CUDA events on a GPU (the device idle before), else wall clock."""
+
+    def __init__(self, torch: Any, device: Any):
+        self.torch = torch
+        self.cuda = device.type == "cuda"
+
+    def __call__(self, fn: Callable[[], Any]) -> tuple[float, Any]:
+        torch = self.torch
+        if not self.cuda:
+            start = time.perf_counter()
+            out = fn()
+            return (time.perf_counter() - start) * 1e3, out
+        torch.cuda.synchronize()
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        out = fn()
+        end.record()
+        end.synchronize()
+        return begin.elapsed_time(end), out
+
+
+def swav_loop(torch: Any, scores: Any, epsilon: float, n_iter: int) -> Any:
+    """SwAV's distributed_sinkhorn on one process, as published (K x B layout, in place)."""
+    q = torch.exp(scores / epsilon).t()
+    n_cols, n_rows = q.shape
+    q /= torch.sum(q)
+    for _ in range(n_iter):
+        q /= torch.sum(q, dim=1, keepdim=True)
+        q /= n_cols
+        q /= torch.sum(q, dim=0, keepdim=True)
+        q /= n_rows
+    q *= n_rows
+    return q.t()
+
+
+def cosine_scores(torch: Any, n_rows: int, n_cols: int, device: Any, seed: int = 0) -> Any:
+    generator = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn(n_rows, 128, device=device, generator=generator)
+    prototypes = torch.randn(n_cols, 128, device=device, generator=generator)
+    x = torch.nn.functional.normalize(x, dim=1)
+    prototypes = torch.nn.functional.normalize(prototypes, dim=1)
+    return (x @ prototypes.t()).contiguous()
+
+
+def peers(torch: Any, ot: Any, mode: str, epsilon: float, tol: float) -> dict[str, Callable[[Any], Any]]:
+    """name -> function(scores) returning (labels, iterations)."""
+    from otlabel import sinkhorn
+
+    options: dict[str, Any] = {"n_iter": N_ITER} if mode == "fixed" else {"tol": tol}
+
+    def otlabel_peer(backend: str) -> Callable[[Any], Any]:
+        def run(scores: Any) -> Any:
+            res = sinkhorn(scores, epsilon, backend=backend, return_info=True, **options)
+            return res.labels, res.n_iter
+
+        return run
+
+    found: dict[str, Callable[[Any], Any]] = {"triton": otlabel_peer("triton"), "torch": otlabel_peer("torch")}
+    if ot is not None:
+
+        def pot(scores: Any) -> Any:
+            n_rows, n_cols = scores.shape
+            a = torch.full((n_rows,), 1.0 / n_rows, device=scores.device)
+            b = torch.full((n_cols,), 1.0 / n_cols, device=scores.device)
+            cost = scores / -epsilon
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "did not converge" after the fixed 3 iterations
+                if mode == "fixed":
+                    plan, log = ot.sinkhorn(a, b, cost, 1.0, numItermax=N_ITER, stopThr=0.0, log=True)
+                else:
+                    plan, log = ot.sinkhorn(
+                        a, b, cost, 1.0, method="sinkhorn_log", numItermax=1000, stopThr=tol / n_cols, log=True
+                    )
+            return plan * n_rows, int(log["niter"]) + 1
+
+        found["POT"] = pot
+    if mode == "fixed":
+        found["SwAV loop"] = lambda scores: (swav_loop(torch, scores, epsilon, N_ITER), N_ITER)
+    return found
+
+
+def run_cell(
+    torch: Any,
+    timer: Timer,
+    functions: dict[str, Callable[[Any], Any]],
+    scores: Any,
+    repeats: int,
+    warmup: int,
+    cell_seconds: float,
+) -> dict[str, dict[str, Any]]:
+    """Warm up, then interleave ``repeats`` rounds of one call per peer; medians and agreement."""
+    results: dict[str, dict[str, Any]] = {}
+    first: dict[str, float] = {}
+    labels: dict[str, Any] = {}
+    for name, fn in functions.items():
+        for _ in range(warmup):
+            elapsed, (out, iterations) = timer(lambda: fn(scores))
+        first[name] = elapsed
+        labels[name] = out
+        results[name] = {"iterations": iterations, "times_ms": []}
+    rounds = {name: max(min(10, repeats), min(repeats, int(cell_seconds * 1e3 / max(ms, 1e-3)))) for name, ms in first.items()}
+    for round_index in range(max(rounds.values())):
+        for name, fn in functions.items():
+            if round_index < rounds[name]:
+                elapsed, _ = timer(lambda: fn(scores))
+                results[name]["times_ms"].append(elapsed)
+    reference = labels["torch"].double()
+    for name, result in results.items():
+        times = sorted(result.pop("times_ms"))
+        result["repeats"] = len(times)
+        result["median_ms"] = statistics.median(times)
+        result["p10_ms"] = times[len(times) // 10]
+        result["p90_ms"] = times[(9 * len(times)) // 10]
+        result["max_abs_diff_vs_torch"] = float((labels[name].double() - reference).abs().max())
+        result["finite"] = bool(torch.isfinite(labels[name]).all())
+    triton_ms = results["triton"]["median_ms"]
+    for result in results.values():
+        result["ratio_to_triton"] = result["median_ms"] / triton_ms
+    return results
+
+
+def markdown(rows: list[dict[str, Any]], names: Sequence[str]) -> str:
+    others = [n for n in names if n != "triton"]
+    head = ["mode", "N x K", *(f"{n} ms" for n in names), *(f"{n} / triton" for n in others), "iterations",
+            "max abs diff to torch: triton", "POT"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        found = row["peers"]
+        cells = [row["mode"], f"{row['n_rows']} x {row['n_cols']}"]
+        cells += [f"{found[n]['median_ms']:.3f}" if n in found else "n/a" for n in names]
+        cells += [f"{found[n]['ratio_to_triton']:.2f}x" if n in found else "n/a" for n in others]
+        cells.append(", ".join(f"{n} {p['iterations']}" for n, p in found.items()))
+        cells += [f"{found[n]['max_abs_diff_vs_torch']:.1e}" if n in found else "n/a" for n in ("triton", "POT")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle, indent=2)
+    os.replace(tmp, path)
+
+
+TUNE_SIZES = [(12000, 16), (1000000, 128), (4096, 3000)]
+
+
+def tune_grid(n_rows: int, n_cols: int, small_problem: int) -> list[dict[str, int]]:
+    """Launch constants to try: tile sizes of the single-program path (and the many-programs path
+    instead) for a small problem; tile sizes x programs per SM for a large one."""
+    if n_rows * n_cols <= small_problem:
+        return [{"TILE_SINGLE": t} for t in (2048, 4096, 8192, 16384)] + [{"SMALL_PROBLEM": 0}]
+    return [{"TILE_MULTI": t, "PROGRAMS_PER_SM": p} for t in (2048, 4096, 8192) for p in (4, 8, 16)]
+
+
+def tune(torch: Any, timer: Timer, device: Any, sizes: Sequence[tuple[int, int]], repeats: int,
+         warmup: int) -> list[dict[str, Any]]:
+    """Median ms of the Triton backend (fixed-iteration mode) per launch configuration."""
+    from otlabel import sinkhorn
+    from otlabel.backends import triton_backend as tb
+
+    names = ("TILE_SINGLE", "TILE_MULTI", "PROGRAMS_PER_SM", "SMALL_PROBLEM")
+    defaults = {name: getattr(tb, name) for name in names}
+    out = []
+    try:
+        for n_rows, n_cols in sizes:
+            scores = cosine_scores(torch, n_rows, n_cols, device)
+            for config in tune_grid(n_rows, n_cols, defaults["SMALL_PROBLEM"]):
+                for name, value in {**defaults, **config}.items():
+                    setattr(tb, name, value)
+                fn = lambda: sinkhorn(scores, EPSILON, backend="triton")  # noqa: E731
+                for _ in range(warmup):
+                    timer(fn)
+                median = statistics.median(timer(fn)[0] for _ in range(repeats))
+                out.append({"n_rows": n_rows, "n_cols": n_cols, "config": config, "median_ms": median})
+                print(f"{n_rows} x {n_cols} {config}: {median:.3f} ms", file=sys.stderr, flush=True)
+            del scores
+    finally:
+        for name, value in defaults.items():
+            setattr(tb, name, value)
+    return out
+
+
+def tune_markdown(results: list[dict[str, Any]]) -> str:
+    lines = ["| N x K | configuration | triton ms |", "|---|---|---|"]
+    for row in results:
+        config = ", ".join(f"{k}={v}" for k, v in row["config"].items())
+        lines.append(f"| {row['n_rows']} x {row['n_cols']} | {config} | {row['median_ms']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="JSON file to write (atomically)")
+    parser.add_argument("--repeats", type=int, default=50, help="timed rounds per cell (default 50)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed calls per peer first (default 5)")
+    parser.add_argument("--cell-seconds", type=float, default=30.0,
+                        help="fewer rounds (>= 10) for a peer whose calls would take longer than this per cell")
+    parser.add_argument("--peak-gbps", type=float, default=None, help="device peak memory bandwidth, GB/s")
+    parser.add_argument("--dry-run", action="store_true", help="tiny sizes, few rounds; CPU interpreter without a GPU")
+    parser.add_argument("--tune", action="store_true",
+                        help="time the Triton backend alone over its launch constants instead of the comparison")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        if not args.dry_run:
+            parser.error("no CUDA device: this benchmark needs a GPU (use --dry-run to check it on the CPU)")
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # before otlabel's kernels are imported
+    try:
+        import ot
+    except ImportError:
+        ot = None
+        print("POT is not installed: its column is n/a", file=sys.stderr)
+
+    device = torch.device("cuda" if cuda else "cpu")
+    sizes = DRY_SIZES if args.dry_run else SIZES
+    repeats, warmup = (3, 1) if args.dry_run else (args.repeats, args.warmup)
+    epsilon, tol = (0.2, 1e-4) if args.dry_run else (EPSILON, TOL)
+    timer = Timer(torch, device)
+    name = torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu"
+    peak = args.peak_gbps if args.peak_gbps is not None else (peak_gbps(name) if cuda else None)
+
+    import otlabel
+    import triton
+
+    payload: dict[str, Any] = {
+        "device": name, "dry_run": args.dry_run, "epsilon": EPSILON if args.tune else epsilon,
+        "versions": {"torch": torch.__version__, "triton": triton.__version__, "otlabel": otlabel.__version__,
+                     "pot": getattr(ot, "__version__", None), "python": platform.python_version()},
+    }
+    if args.tune:
+        results = tune(torch, timer, device, sizes[:1] if args.dry_run else TUNE_SIZES, repeats, warmup)
+        payload["tune"] = results
+        print(f"\n{name}; Triton backend, float32, epsilon = {EPSILON}, {N_ITER} iterations; medians over {repeats} calls\n")
+        print(tune_markdown(results))
+        write_json(args.out, payload)
+        print(f"\nwrote {args.out}")
+        return 0
+
+    rows = []
+    for mode in ("fixed", "tolerance"):
+        functions = peers(torch, ot, mode, epsilon, tol)
+        for n_rows, n_cols in sizes:
+            scores = cosine_scores(torch, n_rows, n_cols, device)
+            print(f"{mode} {n_rows} x {n_cols} ...", file=sys.stderr, flush=True)
+            result = run_cell(torch, timer, functions, scores, repeats, warmup, args.cell_seconds)
+            rows.append({"mode": mode, "n_rows": n_rows, "n_cols": n_cols, "peers": result})
+            del scores
+            if cuda:
+                torch.cuda.empty_cache()
+
+    largest = max((r for r in rows if r["mode"] == "fixed"), key=lambda r: r["n_rows"] * r["n_cols"])
+    moved = traffic_bytes(largest["n_rows"], largest["n_cols"])
+    achieved = moved / (largest["peers"]["triton"]["median_ms"] * 1e-3) / 1e9
+    bandwidth = {
+        "n_rows": largest["n_rows"], "n_cols": largest["n_cols"], "bytes_per_call": moved,
+        "model": f"({N_ITER} + 2) * N * K * 4: {N_ITER + 1} reads of the float32 scores, one write of the labels",
+        "achieved_gbps": achieved, "peak_gbps": peak, "fraction_of_peak": achieved / peak if peak else None,
+    }
+    targets = {}
+    for row in rows:
+        if row["mode"] == "fixed" and (row["n_rows"], row["n_cols"]) == SPEED_TARGET[:2]:
+            ratio = row["peers"]["torch"]["ratio_to_triton"]
+            targets["speedup_vs_torch_12000x16"] = {"value": ratio, "target": SPEED_TARGET[2],
+                                                    "met": ratio >= SPEED_TARGET[2]}
+    if (largest["n_rows"], largest["n_cols"]) == BANDWIDTH_TARGET[:2] and peak:
+        fraction = bandwidth["fraction_of_peak"]
+        targets["bandwidth_1000000x128"] = {"value": fraction, "target": BANDWIDTH_TARGET[2],
+                                            "met": fraction >= BANDWIDTH_TARGET[2]}
+    payload.update({"n_iter": N_ITER, "tol": tol, "repeats": repeats, "rows": rows,
+                    "bandwidth": bandwidth, "targets": targets})
+
+    clock = "CUDA events" if cuda else "wall clock, Triton interpreter: meaningless numbers"
+    print(f"\n{name}; float32, epsilon = {epsilon}; fixed mode {N_ITER} iterations, tolerance mode tol = {tol}; "
+          f"medians over {repeats} interleaved rounds ({clock})\n")
+    print(markdown(rows, ["triton", "torch", "POT", "SwAV loop"]))
+    peak_text = f"{peak:.0f} GB/s peak, {100 * achieved / peak:.0f}%" if peak else "peak unknown (--peak-gbps)"
+    print(f"\nTriton at {largest['n_rows']} x {largest['n_cols']}: {moved / 1e9:.3f} GB per call "
+          f"({bandwidth['model']}) -> {achieved:.0f} GB/s ({peak_text})")
+    for key, target in targets.items():
+        print(f"target {key}: {target['value']:.2f} (>= {target['target']}) {'met' if target['met'] else 'NOT met'}")
+    write_json(args.out, payload)
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
