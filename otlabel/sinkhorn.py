@@ -165,8 +165,10 @@ def finish(
     labels = _output(plan, batched, was_numpy, problem.scores.dtype)
     if not return_info:
         return labels
-    row_error = relative_violation(plan.sum(-1), problem.row_mass).amax().item()
-    col_sums = problem.reducer.sum(plan.sum(-2))
+    # accumulate in float64 so that the reported errors are those of the returned plan,
+    # not of a float32 summation
+    row_error = relative_violation(plan.sum(-1, dtype=torch.float64), problem.row_mass).amax().item()
+    col_sums = problem.reducer.sum(plan.sum(-2, dtype=torch.float64))
     col_error = relative_violation(col_sums, problem.col_mass).amax().item()
     return SinkhornResult(
         labels=labels,
