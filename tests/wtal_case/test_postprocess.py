@@ -353,6 +353,7 @@ def test_config_defaults_and_weights() -> None:
     ({"index": np.arange(5.0)}, "index must be 5 integers"),
     ({"index": np.array([0, 1, 3, 2, 4])}, "non-decreasing"),
     ({"index": np.arange(5) + 1}, "within"),
+    ({"num_snippets": 5.5}, "num_snippets must be an integer"),
 ])
 def test_detect_video_rejects_bad_input(change: dict, message: str) -> None:
     args = {"cas": np.ones((5, 2)), "foreground": np.ones(5), "video_scores": np.ones(2),

@@ -37,8 +37,7 @@ def _save(fig: Figure, path: PathLike) -> Path:
     """Render ``fig`` to PNG at ``path`` atomically; returns the path."""
     path = Path(path)
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png",
-                               dir=path.parent if str(path.parent) else ".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
