@@ -9,8 +9,8 @@ decreasing scores, wrong-class and background false positives; 20k+ by default):
 * ``case.metrics.average_precision`` on already parsed arrays (the metric alone);
 * the loop re-statement of the official ``compute_average_precision_detection``
   (``tests/wtal_case/anet_reference.py``, one prediction at a time, as the official code; given
-  pre-flattened rows, so its parsing is not timed). The official file itself needs pandas and
-  fails on NumPy >= 1.24 (``np.float``), and its ``DataFrame.iterrows`` loop is slower still.
+  pre-flattened rows, so its parsing is not timed). The official file itself is not run: it
+  needs pandas and fails on NumPy >= 1.24 (``np.float``).
 
 Runs are interleaved, after one warm-up run of each; the table reports medians and the ratio
 to the reference. The numbers must agree (max |difference| of per-class AP is printed).
