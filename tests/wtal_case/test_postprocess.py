@@ -1,4 +1,4 @@
-"""Post-processing: clustering-assisted testing, proposals, OIC, NMS, time, vs the official inference."""
+"""Post-processing: foreground, proposals, OIC, NMS, time, and the official inference."""
 
 from __future__ import annotations
 
@@ -339,7 +339,8 @@ def test_config_defaults_and_weights() -> None:
     assert cfg.snippet_seconds == 0.64 and cfg.scale == 24
     assert (cfg.outer_ratio, cfg.video_score_weight) == (0.15, 0.2)
     assert cfg.resolved_cas_weight == pytest.approx(0.2)
-    assert PostprocessConfig(foreground_mode="attention").resolved_cas_weight == pytest.approx(1 / 3)
+    baseline = PostprocessConfig(foreground_mode="attention")
+    assert baseline.resolved_cas_weight == pytest.approx(1 / 3)
     assert PostprocessConfig(cas_weight=0.5).resolved_cas_weight == 0.5
 
 
