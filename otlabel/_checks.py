@@ -28,9 +28,15 @@ BACKENDS = ("auto", "torch", "triton")
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the solver works in: float64 stays float64, everything else is float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+#: Problems with at most this many entries are computed in float64 whatever their dtype:
+#: at that size the work is dominated by per-call overheads, and float64 sums keep tolerance
+#: mode's 1e-6 within reach where a float32 matrix-vector product would not.
+SMALL_PROBLEM = 2**18
+
+
+def compute_dtype(dtype: torch.dtype, numel: int) -> torch.dtype:
+    """The dtype the solver works in: float64 for float64 input and for small problems, else float32."""
+    return torch.float64 if dtype == torch.float64 or numel <= SMALL_PROBLEM else torch.float32
 
 
 @dataclass

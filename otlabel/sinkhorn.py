@@ -93,7 +93,7 @@ def build_problem(
     n_iter = check_int(DEFAULT_N_ITER if n_iter is None else n_iter, "n_iter", 1)
     max_iter = check_int(max_iter, "max_iter", 1)
     check_every = check_int(check_every, "check_every", 1)
-    dtype = compute_dtype(scores3.dtype)
+    dtype = compute_dtype(scores3.dtype, scores3.numel())
     batch, n_rows, n_cols = scores3.shape
     checks = DeferredChecks()
     check_scores_finite(scores3, checks)
