@@ -12,12 +12,15 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import torch
 
 from .errors import ArgumentTypeError, InvalidArgumentError
+
+#: What the public functions accept and return: a tensor, or a numpy array (returned as numpy).
+Array = Union[torch.Tensor, np.ndarray]  # noqa: UP007 - a runtime alias, valid on Python 3.10
 
 #: Marginals must sum to one within this absolute tolerance; they are then renormalised
 #: exactly, so the tolerance only decides what is accepted, never the answer.
@@ -63,7 +66,7 @@ class DeferredChecks:
 
     def raise_from(self, failed: Sequence[float]) -> None:
         """Raise the first error whose flag (as returned by :meth:`as_tensor`) is set."""
-        for value, error in zip(failed, self.errors):
+        for value, error in zip(failed, self.errors, strict=True):
             if value > 0:
                 raise error
         self.flags.clear()

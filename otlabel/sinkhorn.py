@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
-import numpy as np
 import torch
 
 from . import backends
 from ._checks import (
+    Array,
     DeferredChecks,
     check_backend,
     check_epsilon,
@@ -26,8 +26,6 @@ from ._problem import Problem, Reducer, Solution, relative_violation
 from .errors import ConvergenceWarning, InvalidArgumentError
 
 __all__ = ["SinkhornResult", "sinkhorn", "sinkhorn_with_prior"]
-
-Array = Union[torch.Tensor, np.ndarray]
 
 #: Fixed-iteration mode's default number of iterations (SwAV and CASE use 3).
 DEFAULT_N_ITER = 3

@@ -19,6 +19,7 @@ Two paths share one schedule (column step, then row step, ``n`` times; rows last
 from __future__ import annotations
 
 import math
+
 import torch
 
 from .._problem import Problem, Solution, relative_violation
@@ -83,9 +84,9 @@ def _accurate_column_sums(a: torch.Tensor, kernel: torch.Tensor, bias: torch.Ten
     """bias + a^T kernel, shape (B, 1, K), accurate to ~1e-7 relative even in float32.
 
     A float32 matrix-vector product over N rows accumulates rounding like sqrt(N) * 6e-8
-    (4e-6 at N = 12000, 4e-7 already at N = 100), which would stall tolerance mode above 1e-6. Summing blocks of
-    COLUMN_BLOCK rows in float32 and the block sums in float64 removes that floor for the
-    cost of one small extra reduction.
+    (4e-6 at N = 12000, 4e-7 already at N = 100), which would stall tolerance mode above
+    1e-6. Summing blocks of COLUMN_BLOCK rows in float32 and the block sums in float64
+    removes that floor for the cost of one small extra reduction.
     """
     batch, n_rows, n_cols = kernel.shape
     blocks = n_rows // COLUMN_BLOCK
@@ -94,12 +95,17 @@ def _accurate_column_sums(a: torch.Tensor, kernel: torch.Tensor, bias: torch.Ten
     split = blocks * COLUMN_BLOCK
     if batch > 1 and split != n_rows:
         # (B, C, R, K) views cannot be flattened to one bmm batch without a copy: go per problem
-        return torch.cat([_accurate_column_sums(a[i : i + 1], kernel[i : i + 1], bias[i : i + 1]) for i in range(batch)])
+        return torch.cat(
+            [_accurate_column_sums(a[i : i + 1], kernel[i : i + 1], bias[i : i + 1]) for i in range(batch)]
+        )
     head = torch.matmul(
-        a[:, :split, 0].reshape(batch, blocks, 1, COLUMN_BLOCK), kernel[:, :split].reshape(batch, blocks, COLUMN_BLOCK, n_cols)
+        a[:, :split, 0].reshape(batch, blocks, 1, COLUMN_BLOCK),
+        kernel[:, :split].reshape(batch, blocks, COLUMN_BLOCK, n_cols),
     )  # (B, C, 1, K)
     total = head.sum(1, dtype=torch.float64)
-    if split != n_rows:
+    if split == n_rows:
+        total += bias
+    else:
         total += torch.baddbmm(bias, a[:, split:].mT, kernel[:, split:])
     return total.to(kernel.dtype)
 
