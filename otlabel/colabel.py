@@ -5,17 +5,15 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
 
-from ._checks import check_scores, to_tensor
+from ._checks import Array, check_scores, to_tensor
 from .errors import ArgumentTypeError, InvalidArgumentError
 
 __all__ = ["colabel"]
-
-Array = Union[torch.Tensor, np.ndarray]
 
 SPACES = ("probs", "logits")
 
@@ -106,8 +104,8 @@ def colabel(predictions: Sequence[Array], weights: Sequence[float] | None = None
         raise ArgumentTypeError("predictions mixes numpy arrays and torch tensors")
     w = _weights(weights, len(tensors))
     if space == "logits":
-        fused = sum(wi * t for wi, t in zip(w, tensors))
+        fused = sum(wi * t for wi, t in zip(w, tensors, strict=True))
     else:
-        terms = [torch.log_softmax(t, dim=-1) + math.log(wi) for wi, t in zip(w, tensors) if wi > 0]
+        terms = [torch.log_softmax(t, dim=-1) + math.log(wi) for wi, t in zip(w, tensors, strict=True) if wi > 0]
         fused = torch.logsumexp(torch.stack(terms), dim=0)
     return fused.numpy() if numpy_flags == {True} else fused

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
-import numpy as np
 import torch
 
-from ._checks import DeferredChecks, check_marginal, check_scores
+from ._checks import Array, DeferredChecks, check_marginal, check_scores
 from .errors import InvalidArgumentError
 
 __all__ = ["hard_labels", "integer_quotas"]
-
-Array = Union[torch.Tensor, np.ndarray]
 
 
 def integer_quotas(col_mass: torch.Tensor, total: int) -> torch.Tensor:

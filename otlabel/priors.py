@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Union
+from typing import Any
 
-import numpy as np
 import torch
 
-from ._checks import to_tensor
+from ._checks import Array, to_tensor
 from .errors import ArgumentTypeError, InvalidArgumentError
 
 __all__ = ["gaussian_rank_prior", "foreground_marginal", "fractional_ranks"]
-
-Array = Union[torch.Tensor, np.ndarray]
 
 
 def _float_input(value: Any, name: str) -> tuple[torch.Tensor, bool]:
@@ -160,7 +157,9 @@ def foreground_marginal(fg_labels: Array, valid: Array | None = None) -> Array:
         if mask.dtype != torch.bool:
             raise ArgumentTypeError(f"valid must be a boolean mask, got dtype {mask.dtype}")
         if mask.shape != labels.shape:
-            raise InvalidArgumentError(f"valid must have the shape of fg_labels {tuple(labels.shape)}, got {tuple(mask.shape)}")
+            raise InvalidArgumentError(
+                f"valid must have the shape of fg_labels {tuple(labels.shape)}, got {tuple(mask.shape)}"
+            )
         mask = mask.to(labels.device)
         count = mask.sum(-1)
         if bool((count == 0).any()):

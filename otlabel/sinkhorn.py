@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
-import numpy as np
 import torch
 
 from . import backends
 from ._checks import (
+    Array,
     DeferredChecks,
     check_backend,
     check_epsilon,
@@ -26,8 +26,6 @@ from ._problem import Problem, Reducer, Solution, relative_violation
 from .errors import ConvergenceWarning, InvalidArgumentError
 
 __all__ = ["SinkhornResult", "sinkhorn", "sinkhorn_with_prior"]
-
-Array = Union[torch.Tensor, np.ndarray]
 
 #: Fixed-iteration mode's default number of iterations (SwAV and CASE use 3).
 DEFAULT_N_ITER = 3
@@ -93,7 +91,7 @@ def build_problem(
     n_iter = check_int(DEFAULT_N_ITER if n_iter is None else n_iter, "n_iter", 1)
     max_iter = check_int(max_iter, "max_iter", 1)
     check_every = check_int(check_every, "check_every", 1)
-    dtype = compute_dtype(scores3.dtype)
+    dtype = compute_dtype(scores3.dtype, scores3.numel())
     batch, n_rows, n_cols = scores3.shape
     checks = DeferredChecks()
     check_scores_finite(scores3, checks)
@@ -165,8 +163,10 @@ def finish(
     labels = _output(plan, batched, was_numpy, problem.scores.dtype)
     if not return_info:
         return labels
-    row_error = relative_violation(plan.sum(-1), problem.row_mass).amax().item()
-    col_sums = problem.reducer.sum(plan.sum(-2))
+    # accumulate in float64 so that the reported errors are those of the returned plan,
+    # not of a float32 summation
+    row_error = relative_violation(plan.sum(-1, dtype=torch.float64), problem.row_mass).amax().item()
+    col_sums = problem.reducer.sum(plan.sum(-2, dtype=torch.float64))
     col_error = relative_violation(col_sums, problem.col_mass).amax().item()
     return SinkhornResult(
         labels=labels,

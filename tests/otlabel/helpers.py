@@ -38,7 +38,9 @@ def cosine_scores(rng: np.random.Generator, n_rows: int, n_cols: int, dim: int =
     return x @ y.T
 
 
-def feasible_prior(rng: np.random.Generator, n_rows: int, n_cols: int, zero_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+def feasible_prior(
+    rng: np.random.Generator, n_rows: int, n_cols: int, zero_fraction: float
+) -> tuple[np.ndarray, np.ndarray]:
     """A random prior with exact zeros and a column marginal that keeps the problem strictly feasible.
 
     A random positive plan W is drawn on the prior's support (every row and column

@@ -37,7 +37,7 @@ def test_fractional_ranks_batched_and_numpy():
     values = np.random.default_rng(0).random((3, 7))
     ranks = fractional_ranks(values)
     assert isinstance(ranks, np.ndarray)
-    for row, rank in zip(values, ranks):
+    for row, rank in zip(values, ranks, strict=True):
         np.testing.assert_allclose(rank, (np.argsort(np.argsort(row)) + 1) / 7)
 
 
