@@ -1,15 +1,15 @@
 """GPU benchmark: otlabel's fused Triton backend against its torch backend, POT and the SwAV loop.
 
-Peers, on SwAV-like scores (cosines between random unit embeddings and K prototypes,
-``epsilon = 0.05``), float32 on one CUDA device:
+Peers, on the SwAV-like scores of ``bench_sinkhorn.py`` (clustered unit embeddings against
+unit prototypes, ``epsilon = 0.05``), float32 on one CUDA device:
 
 * ``sinkhorn(..., backend="triton")`` and ``sinkhorn(..., backend="torch")`` (end to end:
   validation, solve, status read-back);
 * POT's solver on torch tensors: ``ot.sinkhorn(a, b, M, reg=1)`` with ``M = -scores/epsilon``
   (the same column-then-row schedule; ``numItermax=3`` in fixed-iteration mode) and, in
-  tolerance mode, ``method="sinkhorn_log"`` with ``stopThr = tol * min(b)`` (POT stops on the
-  L2 norm of the absolute column violation, so this bounds our relative max-norm criterion);
-  the labels are POT's plan times N;
+  tolerance mode, ``method="sinkhorn_log"`` with ``stopThr = tol / K`` (POT stops on the
+  norm of the column-sum error of a plan whose columns sum to 1/K, so this bounds the relative
+  column error by ``tol``, as in ``bench_sinkhorn.py``); the labels are POT's plan times N;
 * the plain SwAV loop (``distributed_sinkhorn`` on one process; fixed-iteration mode only).
 
 Fixed-iteration mode (3 iterations) at 12000x16, 800x64, 100000x64, 1000000x128 and
@@ -44,28 +44,37 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import machine_info, markdown_table, write_json  # noqa: E402
+from bench_sinkhorn import cosine_scores as cpu_cosine_scores  # noqa: E402
+from bench_sinkhorn import swav_loop  # noqa: E402
+
+import otlabel  # noqa: E402
+from otlabel import sinkhorn  # noqa: E402
 
 EPSILON = 0.05
 N_ITER = 3
 TOL = 1e-6
 SIZES = [(12000, 16), (800, 64), (100000, 64), (1000000, 128), (4096, 3000)]
-DRY_SIZES = [(300, 4), (40, 16), (12, 300)]
+DRY_SIZES = [(300, 4), (12, 300)]
+TUNE_SIZES = [(12000, 16), (1000000, 128), (4096, 3000)]
 SPEED_TARGET = (12000, 16, 5.0)  # N, K, minimum torch/triton ratio (fixed-iteration mode)
 BANDWIDTH_TARGET = (1000000, 128, 0.60)  # N, K, minimum fraction of peak (fixed-iteration mode)
+PEERS = ["triton", "torch", "POT", "SwAV loop"]
 
 #: Peak memory bandwidth in GB/s by device name (first match wins; vendor data sheets).
 PEAK_GBPS = [
@@ -92,67 +101,45 @@ def traffic_bytes(n_rows: int, n_cols: int, n_iter: int = N_ITER, itemsize: int 
 
 
 class Timer:
-    """Milliseconds of one call: CUDA events on a GPU (the device idle before), else wall clock."""
+    """Milliseconds of one call ``fn(*args, **kwargs)``: CUDA events on a GPU (idle before), else wall clock."""
 
-    def __init__(self, torch: Any, device: Any):
-        self.torch = torch
+    def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
 
-    def __call__(self, fn: Callable[[], Any]) -> tuple[float, Any]:
-        torch = self.torch
+    def __call__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
         if not self.cuda:
             start = time.perf_counter()
-            out = fn()
+            out = fn(*args, **kwargs)
             return (time.perf_counter() - start) * 1e3, out
         torch.cuda.synchronize()
         begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         begin.record()
-        out = fn()
+        out = fn(*args, **kwargs)
         end.record()
         end.synchronize()
         return begin.elapsed_time(end), out
 
 
-def swav_loop(torch: Any, scores: Any, epsilon: float, n_iter: int) -> Any:
-    """SwAV's distributed_sinkhorn on one process, as published (K x B layout, in place)."""
-    q = torch.exp(scores / epsilon).t()
-    n_cols, n_rows = q.shape
-    q /= torch.sum(q)
-    for _ in range(n_iter):
-        q /= torch.sum(q, dim=1, keepdim=True)
-        q /= n_cols
-        q /= torch.sum(q, dim=0, keepdim=True)
-        q /= n_rows
-    q *= n_rows
-    return q.t()
+def cosine_scores(n_rows: int, n_cols: int, device: torch.device) -> torch.Tensor:
+    """bench_sinkhorn's SwAV-like scores, generated on the CPU (same numbers everywhere), on ``device``."""
+    return cpu_cosine_scores(n_rows, n_cols, torch.Generator().manual_seed(0)).to(device).contiguous()
 
 
-def cosine_scores(torch: Any, n_rows: int, n_cols: int, device: Any, seed: int = 0) -> Any:
-    generator = torch.Generator(device=device).manual_seed(seed)
-    x = torch.randn(n_rows, 128, device=device, generator=generator)
-    prototypes = torch.randn(n_cols, 128, device=device, generator=generator)
-    x = torch.nn.functional.normalize(x, dim=1)
-    prototypes = torch.nn.functional.normalize(prototypes, dim=1)
-    return (x @ prototypes.t()).contiguous()
-
-
-def peers(torch: Any, ot: Any, mode: str, epsilon: float, tol: float) -> dict[str, Callable[[Any], Any]]:
+def peers(ot: Any, mode: str, epsilon: float, tol: float) -> dict[str, Callable[[torch.Tensor], Any]]:
     """name -> function(scores) returning (labels, iterations)."""
-    from otlabel import sinkhorn
-
     options: dict[str, Any] = {"n_iter": N_ITER} if mode == "fixed" else {"tol": tol}
 
-    def otlabel_peer(backend: str) -> Callable[[Any], Any]:
-        def run(scores: Any) -> Any:
+    def otlabel_peer(backend: str) -> Callable[[torch.Tensor], Any]:
+        def run(scores: torch.Tensor) -> Any:
             res = sinkhorn(scores, epsilon, backend=backend, return_info=True, **options)
             return res.labels, res.n_iter
 
         return run
 
-    found: dict[str, Callable[[Any], Any]] = {"triton": otlabel_peer("triton"), "torch": otlabel_peer("torch")}
+    found = {"triton": otlabel_peer("triton"), "torch": otlabel_peer("torch")}
     if ot is not None:
 
-        def pot(scores: Any) -> Any:
+        def pot(scores: torch.Tensor) -> Any:
             n_rows, n_cols = scores.shape
             a = torch.full((n_rows,), 1.0 / n_rows, device=scores.device)
             b = torch.full((n_cols,), 1.0 / n_cols, device=scores.device)
@@ -169,75 +156,70 @@ def peers(torch: Any, ot: Any, mode: str, epsilon: float, tol: float) -> dict[st
 
         found["POT"] = pot
     if mode == "fixed":
-        found["SwAV loop"] = lambda scores: (swav_loop(torch, scores, epsilon, N_ITER), N_ITER)
+        found["SwAV loop"] = lambda scores: (swav_loop(scores, epsilon, N_ITER), N_ITER)
     return found
 
 
 def run_cell(
-    torch: Any,
     timer: Timer,
-    functions: dict[str, Callable[[Any], Any]],
-    scores: Any,
+    functions: dict[str, Callable[[torch.Tensor], Any]],
+    scores: torch.Tensor,
     repeats: int,
     warmup: int,
     cell_seconds: float,
 ) -> dict[str, dict[str, Any]]:
     """Warm up, then interleave ``repeats`` rounds of one call per peer; medians and agreement."""
     results: dict[str, dict[str, Any]] = {}
-    first: dict[str, float] = {}
-    labels: dict[str, Any] = {}
+    last: dict[str, float] = {}
+    labels: dict[str, torch.Tensor] = {}
     for name, fn in functions.items():
         for _ in range(warmup):
-            elapsed, (out, iterations) = timer(lambda: fn(scores))
-        first[name] = elapsed
-        labels[name] = out
+            last[name], (labels[name], iterations) = timer(fn, scores)
         results[name] = {"iterations": iterations, "times_ms": []}
-    rounds = {name: max(min(10, repeats), min(repeats, int(cell_seconds * 1e3 / max(ms, 1e-3)))) for name, ms in first.items()}
-    for round_index in range(max(rounds.values())):
-        for name, fn in functions.items():
-            if round_index < rounds[name]:
-                elapsed, _ = timer(lambda: fn(scores))
-                results[name]["times_ms"].append(elapsed)
+    rounds = {
+        name: max(min(10, repeats), min(repeats, int(cell_seconds * 1e3 / max(ms, 1e-3)))) for name, ms in last.items()
+    }
+    for index in range(max(rounds.values())):
+        for name, fn in functions.items():  # interleaved: drifts hit every peer alike
+            if index < rounds[name]:
+                results[name]["times_ms"].append(timer(fn, scores)[0])
     reference = labels["torch"].double()
     for name, result in results.items():
         times = sorted(result.pop("times_ms"))
-        result["repeats"] = len(times)
-        result["median_ms"] = statistics.median(times)
-        result["p10_ms"] = times[len(times) // 10]
-        result["p90_ms"] = times[(9 * len(times)) // 10]
-        result["max_abs_diff_vs_torch"] = float((labels[name].double() - reference).abs().max())
-        result["finite"] = bool(torch.isfinite(labels[name]).all())
-    triton_ms = results["triton"]["median_ms"]
+        result.update(
+            repeats=len(times),
+            median_ms=statistics.median(times),
+            p10_ms=times[len(times) // 10],
+            p90_ms=times[(9 * len(times)) // 10],
+            max_abs_diff_vs_torch=float((labels[name].double() - reference).abs().max()),
+            finite=bool(torch.isfinite(labels[name]).all()),
+        )
     for result in results.values():
-        result["ratio_to_triton"] = result["median_ms"] / triton_ms
+        result["ratio_to_triton"] = result["median_ms"] / results["triton"]["median_ms"]
     return results
 
 
-def markdown(rows: list[dict[str, Any]], names: Sequence[str]) -> str:
-    others = [n for n in names if n != "triton"]
-    head = ["mode", "N x K", *(f"{n} ms" for n in names), *(f"{n} / triton" for n in others), "iterations",
-            "max abs diff to torch: triton", "POT"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+def markdown(rows: list[dict[str, Any]]) -> str:
+    others = PEERS[1:]
+    head = [
+        "mode",
+        "N x K",
+        *(f"{n} ms" for n in PEERS),
+        *(f"{n} / triton" for n in others),
+        "iterations",
+        "max abs diff to torch: triton",
+        "POT",
+    ]
+    body = []
     for row in rows:
         found = row["peers"]
         cells = [row["mode"], f"{row['n_rows']} x {row['n_cols']}"]
-        cells += [f"{found[n]['median_ms']:.3f}" if n in found else "n/a" for n in names]
+        cells += [f"{found[n]['median_ms']:.3f}" if n in found else "n/a" for n in PEERS]
         cells += [f"{found[n]['ratio_to_triton']:.2f}x" if n in found else "n/a" for n in others]
         cells.append(", ".join(f"{n} {p['iterations']}" for n, p in found.items()))
         cells += [f"{found[n]['max_abs_diff_vs_torch']:.1e}" if n in found else "n/a" for n in ("triton", "POT")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2)
-    os.replace(tmp, path)
-
-
-TUNE_SIZES = [(12000, 16), (1000000, 128), (4096, 3000)]
+        body.append(cells)
+    return markdown_table(head, body)
 
 
 def tune_grid(n_rows: int, n_cols: int, small_problem: int) -> list[dict[str, int]]:
@@ -248,10 +230,10 @@ def tune_grid(n_rows: int, n_cols: int, small_problem: int) -> list[dict[str, in
     return [{"TILE_MULTI": t, "PROGRAMS_PER_SM": p} for t in (2048, 4096, 8192) for p in (4, 8, 16)]
 
 
-def tune(torch: Any, timer: Timer, device: Any, sizes: Sequence[tuple[int, int]], repeats: int,
-         warmup: int) -> list[dict[str, Any]]:
+def tune(
+    timer: Timer, device: torch.device, sizes: Sequence[tuple[int, int]], repeats: int, warmup: int
+) -> list[dict[str, Any]]:
     """Median ms of the Triton backend (fixed-iteration mode) per launch configuration."""
-    from otlabel import sinkhorn
     from otlabel.backends import triton_backend as tb
 
     names = ("TILE_SINGLE", "TILE_MULTI", "PROGRAMS_PER_SM", "SMALL_PROBLEM")
@@ -259,17 +241,17 @@ def tune(torch: Any, timer: Timer, device: Any, sizes: Sequence[tuple[int, int]]
     out = []
     try:
         for n_rows, n_cols in sizes:
-            scores = cosine_scores(torch, n_rows, n_cols, device)
+            scores = cosine_scores(n_rows, n_cols, device)
             for config in tune_grid(n_rows, n_cols, defaults["SMALL_PROBLEM"]):
                 for name, value in {**defaults, **config}.items():
                     setattr(tb, name, value)
-                fn = lambda: sinkhorn(scores, EPSILON, backend="triton")  # noqa: E731
                 for _ in range(warmup):
-                    timer(fn)
-                median = statistics.median(timer(fn)[0] for _ in range(repeats))
-                out.append({"n_rows": n_rows, "n_cols": n_cols, "config": config, "median_ms": median})
-                print(f"{n_rows} x {n_cols} {config}: {median:.3f} ms", file=sys.stderr, flush=True)
-            del scores
+                    timer(sinkhorn, scores, EPSILON, backend="triton")
+                times = [timer(sinkhorn, scores, EPSILON, backend="triton")[0] for _ in range(repeats)]
+                out.append(
+                    {"n_rows": n_rows, "n_cols": n_cols, "config": config, "median_ms": statistics.median(times)}
+                )
+                print(f"{n_rows} x {n_cols} {config}: {out[-1]['median_ms']:.3f} ms", file=sys.stderr, flush=True)
     finally:
         for name, value in defaults.items():
             setattr(tb, name, value)
@@ -277,11 +259,87 @@ def tune(torch: Any, timer: Timer, device: Any, sizes: Sequence[tuple[int, int]]
 
 
 def tune_markdown(results: list[dict[str, Any]]) -> str:
-    lines = ["| N x K | configuration | triton ms |", "|---|---|---|"]
-    for row in results:
-        config = ", ".join(f"{k}={v}" for k, v in row["config"].items())
-        lines.append(f"| {row['n_rows']} x {row['n_cols']} | {config} | {row['median_ms']:.3f} |")
-    return "\n".join(lines)
+    rows = [
+        [
+            f"{r['n_rows']} x {r['n_cols']}",
+            ", ".join(f"{k}={v}" for k, v in r["config"].items()),
+            f"{r['median_ms']:.3f}",
+        ]
+        for r in results
+    ]
+    return markdown_table(["N x K", "configuration", "triton ms"], rows)
+
+
+def compare(
+    args: argparse.Namespace, ot: Any, timer: Timer, device: torch.device, peak: float | None
+) -> dict[str, Any]:
+    """The peers' table, the achieved bandwidth and the targets; printed, and returned for the JSON."""
+    dry = args.dry_run
+    sizes, repeats, warmup = (DRY_SIZES, 2, 1) if dry else (SIZES, args.repeats, args.warmup)
+    epsilon, tol = (0.2, 1e-4) if dry else (EPSILON, TOL)
+    rows = []
+    for mode in ("fixed", "tolerance"):
+        functions = peers(ot, mode, epsilon, tol)
+        for n_rows, n_cols in sizes:
+            print(f"{mode} {n_rows} x {n_cols} ...", file=sys.stderr, flush=True)
+            scores = cosine_scores(n_rows, n_cols, device)
+            result = run_cell(timer, functions, scores, repeats, warmup, args.cell_seconds)
+            rows.append({"mode": mode, "n_rows": n_rows, "n_cols": n_cols, "peers": result})
+            del scores
+            if timer.cuda:
+                torch.cuda.empty_cache()
+
+    largest = max((r for r in rows if r["mode"] == "fixed"), key=lambda r: r["n_rows"] * r["n_cols"])
+    moved = traffic_bytes(largest["n_rows"], largest["n_cols"])
+    achieved = moved / (largest["peers"]["triton"]["median_ms"] * 1e-3) / 1e9
+    bandwidth = {
+        "n_rows": largest["n_rows"],
+        "n_cols": largest["n_cols"],
+        "bytes_per_call": moved,
+        "model": f"({N_ITER} + 2) * N * K * 4: {N_ITER + 1} reads of the float32 scores, one write of the labels",
+        "achieved_gbps": achieved,
+        "peak_gbps": peak,
+        "fraction_of_peak": achieved / peak if peak else None,
+    }
+    targets = {}
+    for row in rows:
+        if row["mode"] == "fixed" and (row["n_rows"], row["n_cols"]) == SPEED_TARGET[:2]:
+            ratio = row["peers"]["torch"]["ratio_to_triton"]
+            targets["speedup_vs_torch_12000x16"] = {
+                "value": ratio,
+                "target": SPEED_TARGET[2],
+                "met": ratio >= SPEED_TARGET[2],
+            }
+    if (largest["n_rows"], largest["n_cols"]) == BANDWIDTH_TARGET[:2] and peak:
+        fraction = bandwidth["fraction_of_peak"]
+        targets["bandwidth_1000000x128"] = {
+            "value": fraction,
+            "target": BANDWIDTH_TARGET[2],
+            "met": fraction >= BANDWIDTH_TARGET[2],
+        }
+
+    clock = "CUDA events" if timer.cuda else "wall clock, Triton interpreter: meaningless numbers"
+    print(
+        f"float32, epsilon = {epsilon}; fixed mode {N_ITER} iterations, tolerance mode tol = {tol}; "
+        f"medians over {repeats} interleaved rounds ({clock})\n"
+    )
+    print(markdown(rows))
+    peak_text = f"{peak:.0f} GB/s peak, {100 * achieved / peak:.0f}%" if peak else "peak unknown (--peak-gbps)"
+    print(
+        f"\nTriton at {largest['n_rows']} x {largest['n_cols']}: {moved / 1e9:.3f} GB per call "
+        f"({bandwidth['model']}) -> {achieved:.0f} GB/s ({peak_text})"
+    )
+    for key, target in targets.items():
+        print(f"target {key}: {target['value']:.2f} (>= {target['target']}) {'met' if target['met'] else 'NOT met'}")
+    return {
+        "epsilon": epsilon,
+        "n_iter": N_ITER,
+        "tol": tol,
+        "repeats": repeats,
+        "rows": rows,
+        "bandwidth": bandwidth,
+        "targets": targets,
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -289,94 +347,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write (atomically)")
     parser.add_argument("--repeats", type=int, default=50, help="timed rounds per cell (default 50)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls per peer first (default 5)")
-    parser.add_argument("--cell-seconds", type=float, default=30.0,
-                        help="fewer rounds (>= 10) for a peer whose calls would take longer than this per cell")
+    parser.add_argument(
+        "--cell-seconds",
+        type=float,
+        default=30.0,
+        help="fewer rounds (>= 10) for a peer whose calls would take longer than this per cell",
+    )
     parser.add_argument("--peak-gbps", type=float, default=None, help="device peak memory bandwidth, GB/s")
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes, few rounds; CPU interpreter without a GPU")
-    parser.add_argument("--tune", action="store_true",
-                        help="time the Triton backend alone over its launch constants instead of the comparison")
+    parser.add_argument(
+        "--tune",
+        action="store_true",
+        help="time the Triton backend alone over its launch constants instead of the comparison",
+    )
     args = parser.parse_args(argv)
-
-    import torch
 
     cuda = torch.cuda.is_available()
     if not cuda:
         if not args.dry_run:
             parser.error("no CUDA device: this benchmark needs a GPU (use --dry-run to check it on the CPU)")
-        os.environ.setdefault("TRITON_INTERPRET", "1")  # before otlabel's kernels are imported
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # before otlabel's kernels are first used
     try:
         import ot
     except ImportError:
         ot = None
         print("POT is not installed: its column is n/a", file=sys.stderr)
-
-    device = torch.device("cuda" if cuda else "cpu")
-    sizes = DRY_SIZES if args.dry_run else SIZES
-    repeats, warmup = (3, 1) if args.dry_run else (args.repeats, args.warmup)
-    epsilon, tol = (0.2, 1e-4) if args.dry_run else (EPSILON, TOL)
-    timer = Timer(torch, device)
-    name = torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu"
-    peak = args.peak_gbps if args.peak_gbps is not None else (peak_gbps(name) if cuda else None)
-
-    import otlabel
     import triton
 
+    device = torch.device("cuda" if cuda else "cpu")
+    timer = Timer(device)
+    name = torch.cuda.get_device_name(device) if cuda else platform.processor() or "cpu"
+    peak = args.peak_gbps if args.peak_gbps is not None else (peak_gbps(name) if cuda else None)
     payload: dict[str, Any] = {
-        "device": name, "dry_run": args.dry_run, "epsilon": EPSILON if args.tune else epsilon,
-        "versions": {"torch": torch.__version__, "triton": triton.__version__, "otlabel": otlabel.__version__,
-                     "pot": getattr(ot, "__version__", None), "python": platform.python_version()},
+        "device": name,
+        "dry_run": args.dry_run,
+        "machine": machine_info(),
+        "versions": {
+            "triton": triton.__version__,
+            "otlabel": otlabel.__version__,
+            "pot": getattr(ot, "__version__", None),
+            "cuda": torch.version.cuda,
+        },
     }
+    print(f"\n{name}\n")
     if args.tune:
-        results = tune(torch, timer, device, sizes[:1] if args.dry_run else TUNE_SIZES, repeats, warmup)
-        payload["tune"] = results
-        print(f"\n{name}; Triton backend, float32, epsilon = {EPSILON}, {N_ITER} iterations; medians over {repeats} calls\n")
+        repeats, warmup = (2, 1) if args.dry_run else (args.repeats, args.warmup)
+        results = tune(timer, device, DRY_SIZES[:1] if args.dry_run else TUNE_SIZES, repeats, warmup)
+        print(f"Triton backend, float32, epsilon = {EPSILON}, {N_ITER} iterations; medians over {repeats} calls\n")
         print(tune_markdown(results))
-        write_json(args.out, payload)
-        print(f"\nwrote {args.out}")
-        return 0
-
-    rows = []
-    for mode in ("fixed", "tolerance"):
-        functions = peers(torch, ot, mode, epsilon, tol)
-        for n_rows, n_cols in sizes:
-            scores = cosine_scores(torch, n_rows, n_cols, device)
-            print(f"{mode} {n_rows} x {n_cols} ...", file=sys.stderr, flush=True)
-            result = run_cell(torch, timer, functions, scores, repeats, warmup, args.cell_seconds)
-            rows.append({"mode": mode, "n_rows": n_rows, "n_cols": n_cols, "peers": result})
-            del scores
-            if cuda:
-                torch.cuda.empty_cache()
-
-    largest = max((r for r in rows if r["mode"] == "fixed"), key=lambda r: r["n_rows"] * r["n_cols"])
-    moved = traffic_bytes(largest["n_rows"], largest["n_cols"])
-    achieved = moved / (largest["peers"]["triton"]["median_ms"] * 1e-3) / 1e9
-    bandwidth = {
-        "n_rows": largest["n_rows"], "n_cols": largest["n_cols"], "bytes_per_call": moved,
-        "model": f"({N_ITER} + 2) * N * K * 4: {N_ITER + 1} reads of the float32 scores, one write of the labels",
-        "achieved_gbps": achieved, "peak_gbps": peak, "fraction_of_peak": achieved / peak if peak else None,
-    }
-    targets = {}
-    for row in rows:
-        if row["mode"] == "fixed" and (row["n_rows"], row["n_cols"]) == SPEED_TARGET[:2]:
-            ratio = row["peers"]["torch"]["ratio_to_triton"]
-            targets["speedup_vs_torch_12000x16"] = {"value": ratio, "target": SPEED_TARGET[2],
-                                                    "met": ratio >= SPEED_TARGET[2]}
-    if (largest["n_rows"], largest["n_cols"]) == BANDWIDTH_TARGET[:2] and peak:
-        fraction = bandwidth["fraction_of_peak"]
-        targets["bandwidth_1000000x128"] = {"value": fraction, "target": BANDWIDTH_TARGET[2],
-                                            "met": fraction >= BANDWIDTH_TARGET[2]}
-    payload.update({"n_iter": N_ITER, "tol": tol, "repeats": repeats, "rows": rows,
-                    "bandwidth": bandwidth, "targets": targets})
-
-    clock = "CUDA events" if cuda else "wall clock, Triton interpreter: meaningless numbers"
-    print(f"\n{name}; float32, epsilon = {epsilon}; fixed mode {N_ITER} iterations, tolerance mode tol = {tol}; "
-          f"medians over {repeats} interleaved rounds ({clock})\n")
-    print(markdown(rows, ["triton", "torch", "POT", "SwAV loop"]))
-    peak_text = f"{peak:.0f} GB/s peak, {100 * achieved / peak:.0f}%" if peak else "peak unknown (--peak-gbps)"
-    print(f"\nTriton at {largest['n_rows']} x {largest['n_cols']}: {moved / 1e9:.3f} GB per call "
-          f"({bandwidth['model']}) -> {achieved:.0f} GB/s ({peak_text})")
-    for key, target in targets.items():
-        print(f"target {key}: {target['value']:.2f} (>= {target['target']}) {'met' if target['met'] else 'NOT met'}")
+        payload["tune"] = results
+    else:
+        payload.update(compare(args, ot, timer, device, peak))
     write_json(args.out, payload)
     print(f"\nwrote {args.out}")
     return 0

@@ -3,7 +3,8 @@
 Notation (one problem of a batch; all in float32):
 
 * ``L = x * inv_eps``: the log-kernel, ``x`` being the scores (``inv_eps = 1/epsilon``) or,
-  with a prior, ``scores/epsilon + log(prior)`` computed beforehand (``inv_eps = 1``).
+  with a prior, ``scores/epsilon + log(prior)`` computed beforehand (``inv_eps = 1``). Inputs
+  of any float dtype (scores, log-kernel, masses) are loaded and converted to float32.
 * ``g = g0 + h`` (K,): log column scaling, split into the value ``g0`` set by the first column
   step and the change ``h`` since then, which stays small. Updating ``h`` rather than ``g``
   keeps the column scalings at float32 resolution (a log scaling of magnitude 30 could only
@@ -42,7 +43,6 @@ import os
 
 import triton
 import triton.language as tl
-
 
 
 def interpreting() -> bool:
@@ -130,7 +130,7 @@ def _sweep(
         if KIND == _COLSTATS:
             acc_m, acc_s = _online_lse(acc_m, acc_s, log_kernel)
         else:
-            mass = tl.load(rm_ptr + rows, mask=row_ok, other=0.0)
+            mass = tl.load(rm_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
             # The fixed kernel u = L + g0 is shifted by its row maxima before h is added, so
             # that h is added at the resolution of the row's largest entries, not at that of
             # |u| (which a per-row offset of the scores can make 1e4).
@@ -229,11 +229,13 @@ def solve_kernel(
     f_ptr += b * N
     cols = tl.arange(0, BLOCK_K)
     col_ok = cols < K
-    mass = tl.load(cm_ptr + b * K + cols, mask=col_ok, other=0.0)
+    mass = tl.load(cm_ptr + b * K + cols, mask=col_ok, other=0.0).to(tl.float32)
     total = tl.sum(mass, 0)
 
     zero = tl.zeros((BLOCK_K,), tl.float32)
-    col_m, col_s, bad = _sweep(x_ptr, rm_ptr, zero, zero, plan_ptr, f_ptr, 0, N, K, inv_eps, _COLSTATS, BLOCK_N, BLOCK_K)
+    col_m, col_s, bad = _sweep(
+        x_ptr, rm_ptr, zero, zero, plan_ptr, f_ptr, 0, N, K, inv_eps, _COLSTATS, BLOCK_N, BLOCK_K
+    )
     g0, sums, flags = _column_update(zero, col_m, col_s, mass, lo, _COLSTATS)
     flag = tl.max(flags, 0)
     violation = tl.max(_violation(sums, mass, total), 0)
@@ -370,8 +372,8 @@ def combine_kernel(
         col_s = tl.sum(acc_s, 0)
     else:
         col_m, col_s = _reduce_rows(acc_m, acc_s)
-    mass = tl.load(cm_ptr + b * K + cols, mask=col_ok, other=0.0)
-    total = tl.load(total_ptr + b)
+    mass = tl.load(cm_ptr + b * K + cols, mask=col_ok, other=0.0).to(tl.float32)
+    total = tl.load(total_ptr + b).to(tl.float32)
     if KIND == _COLSTATS:
         h = tl.zeros((BLOCK_K,), tl.float32)
     else:

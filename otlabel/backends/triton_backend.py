@@ -84,8 +84,8 @@ def unavailable_reason(problem: Problem) -> str | None:
             )
     elif device.type != "cuda":
         return f"scores are on a {device.type!r} device; the triton backend runs on CUDA tensors"
-    if problem.dtype != torch.float32:
-        return f"the triton backend computes in float32, got {problem.scores.dtype} scores (use backend='torch')"
+    if problem.scores.dtype == torch.float64:
+        return "the triton backend computes in float32, got float64 scores (use backend='torch')"
     _, n_rows, n_cols = problem.shape
     if n_cols > MAX_K:
         return f"K = {n_cols} columns exceed the triton backend's limit of {MAX_K} (use backend='torch')"
@@ -100,7 +100,7 @@ def _next_power_of_2(value: int) -> int:
     return 1 << max(0, value - 1).bit_length()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _multiprocessors(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
@@ -132,21 +132,22 @@ class _Launch:
 
 @dataclass
 class _Inputs:
-    """What every launch of one solve shares."""
+    """What every launch of one solve shares (the kernels load any float dtype as float32)."""
 
     kernels: ModuleType
     launch: _Launch
     scores: torch.Tensor  #: (B, N, K) contiguous: the scores, or the log-kernel with a prior
     inv_eps: float  #: what the kernels multiply ``scores`` by
-    row_mass: torch.Tensor  #: (B, N) contiguous float32
-    col_mass: torch.Tensor  #: (B, K) contiguous float32
+    row_mass: torch.Tensor  #: (B, N) contiguous
+    col_mass: torch.Tensor  #: (B, K) contiguous
 
 
 def solve(problem: Problem) -> Solution:
     """Solve ``problem`` with the fused Triton kernels on its device."""
     kernels = _kernels()
     if problem.prior is not None:
-        # log(prior) is folded in once; every pass then reads one float32 matrix
+        # log(prior) is folded in once (in the problem's compute dtype); every pass then reads
+        # one matrix
         scores, inv_eps = log_kernel(problem), 1.0
     else:
         scores, inv_eps = problem.scores.contiguous(), 1.0 / problem.epsilon
