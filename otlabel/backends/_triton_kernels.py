@@ -92,6 +92,13 @@ def _reduce_rows(acc_m, acc_s):
 
 
 @triton.jit
+def _load_tile(x_ptr, rows, row_end, cols, col_ok, K):
+    """The (rows, cols) tile of a row-major (N, K) matrix, in its own dtype; 0 outside."""
+    mask = (rows < row_end)[:, None] & col_ok[None, :]
+    return tl.load(x_ptr + (rows[:, None] * K + cols[None, :]), mask=mask, other=0.0)
+
+
+@triton.jit
 def _sweep(
     x_ptr,
     rm_ptr,
@@ -120,12 +127,16 @@ def _sweep(
     acc_m = tl.full((BLOCK_N, BLOCK_K), float("-inf"), tl.float32)
     acc_s = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)
     bad = tl.zeros((BLOCK_N,), tl.int32)
+    x_next = _load_tile(x_ptr, row_begin + tl.arange(0, BLOCK_N), row_end, cols, col_ok, K)
     for start in range(row_begin, row_end, BLOCK_N):
         rows = start + tl.arange(0, BLOCK_N)
         row_ok = rows < row_end
         mask = row_ok[:, None] & col_ok[None, :]
         offsets = rows[:, None] * K + cols[None, :]  # int32: the host ensures N * K < 2**31
-        x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+        x = x_next.to(tl.float32)
+        # Issue the next tile's load now (masked out past the end): it is in flight while this
+        # tile is computed, instead of stalling the next iteration.
+        x_next = _load_tile(x_ptr, rows + BLOCK_N, row_end, cols, col_ok, K)
         log_kernel = tl.where(mask, x * inv_eps, float("-inf"))
         if KIND == _COLSTATS:
             acc_m, acc_s = _online_lse(acc_m, acc_s, log_kernel)

@@ -47,6 +47,11 @@ TILE_INTERPRETED = 1 << 16
 #: memory bandwidth), and programs per problem under the interpreter.
 PROGRAMS_PER_SM = 8
 PROGRAMS_INTERPRETED = 4
+#: ... but at least this many rows per program, so that the per-program column partials
+#: (2 K floats) stay small next to the program's rows (K floats each): at most ~6 % more traffic.
+MIN_ROWS_PER_PROGRAM = 32
+#: Columns per program of the column-step kernel of large problems.
+COMBINE_BLOCK_K = 32
 
 #: Column sums below this leave the safe float32 range (the torch backend's criterion).
 _LOWEST_SUM = _safe_range(torch.float32)[0]
@@ -125,6 +130,7 @@ class _Launch:
             target = PROGRAMS_INTERPRETED
         else:
             target = max(1, _multiprocessors(problem.scores.device) * PROGRAMS_PER_SM // batch)
+            target = min(target, max(1, n_rows // MIN_ROWS_PER_PROGRAM))
         tiles_per_program = -(-row_tiles // min(row_tiles, target))
         self.rows_per_program = tiles_per_program * self.block_n
         self.programs = -(-n_rows // self.rows_per_program)
@@ -247,7 +253,7 @@ def _solve_multi(problem: Problem, inputs: _Inputs, kind: int) -> Solution | Non
     col_flag = torch.zeros((batch, n_cols), dtype=torch.float32, device=device)
     row_flag = torch.empty((batch, programs), dtype=torch.float32, device=device)
     total = inputs.col_mass.sum(-1)
-    block_kc = min(launch.block_k, 128)
+    block_kc = min(launch.block_k, COMBINE_BLOCK_K)
     block_p = max(1, min(_next_power_of_2(programs), 4096 // block_kc))
 
     def sweep(pass_kind: int, h_in: torch.Tensor) -> None:

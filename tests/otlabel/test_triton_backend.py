@@ -219,8 +219,8 @@ def test_float32_scores_spread_over_1e4(path, request):
 
 
 def test_transport_like_scores_match_float64():
-    # Equipartition forces column potentials in the thousands (the torch backend's scaling path
-    # leaves float32's range there and falls back to its log domain).
+    # Equipartition forces column potentials in the thousands (in float32, the torch backend's
+    # scaling path leaves the floating-point range there and falls back to its log domain).
     x = torch.rand(500, 1, generator=torch.Generator().manual_seed(1)) * 0.2
     scores = -((x - torch.linspace(0, 1, 20)) ** 2)
     ours = sinkhorn(scores.to(DEVICE), 1e-3, tol=1e-4, max_iter=5000, backend="triton", return_info=True)
