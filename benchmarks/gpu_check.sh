@@ -37,7 +37,8 @@ fi
   python - <<'EOF'
 import importlib
 import torch
-print("torch", torch.__version__, "cuda", torch.version.cuda, "device", torch.cuda.get_device_name(0))
+device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "NO CUDA DEVICE"
+print("torch", torch.__version__, "cuda", torch.version.cuda, "device", device)
 for name in ("triton", "numpy", "pytest", "ot", "scipy", "xdist"):
     try:
         module = importlib.import_module(name)
