@@ -15,8 +15,9 @@ scalings so that nothing overflows (see :mod:`otlabel.backends._triton_kernels`)
   torch backend), is split over many programs, with one pass launch and one small column-step
   launch per iteration; tolerance mode reads the violation back every ``check_every`` iterations.
 
-Column sums are plain sums on the fast path; when one leaves the safe float32 range (columns
-receiving less than ~1e-31 of mass, e.g. ``|scores/epsilon|`` in the thousands) the problem is
+Rows are computed in the log domain with their maxima taken out, so ``|scores/epsilon|`` of 1e4
+in float32 is safe. Column sums are plain sums on the fast path; when one leaves the safe float32
+range (a column receiving less than ~1e-31 of mass, e.g. a class marginal of 1e-36) the problem is
 rerun with log-sum-exp column sums, which are exact over the whole float32 range.
 """
 
