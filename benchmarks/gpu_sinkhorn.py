@@ -202,7 +202,8 @@ def run_cell(
     return results
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
+def markdown(rows: list[dict[str, Any]], repeats: int) -> str:
+    """The peers' table; a median over fewer than ``repeats`` rounds shows its count."""
     others = PEERS[1:]
     head = [
         "mode",
@@ -217,7 +218,13 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         found = row["peers"]
         cells = [row["mode"], f"{row['n_rows']} x {row['n_cols']}"]
-        cells += [f"{found[n]['median_ms']:.3f}" if n in found else "n/a" for n in PEERS]
+        cells += [
+            f"{found[n]['median_ms']:.3f}"
+            + (f" ({found[n]['repeats']} rounds)" if found[n]["repeats"] < repeats else "")
+            if n in found
+            else "n/a"
+            for n in PEERS
+        ]
         cells += [f"{found[n]['ratio_to_triton']:.2f}x" if n in found else "n/a" for n in others]
         cells.append(", ".join(f"{n} {p['iterations']}" for n, p in found.items()))
         cells += [f"{found[n]['max_abs_diff_vs_torch']:.1e}" if n in found else "n/a" for n in ("triton", "POT")]
@@ -326,7 +333,7 @@ def compare(
         f"float32, epsilon = {epsilon}; fixed mode {N_ITER} iterations, tolerance mode tol = {tol}; "
         f"medians over {repeats} interleaved rounds ({clock})\n"
     )
-    print(markdown(rows))
+    print(markdown(rows, repeats))
     peak_text = f"{peak:.0f} GB/s peak, {100 * achieved / peak:.0f}%" if peak else "peak unknown (--peak-gbps)"
     print(
         f"\nTriton at {largest['n_rows']} x {largest['n_cols']}: {moved / 1e9:.3f} GB per call "
