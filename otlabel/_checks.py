@@ -9,6 +9,7 @@ synchronisation point, so validation never adds a host synchronisation of its ow
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,15 +32,17 @@ BACKENDS = ("auto", "torch", "triton")
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-#: Problems with at most this many entries are computed in float64 whatever their dtype:
-#: at that size the work is dominated by per-call overheads, and float64 sums keep tolerance
-#: mode's 1e-6 within reach where a float32 matrix-vector product would not.
+#: Tolerance mode computes problems with at most this many entries in float64 whatever their
+#: dtype: at that size the work is dominated by per-call overheads, and float64 sums keep 1e-6
+#: within reach where a float32 matrix-vector product over a few hundred rows would not.
 SMALL_PROBLEM = 2**18
 
 
-def compute_dtype(dtype: torch.dtype, numel: int) -> torch.dtype:
-    """The dtype the solver works in: float64 for float64 input and for small problems, else float32."""
-    return torch.float64 if dtype == torch.float64 or numel <= SMALL_PROBLEM else torch.float32
+def compute_dtype(dtype: torch.dtype, numel: int, tolerance_mode: bool) -> torch.dtype:
+    """The dtype the solver works in: float64 for float64 input and for small problems in
+    tolerance mode, else float32 (also for float16 and bfloat16 input)."""
+    small = tolerance_mode and numel <= SMALL_PROBLEM
+    return torch.float64 if dtype == torch.float64 or small else torch.float32
 
 
 @dataclass
@@ -112,11 +115,28 @@ def check_scores(scores: Any, name: str = "scores") -> tuple[torch.Tensor, bool,
     return tensor3, batched, was_numpy
 
 
-def check_scores_finite(scores: torch.Tensor, checks: DeferredChecks, name: str = "scores") -> None:
-    checks.require(
-        torch.isfinite(scores).all(),
-        lambda: InvalidArgumentError(f"{name} contains NaN or infinite values; every score must be finite"),
-    )
+def check_scores_finite(
+    scores: torch.Tensor, checks: DeferredChecks, name: str = "scores"
+) -> tuple[float, float] | None:
+    """Require every score to be finite; return (min, max) of the scores when it is known for free.
+
+    One global min/max reduction does it (NaN propagates, so both are finite exactly when every
+    entry is): on the CPU it is read at once and returned, so backends can use the range of
+    ``scores / epsilon`` to skip per-row and per-column shifts; on an accelerator the check is
+    deferred to the solver's first synchronisation and None is returned.
+    """
+    low, high = torch.aminmax(scores.detach())
+
+    def error() -> InvalidArgumentError:
+        return InvalidArgumentError(f"{name} contains NaN or infinite values; every score must be finite")
+
+    if scores.device.type == "cpu":
+        low_value, high_value = float(low), float(high)
+        if not (math.isfinite(low_value) and math.isfinite(high_value)):
+            raise error()
+        return low_value, high_value
+    checks.require(torch.isfinite(low) & torch.isfinite(high), error)
+    return None
 
 
 def check_epsilon(epsilon: Any) -> float:

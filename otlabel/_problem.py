@@ -28,6 +28,11 @@ class Reducer:
         """Element-wise maximum of ``tensor`` over all participants (identity for one process)."""
         return tensor
 
+    @property
+    def single_process(self) -> bool:
+        """True when there is nothing to reduce (lets backends use facts about local data alone)."""
+        return type(self) is Reducer
+
 
 @dataclass
 class Problem:
@@ -49,6 +54,8 @@ class Problem:
     check_every: int
     checks: DeferredChecks = field(default_factory=DeferredChecks)
     reducer: Reducer = field(default_factory=Reducer)
+    score_range: tuple[float, float] | None = None  #: (min, max) of the scores, when known for free
+    return_potentials: bool = False  #: whether the caller wants the dual potentials
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -61,8 +68,8 @@ class Solution:
     """What a backend returns. ``plan`` is (B, N, K) in the compute dtype."""
 
     plan: torch.Tensor
-    log_row_scaling: torch.Tensor  #: (B, N): plan = exp(f[:, :, None] + scores/eps + log prior + g[:, None, :])
-    log_col_scaling: torch.Tensor  #: (B, K)
+    log_row_scaling: torch.Tensor | None  #: (B, N): plan = exp(f[:, :, None] + S/eps + log prior + g[:, None, :])
+    log_col_scaling: torch.Tensor | None  #: (B, K); both None unless Problem.return_potentials
     n_iter: int
     converged: bool | None
     col_error: float | None  #: measured column violation of ``plan`` (tolerance mode), else None

@@ -79,6 +79,8 @@ def build_problem(
     tol: Any,
     max_iter: Any,
     check_every: Any,
+    *,
+    return_potentials: bool = False,
 ) -> tuple[Problem, bool, bool]:
     """Validate the arguments shared by every entry point; return (problem, batched, was_numpy)."""
     scores3, batched, was_numpy = check_scores(scores)
@@ -91,22 +93,23 @@ def build_problem(
     n_iter = check_int(DEFAULT_N_ITER if n_iter is None else n_iter, "n_iter", 1)
     max_iter = check_int(max_iter, "max_iter", 1)
     check_every = check_int(check_every, "check_every", 1)
-    dtype = compute_dtype(scores3.dtype, scores3.numel())
+    dtype = compute_dtype(scores3.dtype, scores3.numel(), tolerance_mode=tol is not None)
     batch, n_rows, n_cols = scores3.shape
     checks = DeferredChecks()
-    check_scores_finite(scores3, checks)
+    score_range = check_scores_finite(scores3, checks)
     prior3 = None if prior is None else check_prior(prior, scores3, batched, checks)
 
-    def marginal(value: Any, name: str, length: int, length_name: str) -> torch.Tensor:
+    def mass(value: Any, name: str, length: int, length_name: str) -> torch.Tensor:
+        """N times the marginal: the target sums, shape (B, length)."""
         if value is None:
-            return torch.full((batch, length), 1.0 / length, dtype=dtype, device=scores3.device)
-        return check_marginal(value, name, length, length_name, batch, batched, scores3, dtype, checks)
+            return torch.full((batch, length), n_rows / length, dtype=dtype, device=scores3.device)
+        return n_rows * check_marginal(value, name, length, length_name, batch, batched, scores3, dtype, checks)
 
-    col = marginal(col_marginal, "col_marginal", n_cols, "K")
-    row = marginal(row_marginal, "row_marginal", n_rows, "N")
+    col_mass = mass(col_marginal, "col_marginal", n_cols, "K")
+    row_mass = mass(row_marginal, "row_marginal", n_rows, "N")
     if prior3 is not None and (col_marginal is not None or row_marginal is not None):
         support = prior3 > 0
-        live_rows, live_cols = row > 0, col > 0
+        live_rows, live_cols = row_mass > 0, col_mass > 0
         checks.require(
             ((support & live_cols.unsqueeze(-2)).any(-1) | ~live_rows).all(),
             lambda: InvalidArgumentError(
@@ -123,8 +126,8 @@ def build_problem(
         scores=scores3.detach(),
         prior=None if prior3 is None else prior3.detach(),
         epsilon=epsilon,
-        row_mass=row * n_rows,
-        col_mass=col * n_rows,
+        row_mass=row_mass,
+        col_mass=col_mass,
         dtype=dtype,
         n_iter=n_iter,
         tol=tol,
@@ -132,6 +135,8 @@ def build_problem(
         check_every=check_every,
         checks=checks,
         reducer=Reducer(),
+        score_range=score_range,
+        return_potentials=return_potentials,
     )
     return problem, batched, was_numpy
 
@@ -266,7 +271,8 @@ def sinkhorn(
     True
     """
     problem, batched, was_numpy = build_problem(
-        scores, None, epsilon, col_marginal, row_marginal, n_iter, tol, max_iter, check_every
+        scores, None, epsilon, col_marginal, row_marginal, n_iter, tol, max_iter, check_every,
+        return_potentials=return_info,
     )
     return finish(problem, _solve(problem, backend), batched, was_numpy, return_info)
 
@@ -324,6 +330,7 @@ def sinkhorn_with_prior(
     [1, 0, 0, 1]
     """
     problem, batched, was_numpy = build_problem(
-        scores, prior, epsilon, col_marginal, row_marginal, n_iter, tol, max_iter, check_every
+        scores, prior, epsilon, col_marginal, row_marginal, n_iter, tol, max_iter, check_every,
+        return_potentials=return_info,
     )
     return finish(problem, _solve(problem, backend), batched, was_numpy, return_info)
