@@ -71,8 +71,17 @@ def _unhealthy(extrema: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
 
 
 def _minmax(values: torch.Tensor) -> torch.Tensor:
+    if values.numel() == 0:  # no rows on this rank of a distributed job: nothing can be unhealthy
+        return values.new_ones(2)
     low, high = torch.aminmax(values)
     return torch.stack((low, high))
+
+
+def _column_max(kernel: torch.Tensor) -> torch.Tensor:
+    """Column maxima (B, 1, K); -inf where this rank of a distributed job holds no rows."""
+    if kernel.shape[-2] == 0:
+        return kernel.new_full((kernel.shape[0], 1, kernel.shape[-1]), -math.inf)
+    return kernel.amax(-2, keepdim=True)
 
 
 class _Scaling:
@@ -82,7 +91,7 @@ class _Scaling:
         self.problem = problem
         kernel = log_kernel(problem)
         # Shift columns, then rows, so that every row and every column has maximum exactly 1.
-        g0 = -problem.reducer.max(kernel.amax(-2, keepdim=True))  # (B, 1, K)
+        g0 = -problem.reducer.max(_column_max(kernel))  # (B, 1, K)
         kernel.add_(g0)
         f0 = -kernel.amax(-1, keepdim=True)  # (B, N, 1), >= 0
         kernel.add_(f0)
