@@ -7,6 +7,10 @@ the concatenated rows, or check that every rank raised the expected error.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -163,3 +167,22 @@ def test_single_rank_group(tmp_path: Path) -> None:
             sinkhorn(scores, 0.5, process_group=True)
     finally:
         dist.destroy_process_group()
+
+
+def test_torchrun_example_runs_on_the_cpu() -> None:
+    """examples/distributed_labelling.py under torchrun (2 gloo ranks) passes its own checks."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "examples/distributed_labelling.py", "--rows", "24"]
+    # a session of its own, so that a hang can be ended with every rank torchrun started
+    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail("the torchrun example did not finish within 180 s")
+    assert process.returncode == 0, output
+    assert "| 0 | 24 | " in output and "| 1 | 40 | " in output and "\nOK" in output
