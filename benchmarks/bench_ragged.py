@@ -72,17 +72,25 @@ def has_torch_scatter() -> bool:
     return True
 
 
-def methods(sizes: torch.Tensor, mode: dict[str, Any]) -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+def methods(
+    sizes: torch.Tensor, mode: dict[str, Any]
+) -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
     bounds = [0, *torch.cumsum(sizes, 0).tolist()]
     table: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-        "loop": lambda s, p: torch.cat([sinkhorn(s[lo:hi], EPSILON, **mode) for lo, hi in zip(bounds[:-1], bounds[1:])]),
+        "loop": lambda s, p: torch.cat(
+            [sinkhorn(s[lo:hi], EPSILON, **mode) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        ),
         "ragged (torch)": lambda s, p: sinkhorn_ragged(s, p, EPSILON, segments="torch", **mode),
     }
     if has_torch_scatter():
-        table["ragged (torch_scatter)"] = lambda s, p: sinkhorn_ragged(s, p, EPSILON, segments="torch_scatter", **mode)
+        table["ragged (torch_scatter)"] = lambda s, p: sinkhorn_ragged(
+            s, p, EPSILON, segments="torch_scatter", **mode
+        )
     if bool((sizes == sizes[0]).all()):
         n = int(sizes[0])
-        table["batched sinkhorn"] = lambda s, p: sinkhorn(s.view(-1, n, N_COLS), EPSILON, **mode).reshape(-1, N_COLS)
+        table["batched sinkhorn"] = lambda s, p: sinkhorn(s.view(-1, n, N_COLS), EPSILON, **mode).reshape(
+            -1, N_COLS
+        )
     return table
 
 
@@ -116,25 +124,56 @@ def main() -> None:
                     wall[name].append(elapsed)
             for name in table:
                 deviation = (outputs[name] - outputs["loop"]).abs().max().item()
-                results.append({"workload": workload, "mode": mode_name, "method": name,
-                                "median_wall_s": median(wall[name]), "median_cpu_s": median(cpu[name]),
-                                "wall_s": wall[name], "cpu_s": cpu[name], "max_abs_diff_vs_loop": deviation})
-                print(f"{workload:14s} {mode_name:13s} {name:24s} wall {1000 * median(wall[name]):9.2f} ms  "
-                      f"cpu {1000 * median(cpu[name]):9.2f} ms  |diff| {deviation:.1e}", file=sys.stderr, flush=True)
+                results.append(
+                    {
+                        "workload": workload,
+                        "mode": mode_name,
+                        "method": name,
+                        "median_wall_s": median(wall[name]),
+                        "median_cpu_s": median(cpu[name]),
+                        "wall_s": wall[name],
+                        "cpu_s": cpu[name],
+                        "max_abs_diff_vs_loop": deviation,
+                    }
+                )
+                print(
+                    f"{workload:14s} {mode_name:13s} {name:24s} wall {1000 * median(wall[name]):9.2f} ms  "
+                    f"cpu {1000 * median(cpu[name]):9.2f} ms  |diff| {deviation:.1e}",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     def time_of(workload: str, mode: str, method: str) -> float | None:
         found = (r[key] for r in results if (r["workload"], r["mode"], r["method"]) == (workload, mode, method))
         return next(found, None)
 
-    print(f"# sinkhorn_ragged vs a loop of sinkhorn (float32, CPU, {torch.get_num_threads()} threads, "
-          f"K = {N_COLS}, epsilon {EPSILON}; ratios of {'wall' if args.wall_time else 'CPU'} times)\n")
+    print(
+        f"# sinkhorn_ragged vs a loop of sinkhorn (float32, CPU, {torch.get_num_threads()} threads, "
+        f"K = {N_COLS}, epsilon {EPSILON}; ratios of {'wall' if args.wall_time else 'CPU'} times)\n"
+    )
     rows = []
     for r in results:
         loop = time_of(r["workload"], r["mode"], "loop")
-        rows.append([r["workload"], r["mode"], r["method"], f"{1000 * r['median_cpu_s']:.2f}",
-                     f"{1000 * r['median_wall_s']:.2f}", f"{loop / r[key]:.1f}x" if loop else "",
-                     f"{r['max_abs_diff_vs_loop']:.1e}"])
-    headers = ["groups x rows", "mode", "method", "CPU (ms)", "wall (ms)", "speed-up vs loop", "max |diff| vs loop"]
+        rows.append(
+            [
+                r["workload"],
+                r["mode"],
+                r["method"],
+                f"{1000 * r['median_cpu_s']:.2f}",
+                f"{1000 * r['median_wall_s']:.2f}",
+                f"{loop / r[key]:.1f}x" if loop else "",
+                f"{r['max_abs_diff_vs_loop']:.1e}",
+            ]
+        )
+    headers = [
+        "groups x rows",
+        "mode",
+        "method",
+        "CPU (ms)",
+        "wall (ms)",
+        "speed-up vs loop",
+        "max |diff| vs loop",
+    ]
     print(markdown_table(headers, rows))
     print()
     ratios = []
@@ -151,8 +190,22 @@ def main() -> None:
             ratios.append(entry)
             ratio_rows.append(row)
     print("## Ratios\n")
-    print(markdown_table(["groups x rows", "mode", "loop / ragged (target >= 10x)", "torch_scatter / torch time"], ratio_rows))
-    write_json(args.out, {"machine": machine_info(), "epsilon": EPSILON, "tol": TOL, "k": N_COLS, "results": results, "ratios": ratios})
+    print(
+        markdown_table(
+            ["groups x rows", "mode", "loop / ragged (target >= 10x)", "torch_scatter / torch time"], ratio_rows
+        )
+    )
+    write_json(
+        args.out,
+        {
+            "machine": machine_info(),
+            "epsilon": EPSILON,
+            "tol": TOL,
+            "k": N_COLS,
+            "results": results,
+            "ratios": ratios,
+        },
+    )
 
 
 if __name__ == "__main__":

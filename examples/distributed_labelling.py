@@ -45,7 +45,8 @@ def main() -> int:
         torch.cuda.set_device(device)
 
     prototypes = torch.nn.functional.normalize(
-        torch.randn(args.clusters, args.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64), dim=1
+        torch.randn(args.clusters, args.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64),
+        dim=1,
     )
     sizes = [args.rows + 16 * r for r in range(world)]
     scores = (embeddings(rank, sizes[rank], args.dim) @ prototypes.T).to(device)
@@ -73,8 +74,10 @@ def main() -> int:
     dist.all_gather(gathered, report)
     ok = col_error < 1e-8 and max(row[1].item() for row in gathered) < 1e-6
     if rank == 0:
-        print(f"global batch of {n_global} rows over {world} ranks ({backend}), K = {args.clusters}, "
-              f"epsilon = {args.epsilon}; column-marginal error over the global batch: {col_error:.1e}\n")
+        print(
+            f"global batch of {n_global} rows over {world} ranks ({backend}), K = {args.clusters}, "
+            f"epsilon = {args.epsilon}; column-marginal error over the global batch: {col_error:.1e}\n"
+        )
         print("| rank | rows | max abs diff vs one process | per-rank call instead |")
         print("|---|---|---|---|")
         for r, row in enumerate(gathered):

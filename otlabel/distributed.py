@@ -225,7 +225,9 @@ class GroupAgreement(Agreement):
         differences = _differences(table)
         if differences:
             raise DistributedMismatchError(
-                "ranks of process_group disagree on " + "; ".join(differences) + " (these must be the same on every rank)"
+                "ranks of process_group disagree on "
+                + "; ".join(differences)
+                + " (these must be the same on every rank)"
             )
         self.total_rows = int(sum(row[_INDEX["rows"]] for row in table))
         if self.total_rows == 0:
@@ -281,5 +283,7 @@ def _differences(table: list[list[float]]) -> list[str]:
         groups: dict[str, list[int]] = {}
         for rank, key in enumerate(keys):
             groups.setdefault(key, []).append(rank)
-        found.append(f"{label} (" + "; ".join(f"{key} on {_rank_list(ranks)}" for key, ranks in groups.items()) + ")")
+        found.append(
+            f"{label} (" + "; ".join(f"{key} on {_rank_list(ranks)}" for key, ranks in groups.items()) + ")"
+        )
     return found

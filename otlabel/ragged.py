@@ -120,7 +120,9 @@ class _Segments:
     def sum(self, values: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         """Per-group sums of ``weights[:, None] * values`` (weights (N,) or (N, 1); default 1)."""
         if self._scatter is not None:
-            return self._scatter.segment_csr(values if weights is None else values * weights.reshape(-1, 1), self.ptr)
+            return self._scatter.segment_csr(
+                values if weights is None else values * weights.reshape(-1, 1), self.ptr
+            )
         weights = torch.ones_like(values[:, 0]) if weights is None else weights.reshape(-1)
         if self._csr is None or self._csr.dtype != values.dtype:
             self._weights = torch.empty_like(weights)
@@ -239,7 +241,9 @@ class _LogDomain:
     def step(self, col_lse: torch.Tensor, active: _Active | None) -> None:
         g = torch.where(self.live_cols, self.log_col_mass - col_lse, -math.inf)
         self.g = g if active is None else torch.where(active.groups.unsqueeze(-1), g, self.g)
-        f = self.log_row_mass - torch.logsumexp(self.kernel + self.problem.segments.expand(self.g), -1, keepdim=True)
+        f = self.log_row_mass - torch.logsumexp(
+            self.kernel + self.problem.segments.expand(self.g), -1, keepdim=True
+        )
         self.f = f if active is None else torch.where(active.rows.unsqueeze(-1), f, self.f)
 
     def infeasible(self) -> torch.Tensor:
@@ -326,7 +330,9 @@ class _Progress:
         worst = torch.where(still, new.error, torch.zeros_like(new.error)).amax()
         return torch.stack((still.sum().to(worst.dtype), worst)), new
 
-    def outcome(self, plan: torch.Tensor, f: torch.Tensor, g: torch.Tensor, log_domain: bool, numbers: list[float]) -> _Outcome:
+    def outcome(
+        self, plan: torch.Tensor, f: torch.Tensor, g: torch.Tensor, log_domain: bool, numbers: list[float]
+    ) -> _Outcome:
         return _Outcome(plan, f, g, self.stopped_at, ~self.active.groups, log_domain, int(numbers[0]), numbers[1])
 
 
@@ -391,7 +397,9 @@ def check_ptr(ptr: Any, n_rows: int, like: torch.Tensor, checks: DeferredChecks)
             raise InvalidArgumentError(
                 f"ptr is on device {tensor.device} but scores are on {like.device}; move it to the same device"
             )
-    elif isinstance(ptr, (list, tuple)) and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in ptr):
+    elif isinstance(ptr, (list, tuple)) and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in ptr
+    ):
         tensor = torch.tensor([int(v) for v in ptr], dtype=torch.int64)
     else:
         raise ArgumentTypeError(
@@ -406,7 +414,9 @@ def check_ptr(ptr: Any, n_rows: int, like: torch.Tensor, checks: DeferredChecks)
     tensor = tensor.to(like.device, torch.int64)
     checks.require(
         (tensor[0] == 0) & (tensor[-1] == n_rows),
-        lambda: InvalidArgumentError(f"ptr must start at 0 and end at N = {n_rows} (the number of rows of scores)"),
+        lambda: InvalidArgumentError(
+            f"ptr must start at 0 and end at N = {n_rows} (the number of rows of scores)"
+        ),
     )
     sizes = tensor.diff()
 
@@ -416,7 +426,8 @@ def check_ptr(ptr: Any, n_rows: int, like: torch.Tensor, checks: DeferredChecks)
             bad = torch.nonzero(sizes <= 0).flatten()[:5].tolist()
             where = f" (first offending groups: {bad})"
         return InvalidArgumentError(
-            "ptr must be strictly increasing: every group needs at least one row (empty groups are an error)" + where
+            "ptr must be strictly increasing: every group needs at least one row (empty groups are an error)"
+            + where
         )
 
     checks.require((sizes > 0).all(), empty_groups)
@@ -436,7 +447,9 @@ def _check_segments(segments: Any) -> str:
     return "torch" if segments == "auto" else segments
 
 
-def _col_marginal(value: Any, n_groups: int, n_cols: int, scores: torch.Tensor, dtype: torch.dtype, checks: DeferredChecks) -> torch.Tensor:
+def _col_marginal(
+    value: Any, n_groups: int, n_cols: int, scores: torch.Tensor, dtype: torch.dtype, checks: DeferredChecks
+) -> torch.Tensor:
     if value is None:
         return torch.full((n_groups, n_cols), 1.0 / n_cols, dtype=dtype, device=scores.device)
     shape = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
@@ -558,7 +571,16 @@ def sinkhorn_ragged(
         row = seg.expand(1.0 / sizes)
     else:
         row = check_marginal(
-            row_marginal, "row_marginal", n_rows, "N", 1, False, scores2.unsqueeze(0), dtype, checks, check_sum=False
+            row_marginal,
+            "row_marginal",
+            n_rows,
+            "N",
+            1,
+            False,
+            scores2.unsqueeze(0),
+            dtype,
+            checks,
+            check_sum=False,
         )[0]
         totals = seg.sum(row.unsqueeze(-1)).squeeze(-1)
         checks.require(

@@ -142,7 +142,8 @@ def build_problem(
         agreement.settle(
             scores3, prior3, epsilon, n_iter, tol, max_iter, check_every, col, row, checks, backend, return_info
         )
-    # <distributed>: from here on every rank is known to take the same branches
+    # From here on every rank of a process group is known to take the same branches; what
+    # follows up to the Problem only matters for a slice of a global batch (process_group).
     n_total = agreement.total_rows if split else n_rows
     if row is None:
         row = torch.full((batch, n_rows), 1.0 / n_total, dtype=dtype, device=scores3.device)
@@ -155,7 +156,6 @@ def build_problem(
         require_column_support(reached[0], checks, " over all ranks")
         if constrained:
             require_reachable_columns(reached[1], live_cols, checks)
-    # </distributed>
     problem = Problem(
         scores=scores3.detach(),
         prior=None if prior3 is None else prior3.detach(),

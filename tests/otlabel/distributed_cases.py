@@ -117,8 +117,12 @@ def cases(world: int) -> dict[str, Case]:
         "log_domain_tol": Case(
             _scores(8, n, 4).float(), uneven, {"epsilon": 1e-3, "tol": 1e-6, "max_iter": 50, "return_info": True}
         ),
-        "log_domain_fixed": Case(_scores(8, n, 4).float(), uneven, {"epsilon": 1e-3, "n_iter": 50, "return_info": True}),
-        "empty_rank_fixed": Case(_scores(10, 14, 4), _splits(world, "empty"), {"epsilon": 0.5, "return_info": True}),
+        "log_domain_fixed": Case(
+            _scores(8, n, 4).float(), uneven, {"epsilon": 1e-3, "n_iter": 50, "return_info": True}
+        ),
+        "empty_rank_fixed": Case(
+            _scores(10, 14, 4), _splits(world, "empty"), {"epsilon": 0.5, "return_info": True}
+        ),
         "empty_rank_tol_prior": Case(
             _scores(11, 14, 4),
             _splits(world, "empty"),
@@ -132,7 +136,13 @@ def cases(world: int) -> dict[str, Case]:
         ),
         "warns_on_every_rank": Case(_scores(14, n, 4), uneven, {"epsilon": 0.05, "tol": 1e-12, "max_iter": 2}),
         # errors: every rank must raise, and the next case must still run (no rank left waiting)
-        "mismatch_epsilon": Case(_scores(20, n, 4), uneven, {"epsilon": 0.5}, perturb=_set(1, epsilon=0.25), expect="DistributedMismatchError"),
+        "mismatch_epsilon": Case(
+            _scores(20, n, 4),
+            uneven,
+            {"epsilon": 0.5},
+            perturb=_set(1, epsilon=0.25),
+            expect="DistributedMismatchError",
+        ),
         "mismatch_k": Case(
             _scores(21, n, 4),
             uneven,
@@ -140,23 +150,56 @@ def cases(world: int) -> dict[str, Case]:
             perturb=_set(last, scores=lambda kw: torch.cat([kw["scores"], kw["scores"][:, :1]], 1)),
             expect="DistributedMismatchError",
         ),
-        "mismatch_mode": Case(_scores(22, n, 4), uneven, {"epsilon": 0.5}, perturb=_set(0, tol=1e-6), expect="DistributedMismatchError"),
+        "mismatch_mode": Case(
+            _scores(22, n, 4),
+            uneven,
+            {"epsilon": 0.5},
+            perturb=_set(0, tol=1e-6),
+            expect="DistributedMismatchError",
+        ),
         "mismatch_col_marginal": Case(
-            _scores(23, n, 4), uneven, {"epsilon": 0.5, "col_marginal": col}, perturb=_set(1, col_marginal=col.flip(0)), expect="DistributedMismatchError"
+            _scores(23, n, 4),
+            uneven,
+            {"epsilon": 0.5, "col_marginal": col},
+            perturb=_set(1, col_marginal=col.flip(0)),
+            expect="DistributedMismatchError",
         ),
         "mismatch_dtype": Case(
-            _scores(24, n, 4), uneven, {"epsilon": 0.5}, perturb=_set(1, scores=lambda kw: kw["scores"].float()), expect="DistributedMismatchError"
+            _scores(24, n, 4),
+            uneven,
+            {"epsilon": 0.5},
+            perturb=_set(1, scores=lambda kw: kw["scores"].float()),
+            expect="DistributedMismatchError",
         ),
-        "mismatch_n_iter": Case(_scores(25, n, 4), uneven, {"epsilon": 0.5}, perturb=_set(last, n_iter=4), expect="DistributedMismatchError"),
+        "mismatch_n_iter": Case(
+            _scores(25, n, 4),
+            uneven,
+            {"epsilon": 0.5},
+            perturb=_set(last, n_iter=4),
+            expect="DistributedMismatchError",
+        ),
         "nan_on_one_rank": Case(
-            _scores(26, n, 4), uneven, {"epsilon": 0.5}, perturb=_set(1, scores=_with_nan), expect="InvalidArgumentError"
+            _scores(26, n, 4),
+            uneven,
+            {"epsilon": 0.5},
+            perturb=_set(1, scores=_with_nan),
+            expect="InvalidArgumentError",
         ),
         "nan_on_one_rank_deferred": Case(
-            _scores(27, n, 4), uneven, {"epsilon": 0.5}, perturb=_set(1, scores=_with_nan), expect="InvalidArgumentError", defer_checks=True
+            _scores(27, n, 4),
+            uneven,
+            {"epsilon": 0.5},
+            perturb=_set(1, scores=_with_nan),
+            expect="InvalidArgumentError",
+            defer_checks=True,
         ),
         "bad_shape_on_one_rank": Case(
-            _scores(28, n, 4), uneven, {"epsilon": 0.5}, prior=_prior(28, n, 4),
-            perturb=_set(0, prior=lambda kw: kw["prior"][:, :3]), expect="InvalidArgumentError"
+            _scores(28, n, 4),
+            uneven,
+            {"epsilon": 0.5},
+            prior=_prior(28, n, 4),
+            perturb=_set(0, prior=lambda kw: kw["prior"][:, :3]),
+            expect="InvalidArgumentError",
         ),
         "row_marginal_not_summing_to_1": Case(
             _scores(29, n, 4), uneven, {"epsilon": 0.5}, row_marginal=row * 1.5, expect="InvalidArgumentError"
@@ -259,7 +302,11 @@ def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
             try:
                 results[name] = outcome(label(local_arguments(case, rank), process_group=group))
             except Exception as error:  # noqa: BLE001 - the test inspects it
-                results[name] = {"error": type(error).__name__, "message": str(error), "trace": traceback.format_exc()}
+                results[name] = {
+                    "error": type(error).__name__,
+                    "message": str(error),
+                    "trace": traceback.format_exc(),
+                }
         results[name]["warnings"] = [w.category.__name__ for w in caught]
         results[name]["seconds"] = time.perf_counter() - start
     _checks.DeferredChecks.require = original_require
@@ -296,4 +343,6 @@ def run_world(world: int, out_dir: Path, timeout_s: float = 240.0) -> list[dict[
 if __name__ == "__main__":  # python -m tests.otlabel.distributed_cases [world]: a quick look
     outcomes = run_world(int(sys.argv[1]) if len(sys.argv) > 1 else 2, Path("/tmp/otlabel-distributed"))
     for name in outcomes[0]:
-        print(name, [o[name].get("error", "ok") for o in outcomes], [round(o[name]["seconds"], 3) for o in outcomes])
+        print(
+            name, [o[name].get("error", "ok") for o in outcomes], [round(o[name]["seconds"], 3) for o in outcomes]
+        )

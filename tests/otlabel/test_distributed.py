@@ -97,11 +97,17 @@ def test_each_rank_gets_its_slice_of_one_process_labelling(outcomes: Any, world:
             # every rank reports the global diagnostics, equal across ranks
             assert got["col_error"] == ranks[members[0]][name]["col_error"]
             assert got["row_error"] == ranks[members[0]][name]["row_error"]
-            assert got["col_error"] == pytest.approx(expected["col_error"], rel=1e-3, abs=1e-12 if float64 else 1e-6)
+            assert got["col_error"] == pytest.approx(
+                expected["col_error"], rel=1e-3, abs=1e-12 if float64 else 1e-6
+            )
             assert got["row_error"] <= (1e-12 if float64 else 1e-5)
-            torch.testing.assert_close(got["log_col_scaling"], ranks[members[0]][name]["log_col_scaling"], rtol=0, atol=0)
+            torch.testing.assert_close(
+                got["log_col_scaling"], ranks[members[0]][name]["log_col_scaling"], rtol=0, atol=0
+            )
             if float64:
-                torch.testing.assert_close(got["log_col_scaling"], expected["log_col_scaling"], rtol=1e-9, atol=1e-9)
+                torch.testing.assert_close(
+                    got["log_col_scaling"], expected["log_col_scaling"], rtol=1e-9, atol=1e-9
+                )
                 want_f = expected["log_row_scaling"][..., lo:hi]
                 torch.testing.assert_close(got["log_row_scaling"], want_f, rtol=1e-9, atol=1e-9)
 
@@ -162,7 +168,9 @@ def test_single_rank_group(tmp_path: Path) -> None:
     try:
         scores = np.random.default_rng(0).standard_normal((9, 3))
         expected = sinkhorn(scores, 0.5, tol=1e-10)
-        np.testing.assert_allclose(sinkhorn(scores, 0.5, tol=1e-10, process_group=dist.group.WORLD), expected, atol=1e-12)
+        np.testing.assert_allclose(
+            sinkhorn(scores, 0.5, tol=1e-10, process_group=dist.group.WORLD), expected, atol=1e-12
+        )
         with pytest.raises(ArgumentTypeError, match="process_group must be a torch.distributed.ProcessGroup"):
             sinkhorn(scores, 0.5, process_group=True)
     finally:
@@ -173,11 +181,26 @@ def test_torchrun_example_runs_on_the_cpu() -> None:
     """examples/distributed_labelling.py under torchrun (2 gloo ranks) passes its own checks."""
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "examples/distributed_labelling.py", "--rows", "24"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "examples/distributed_labelling.py",
+        "--rows",
+        "24",
+    ]
     # a session of its own, so that a hang can be ended with every rank torchrun started
-    process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         output, _ = process.communicate(timeout=180)
     except subprocess.TimeoutExpired:

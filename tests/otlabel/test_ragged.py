@@ -57,7 +57,9 @@ def _problem(
         prior[torch.arange(n), torch.arange(n) % n_cols] = 1.0  # no all-zero row
         for g, lo in enumerate(ptr[:-1].tolist()):
             prior[lo, :] = torch.where(prior[lo, :] > 0, prior[lo, :], 0.5)  # every column reachable
-            plan = prior[lo : ptr[g + 1]] * (torch.rand(ptr[g + 1] - lo, n_cols, generator=gen, dtype=torch.float64) + 0.1)
+            plan = prior[lo : ptr[g + 1]] * (
+                torch.rand(ptr[g + 1] - lo, n_cols, generator=gen, dtype=torch.float64) + 0.1
+            )
             col[g] = (plan / plan.sum(1, keepdim=True)).sum(0)
     row = torch.rand(n, generator=gen, dtype=torch.float64) + 0.1
     for lo, hi in zip(ptr[:-1].tolist(), ptr[1:].tolist()):
@@ -71,7 +73,9 @@ def _problem(
     }
 
 
-def _loop(problem: dict[str, Any], epsilon: float, *, prior: bool, col: str, row: bool, **kwargs: Any) -> list[Any]:
+def _loop(
+    problem: dict[str, Any], epsilon: float, *, prior: bool, col: str, row: bool, **kwargs: Any
+) -> list[Any]:
     """The reference: one sinkhorn (or sinkhorn_with_prior) call per group."""
     ptr = problem["ptr"].tolist()
     results = []
@@ -86,7 +90,9 @@ def _loop(problem: dict[str, Any], epsilon: float, *, prior: bool, col: str, row
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             if prior:
-                results.append(sinkhorn_with_prior(problem["scores"][lo:hi], problem["prior"][lo:hi], epsilon, **options))
+                results.append(
+                    sinkhorn_with_prior(problem["scores"][lo:hi], problem["prior"][lo:hi], epsilon, **options)
+                )
             else:
                 results.append(sinkhorn(problem["scores"][lo:hi], epsilon, **options))
     return results
@@ -107,8 +113,19 @@ def _ragged(problem: dict[str, Any], epsilon: float, *, prior: bool, col: str, r
 
 @pytest.mark.parametrize("segments", SEGMENTS)
 @pytest.mark.parametrize("mode", [{}, {"n_iter": 7}, {"tol": 1e-9}, {"tol": 1e-3, "check_every": 3}])
-@pytest.mark.parametrize(("prior", "col", "row"), [(False, "uniform", False), (True, "uniform", False), (False, "per_group", True), (True, "shared", True), (True, "per_group", False)])
-def test_equals_a_loop_over_the_groups(segments: str, mode: dict[str, Any], prior: bool, col: str, row: bool) -> None:
+@pytest.mark.parametrize(
+    ("prior", "col", "row"),
+    [
+        (False, "uniform", False),
+        (True, "uniform", False),
+        (False, "per_group", True),
+        (True, "shared", True),
+        (True, "per_group", False),
+    ],
+)
+def test_equals_a_loop_over_the_groups(
+    segments: str, mode: dict[str, Any], prior: bool, col: str, row: bool
+) -> None:
     problem = _problem(1)
     expected = _loop(problem, 0.4, prior=prior, col=col, row=row, **mode)
     got = _ragged(problem, 0.4, prior=prior, col=col, row=row, segments=segments, return_info=True, **mode)
@@ -124,7 +141,9 @@ def test_equals_a_loop_over_the_groups(segments: str, mode: dict[str, Any], prio
         assert got.converged.tolist() == [r.converged for r in expected]
     else:
         assert got.converged is None
-    torch.testing.assert_close(got.col_error, torch.tensor([r.col_error for r in expected], dtype=torch.float64), rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(
+        got.col_error, torch.tensor([r.col_error for r in expected], dtype=torch.float64), rtol=1e-6, atol=1e-12
+    )
     assert float(got.row_error.max()) <= 1e-12
     assert got.log_domain is False
 
@@ -139,7 +158,9 @@ def test_equal_size_groups_equal_the_batched_call() -> None:
     scores = torch.randn(5 * 8, 3, dtype=torch.float64)
     ptr = torch.arange(0, 41, 8)
     batched = sinkhorn(scores.view(5, 8, 3), 0.3, n_iter=4)
-    torch.testing.assert_close(sinkhorn_ragged(scores, ptr, 0.3, n_iter=4), batched.reshape(40, 3), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        sinkhorn_ragged(scores, ptr, 0.3, n_iter=4), batched.reshape(40, 3), rtol=0, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("segments", SEGMENTS)
@@ -151,7 +172,9 @@ def test_prior_zeros_are_hard_constraints_per_group(segments: str) -> None:
     assert torch.all(got[problem["prior"] == 0] == 0)
     for g, (lo, hi) in enumerate(zip(ptr[:-1], ptr[1:])):
         torch.testing.assert_close(got[lo:hi], expected[g].labels, rtol=0, atol=1e-9)
-        torch.testing.assert_close(got[lo:hi].sum(0), problem["col_per_group"][g] * (hi - lo), rtol=1e-8, atol=1e-12)
+        torch.testing.assert_close(
+            got[lo:hi].sum(0), problem["col_per_group"][g] * (hi - lo), rtol=1e-8, atol=1e-12
+        )
 
 
 def test_marginals_hold_per_group() -> None:
@@ -169,10 +192,14 @@ def test_numpy_in_numpy_out_and_half_precision() -> None:
     scores, ptr = problem["scores"].numpy(), problem["ptr"].numpy()
     out = sinkhorn_ragged(scores, ptr, 0.5, return_info=True)
     assert isinstance(out.labels, np.ndarray) and isinstance(out.n_iter, np.ndarray)
-    np.testing.assert_allclose(out.labels, sinkhorn_ragged(problem["scores"], problem["ptr"], 0.5).numpy(), atol=1e-12)
+    np.testing.assert_allclose(
+        out.labels, sinkhorn_ragged(problem["scores"], problem["ptr"], 0.5).numpy(), atol=1e-12
+    )
     half = sinkhorn_ragged(problem["scores"].half(), list(problem["ptr"].tolist()), 0.5)
     assert half.dtype == torch.float16
-    torch.testing.assert_close(half.float(), sinkhorn_ragged(problem["scores"].float(), problem["ptr"], 0.5), atol=2e-3, rtol=0)
+    torch.testing.assert_close(
+        half.float(), sinkhorn_ragged(problem["scores"].float(), problem["ptr"], 0.5), atol=2e-3, rtol=0
+    )
 
 
 def test_inputs_are_read_never_modified_and_labels_carry_no_gradient() -> None:
@@ -196,7 +223,10 @@ def test_extreme_float32_scores_stay_finite(segments: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         got = sinkhorn_ragged(scores, ptr, 1e-3, tol=1e-6, max_iter=100, segments=segments, return_info=True)
-        expected = [sinkhorn(scores[lo:hi], 1e-3, tol=1e-6, max_iter=100, return_info=True) for lo, hi in zip(ptr[:-1], ptr[1:])]
+        expected = [
+            sinkhorn(scores[lo:hi], 1e-3, tol=1e-6, max_iter=100, return_info=True)
+            for lo, hi in zip(ptr[:-1], ptr[1:])
+        ]
     assert torch.isfinite(got.labels).all() and got.log_domain
     torch.testing.assert_close(got.labels.sum(1), torch.ones(sum(sizes)), rtol=0, atol=1e-5)
     for g, (lo, hi) in enumerate(zip(ptr[:-1].tolist(), ptr[1:].tolist())):
@@ -232,7 +262,10 @@ def _error(match: str, **overrides: Any) -> None:
         ({"ptr": "0,35"}, "ptr must be a 1-D integer tensor"),
         ({"ptr": torch.tensor([0, 35], device="meta")}, "ptr is on device meta"),
         ({"scores": torch.zeros(2, 35, 4)}, r"scores must have shape \(N, K\)"),
-        ({"col_marginal": torch.full((7, 4), 0.25)}, r"col_marginal must have shape \(K,\) = \(4,\) or \(G, K\) = \(6, 4\)"),
+        (
+            {"col_marginal": torch.full((7, 4), 0.25)},
+            r"col_marginal must have shape \(K,\) = \(4,\) or \(G, K\) = \(6, 4\)",
+        ),
         ({"col_marginal": torch.full((5,), 0.2)}, "col_marginal has 5 entries"),
         ({"row_marginal": torch.full((35,), 1 / 35)}, "row_marginal must sum to 1 within each group"),
         ({"prior": torch.ones(35, 3)}, "prior must have the shape"),
