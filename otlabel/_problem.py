@@ -6,7 +6,9 @@ validate the user's arguments and build a :class:`Problem`; backends only solve.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -16,9 +18,13 @@ from ._checks import DeferredChecks
 class Reducer:
     """How per-process partial column quantities combine; the default is a single process.
 
-    The distributed front end substitutes a reducer that all-reduces over a process group,
-    so that every backend labels the *global* batch without knowing about ranks.
+    The distributed front end substitutes a reducer that all-reduces over a process group
+    (:class:`otlabel.distributed.GroupReducer`), so that every backend labels the *global*
+    batch without knowing about ranks.
     """
+
+    #: Whether the rows are a slice of a batch spread over several processes.
+    distributed = False
 
     def sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum ``tensor`` over all participants (identity for one process)."""
@@ -28,10 +34,24 @@ class Reducer:
         """Element-wise maximum of ``tensor`` over all participants (identity for one process)."""
         return tensor
 
-    @property
-    def single_process(self) -> bool:
-        """True when there is nothing to reduce (lets backends use facts about local data alone)."""
-        return type(self) is Reducer
+    def agreement(self) -> "Agreement":
+        """A context in which the arguments are validated; see :class:`Agreement`."""
+        return Agreement()
+
+
+class Agreement(AbstractContextManager):
+    """Validation of the arguments of one call; a single process has nothing to agree on.
+
+    Over a process group, leaving the context makes every rank learn whether every rank's
+    arguments passed the local checks and whether they agree (``settle`` records what must
+    agree), before any rank starts a collective that the others might not join.
+    """
+
+    def settle(self, *description: Any) -> None:
+        """Record what the participants must agree on (nothing to do for one process)."""
+
+    def __exit__(self, *exc_info: Any) -> None:
+        return None
 
 
 @dataclass
@@ -82,6 +102,8 @@ def relative_violation(sums: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
 
     Entries with zero target mass are measured relative to the problem's total mass instead.
     """
+    if mass.shape[-1] == 0:  # a rank that holds no rows of a global batch
+        return mass.new_zeros(mass.shape[:-1])
     total = mass.sum(-1, keepdim=True)
     scale = torch.where(mass > 0, mass, total)
     return ((sums - mass).abs() / scale).amax(-1)

@@ -69,8 +69,18 @@ Extrema = list[torch.Tensor]  # every row and column sum of a block of steps, ch
 
 def _extremes(sums: Extrema) -> torch.Tensor:
     """(-min, max) over every recorded sum, for one read-back (a max-reduction across ranks)."""
-    low, high = torch.aminmax(torch.cat([values.reshape(-1) for values in sums]))
+    values = torch.cat([values.reshape(-1) for values in sums])
+    if values.numel() == 0:  # no rows on this rank of a distributed job: nothing can be unhealthy
+        return values.new_full((2,), -math.inf)
+    low, high = torch.aminmax(values)
     return torch.stack((-low, high))
+
+
+def _column_max(kernel: torch.Tensor) -> torch.Tensor:
+    """Column maxima (B, 1, K); -inf where this rank of a distributed job holds no rows."""
+    if kernel.shape[-2] == 0:
+        return kernel.new_full((kernel.shape[0], 1, kernel.shape[-1]), -math.inf)
+    return kernel.amax(-2, keepdim=True)
 
 
 def _healthy(negative_low: float, high: float, dtype: torch.dtype) -> bool:
@@ -86,7 +96,7 @@ GLOBAL_SHIFT_SPAN = {torch.float32: 60.0, torch.float64: 600.0}
 
 def _narrow_span(problem: Problem) -> tuple[float, float] | None:
     """(span, max) of scores / epsilon when a single global shift is safe, else None."""
-    if problem.score_range is None or problem.prior is not None or not problem.reducer.single_process:
+    if problem.score_range is None or problem.prior is not None or problem.reducer.distributed:
         return None
     low, high = (value / problem.epsilon for value in problem.score_range)
     span = high - low
@@ -145,7 +155,7 @@ class _Scaling:
             kernel.add_(shift)
         else:
             # Shift columns, then rows, so that every row and every column has maximum exactly 1.
-            g0 = -problem.reducer.max(kernel.amax(-2, keepdim=True))  # (B, 1, K)
+            g0 = -problem.reducer.max(_column_max(kernel))  # (B, 1, K)
             kernel.add_(g0)
             f0 = -kernel.amax(-1, keepdim=True)  # (B, N, 1), >= 0
             kernel.add_(f0)
