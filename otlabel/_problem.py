@@ -34,7 +34,7 @@ class Reducer:
         """Element-wise maximum of ``tensor`` over all participants (identity for one process)."""
         return tensor
 
-    def agreement(self) -> "Agreement":
+    def agreement(self) -> Agreement:
         """A context in which the arguments are validated; see :class:`Agreement`."""
         return Agreement()
 

@@ -408,7 +408,8 @@ def check_ptr(ptr: Any, n_rows: int, like: torch.Tensor, checks: DeferredChecks)
         raise ArgumentTypeError(f"ptr must hold int32 or int64 offsets, got dtype {tensor.dtype}")
     if tensor.dim() != 1 or tensor.numel() < 2:
         raise InvalidArgumentError(
-            f"ptr must be 1-D with G + 1 >= 2 entries (group g owns rows ptr[g]:ptr[g+1]), got shape {tuple(tensor.shape)}"
+            "ptr must be 1-D with G + 1 >= 2 entries (group g owns rows ptr[g]:ptr[g+1]), "
+            f"got shape {tuple(tensor.shape)}"
         )
     tensor = tensor.to(like.device, torch.int64)
     checks.require(
@@ -547,7 +548,8 @@ def sinkhorn_ragged(
     tensor, was_numpy = to_tensor(scores, "scores")
     if tensor.dim() != 2:
         raise InvalidArgumentError(
-            f"scores must have shape (N, K): the rows of every group packed one after another; got {tuple(tensor.shape)}"
+            "scores must have shape (N, K): the rows of every group packed one after another; "
+            f"got {tuple(tensor.shape)}"
         )
     scores2 = check_scores(tensor)[0][0]
     n_rows, n_cols = scores2.shape

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 #: Seconds a collective may wait for a missing rank before gloo gives up (a deadlock fails).
