@@ -66,7 +66,8 @@ def cosine_scores(n_rows: int, n_cols: int, generator: torch.Generator) -> torch
     members = torch.randint(0, n_cols, (n_rows,), generator=generator)
     embeddings = centres[members] + 0.7 * torch.randn(n_rows, dim, generator=generator) / dim**0.5
     embeddings = torch.nn.functional.normalize(embeddings, dim=1)
-    prototypes = torch.nn.functional.normalize(centres + 0.3 * torch.randn(n_cols, dim, generator=generator) / dim**0.5, dim=1)
+    jitter = 0.3 * torch.randn(n_cols, dim, generator=generator) / dim**0.5
+    prototypes = torch.nn.functional.normalize(centres + jitter, dim=1)
     return embeddings @ prototypes.t()
 
 
@@ -155,8 +156,8 @@ def main() -> None:
     print(f"# otlabel vs SwAV loop vs POT (float32, CPU, {torch.get_num_threads()} threads, epsilon {EPSILON})\n")
     for distribution in dict.fromkeys(r["distribution"] for r in results):
         rows = [
-            [r["size"], r["method"], f"{1000 * r['median_s']:.2f}", f"{r['col_error']:.1e}" if r["finite"] else "n/a",
-             "yes" if r["finite"] else "**NO**"]
+            [r["size"], r["method"], f"{1000 * r['median_s']:.2f}",
+             f"{r['col_error']:.1e}" if r["finite"] else "n/a", "yes" if r["finite"] else "**NO**"]
             for r in results if r["distribution"] == distribution
         ]
         print(f"## {distribution}\n")
@@ -187,7 +188,8 @@ def main() -> None:
             ratio_rows.append([size, "POT sinkhorn_log / otlabel tol on (a) (target >= 5)", f"{ratio:.1f}",
                                f"errors: otlabel {ours_tol['col_error']:.1e}, POT {pot_log['col_error']:.1e}"])
     print(markdown_table(["N x K", "ratio", "value", "note"], ratio_rows))
-    write_json(args.out, {"machine": machine_info(), "epsilon": EPSILON, "tol": TOL, "results": results, "ratios": ratios})
+    payload = {"machine": machine_info(), "epsilon": EPSILON, "tol": TOL, "results": results, "ratios": ratios}
+    write_json(args.out, payload)
 
 
 if __name__ == "__main__":

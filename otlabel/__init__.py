@@ -13,6 +13,7 @@ from .errors import (
 )
 from .labels import hard_labels, integer_quotas
 from .priors import foreground_marginal, fractional_ranks, gaussian_rank_prior
+from .ragged import RaggedSinkhornResult, sinkhorn_ragged
 from .sinkhorn import SinkhornResult, sinkhorn, sinkhorn_with_prior
 
 __version__ = "0.1.0.dev0"
@@ -21,6 +22,8 @@ __all__ = [
     "sinkhorn",
     "sinkhorn_with_prior",
     "SinkhornResult",
+    "sinkhorn_ragged",
+    "RaggedSinkhornResult",
     "gaussian_rank_prior",
     "fractional_ranks",
     "foreground_marginal",

@@ -9,6 +9,7 @@ synchronisation point, so validation never adds a host synchronisation of its ow
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,15 +32,9 @@ BACKENDS = ("auto", "torch", "triton")
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-#: Problems with at most this many entries are computed in float64 whatever their dtype:
-#: at that size the work is dominated by per-call overheads, and float64 sums keep tolerance
-#: mode's 1e-6 within reach where a float32 matrix-vector product would not.
-SMALL_PROBLEM = 2**18
-
-
-def compute_dtype(dtype: torch.dtype, numel: int) -> torch.dtype:
-    """The dtype the solver works in: float64 for float64 input and for small problems, else float32."""
-    return torch.float64 if dtype == torch.float64 or numel <= SMALL_PROBLEM else torch.float32
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the solver works in: float64 stays float64, everything else is float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 @dataclass
@@ -89,8 +84,13 @@ def to_tensor(value: Any, name: str) -> tuple[torch.Tensor, bool]:
     raise ArgumentTypeError(f"{name} must be a torch.Tensor or a numpy.ndarray, got {type(value).__name__}")
 
 
-def check_scores(scores: Any, name: str = "scores") -> tuple[torch.Tensor, bool, bool]:
-    """Validate a score matrix; return it as a (B, N, K) tensor, whether it was batched and numpy."""
+def check_scores(
+    scores: Any, name: str = "scores", *, allow_no_rows: bool = False
+) -> tuple[torch.Tensor, bool, bool]:
+    """Validate a score matrix; return it as a (B, N, K) tensor, whether it was batched and numpy.
+
+    ``allow_no_rows`` accepts N = 0: a rank of a distributed job may hold no rows of the global batch.
+    """
     tensor, was_numpy = to_tensor(scores, name)
     if tensor.dtype not in _FLOAT_DTYPES:
         raise ArgumentTypeError(
@@ -105,18 +105,37 @@ def check_scores(scores: Any, name: str = "scores") -> tuple[torch.Tensor, bool,
     batch, n_rows, n_cols = tensor3.shape
     if batch == 0:
         raise InvalidArgumentError(f"{name} has an empty batch dimension (B = 0)")
-    if n_rows == 0:
+    if n_rows == 0 and not allow_no_rows:
         raise InvalidArgumentError(f"{name} has no rows (N = 0): there is nothing to label")
     if n_cols == 0:
         raise InvalidArgumentError(f"{name} has no columns (K = 0): K must be at least 1")
     return tensor3, batched, was_numpy
 
 
-def check_scores_finite(scores: torch.Tensor, checks: DeferredChecks, name: str = "scores") -> None:
-    checks.require(
-        torch.isfinite(scores).all(),
-        lambda: InvalidArgumentError(f"{name} contains NaN or infinite values; every score must be finite"),
-    )
+def check_scores_finite(
+    scores: torch.Tensor, checks: DeferredChecks, name: str = "scores"
+) -> tuple[float, float] | None:
+    """Require every score to be finite; return (min, max) of the scores when it is known for free.
+
+    One global min/max reduction does it (NaN propagates, so both are finite exactly when every
+    entry is): on the CPU it is read at once and returned, so backends can use the range of
+    ``scores / epsilon`` to skip per-row and per-column shifts; on an accelerator the check is
+    deferred to the solver's first synchronisation and None is returned.
+    """
+    if scores.numel() == 0:  # a rank of a distributed job may hold no rows
+        return None
+    low, high = torch.aminmax(scores.detach())
+
+    def error() -> InvalidArgumentError:
+        return InvalidArgumentError(f"{name} contains NaN or infinite values; every score must be finite")
+
+    if scores.device.type == "cpu":
+        low_value, high_value = float(low), float(high)
+        if not (math.isfinite(low_value) and math.isfinite(high_value)):
+            raise error()
+        return low_value, high_value
+    checks.require(torch.isfinite(low) & torch.isfinite(high), error)
+    return None
 
 
 def check_epsilon(epsilon: Any) -> float:
@@ -191,11 +210,15 @@ def check_marginal(
     like: torch.Tensor,
     dtype: torch.dtype,
     checks: DeferredChecks,
+    *,
+    check_sum: bool = True,
 ) -> torch.Tensor:
     """Validate a marginal (a probability vector); return it as (B, length) in ``dtype``, summing to 1.
 
     A 1-D marginal is shared by every problem of a batch; a 2-D marginal (B, length) gives one
-    per problem and is only accepted for batched scores.
+    per problem and is only accepted for batched scores. With ``check_sum=False`` the entries are
+    validated but the sum is left to the caller (a slice of a larger marginal: see
+    :func:`normalise_marginal`), and the tensor is returned as given.
     """
     tensor = _vector_tensor(value, name, like)
     if tensor.dim() == 1:
@@ -218,18 +241,37 @@ def check_marginal(
         torch.isfinite(tensor).all(), lambda: InvalidArgumentError(f"{name} contains NaN or infinite values")
     )
     checks.require((tensor >= 0).all(), lambda: InvalidArgumentError(f"{name} has negative entries"))
-    total = tensor.sum(-1)
+    if not check_sum:
+        return tensor
+    return normalise_marginal(tensor, tensor.sum(-1), name, checks)
+
+
+def normalise_marginal(
+    tensor: torch.Tensor, total: torch.Tensor, name: str, checks: DeferredChecks, what: str = ""
+) -> torch.Tensor:
+    """Require each ``total`` (the sums of the marginals, shape (B,)) to be 1 within
+    :data:`MARGINAL_SUM_ATOL`; return ``tensor / total`` (exactly normalised).
+
+    ``total`` is passed in so that a marginal split across processes or groups is judged by the
+    sum of all its parts; ``what`` says what was summed, for the message.
+    """
     checks.require(
         ((total - 1).abs() <= MARGINAL_SUM_ATOL).all(),
         lambda: InvalidArgumentError(
-            f"{name} must sum to 1 (within {MARGINAL_SUM_ATOL}); its sums are {total.tolist()}"
+            f"{name} must sum to 1{what} (within {MARGINAL_SUM_ATOL}); its sums are {total.tolist()}"
         ),
     )
     return tensor / total.unsqueeze(-1)
 
 
-def check_prior(prior: Any, scores: torch.Tensor, batched: bool, checks: DeferredChecks) -> torch.Tensor:
-    """Validate a prior of exactly the scores' shape; return it as (B, N, K) (not copied)."""
+def check_prior(
+    prior: Any, scores: torch.Tensor, batched: bool, checks: DeferredChecks, *, check_columns: bool = True
+) -> torch.Tensor:
+    """Validate a prior of exactly the scores' shape; return it as (B, N, K) (not copied).
+
+    ``check_columns=False`` leaves the all-zero-column check to the caller, for a prior whose
+    columns continue beyond these rows (another rank's rows, see :func:`require_column_support`).
+    """
     tensor, _ = to_tensor(prior, "prior")
     if isinstance(prior, torch.Tensor) and tensor.device != scores.device:
         raise InvalidArgumentError(
@@ -253,8 +295,34 @@ def check_prior(prior: Any, scores: torch.Tensor, batched: bool, checks: Deferre
         support.any(-1).all(),
         lambda: InvalidArgumentError("prior has an all-zero row: that row could receive no label"),
     )
-    checks.require(
-        support.any(-2).all(),
-        lambda: InvalidArgumentError("prior has an all-zero column: that column could receive no mass"),
-    )
+    if check_columns:
+        require_column_support(support.any(-2), checks)
     return tensor3
+
+
+def require_column_support(column_support: torch.Tensor, checks: DeferredChecks, where: str = "") -> None:
+    """Require every column of the prior to have a positive entry (``column_support``: (B, K) bool)."""
+    checks.require(
+        column_support.all(),
+        lambda: InvalidArgumentError(f"prior has an all-zero column{where}: that column could receive no mass"),
+    )
+
+
+def require_reachable_rows(reached: torch.Tensor, live_rows: torch.Tensor, checks: DeferredChecks) -> None:
+    """Require every row of positive mass to have prior support on some column of positive mass."""
+    checks.require(
+        (reached | ~live_rows).all(),
+        lambda: InvalidArgumentError(
+            "infeasible: a row with positive mass has prior support only on columns whose col_marginal is 0"
+        ),
+    )
+
+
+def require_reachable_columns(reached: torch.Tensor, live_cols: torch.Tensor, checks: DeferredChecks) -> None:
+    """Require every column of positive mass to have prior support on some row of positive mass."""
+    checks.require(
+        (reached | ~live_cols).all(),
+        lambda: InvalidArgumentError(
+            "infeasible: a column with positive col_marginal has prior support only on rows of zero row_marginal"
+        ),
+    )

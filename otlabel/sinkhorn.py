@@ -21,8 +21,13 @@ from ._checks import (
     check_scores_finite,
     check_tol,
     compute_dtype,
+    normalise_marginal,
+    require_column_support,
+    require_reachable_columns,
+    require_reachable_rows,
 )
 from ._problem import Problem, Reducer, Solution, relative_violation
+from .distributed import GroupReducer
 from .errors import ConvergenceWarning, InvalidArgumentError
 
 __all__ = ["SinkhornResult", "sinkhorn", "sinkhorn_with_prior"]
@@ -69,6 +74,17 @@ class SinkhornResult:
     log_col_scaling: Array
 
 
+def check_schedule(n_iter: Any, tol: Any, max_iter: Any, check_every: Any) -> tuple[int, float | None, int, int]:
+    """Validate the iteration settings of either mode; return (n_iter, tol, max_iter, check_every)."""
+    tol = check_tol(tol)
+    if tol is not None and n_iter is not None:
+        raise InvalidArgumentError(
+            "n_iter applies to the fixed-iteration mode only; with tol=... bound the work with max_iter"
+        )
+    n_iter = check_int(DEFAULT_N_ITER if n_iter is None else n_iter, "n_iter", 1)
+    return n_iter, tol, check_int(max_iter, "max_iter", 1), check_int(check_every, "check_every", 1)
+
+
 def build_problem(
     scores: Any,
     prior: Any,
@@ -79,59 +95,80 @@ def build_problem(
     tol: Any,
     max_iter: Any,
     check_every: Any,
+    process_group: Any = None,
+    backend: Any = "auto",
+    return_info: bool = False,
 ) -> tuple[Problem, bool, bool]:
-    """Validate the arguments shared by every entry point; return (problem, batched, was_numpy)."""
-    scores3, batched, was_numpy = check_scores(scores)
-    epsilon = check_epsilon(epsilon)
-    tol = check_tol(tol)
-    if tol is not None and n_iter is not None:
-        raise InvalidArgumentError(
-            "n_iter applies to the fixed-iteration mode only; with tol=... bound the work with max_iter"
+    """Validate the arguments shared by every entry point; return (problem, batched, was_numpy).
+
+    With a ``process_group``, ``scores`` (and ``prior``, ``row_marginal``) hold this rank's rows
+    of a global batch: the local checks run first, then every rank learns whether all ranks
+    passed them and agree on the settings (``backend`` and ``return_info`` included), and only
+    then run the checks that need the other ranks' rows (see :mod:`otlabel.distributed`).
+    """
+    reducer = Reducer() if process_group is None else GroupReducer(process_group)
+    split = reducer.distributed  # the rows are a slice of a global batch
+    with reducer.agreement() as agreement:
+        scores3, batched, was_numpy = check_scores(scores, allow_no_rows=split)
+        epsilon = check_epsilon(epsilon)
+        n_iter, tol, max_iter, check_every = check_schedule(n_iter, tol, max_iter, check_every)
+        dtype = compute_dtype(scores3.dtype)
+        batch, n_rows, n_cols = scores3.shape
+        checks = DeferredChecks()
+        score_range = check_scores_finite(scores3, checks)
+        prior3 = None if prior is None else check_prior(prior, scores3, batched, checks, check_columns=not split)
+        col = (
+            torch.full((batch, n_cols), 1.0 / n_cols, dtype=dtype, device=scores3.device)
+            if col_marginal is None
+            else check_marginal(col_marginal, "col_marginal", n_cols, "K", batch, batched, scores3, dtype, checks)
         )
-    n_iter = check_int(DEFAULT_N_ITER if n_iter is None else n_iter, "n_iter", 1)
-    max_iter = check_int(max_iter, "max_iter", 1)
-    check_every = check_int(check_every, "check_every", 1)
-    dtype = compute_dtype(scores3.dtype, scores3.numel())
-    batch, n_rows, n_cols = scores3.shape
-    checks = DeferredChecks()
-    check_scores_finite(scores3, checks)
-    prior3 = None if prior is None else check_prior(prior, scores3, batched, checks)
-
-    def marginal(value: Any, name: str, length: int, length_name: str) -> torch.Tensor:
-        if value is None:
-            return torch.full((batch, length), 1.0 / length, dtype=dtype, device=scores3.device)
-        return check_marginal(value, name, length, length_name, batch, batched, scores3, dtype, checks)
-
-    col = marginal(col_marginal, "col_marginal", n_cols, "K")
-    row = marginal(row_marginal, "row_marginal", n_rows, "N")
-    if prior3 is not None and (col_marginal is not None or row_marginal is not None):
+        row = (  # a slice of a global row marginal is normalised once every rank's sum is known
+            None
+            if row_marginal is None
+            else check_marginal(
+                row_marginal, "row_marginal", n_rows, "N", batch, batched, scores3, dtype, checks, check_sum=not split
+            )
+        )
+        constrained = prior3 is not None and (col_marginal is not None or row_marginal is not None)
+        live_rows = torch.ones_like(scores3[..., 0], dtype=torch.bool) if row is None else row > 0
+        live_cols = col > 0
+        if constrained:
+            support = prior3 > 0
+            require_reachable_rows((support & live_cols.unsqueeze(-2)).any(-1), live_rows, checks)
+            if not split:
+                require_reachable_columns((support & live_rows.unsqueeze(-1)).any(-2), live_cols, checks)
+        agreement.settle(
+            scores3, prior3, epsilon, n_iter, tol, max_iter, check_every, col, row, checks, backend, return_info
+        )
+    # From here on every rank of a process group is known to take the same branches; what
+    # follows up to the Problem only matters for a slice of a global batch (process_group).
+    n_total = agreement.total_rows if split else n_rows
+    if row is None:
+        row = torch.full((batch, n_rows), 1.0 / n_total, dtype=dtype, device=scores3.device)
+    elif split:
+        row = normalise_marginal(row, reducer.sum(row.sum(-1)), "row_marginal", checks, " over all ranks")
+    if split and prior3 is not None:
         support = prior3 > 0
-        live_rows, live_cols = row > 0, col > 0
-        checks.require(
-            ((support & live_cols.unsqueeze(-2)).any(-1) | ~live_rows).all(),
-            lambda: InvalidArgumentError(
-                "infeasible: a row with positive mass has prior support only on columns whose col_marginal is 0"
-            ),
-        )
-        checks.require(
-            ((support & live_rows.unsqueeze(-1)).any(-2) | ~live_cols).all(),
-            lambda: InvalidArgumentError(
-                "infeasible: a column with positive col_marginal has prior support only on rows of zero row_marginal"
-            ),
-        )
+        parts = [support.any(-2)] + ([(support & live_rows.unsqueeze(-1)).any(-2)] if constrained else [])
+        reached = reducer.max(torch.stack(parts).to(torch.float32)) > 0
+        require_column_support(reached[0], checks, " over all ranks")
+        if constrained:
+            require_reachable_columns(reached[1], live_cols, checks)
     problem = Problem(
         scores=scores3.detach(),
         prior=None if prior3 is None else prior3.detach(),
         epsilon=epsilon,
-        row_mass=row * n_rows,
-        col_mass=col * n_rows,
+        row_mass=row * n_total,
+        col_mass=col * n_total,
         dtype=dtype,
         n_iter=n_iter,
         tol=tol,
         max_iter=max_iter,
         check_every=check_every,
         checks=checks,
-        reducer=Reducer(),
+        reducer=reducer,
+        score_range=score_range,
+        return_potentials=return_info,
     )
     return problem, batched, was_numpy
 
@@ -165,7 +202,8 @@ def finish(
         return labels
     # accumulate in float64 so that the reported errors are those of the returned plan,
     # not of a float32 summation
-    row_error = relative_violation(plan.sum(-1, dtype=torch.float64), problem.row_mass).amax().item()
+    row_error = problem.reducer.max(relative_violation(plan.sum(-1, dtype=torch.float64), problem.row_mass))
+    row_error = row_error.amax().item()
     col_sums = problem.reducer.sum(plan.sum(-2, dtype=torch.float64))
     col_error = relative_violation(col_sums, problem.col_mass).amax().item()
     return SinkhornResult(
@@ -198,6 +236,7 @@ def sinkhorn(
     check_every: int = 10,
     backend: str = "auto",
     return_info: bool = False,
+    process_group: Any = None,
 ) -> Array | SinkhornResult:
     r"""Soft pseudo-labels with prescribed class proportions (entropic optimal transport).
 
@@ -243,6 +282,14 @@ def sinkhorn(
         ``"auto"`` uses Triton for CUDA tensors when available, else torch.
     return_info : bool, default False
         Return a :class:`SinkhornResult` instead of the bare labels.
+    process_group : torch.distributed.ProcessGroup, optional
+        Label the *global* batch of a distributed job: each rank passes its own rows (any
+        number, zero included) and gets the labels of those rows, equal to its slice of one
+        process labelling the concatenated rows; ``N`` is then the global row count and a
+        ``row_marginal`` is this rank's slice of a marginal over all rows (the slices sum to
+        1 together). Every rank of the group must make the call, with the same settings
+        (checked). Pass ``torch.distributed.group.WORLD`` for all ranks. See
+        :mod:`otlabel.distributed` and the guide page "Labelling a global batch across GPUs".
 
     Returns
     -------
@@ -266,7 +313,8 @@ def sinkhorn(
     True
     """
     problem, batched, was_numpy = build_problem(
-        scores, None, epsilon, col_marginal, row_marginal, n_iter, tol, max_iter, check_every
+        scores, None, epsilon, col_marginal, row_marginal, n_iter, tol, max_iter, check_every,
+        process_group, backend, return_info,
     )
     return finish(problem, _solve(problem, backend), batched, was_numpy, return_info)
 
@@ -284,6 +332,7 @@ def sinkhorn_with_prior(
     check_every: int = 10,
     backend: str = "auto",
     return_info: bool = False,
+    process_group: Any = None,
 ) -> Array | SinkhornResult:
     r"""Pseudo-labels pulled toward a prior :math:`\hat Q` (CASE Eq. 12).
 
@@ -305,8 +354,8 @@ def sinkhorn_with_prior(
         As in :func:`sinkhorn`.
     prior : Tensor or ndarray, same shape as ``scores``
         Non-negative and finite, with no all-zero row or column (no broadcasting).
-    epsilon, col_marginal, row_marginal, n_iter, tol, max_iter, check_every, backend, return_info
-        As in :func:`sinkhorn`.
+    epsilon, col_marginal, row_marginal, n_iter, tol, max_iter, check_every, backend, return_info, process_group
+        As in :func:`sinkhorn` (with ``process_group``, ``prior`` holds this rank's rows too).
 
     Returns
     -------
@@ -324,6 +373,7 @@ def sinkhorn_with_prior(
     [1, 0, 0, 1]
     """
     problem, batched, was_numpy = build_problem(
-        scores, prior, epsilon, col_marginal, row_marginal, n_iter, tol, max_iter, check_every
+        scores, prior, epsilon, col_marginal, row_marginal, n_iter, tol, max_iter, check_every,
+        process_group, backend, return_info,
     )
     return finish(problem, _solve(problem, backend), batched, was_numpy, return_info)

@@ -16,11 +16,16 @@ from ..errors import BackendUnavailableError
 _MODULES = {"torch": ".torch_backend", "triton": ".triton_backend"}
 
 
+_LOADED: dict[str, ModuleType | None] = {}
+
+
 def _load(name: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(_MODULES[name], __name__)
-    except ImportError:
-        return None
+    if name not in _LOADED:
+        try:
+            _LOADED[name] = importlib.import_module(_MODULES[name], __name__)
+        except ImportError:
+            _LOADED[name] = None
+    return _LOADED[name]
 
 
 def _reason(name: str, problem: Problem) -> str | None:

@@ -55,7 +55,8 @@ class _Status:
     def read(self, *values: torch.Tensor) -> list[float]:
         checks = self.problem.checks
         device = self.problem.scores.device
-        parts = [checks.as_tensor(device)] + [v.reshape(-1).to(torch.float32) for v in values]
+        # float64: float64 sums span ranges that float32 would flush to 0 or inf
+        parts = [checks.as_tensor(device).to(torch.float64)] + [v.reshape(-1).to(torch.float64) for v in values]
         status = self.problem.reducer.max(torch.cat(parts))
         numbers = status.tolist()
         n_checks = len(checks.flags)
@@ -63,17 +64,43 @@ class _Status:
         return numbers[n_checks:]
 
 
-def _unhealthy(extrema: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-    """1.0 if a recorded sum left the safe range or was NaN, else 0.0 (a 1-element tensor)."""
-    lo, hi = _safe_range(dtype)
-    stacked = torch.stack(extrema)  # (steps, 2): min and max of each sum
-    ok = (stacked[:, 0] >= lo).all() & (stacked[:, 1] <= hi).all()
-    return (~ok).reshape(1).to(torch.float32)
+Extrema = list[torch.Tensor]  # every row and column sum of a block of steps, checked at its end
 
 
-def _minmax(values: torch.Tensor) -> torch.Tensor:
+def _extremes(sums: Extrema) -> torch.Tensor:
+    """(-min, max) over every recorded sum, for one read-back (a max-reduction across ranks)."""
+    values = torch.cat([values.reshape(-1) for values in sums])
+    if values.numel() == 0:  # no rows on this rank of a distributed job: nothing can be unhealthy
+        return values.new_full((2,), -math.inf)
     low, high = torch.aminmax(values)
-    return torch.stack((low, high))
+    return torch.stack((-low, high))
+
+
+def _column_max(kernel: torch.Tensor) -> torch.Tensor:
+    """Column maxima (B, 1, K); -inf where this rank of a distributed job holds no rows."""
+    if kernel.shape[-2] == 0:
+        return kernel.new_full((kernel.shape[0], 1, kernel.shape[-1]), -math.inf)
+    return kernel.amax(-2, keepdim=True)
+
+
+def _healthy(negative_low: float, high: float, dtype: torch.dtype) -> bool:
+    """Whether every recorded sum stayed in the safe range (NaN is not)."""
+    lo, hi = _safe_range(dtype)
+    return -negative_low >= lo and high <= hi
+
+
+#: Largest range of scores / epsilon (max - min) that a single global shift handles: every
+#: kernel entry then stays a normal number with room to spare for the scalings.
+GLOBAL_SHIFT_SPAN = {torch.float32: 60.0, torch.float64: 600.0}
+
+
+def _narrow_span(problem: Problem) -> tuple[float, float] | None:
+    """(span, max) of scores / epsilon when a single global shift is safe, else None."""
+    if problem.score_range is None or problem.prior is not None or problem.reducer.distributed:
+        return None
+    low, high = (value / problem.epsilon for value in problem.score_range)
+    span = high - low
+    return (span, high) if span <= GLOBAL_SHIFT_SPAN[problem.dtype] else None
 
 
 #: Rows per block of the float32 column sums (see _accurate_column_sums).
@@ -81,7 +108,7 @@ COLUMN_BLOCK = 128
 
 
 def _accurate_column_sums(a: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """bias + a^T kernel, shape (B, 1, K), accurate to ~1e-7 relative even in float32.
+    """bias + a^T kernel, shape (B, 1, K) (bias broadcasts), accurate to ~1e-7 relative even in float32.
 
     A float32 matrix-vector product over N rows accumulates rounding like sqrt(N) * 6e-8
     (4e-6 at N = 12000, 4e-7 already at N = 100), which would stall tolerance mode above
@@ -96,7 +123,7 @@ def _accurate_column_sums(a: torch.Tensor, kernel: torch.Tensor, bias: torch.Ten
     if batch > 1 and split != n_rows:
         # (B, C, R, K) views cannot be flattened to one bmm batch without a copy: go per problem
         return torch.cat(
-            [_accurate_column_sums(a[i : i + 1], kernel[i : i + 1], bias[i : i + 1]) for i in range(batch)]
+            [_accurate_column_sums(a[i : i + 1], kernel[i : i + 1], bias) for i in range(batch)]
         )
     head = torch.matmul(
         a[:, :split, 0].reshape(batch, blocks, 1, COLUMN_BLOCK),
@@ -115,22 +142,29 @@ class _Scaling:
 
     def __init__(self, problem: Problem):
         self.problem = problem
-        kernel = log_kernel(problem)
-        # Shift columns, then rows, so that every row and every column has maximum exactly 1.
-        g0 = -problem.reducer.max(kernel.amax(-2, keepdim=True))  # (B, 1, K)
-        kernel.add_(g0)
-        f0 = -kernel.amax(-1, keepdim=True)  # (B, N, 1), >= 0
-        kernel.add_(f0)
-        self.kernel = kernel.exp_()
-        self.f0, self.g0 = f0, g0
         batch, n_rows, n_cols = problem.shape
         dtype = problem.dtype
+        kernel = log_kernel(problem)
+        span = _narrow_span(problem)
+        if span is not None:
+            # Well-scaled scores: one global shift keeps every entry in [exp(-span), 1], and the
+            # per-row and per-column maxima (slow small-axis reductions on the CPU) are not needed.
+            shift = -span[1]
+            g0 = torch.full((batch, 1, n_cols), shift, dtype=dtype, device=kernel.device)
+            f0 = torch.zeros(batch, n_rows, 1, dtype=dtype, device=kernel.device)
+            kernel.add_(shift)
+        else:
+            # Shift columns, then rows, so that every row and every column has maximum exactly 1.
+            g0 = -problem.reducer.max(_column_max(kernel))  # (B, 1, K)
+            kernel.add_(g0)
+            f0 = -kernel.amax(-1, keepdim=True)  # (B, N, 1), >= 0
+            kernel.add_(f0)
+        self.kernel = kernel.exp_()
+        self.f0, self.g0 = f0, g0
         self.row_mass = problem.row_mass.unsqueeze(-1)  # (B, N, 1)
         self.col_mass = problem.col_mass.unsqueeze(-2)  # (B, 1, K)
-        # tiny biases keep 0/0 out of zero-mass rows and columns at no extra kernel launch
-        tiny = torch.finfo(dtype).tiny
-        self.col_bias = torch.full((batch, 1, n_cols), tiny, dtype=dtype, device=self.kernel.device)
-        self.row_bias = torch.full((batch, n_rows, 1), tiny, dtype=dtype, device=self.kernel.device)
+        # a tiny bias keeps 0/0 out of zero-mass rows and columns at no extra kernel launch
+        self.bias = torch.full((1, 1, 1), torch.finfo(dtype).tiny, dtype=dtype, device=kernel.device)
         # The first column step must see the unshifted rows (as the SwAV loop does): undo the
         # row shift in the starting row scaling. exp(-f0) lies in (0, 1], so nothing overflows,
         # and every column sum is at least 1 (the row holding a column's maximum has f0 = 0).
@@ -139,17 +173,21 @@ class _Scaling:
 
     def column_sums(self) -> torch.Tensor:
         """Column sums of diag(a) G, shape (B, 1, K) (all-reduced in a distributed job)."""
-        return self.problem.reducer.sum(_accurate_column_sums(self.a, self.kernel, self.col_bias))
+        if self.problem.tol is None:  # three iterations do not need sums exact beyond float32
+            return self.problem.reducer.sum(torch.baddbmm(self.bias, self.a.mT, self.kernel))
+        return self.problem.reducer.sum(_accurate_column_sums(self.a, self.kernel, self.bias))
 
-    def row_step(self, col_sums: torch.Tensor, extrema: list[torch.Tensor]) -> None:
+    def row_step(self, col_sums: torch.Tensor, extrema: Extrema) -> None:
         """Scale columns to their mass using ``col_sums``, then rows to theirs."""
         self.b = self.col_mass / col_sums
-        row_sums = torch.baddbmm(self.row_bias, self.kernel, self.b.mT)
+        row_sums = torch.baddbmm(self.bias, self.kernel, self.b.mT)
         self.a = self.row_mass / row_sums
-        extrema.append(_minmax(col_sums))
-        extrema.append(_minmax(row_sums))
+        extrema.append(col_sums)
+        extrema.append(row_sums)
 
-    def potentials(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def potentials(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if not self.problem.return_potentials:
+            return None, None
         return (self.f0 + torch.log(self.a)).squeeze(-1), (self.g0 + torch.log(self.b)).squeeze(-2)
 
     def plan(self) -> torch.Tensor:
@@ -191,7 +229,9 @@ class _LogDomain:
         plan = torch.softmax(self.kernel + self.g, dim=-1)
         return plan.mul_(self.problem.row_mass.unsqueeze(-1))
 
-    def potentials(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def potentials(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if not self.problem.return_potentials:
+            return None, None
         return self.f.squeeze(-1), self.g.squeeze(-2)
 
 
@@ -205,11 +245,10 @@ def _raise_infeasible() -> None:
 def _fixed(problem: Problem) -> Solution:
     status = _Status(problem)
     state = _Scaling(problem)
-    extrema: list[torch.Tensor] = []
+    extrema: Extrema = []
     for _ in range(problem.n_iter):
         state.row_step(state.column_sums(), extrema)
-    (bad,) = status.read(_unhealthy(extrema, problem.dtype))
-    if not bad:
+    if _healthy(*status.read(_extremes(extrema)), problem.dtype):
         f, g = state.potentials()
         return Solution(state.plan(), f, g, problem.n_iter, None, None, False, NAME)
     # Replay the same schedule in the log domain from the same start.
@@ -231,13 +270,13 @@ def _tolerance(problem: Problem) -> Solution:
     tol, max_iter, every = problem.tol, problem.max_iter, problem.check_every
     iteration = 0
     saved = (state.a, state.b, 0)  # last state known to be healthy
-    extrema: list[torch.Tensor] = []
+    extrema: Extrema = []
     while True:
         col_sums = state.column_sums()
         if iteration > 0 and (iteration % every == 0 or iteration == max_iter):
             violation = relative_violation((state.b * col_sums).squeeze(-2), problem.col_mass).amax()
-            bad, error = status.read(_unhealthy(extrema, problem.dtype), violation)
-            if bad:
+            negative_low, high, error = status.read(_extremes(extrema), violation)
+            if not _healthy(negative_low, high, problem.dtype):
                 break
             if error <= tol or iteration == max_iter:
                 converged = error <= tol

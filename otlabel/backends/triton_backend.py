@@ -29,7 +29,7 @@ from types import ModuleType
 
 import torch
 
-from .._problem import Problem, Reducer, Solution
+from .._problem import Problem, Solution
 from .torch_backend import _raise_infeasible, _safe_range, _Status, log_kernel
 
 NAME = "triton"
@@ -97,7 +97,7 @@ def unavailable_reason(problem: Problem) -> str | None:
         return f"K = {n_cols} columns exceed the triton backend's limit of {MAX_K} (use backend='torch')"
     if n_rows * n_cols >= 2**31:
         return f"N * K = {n_rows * n_cols} elements per problem exceed the triton backend's 32-bit indexing"
-    if type(problem.reducer) is not Reducer:
+    if problem.reducer.distributed:
         return "labelling over a process group needs all-reduced column sums between passes (use backend='torch')"
     return None
 

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from case.metrics import evaluate_detection
 
 SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "wtal_case" / "evaluate.py"

@@ -9,9 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from anet_reference import reference_evaluate, rows_from_files
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
 from case import metrics
 from case.metrics import (
     DetectionFileError,
@@ -22,6 +19,8 @@ from case.metrics import (
     load_ground_truth,
     write_metrics,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 
 def gt_file(videos: dict[str, list[tuple[float, float, str]]], subset: str = "test",

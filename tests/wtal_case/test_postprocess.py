@@ -6,7 +6,6 @@ import doctest
 
 import numpy as np
 import pytest
-
 from case import postprocess
 from case.postprocess import (
     PostprocessConfig,

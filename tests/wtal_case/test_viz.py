@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from case import viz
 from case.viz import plot_entropy_curves, plot_foreground
 
