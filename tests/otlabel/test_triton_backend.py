@@ -10,9 +10,12 @@ monkeypatched tile sizes where a test needs ragged tiles or many programs.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -22,7 +25,7 @@ if not torch.cuda.is_available():
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-pytest.importorskip("triton", reason="the triton backend needs triton (pip install 'otlabel[triton]')")
+triton = pytest.importorskip("triton", reason="the triton backend needs triton (pip install 'otlabel[triton]')")
 
 from otlabel import (  # noqa: E402
     BackendUnavailableError,
@@ -334,10 +337,19 @@ def test_unavailable_reasons(monkeypatch):
     assert sinkhorn(scores, 0.1, return_info=True).backend == "torch"  # auto falls back
 
 
-def _benchmark():
-    import importlib.util
-    from pathlib import Path
+def test_kernels_compile_for_sm90(tmp_path):
+    """The real compiler (not the interpreter) accepts the kernels: cubins for an H100, no GPU needed."""
+    if tuple(int(part) for part in triton.__version__.split(".")[:2]) < (3, 2):
+        pytest.skip("compiling without a GPU uses triton.compiler.ASTSource as of triton 3.2")
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)  # a real compilation, not a cache hit
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-m", "tests.otlabel.compile_kernels"]
+    result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
 
+
+def _benchmark():
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_sinkhorn.py"
     spec = importlib.util.spec_from_file_location("gpu_sinkhorn", path)
     module = importlib.util.module_from_spec(spec)
