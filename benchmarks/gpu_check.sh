@@ -2,7 +2,8 @@
 # One prepared check of the Triton backend on a CUDA machine, from the repository root:
 #
 #   1. the environment (GPU, driver, torch/triton/numpy/POT versions) -> $OUT/env.txt
-#   2. tests/otlabel/test_triton_backend.py on CUDA (compiled kernels, no interpreter)
+#   2. tests/otlabel/test_triton_backend.py on CUDA (compiled kernels, no interpreter) and
+#      tests/otlabel/test_cuda.py (torch backend, deferred checks, auto dispatch, ragged on CUDA)
 #      -> $OUT/tests.txt, $OUT/tests.xml
 #   3. benchmarks/gpu_sinkhorn.py (Markdown table + JSON) -> $OUT/gpu_sinkhorn.md, .json
 #   4. the Triton backend over a grid of its launch constants (--tune) -> $OUT/gpu_tune.md, .json
@@ -19,9 +20,9 @@ cd "$(dirname "$0")/.."
 
 OUT="${OUT:-benchmarks/results/gpu-$(date +%Y%m%d-%H%M%S)}"
 WHEELS="${WHEELS:-.whl}"
-TEST_SECONDS="${TEST_SECONDS:-200}"
-BENCH_SECONDS="${BENCH_SECONDS:-240}"
-TUNE_SECONDS="${TUNE_SECONDS:-120}"
+TEST_SECONDS="${TEST_SECONDS:-150}"
+BENCH_SECONDS="${BENCH_SECONDS:-200}"
+TUNE_SECONDS="${TUNE_SECONDS:-90}"
 mkdir -p "$OUT"
 unset TRITON_INTERPRET  # compiled kernels on the GPU
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -63,7 +64,7 @@ parallel=()
 if python -c "import xdist" 2>/dev/null; then
   parallel=(-n 8)  # Triton compiles on the host CPUs: spread the kernel variants over workers
 fi
-stage tests "$TEST_SECONDS" "$OUT/tests.txt" python -m pytest tests/otlabel/test_triton_backend.py \
+stage tests "$TEST_SECONDS" "$OUT/tests.txt" python -m pytest tests/otlabel/test_triton_backend.py tests/otlabel/test_cuda.py \
   -p no:cacheprovider -q -rs "${parallel[@]}" --durations=10 --junitxml="$OUT/tests.xml"
 stage benchmark "$BENCH_SECONDS" "$OUT/gpu_sinkhorn.md" python benchmarks/gpu_sinkhorn.py --out "$OUT/gpu_sinkhorn.json"
 stage tune "$TUNE_SECONDS" "$OUT/gpu_tune.md" python benchmarks/gpu_sinkhorn.py --tune --out "$OUT/gpu_tune.json"

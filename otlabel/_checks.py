@@ -42,7 +42,8 @@ class DeferredChecks:
     """Value checks on device tensors, read back in one transfer at the first sync point."""
 
     flags: list[torch.Tensor] = field(default_factory=list)
-    errors: list[Exception] = field(default_factory=list)
+    #: error factories, called only when their check failed (a message may read device values)
+    errors: list[Callable[[], Exception]] = field(default_factory=list)
 
     def require(self, ok: torch.Tensor, error: Callable[[], Exception]) -> None:
         """Require the 0-d boolean tensor ``ok`` to be true, else raise ``error()``."""
@@ -51,7 +52,7 @@ class DeferredChecks:
                 raise error()
             return
         self.flags.append(ok.reshape(()))
-        self.errors.append(error())
+        self.errors.append(error)
 
     def as_tensor(self, device: torch.device) -> torch.Tensor:
         """The pending checks as a float vector (1.0 = failed), for one combined read-back."""
@@ -63,7 +64,7 @@ class DeferredChecks:
         """Raise the first error whose flag (as returned by :meth:`as_tensor`) is set."""
         for value, error in zip(failed, self.errors, strict=True):
             if value > 0:
-                raise error
+                raise error()
         self.flags.clear()
         self.errors.clear()
 

@@ -1,0 +1,74 @@
+"""The library on CUDA tensors: torch backend, deferred validation, auto dispatch, ragged.
+
+Runs only where a GPU is present (the GPU check script, ``benchmarks/gpu_check.sh``); the
+same behaviour on CPU tensors is covered by the rest of the suite.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from otlabel import InvalidArgumentError, sinkhorn, sinkhorn_ragged, sinkhorn_with_prior
+
+from .helpers import cosine_scores, feasible_prior
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+MODES = {"fixed": {}, "tolerance": {"tol": 1e-10, "max_iter": 20_000}}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_torch_backend_on_cuda_equals_cpu(mode):
+    rng = np.random.default_rng(0)
+    scores = torch.from_numpy(cosine_scores(rng, 3000, 24))
+    prior, marginal = (torch.from_numpy(x) for x in feasible_prior(rng, 3000, 24, 0.3))
+    cpu = sinkhorn_with_prior(scores, prior, 0.05, col_marginal=marginal, backend="torch", **MODES[mode])
+    gpu = sinkhorn_with_prior(
+        scores.cuda(), prior.cuda(), 0.05, col_marginal=marginal.cuda(), backend="torch", **MODES[mode]
+    )
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-9)
+
+
+def test_float32_log_domain_path_on_cuda():
+    generator = torch.Generator().manual_seed(1)
+    x = torch.rand(15000, 1, generator=generator) * 0.2
+    scores = -((x - torch.linspace(0, 1, 20)) ** 2)
+    res = sinkhorn(scores.cuda(), 1e-3, tol=1e-4, max_iter=5000, backend="torch", return_info=True)
+    reference = sinkhorn(scores.double(), 1e-3, tol=1e-4, max_iter=5000)
+    assert res.log_domain and res.converged
+    torch.testing.assert_close(res.labels.cpu().double(), reference, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_deferred_checks_raise_on_cuda(backend):
+    scores = torch.randn(64, 4, device="cuda")
+    bad = scores.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(InvalidArgumentError, match="scores contains NaN"):
+        sinkhorn(bad, 0.05, backend=backend)
+    with pytest.raises(InvalidArgumentError, match="col_marginal must sum to 1"):
+        sinkhorn(scores, 0.05, col_marginal=torch.tensor([0.5, 0.5, 0.5, 0.5], device="cuda"), backend=backend)
+    with pytest.raises(InvalidArgumentError, match="prior has negative entries"):
+        sinkhorn_with_prior(scores, -torch.ones_like(scores), 0.05, backend=backend)
+    # a valid call after failed ones still works (no stale checks)
+    assert torch.isfinite(sinkhorn(scores, 0.05, backend=backend)).all()
+
+
+def test_auto_picks_triton_for_cuda_float32_and_torch_for_float64():
+    pytest.importorskip("triton")
+    scores = torch.randn(500, 8, device="cuda")
+    assert sinkhorn(scores, 0.05, return_info=True).backend == "triton"
+    assert sinkhorn(scores.double(), 0.05, return_info=True).backend == "torch"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_ragged_on_cuda_equals_cpu(mode):
+    generator = torch.Generator().manual_seed(2)
+    scores = torch.randn(900, 6, generator=generator, dtype=torch.float64)
+    ptr = torch.tensor([0, 100, 350, 351, 900])
+    cpu = sinkhorn_ragged(scores, ptr, 0.5, **MODES[mode])
+    gpu = sinkhorn_ragged(scores.cuda(), ptr.cuda(), 0.5, **MODES[mode])
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-9)
