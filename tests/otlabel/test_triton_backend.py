@@ -68,7 +68,7 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float = 1e-
 def assert_labels(labels: torch.Tensor, row_mass: float | torch.Tensor = 1.0) -> None:
     assert torch.isfinite(labels).all() and (labels >= 0).all()
     sums = labels.double().sum(-1).cpu()
-    expected = torch.as_tensor(row_mass, dtype=torch.float64).expand_as(sums)
+    expected = torch.as_tensor(row_mass, dtype=torch.float64).cpu().expand_as(sums)
     torch.testing.assert_close(sums, expected, rtol=1e-5, atol=1e-6)
 
 
