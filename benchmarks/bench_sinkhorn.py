@@ -75,12 +75,16 @@ def wide_scores(n_rows: int, n_cols: int, generator: torch.Generator) -> torch.T
     return 3 * torch.randn(n_rows, n_cols, generator=generator)
 
 
-def methods(n_cols: int, pot_max_iter: int) -> dict[str, Callable[[torch.Tensor], Any]]:
+def methods(n_cols: int, max_iter: int, pot_max_iter: int, tolerance: bool) -> dict[str, Callable[[torch.Tensor], Any]]:
+    """The peers; ``tolerance=False`` keeps only the fixed-iteration ones (for huge sizes)."""
     table: dict[str, Callable[[torch.Tensor], Any]] = {
         "otlabel fixed (3 it)": lambda s: sinkhorn(s, EPSILON),
-        "otlabel tol 1e-6": lambda s: sinkhorn(s, EPSILON, tol=TOL, max_iter=100_000),
+        "otlabel tol 1e-6": lambda s: sinkhorn(s, EPSILON, tol=TOL, max_iter=max_iter),
         "SwAV loop (3 it)": lambda s: swav_loop(s, EPSILON),
     }
+    if not tolerance:
+        del table["otlabel tol 1e-6"]
+        return table
     try:
         import ot
     except ImportError:  # POT is optional for this script
@@ -124,7 +128,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=DEFAULT_SIZES, help="NxK sizes")
     parser.add_argument("--repeats", type=int, default=7, help="timed repetitions (fewer for huge sizes)")
-    parser.add_argument("--pot-max-iter", type=int, default=10_000, help="iteration budget of POT's solvers")
+    parser.add_argument("--max-iter", type=int, default=100_000, help="otlabel's tolerance-mode budget on (a)")
+    parser.add_argument("--pot-max-iter", type=int, default=20_000, help="iteration budget of POT's solvers on (a)")
+    parser.add_argument("--wide-max-iter", type=int, default=1_000,
+                        help="budget of every tolerance-mode solver on (b), where none converges quickly")
+    parser.add_argument("--tol-max-entries", type=int, default=10_000_000,
+                        help="above this many entries only the fixed-iteration methods run")
     parser.add_argument("--pot-log-max-entries", type=int, default=10_000_000,
                         help="skip POT's sinkhorn_log above this many entries (too slow to wait for)")
     parser.add_argument("--out", default="benchmarks/results/bench_sinkhorn.json")
@@ -136,7 +145,13 @@ def main() -> None:
         for size in args.sizes:
             n_rows, n_cols = (int(v) for v in size.lower().split("x"))
             scores = make(n_rows, n_cols, torch.Generator().manual_seed(0)).contiguous()
-            table = methods(n_cols, args.pot_max_iter)
+            wide = distribution.startswith("(b)")
+            table = methods(
+                n_cols,
+                args.wide_max_iter if wide else args.max_iter,
+                args.wide_max_iter if wide else args.pot_max_iter,
+                tolerance=n_rows * n_cols <= args.tol_max_entries,
+            )
             if n_rows * n_cols > args.pot_log_max_entries:
                 table.pop("POT sinkhorn_log (torch)", None)  # would run for tens of minutes
             times: dict[str, list[float]] = {name: [] for name in table}
