@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ModelConfig", "StreamOutput", "CosineClusterHead", "StreamHead", "CASEModel", "STREAMS"]
+__all__ = ["ModelConfig", "StreamOutput", "CosineClusterHead", "StreamHead", "CASEModel", "STREAMS", "count_params_and_macs"]
 
 #: Stream names in the order their features appear in the input: columns [:D/2] are RGB.
 STREAMS = ("rgb", "flow")
@@ -42,11 +42,15 @@ class ModelConfig:
         Number K of snippet clusters (paper: 16 on THUMOS14, 64 on ActivityNet; Fig. 3 sweeps it).
     temperature : float
         τ multiplying the cosine similarities of the clustering head (paper and code: 10).
+    num_classes : int or None
+        Number G of action classes; None takes it from the data set (when given, it must
+        match the data set; :mod:`profile_model` uses it without loading any data).
     """
 
     hidden_dim: int = 512
     num_clusters: int = 16
     temperature: float = 10.0
+    num_classes: int | None = None
 
     def __post_init__(self) -> None:
         if self.hidden_dim < 1:
@@ -55,6 +59,8 @@ class ModelConfig:
             raise ValueError(f"model.num_clusters must be >= 2, got {self.num_clusters}")
         if not self.temperature > 0:
             raise ValueError(f"model.temperature must be > 0, got {self.temperature}")
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ValueError(f"model.num_classes must be >= 1 (or null), got {self.num_classes}")
 
 
 class StreamOutput(NamedTuple):
@@ -170,3 +176,28 @@ class CASEModel(nn.Module):
             raise ValueError(f"features must have shape (B, T, {self.feature_dim}), got {tuple(features.shape)}")
         halves = features.split(self.feature_dim // 2, dim=-1)
         return tuple(self.streams[name](half) for name, half in zip(STREAMS, halves))
+
+
+def count_params_and_macs(model: nn.Module, num_snippets: int) -> dict[str, int]:
+    """Parameters and multiply-accumulates of one forward pass over one video of ``num_snippets``.
+
+    MACs are :class:`torch.utils.flop_counter.FlopCounterMode`'s forward FLOPs / 2 (matrix
+    products only: activations and normalisations are not counted, as in the paper's Table 1).
+
+    Examples
+    --------
+    >>> from case.model import CASEModel, ModelConfig, count_params_and_macs
+    >>> count_params_and_macs(CASEModel(2048, 20, ModelConfig()), 750)
+    {'params': 2137130, 'macs': 1601280000}
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    feature_dim = getattr(model, "feature_dim")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, num_snippets, feature_dim))
+    finally:
+        model.train(was_training)
+    return {"params": sum(p.numel() for p in model.parameters()), "macs": counter.get_total_flops() // 2}
