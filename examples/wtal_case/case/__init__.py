@@ -1,0 +1,1 @@
+"""CASE: clustering-assisted foreground/background separation for weakly-supervised temporal action localisation."""
