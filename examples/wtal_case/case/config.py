@@ -281,7 +281,11 @@ def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
             raise ConfigError(f"unknown key {path!r}; valid keys{' of ' + prefix if prefix else ''}: {', '.join(names)}")
         kwargs[key] = _convert(value, hints[key], path)
     try:
-        return cls(**kwargs)
+        obj = cls(**kwargs)
+        validate = getattr(obj, "validate", None)  # the data part checks in validate(), not __post_init__
+        if callable(validate):
+            validate()
+        return obj
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:
