@@ -52,7 +52,8 @@ def test_constants_agree_with_the_documented_facts() -> None:
     # ../shared/data/README.md: 200 + 210 videos, 20 classes, mean 15 instances (median 8-9,
     # max 218), instance median ~3 s, video median ~155 s, ~30% foreground, ~330 snippets.
     assert constants.THUMOS14_NUM_VIDEOS == {"train": 200, "test": 210}
-    assert len(constants.THUMOS14_CLASSES) == 20 and list(constants.THUMOS14_CLASSES) == sorted(constants.THUMOS14_CLASSES)
+    classes = list(constants.THUMOS14_CLASSES)
+    assert len(classes) == 20 and classes == sorted(classes)
     ipv = constants.THUMOS14_INSTANCES_PER_VIDEO
     assert 14.5 < ipv["mean"] < 16 and 8 <= ipv["median"] <= 9 and ipv["max"] == 218
     assert constants.THUMOS14_INSTANCE_SECONDS["median"] == pytest.approx(3.0, abs=0.3)

@@ -93,7 +93,8 @@ def probe(cfg: DataConfig) -> list[tuple[str, float, float | None]]:
     rows.append(("video classes from mean features (top-1)", float(top1), None))
     snippet = torch.cat([x_te, torch.ones(len(x_te), 1)], 1) @ w
     gt = l_te[v_te]
-    rows.append(("video classifier per snippet, GT class (fg AUC)", _auc((snippet * gt).sum(1) / gt.sum(1), y_te), None))
+    score = (snippet * gt).sum(1) / gt.sum(1)
+    rows.append(("video classifier per snippet, GT class (fg AUC)", _auc(score, y_te), None))
     return rows
 
 
@@ -104,7 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-snippets", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    cfg = DataConfig(root=args.root, synthetic=SyntheticConfig(seed=args.seed, scale=args.scale, max_snippets=args.max_snippets))
+    synthetic = SyntheticConfig(seed=args.seed, scale=args.scale, max_snippets=args.max_snippets)
+    cfg = DataConfig(root=args.root, synthetic=synthetic)
     np.set_printoptions(precision=3)
     print("| probe (supervised, linear; train → test) | AUC / top-1 | accuracy |\n|---|---|---|")
     for name, value, acc in probe(cfg):

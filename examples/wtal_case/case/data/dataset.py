@@ -69,7 +69,9 @@ class DataConfig:
             or self.feature_dim < 2
             or self.feature_dim % 2
         ):
-            raise DatasetError(f"data.feature_dim must be a positive even integer (RGB + flow), got {self.feature_dim!r}")
+            raise DatasetError(
+                f"data.feature_dim must be a positive even integer (RGB + flow), got {self.feature_dim!r}"
+            )
         if self.source == "synthetic":
             self.synthetic.validate()
 
@@ -298,9 +300,10 @@ def _basnet(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) -
         paths.append(streams)
 
     def load(i: int) -> np.ndarray:
-        rgb, flow = (_load_npy(p, width) for p in paths[i])
+        (rgb_path, flow_path) = paths[i]
+        rgb, flow = _load_npy(rgb_path, width), _load_npy(flow_path, width)
         if len(rgb) != len(flow):
-            raise DatasetError(f"feature files {paths[i][0]} and {paths[i][1]} have {len(rgb)} and {len(flow)} snippets")
+            raise DatasetError(f"feature files {rgb_path} and {flow_path} have {len(rgb)} and {len(flow)} snippets")
         return np.concatenate([rgb, flow], axis=1)
 
     return VideoDataset(
@@ -321,7 +324,8 @@ def _wtalc(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) ->
     if not path.is_file():
         raise DatasetFileNotFoundError(f"feature file {path} not found")
     try:
-        feats = np.load(path, allow_pickle=True, encoding="bytes")
+        # latin1: the files were pickled by Python 2; numpy requires latin1 to unpickle arrays.
+        feats = np.load(path, allow_pickle=True, encoding="latin1")
     except Exception as exc:
         raise DatasetError(f"feature file {path} cannot be read ({exc})") from None
     if feats.ndim == 0 or len(feats) != len(all_records):
