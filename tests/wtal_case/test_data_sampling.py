@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections import Counter
 from pathlib import Path
 
@@ -130,6 +131,12 @@ def test_collate_with_a_dataloader(root: Path) -> None:
     assert batch["num_snippets"].tolist() == [ds[i]["num_snippets"] for i in range(3)]
     assert batch["duration"].dtype == torch.float64
     assert torch.equal(batch["features"][1], ds[1]["features"])
+
+
+def test_dataset_pickles_for_spawned_workers(root: Path) -> None:
+    ds = _train(root)
+    clone = pickle.loads(pickle.dumps(ds))
+    assert torch.equal(clone[1]["features"], ds[1]["features"]) and torch.equal(clone[1]["index"], ds[1]["index"])
 
 
 def test_collate_refuses_unequal_lengths(root: Path) -> None:
