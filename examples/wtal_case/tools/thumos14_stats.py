@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     stats = thumos14_statistics(args.root)
     if args.json:
-        print(json.dumps({k: v if not isinstance(v, dict) else {str(a): b for a, b in v.items()} for k, v in stats.items()}, indent=1))
+        # JSON keys must be strings: tuple and integer keys are written with str().
+        keyed = {k: {str(a): b for a, b in v.items()} if isinstance(v, dict) else v for k, v in stats.items()}
+        print(json.dumps(keyed, indent=1))
         return
     for key, value in stats.items():
         print(format_constant(f"THUMOS14_{key}", value))

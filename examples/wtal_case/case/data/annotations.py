@@ -172,7 +172,8 @@ def _load_npy(path: Path) -> np.ndarray:
     if not path.is_file():
         raise DatasetFileNotFoundError(f"annotation file {path} not found")
     try:
-        return np.load(path, allow_pickle=True)
+        # W-TALC's files are Python 2 pickles: latin1 is the encoding numpy documents for them.
+        return np.load(path, allow_pickle=True, encoding="latin1")
     except Exception as exc:  # numpy raises ValueError, OSError, UnpicklingError, EOFError...
         raise DatasetError(f"{path}: cannot be read as a .npy file ({exc})") from None
 
@@ -218,7 +219,8 @@ def read_wtalc_annotations(folder: str | Path) -> tuple[list[str], list[VideoRec
         subset = decode(arrays["subset"][i])
         if subset not in WTALC_SUBSETS:
             raise DatasetError(
-                f"{folder / 'subset.npy'}: video {name!r} has subset {subset!r}, expected one of {sorted(WTALC_SUBSETS)}"
+                f"{folder / 'subset.npy'}: video {name!r} has subset {subset!r}, "
+                f"expected one of {sorted(WTALC_SUBSETS)}"
             )
         bounds, labels = list(arrays["segments"][i]), list(arrays["labels"][i])
         if len(bounds) != len(labels):

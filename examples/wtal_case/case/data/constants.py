@@ -239,14 +239,38 @@ THUMOS14_CLASS_LOG_SECONDS = {
 #: per-video mean) and within a video (pooled).
 THUMOS14_INSTANCE_LOG_SECONDS_STD = {"between_video": 0.5235, "within_video": 0.4521}
 
-#: Least squares ln(n) = intercept + slope_log_duration * (ln D - mean_log_duration)
+#: Least squares ln(n) = a + slope_log_duration * (ln D - mean_log_duration)
 #: + slope_log_length * (m - mean_log_length) + noise (std residual_std): n instances,
-#: D seconds and m the mean ln(instance seconds) of a video.
+#: D seconds, m the mean ln(instance seconds) of a video, a the mean of its classes'
+#: CLASS_LOG_INSTANCES_INTERCEPT.
 THUMOS14_LOG_INSTANCES_MODEL = {
-    "intercept": 2.095,
-    "slope_log_duration": 0.9327,
-    "slope_log_length": -0.5633,
-    "residual_std": 0.7728,
+    "slope_log_duration": 0.8634,
+    "slope_log_length": -0.5766,
+    "residual_std": 0.6828,
     "mean_log_duration": 4.979,
     "mean_log_length": 1.329,
+}
+
+#: {class: intercept of ln(instances per video)} of LOG_INSTANCES_MODEL's fit.
+THUMOS14_CLASS_LOG_INSTANCES_INTERCEPT = {
+    "BaseballPitch": 1.28,
+    "BasketballDunk": 2.404,
+    "Billiards": 1.385,
+    "CleanAndJerk": 2.221,
+    "CliffDiving": 3.34,
+    "CricketBowling": 2.071,
+    "CricketShot": 2.175,
+    "Diving": 2.314,
+    "FrisbeeCatch": 2.266,
+    "GolfSwing": 1.525,
+    "HammerThrow": 2.334,
+    "HighJump": 2.229,
+    "JavelinThrow": 2.024,
+    "LongJump": 2.091,
+    "PoleVault": 2.328,
+    "Shotput": 2.13,
+    "SoccerPenalty": 1.638,
+    "TennisSwing": 2.079,
+    "ThrowDiscus": 2.233,
+    "VolleyballSpiking": 2.196,
 }

@@ -69,7 +69,9 @@ class DataConfig:
             or self.feature_dim < 2
             or self.feature_dim % 2
         ):
-            raise DatasetError(f"data.feature_dim must be a positive even integer (RGB + flow), got {self.feature_dim!r}")
+            raise DatasetError(
+                f"data.feature_dim must be a positive even integer (RGB + flow), got {self.feature_dim!r}"
+            )
         if self.source == "synthetic":
             self.synthetic.validate()
 
@@ -260,6 +262,22 @@ def _read_lines(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
+class _StreamPairLoader:
+    """Reads video i's RGB and flow files and joins them; a class, not a closure, so that a
+    dataset pickles (DataLoader workers started with ``spawn``)."""
+
+    def __init__(self, paths: list[list[Path]], width: int) -> None:
+        self.paths = paths
+        self.width = width
+
+    def __call__(self, i: int) -> np.ndarray:
+        rgb_path, flow_path = self.paths[i]
+        rgb, flow = _load_npy(rgb_path, self.width), _load_npy(flow_path, self.width)
+        if len(rgb) != len(flow):
+            raise DatasetError(f"feature files {rgb_path} and {flow_path} have {len(rgb)} and {len(flow)} snippets")
+        return np.concatenate([rgb, flow], axis=1)
+
+
 def _basnet(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) -> VideoDataset:
     """CASE/BaSNet layout: ``features/<split>/{rgb,flow}/<video>.npy``, split files, gt.json.
 
@@ -297,14 +315,8 @@ def _basnet(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) -
         lengths.append(shapes[0][0])
         paths.append(streams)
 
-    def load(i: int) -> np.ndarray:
-        rgb, flow = (_load_npy(p, width) for p in paths[i])
-        if len(rgb) != len(flow):
-            raise DatasetError(f"feature files {paths[i][0]} and {paths[i][1]} have {len(rgb)} and {len(flow)} snippets")
-        return np.concatenate([rgb, flow], axis=1)
-
     return VideoDataset(
-        class_names=class_names, records=records, lengths=lengths, load=load,
+        class_names=class_names, records=records, lengths=lengths, load=_StreamPairLoader(paths, width),
         split=split, sampling=sampling, num_segments=cfg.num_segments, seed=seed,
     )
 
@@ -321,7 +333,8 @@ def _wtalc(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) ->
     if not path.is_file():
         raise DatasetFileNotFoundError(f"feature file {path} not found")
     try:
-        feats = np.load(path, allow_pickle=True, encoding="bytes")
+        # latin1: the files were pickled by Python 2; numpy requires latin1 to unpickle arrays.
+        feats = np.load(path, allow_pickle=True, encoding="latin1")
     except Exception as exc:
         raise DatasetError(f"feature file {path} cannot be read ({exc})") from None
     if feats.ndim == 0 or len(feats) != len(all_records):

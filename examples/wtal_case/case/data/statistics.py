@@ -63,9 +63,11 @@ def annotation_statistics(records: Iterable[VideoRecord], class_names: Sequence[
         * ``INSTANCE_LOG_SECONDS_STD`` — spread of ln(length) minus its class's
           ``CLASS_LOG_SECONDS``: ``between_video`` (std over videos of their mean residual)
           and ``within_video`` (pooled std around each video's mean);
-        * ``LOG_INSTANCES_MODEL`` — least squares ln(n) = intercept + slope_log_duration ·
-          (ln D − mean_log_duration) + slope_log_length · (m − mean_log_length) + noise, with
-          n instances, D the duration and m the mean ln(length) of a video; ``residual_std``.
+        * ``LOG_INSTANCES_MODEL`` and ``CLASS_LOG_INSTANCES_INTERCEPT`` — least squares
+          ln(n) = a + slope_log_duration · (ln D − mean_log_duration) + slope_log_length ·
+          (m − mean_log_length) + noise, with n instances, D the duration, m the mean
+          ln(length) of a video and a the mean of its classes' intercepts (classes differ:
+          BasketballDunk videos have many instances, GolfSwing few); ``residual_std``.
 
     Raises
     ------
@@ -99,7 +101,8 @@ def annotation_statistics(records: Iterable[VideoRecord], class_names: Sequence[
     pair_videos: Counter[tuple[str, str]] = Counter()
     set_videos: Counter[tuple[str, ...]] = Counter()
     video_resid, within_sq, within_dof = [], 0.0, 0
-    rows_x, rows_y = [], []
+    rows_x, rows_w, rows_y = [], [], []
+    class_index = {c: k for k, c in enumerate(class_names)}
     for rec in records:
         labels = sorted(set(rec.labels))
         classes_per_video[len(labels)] += 1
@@ -122,12 +125,17 @@ def annotation_statistics(records: Iterable[VideoRecord], class_names: Sequence[
         video_resid.append(float(resid.mean()))
         within_sq += float(((resid - resid.mean()) ** 2).sum())
         within_dof += len(resid) - 1
+        weights = np.zeros(len(class_names))
+        for label in set(rec.labels):
+            weights[class_index[label]] = 1.0 / len(set(rec.labels))
         rows_x.append((np.log(rec.duration), float(log_len.mean())))
+        rows_w.append(weights)
         rows_y.append(np.log(len(rec.segments)))
 
     x = np.asarray(rows_x)
     means = x.mean(axis=0)
-    design = np.column_stack([np.ones(len(x)), x - means])
+    # Class intercepts replace a global one: each video's weights over its classes sum to 1.
+    design = np.column_stack([x - means, np.asarray(rows_w)])
     coef, *_ = np.linalg.lstsq(design, np.asarray(rows_y), rcond=None)
     residual = np.asarray(rows_y) - design @ coef
     log_d = np.log(durations)
@@ -155,13 +163,13 @@ def annotation_statistics(records: Iterable[VideoRecord], class_names: Sequence[
             "within_video": float(np.sqrt(within_sq / max(within_dof, 1))),
         },
         "LOG_INSTANCES_MODEL": {
-            "intercept": float(coef[0]),
-            "slope_log_duration": float(coef[1]),
-            "slope_log_length": float(coef[2]),
+            "slope_log_duration": float(coef[0]),
+            "slope_log_length": float(coef[1]),
             "residual_std": float(residual.std()),
             "mean_log_duration": float(means[0]),
             "mean_log_length": float(means[1]),
         },
+        "CLASS_LOG_INSTANCES_INTERCEPT": {c: float(coef[2 + k]) for k, c in enumerate(class_names)},
     }
 
 
