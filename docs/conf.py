@@ -6,6 +6,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.abspath(".."))
+# The CASE example's package (`case`), documented on the CASE example pages.
+sys.path.insert(0, os.path.abspath("../examples/wtal_case"))
 
 import otlabel  # noqa: E402
 

@@ -47,7 +47,7 @@ def reference_interpolated_ap(prec: np.ndarray, rec: np.ndarray) -> float:
 def reference_class_ap(gt: Sequence[tuple[str, float, float]],
                        pred: Sequence[tuple[str, float, float, float]],
                        thresholds: Sequence[float], sort_kind: str = "stable") -> np.ndarray:
-    """AP of one class: ``gt`` rows (video, start, end), ``pred`` rows (video, start, end, score)."""
+    """AP of one class from ``gt`` rows (video, start, end) and ``pred`` rows (+ score)."""
     ap = np.zeros(len(thresholds))
     if len(pred) == 0:
         return ap

@@ -1,4 +1,4 @@
-"""The detection evaluator: hand-computed cases, the official protocol on random inputs, real THUMOS14."""
+"""The detection evaluator: hand-computed cases, the official loop on random inputs, THUMOS14."""
 
 from __future__ import annotations
 

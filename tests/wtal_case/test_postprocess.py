@@ -1,4 +1,4 @@
-"""Post-processing: clustering-assisted testing, proposals, OIC, NMS, time, vs the official inference."""
+"""Post-processing: foreground, proposals, OIC, NMS, time, and the official inference."""
 
 from __future__ import annotations
 
@@ -339,7 +339,8 @@ def test_config_defaults_and_weights() -> None:
     assert cfg.snippet_seconds == 0.64 and cfg.scale == 24
     assert (cfg.outer_ratio, cfg.video_score_weight) == (0.15, 0.2)
     assert cfg.resolved_cas_weight == pytest.approx(0.2)
-    assert PostprocessConfig(foreground_mode="attention").resolved_cas_weight == pytest.approx(1 / 3)
+    baseline = PostprocessConfig(foreground_mode="attention")
+    assert baseline.resolved_cas_weight == pytest.approx(1 / 3)
     assert PostprocessConfig(cas_weight=0.5).resolved_cas_weight == 0.5
 
 
@@ -353,6 +354,7 @@ def test_config_defaults_and_weights() -> None:
     ({"index": np.arange(5.0)}, "index must be 5 integers"),
     ({"index": np.array([0, 1, 3, 2, 4])}, "non-decreasing"),
     ({"index": np.arange(5) + 1}, "within"),
+    ({"num_snippets": 5.5}, "num_snippets must be an integer"),
 ])
 def test_detect_video_rejects_bad_input(change: dict, message: str) -> None:
     args = {"cas": np.ones((5, 2)), "foreground": np.ones(5), "video_scores": np.ones(2),

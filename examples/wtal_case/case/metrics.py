@@ -3,7 +3,7 @@
 This module re-states the detection metric of the official ActivityNet evaluator
 (``compute_average_precision_detection`` in ``eval_detection.py``, which the CASE, BaSNet,
 CO2-Net, ... code lines copy) and computes it without per-prediction Python loops. For every
-input it gives the official numbers to float rounding (tested to 1e-6 against a loop
+input it gives the official numbers to float rounding (tested to 1e-9 against a loop
 re-statement of the official code). The protocol, for each tIoU threshold :math:`\\theta`:
 
 1. Per class, predictions are ranked by descending score. **Ties**: the official code ranks by

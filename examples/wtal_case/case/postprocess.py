@@ -44,6 +44,7 @@ called with the configured ``gamma`` (0.15) as its ninth positional argument, wh
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -315,10 +316,11 @@ def upsample(values: np.ndarray, scale: int) -> np.ndarray:
     t = values.shape[0]
     if t == 1:
         return np.repeat(values, scale, axis=0)
-    x = np.arange(t * scale) / scale
-    left = np.minimum(np.floor(x).astype(np.int64), t - 2)
-    frac = (x - left).reshape((-1,) + (1,) * (values.ndim - 1))
-    return values[left] + frac * (values[left + 1] - values[left])
+    step = np.diff(values, axis=0)
+    step = np.concatenate([step, step[-1:]], axis=0)  # the last row continues the last slope
+    frac = (np.arange(scale) / scale).reshape((1, scale) + (1,) * (values.ndim - 1))
+    out = values[:, None] + frac * step[:, None]
+    return out.reshape((t * scale,) + values.shape[1:])
 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -434,7 +436,8 @@ def _iou_one_to_many(start: np.ndarray, end: np.ndarray, i: int, rest: np.ndarra
     inter = np.maximum(0.0, np.minimum(end[i], end[rest]) - np.maximum(start[i], start[rest])
                        + offset)
     union = (end[i] - start[i] + offset) + (end[rest] - start[rest] + offset) - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    # 0 <= inter <= union, so an empty union (two zero-length segments) gives 0 / tiny = 0.
+    return inter / np.maximum(union, np.finfo(np.float64).tiny)
 
 
 def temporal_nms(start: np.ndarray, end: np.ndarray, scores: np.ndarray, kind: str = "hard",
@@ -550,6 +553,10 @@ def detect_video(cas: Any, foreground: Any, video_scores: Any, index: Any, num_s
     video_scores = _array("video_scores", video_scores, 1, n_classes)
     if len(class_names) != n_classes:
         raise ValueError(f"class_names has {len(class_names)} names for {n_classes} classes")
+    try:
+        num_snippets = operator.index(num_snippets)
+    except TypeError:
+        raise ValueError(f"num_snippets must be an integer, got {num_snippets!r}") from None
     index = np.asarray(index)
     if index.shape != (t,) or not np.issubdtype(index.dtype, np.integer):
         raise ValueError(f"index must be {t} integers (one per row), got {index.dtype} "
