@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         tious = " | ".join(f"{t:.2f}" for t in metrics["tiou"])
         maps = " | ".join(f"{100 * m:.1f}" for m in metrics["mAP"])
         print(f"\nrun folder: {out}  ({summary['steps']} steps, {summary['seconds']:.0f} s)")
+        if summary.get("selected_step") is not None:
+            print(f"model selection: best held-out step {summary['selected_step']} (training videos only)")
         print(f"| tIoU | {tious} | avg |\n|---|{'---|' * len(metrics['tiou'])}---|")
         print(f"| mAP (%) | {maps} | {100 * metrics['average']:.1f} |")
         print(json.dumps(metrics))

@@ -101,6 +101,9 @@ def test_smoke_run_folder_is_complete_and_the_losses_fall(reference_run: Path) -
     assert metrics["tiou"] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
     assert len(metrics["mAP"]) == 7 and all(0 <= m <= 1 for m in metrics["mAP"])
     assert metrics["average"] == pytest.approx(sum(metrics["mAP"]) / 7)
+    # plots: a Fig. 5-style foreground figure of a test video and the Fig. 4-style entropy curves
+    assert (run / "entropy.png").stat().st_size > 0
+    assert len(list(run.glob("foreground_*.png"))) == cfg.eval.plot_videos
     # no temporary files left behind by the atomic writes
     assert not [p for p in run.rglob("*.tmp")]
 
@@ -183,3 +186,30 @@ def test_batch_order_is_a_pure_function_of_seed_and_step() -> None:
         BatchOrder(10, 3, seed=0, world=2)
     with pytest.raises(ValueError, match="exceeds the 3 training videos"):
         BatchOrder(3, 4, seed=0)
+
+
+def test_heldout_selection_uses_training_videos_only(reference_run: Path, smoke_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "heldout"
+    extra = ["--set", "train.select=heldout", "--set", "train.heldout_fraction=0.25", "--set", "train.eval_every=20"]
+    result = _train(smoke_data, run, *extra, "--set", "train.num_workers=1")
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert best["best"]["step"] in (20, 40, 60) and best["step"] == best["best"]["step"]
+    assert f"best held-out step {best['best']['step']}" in result.stdout
+    # 12 training videos, 3 held out: batches of 4 come from the other 9 (2 batches an epoch)
+    assert max(r["epoch"] for r in _log(run)) == (STEPS - 1) // 2
+    assert (run / "metrics.json").exists()
+
+
+def test_background_loading_gives_the_same_batches(smoke_data: Path, reference_run: Path) -> None:
+    from case.data import build_dataset
+    from case.engine import iterate_batches
+
+    cfg = load_config(reference_run / "config.yaml")
+    dataset = build_dataset(cfg.data, "train", "random", seed=0)
+    order = BatchOrder(len(dataset), 4, seed=0)
+    inline = list(iterate_batches(dataset, order, 3, 6, num_workers=0))
+    background = list(iterate_batches(dataset, order, 3, 6, num_workers=1))
+    assert len(inline) == len(background) == 3
+    for a, b in zip(inline, background):
+        assert a["video"] == b["video"] and torch.equal(a["features"], b["features"]) and torch.equal(a["index"], b["index"])
+    assert inline[0]["video"] != inline[1]["video"]

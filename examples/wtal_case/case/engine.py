@@ -196,13 +196,44 @@ def _set_epoch(dataset: Any, epoch: int) -> None:
         setter(epoch)
 
 
-def load_batch(dataset: Any, indices: Sequence[int], epoch: int, device: torch.device) -> dict[str, Any]:
+def load_batch(dataset: Any, indices: Sequence[int], epoch: int, device: torch.device | None = None) -> dict[str, Any]:
     """Fetch and collate the videos ``indices`` (random sampling seeded by epoch and video)."""
     _set_epoch(dataset, epoch)
     batch = _data_api().collate_videos([dataset[i] for i in indices])
-    batch["features"] = batch["features"].to(device, non_blocking=True)
-    batch["label"] = batch["label"].to(device, non_blocking=True)
+    if device is not None:
+        batch["features"] = batch["features"].to(device, non_blocking=True)
+        batch["label"] = batch["label"].to(device, non_blocking=True)
     return batch
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Item j is this rank's collated batch of step ``start + j``: a pure function of the step.
+
+    Wrapping the batches (rather than the videos) in a DataLoader lets worker processes
+    prepare the next steps while the model trains, with exactly the batches the in-process
+    path gives: each item sets its own epoch, so no state has to reach the workers.
+    """
+
+    def __init__(self, dataset: Any, order: BatchOrder, start: int, stop: int) -> None:
+        self.dataset, self.order, self.start, self.stop = dataset, order, start, stop
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __getitem__(self, j: int) -> dict[str, Any]:
+        step = self.start + j
+        return load_batch(self.dataset, self.order.indices(step), self.order.position(step)[0])
+
+
+def iterate_batches(dataset: Any, order: BatchOrder, start: int, stop: int, num_workers: int) -> Iterator[dict[str, Any]]:
+    """The batches of steps ``start`` .. ``stop - 1``, loaded in ``num_workers`` background processes (0: inline)."""
+    batches = StepBatches(dataset, order, start, stop)
+    if num_workers == 0:
+        return (batches[j] for j in range(len(batches)))
+    loader = torch.utils.data.DataLoader(
+        batches, batch_size=None, shuffle=False, num_workers=num_workers, multiprocessing_context="spawn", prefetch_factor=2
+    )
+    return iter(loader)
 
 
 # --------------------------------------------------------------------------- model
@@ -368,9 +399,19 @@ class _Subset(torch.utils.data.Dataset):
         _set_epoch(self.dataset, epoch)
 
 
+#: Subset name of the held-out training videos in the model-selection ground truth.
+HELDOUT_SUBSET = "heldout"
+
+
 def _heldout_ground_truth(dataset: Any, videos: set[str]) -> dict:
+    """The training split's annotations with the held-out videos as their own subset.
+
+    The other training videos stay in the database (their labels are known labels) but are
+    not scored; no test video is involved.
+    """
     gt = dataset.ground_truth()
-    return {**gt, "database": {v: e for v, e in gt["database"].items() if v in videos}}
+    database = {v: {**e, "subset": HELDOUT_SUBSET if v in videos else e["subset"]} for v, e in gt["database"].items()}
+    return {**gt, "database": database}
 
 
 def _mean_over_ranks(values: dict[str, float], env: Distributed, device: torch.device) -> dict[str, float]:
@@ -488,12 +529,12 @@ def _train(cfg: Config, paths: RunPaths, resume: bool, env: Distributed) -> dict
     bar = tqdm(total=cfg.train.steps, initial=step, disable=not (env.main and cfg.train.progress), desc="train", dynamic_ncols=True)
     log_handle = open(paths.log, "a") if env.main else None
     try:
-        while step < cfg.train.steps:
+        for batch in iterate_batches(train_set, order, step, cfg.train.steps, cfg.train.num_workers):
             net.train()
             epoch, _ = order.position(step)
-            batch = load_batch(train_set, order.indices(step), epoch, device)
-            outputs = net(batch["features"])
-            result = case_objective(outputs, batch["label"], cluster_fg, cfg.loss, cfg.labeling)
+            features = batch["features"].to(device, non_blocking=True)
+            outputs = net(features)
+            result = case_objective(outputs, batch["label"].to(device), cluster_fg, cfg.loss, cfg.labeling)
             if not torch.isfinite(result.loss):
                 raise FloatingPointError(f"step {step + 1}: the loss is not finite ({result.parts}); lower optim.lr")
             optimizer.zero_grad(set_to_none=True)
@@ -556,8 +597,7 @@ def _heldout_score(model: CASEModel, heldout: tuple, cluster_fg: Tensor, class_n
         return -math.inf
     dataset, indices, gt = heldout
     predictions = detect_dataset(predict_dataset(model, dataset, cluster_fg, cfg, device, indices), class_names, cfg)
-    subset = next(iter(gt["database"].values()))["subset"]
-    return float(evaluate_predictions(gt, predictions, subset, cfg).average)
+    return float(evaluate_predictions(gt, _known_labels_only(predictions, gt), HELDOUT_SUBSET, cfg).average)
 
 
 def evaluate_run(model: CASEModel, cluster_fg: Tensor, cfg: Config, paths: RunPaths, device: torch.device) -> dict[str, Any]:
@@ -598,12 +638,22 @@ def _known_labels_only(predictions: dict, gt: dict) -> dict:
 
 def _plots(outputs: list[dict[str, Any]], gt: dict, cfg: Config, paths: RunPaths) -> None:
     """Fig. 5-style foreground plots of a few test videos and Fig. 4-style entropy curves."""
-    try:  # INTERIM: case.viz comes from the evaluation branch; skip the plots until it is merged
-        from . import viz
-    except ImportError:
-        return
+    from . import viz
+    from .postprocess import foreground_for_testing
 
-    for p in outputs[: cfg.eval.plot_videos]:
-        viz.plot_foreground(paths.root / f"foreground_{p['video']}.png", p, gt["database"].get(p["video"], {}), cfg.postprocess)
-    records = [json.loads(line) for line in paths.log.read_text().splitlines() if line.strip()]
-    viz.plot_entropy_curves(paths.root / "entropy.png", records)
+    annotated = [p for p in outputs if gt["database"].get(p["video"], {}).get("annotations")]
+    for p in annotated[: cfg.eval.plot_videos]:
+        cluster = None
+        if cfg.labeling.ccc.enabled:  # without CCC, Q^C never leaves its flat start: no P^T to draw
+            cluster = foreground_for_testing(p["attention"], p["cluster_probs"], p["cluster_fg"], mode="cluster")
+        viz.plot_foreground(
+            paths.root / f"foreground_{p['video']}.png",
+            p["attention"],
+            cluster,
+            ground_truth=gt["database"][p["video"]]["annotations"],
+            index=p["index"],
+            snippet_seconds=cfg.postprocess.snippet_seconds,
+            title=p["video"],
+        )
+    if cfg.labeling.scc.enabled:
+        viz.plot_entropy_curves(paths.root / "entropy.png", paths.log)
