@@ -73,6 +73,7 @@ def write_layout(root: Path, videos: int, seed: int) -> None:
             "annotations": [{"segment": [f"{start:.2f}", f"{start + 5:.2f}"], "label": label}],
         }
     (root / "gt.json").write_text(json.dumps({"database": database}))
+    (root / "classes.txt").write_text("\n".join(classes) + "\n")
     (root / "split_train.txt").write_text("\n".join(names) + "\n")
     (root / "split_test.txt").write_text("")
 
