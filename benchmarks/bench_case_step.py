@@ -64,7 +64,10 @@ def write_layout(root: Path, videos: int, seed: int) -> None:
     for name in names:
         length = int(rng.integers(400, 2000))  # THUMOS14 videos: ~330 snippets on average, up to ~2,600
         for kind in ("rgb", "flow"):
-            np.save(root / "features" / "train" / kind / f"{name}.npy", rng.random((length, FEATURES // 2), dtype=np.float32))
+            np.save(
+                root / "features" / "train" / kind / f"{name}.npy",
+                rng.random((length, FEATURES // 2), dtype=np.float32),
+            )
         label = classes[int(rng.integers(CLASSES))]
         start = float(rng.uniform(0, length * 0.64 / 2))
         database[name] = {
@@ -136,7 +139,9 @@ def main() -> None:
         cluster_logits = [o.cluster_logits.reshape(n, -1) for o in outputs]
         attentions = [o.attention for o in outputs]
         cas_probs = torch.stack([torch.softmax(o.cas, -1) for o in outputs]).mean(0)
-        _, index = mil_video_logits([o.cas for o in outputs], calibrated_cas(cas_probs, attentions), topk_count(SNIPPETS, 8))
+        _, index = mil_video_logits(
+            [o.cas for o in outputs], calibrated_cas(cas_probs, attentions), topk_count(SNIPPETS, 8)
+        )
         fg = topk_foreground_labels(index, batch["label"], SNIPPETS).reshape(n)
         fg_scores = torch.stack(attentions).mean(0).reshape(n)
 
@@ -144,7 +149,11 @@ def main() -> None:
             q_s = label_snippet_clusters(cluster_logits, fg_scores, cluster_fg, cfg.labeling.scc, cfg.labeling.fusion)
             weights = torch.stack((fg, 1 - fg), -1)
             logits = [
-                cluster_classifier_logits(prototypes(q_s.labels, o.embedding.reshape(n, -1)), prototypes(weights, o.embedding.reshape(n, -1)), 10.0)
+                cluster_classifier_logits(
+                    prototypes(q_s.labels, o.embedding.reshape(n, -1)),
+                    prototypes(weights, o.embedding.reshape(n, -1)),
+                    10.0,
+                )
                 for o in outputs
             ]
             label_cluster_classes(logits, fg, cfg.labeling.ccc, cfg.labeling.fusion)
@@ -160,7 +169,13 @@ def main() -> None:
         def official_scc() -> None:
             official_ot(fused, prior)
 
-        parts = {"data": data_part, "step": step_part, "labelling": labelling_part, "scc: otlabel": otlabel_scc, "scc: official loop": official_scc}
+        parts = {
+            "data": data_part,
+            "step": step_part,
+            "labelling": labelling_part,
+            "scc: otlabel": otlabel_scc,
+            "scc: official loop": official_scc,
+        }
         times: dict[str, list[float]] = {name: [] for name in parts}
         for round_ in range(args.warmup + args.rounds):
             for name, fn in parts.items():
@@ -178,8 +193,10 @@ def main() -> None:
         ("OT labelling (SCC + CCC)", med["labelling"]),
         ("whole step (data + step)", total),
     ]
-    print(f"CASE training step at THUMOS14 scale ({BATCH} x {SNIPPETS} x {FEATURES}, K = {CLUSTERS}), "
-          f"CPU, {torch.get_num_threads()} threads, median of {args.rounds} rounds\n")
+    print(
+        f"CASE training step at THUMOS14 scale ({BATCH} x {SNIPPETS} x {FEATURES}, K = {CLUSTERS}), "
+        f"CPU, {torch.get_num_threads()} threads, median of {args.rounds} rounds\n"
+    )
     print("| part | median (ms) | share of step |\n|---|---:|---:|")
     for name, seconds in rows:
         print(f"| {name} | {1000 * seconds:.1f} | {100 * seconds / total:.1f}% |")
@@ -187,7 +204,9 @@ def main() -> None:
     print(f"\n| SCC labelling, {n} x {CLUSTERS} | median (ms) |\n|---|---:|")
     print(f"| otlabel sinkhorn_with_prior | {1000 * med['scc: otlabel']:.2f} |")
     print(f"| official CASE loop | {1000 * med['scc: official loop']:.2f} |")
-    print(f"\nlabelling share of the step: {100 * med['labelling'] / total:.1f}%; official loop / otlabel = {ratio:.2f}x")
+    print(
+        f"\nlabelling share of the step: {100 * med['labelling'] / total:.1f}%; official loop / otlabel = {ratio:.2f}x"
+    )
     record = {
         "shape": {"batch": BATCH, "snippets": SNIPPETS, "features": FEATURES, "classes": CLASSES, "clusters": CLUSTERS},
         "threads": torch.get_num_threads(),

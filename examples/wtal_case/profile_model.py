@@ -24,7 +24,9 @@ from case.model import CASEModel, count_params_and_macs  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(CONFIG_DIR / "thumos14.yaml"), help="YAML config (default: thumos14.yaml)")
+    parser.add_argument(
+        "--config", default=str(CONFIG_DIR / "thumos14.yaml"), help="YAML config (default: thumos14.yaml)"
+    )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     parser.add_argument("--classes", type=int, default=None, help="number of classes when model.num_classes is unset")
     parser.add_argument("--snippets", type=int, default=None, help="video length T (default: data.num_segments)")

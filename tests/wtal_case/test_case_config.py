@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from case.config import CONFIG_DIR, Config, ConfigError, dump_config, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +41,9 @@ def test_paper_settings() -> None:
 
 
 def test_overrides_are_typed() -> None:
-    cfg = load_config(None, ["train.steps=12", "labeling.scc.sigma=1", "optim.betas=[0.5, 0.9]", "postprocess.cas_weight=null"])
+    cfg = load_config(
+        None, ["train.steps=12", "labeling.scc.sigma=1", "optim.betas=[0.5, 0.9]", "postprocess.cas_weight=null"]
+    )
     assert cfg.train.steps == 12 and cfg.labeling.scc.sigma == 1.0 and isinstance(cfg.labeling.scc.sigma, float)
     assert cfg.optim.betas == (0.5, 0.9) and cfg.postprocess.cas_weight is None
     cfg = load_config(None, ["labeling.scc.method=argmax", "labeling.ccc.marginal=uniform", "data.synthetic.scale=0.5"])
@@ -82,7 +83,9 @@ def test_bad_files_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="bad.yaml: the top level must be a mapping"):
         load_config(bad)
     bad.write_text("model:\n  num_clusterz: 4\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'model.num_clusterz'; valid keys of model: hidden_dim"):
+    with pytest.raises(
+        ConfigError, match=r"bad.yaml: unknown key 'model.num_clusterz'; valid keys of model: hidden_dim"
+    ):
         load_config(bad)
     bad.write_text("train: 3\n")
     with pytest.raises(ConfigError, match="bad.yaml: train must be a mapping"):
@@ -91,7 +94,14 @@ def test_bad_files_name_the_file(tmp_path: Path) -> None:
 
 def test_train_py_reports_config_errors_with_exit_status_2(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "wtal_case" / "train.py"), "--set", "train.stepz=3", "--out", str(tmp_path / "run")],
+        [
+            sys.executable,
+            str(ROOT / "examples" / "wtal_case" / "train.py"),
+            "--set",
+            "train.stepz=3",
+            "--out",
+            str(tmp_path / "run"),
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -100,3 +110,17 @@ def test_train_py_reports_config_errors_with_exit_status_2(tmp_path: Path) -> No
     assert result.returncode == 2
     assert "unknown key 'train.stepz'" in result.stderr and "synthetic.yaml" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_default_run_folder_never_reuses_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sys.path.insert(0, str(ROOT / "examples" / "wtal_case"))
+    from train import default_run_folder
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert default_run_folder("synthetic", 0, resume=False) == Path("runs/synthetic-seed0")
+    (tmp_path / "runs" / "synthetic-seed0").mkdir(parents=True)
+    assert default_run_folder("synthetic", 0, resume=False) == Path("runs/synthetic-seed0")  # empty: reused
+    (tmp_path / "runs" / "synthetic-seed0" / "log.jsonl").write_text("")
+    assert default_run_folder("synthetic", 0, resume=False) == Path("runs/synthetic-seed0-2")
+    assert default_run_folder("synthetic", 0, resume=True) == Path("runs/synthetic-seed0")

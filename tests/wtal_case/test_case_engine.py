@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from case.checkpoint import load_checkpoint
 from case.config import CONFIG_DIR, load_config
 from case.engine import BatchOrder
@@ -39,11 +38,27 @@ def _env() -> dict[str, str]:
 
 
 def _args(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["--config", str(SMOKE), "--set", f"data.root={data}", "--set", "train.progress=false", "--out", str(out), *extra]
+    return [
+        "--config",
+        str(SMOKE),
+        "--set",
+        f"data.root={data}",
+        "--set",
+        "train.progress=false",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _train(data: Path, out: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, str(TRAIN), *_args(data, out, *extra)], capture_output=True, text=True, env=_env(), cwd=out.parent)
+    result = subprocess.run(
+        [sys.executable, str(TRAIN), *_args(data, out, *extra)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=out.parent,
+    )
     if check:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
@@ -74,7 +89,20 @@ def test_smoke_run_folder_is_complete_and_the_losses_fall(reference_run: Path) -
     # log.jsonl: one record per step, losses and OT diagnostics all finite
     log = _log(run)
     assert [r["step"] for r in log] == list(range(1, STEPS + 1))
-    keys = ("loss", "video", "attention", "scc", "ccc", "H_QS", "H_QC", "H_PS_usage", "scc_row_error", "scc_col_error", "ccc_col_error", "beta_fg")
+    keys = (
+        "loss",
+        "video",
+        "attention",
+        "scc",
+        "ccc",
+        "H_QS",
+        "H_QC",
+        "H_PS_usage",
+        "scc_row_error",
+        "scc_col_error",
+        "ccc_col_error",
+        "beta_fg",
+    )
     for record in log:
         for key in keys:
             assert math.isfinite(record[key]), (record["step"], key, record[key])
@@ -108,9 +136,17 @@ def test_smoke_run_folder_is_complete_and_the_losses_fall(reference_run: Path) -
     assert not [p for p in run.rglob("*.tmp")]
 
 
-def test_resume_after_a_kill_ends_like_an_uninterrupted_run(reference_run: Path, smoke_data: Path, tmp_path: Path) -> None:
+def test_resume_after_a_kill_ends_like_an_uninterrupted_run(
+    reference_run: Path, smoke_data: Path, tmp_path: Path
+) -> None:
     run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(TRAIN), *_args(smoke_data, run)], env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAIN), *_args(smoke_data, run)],
+        env=_env(),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     first = run / "checkpoints" / "step_000010.pt"
     deadline = time.monotonic() + 120
     while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -153,7 +189,15 @@ def test_resuming_a_finished_run_only_re_evaluates(reference_run: Path, smoke_da
 def test_ddp_on_two_gloo_processes_matches_one_process(reference_run: Path, smoke_data: Path, tmp_path: Path) -> None:
     run = tmp_path / "ddp"
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(TRAIN), *_args(smoke_data, run)],
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(TRAIN),
+            *_args(smoke_data, run),
+        ],
         capture_output=True,
         text=True,
         env=_env(),
@@ -162,7 +206,7 @@ def test_ddp_on_two_gloo_processes_matches_one_process(reference_run: Path, smok
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     ddp, single = _log(run), _log(reference_run)
     assert len(ddp) == len(single) == STEPS
-    for a, b in zip(ddp, single):
+    for a, b in zip(ddp, single, strict=True):
         # global-batch labelling + prototypes summed over ranks + DDP's gradient mean == one process
         for key in ("loss", "video", "attention", "scc", "ccc", "H_QS", "beta_fg"):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (a["step"], key)
@@ -171,7 +215,9 @@ def test_ddp_on_two_gloo_processes_matches_one_process(reference_run: Path, smok
     for name, tensor in single_final.items():
         assert torch.allclose(ddp_final[name], tensor, rtol=1e-4, atol=1e-5), name
     ddp_metrics = json.loads((run / "metrics.json").read_text())
-    assert ddp_metrics["mAP"] == pytest.approx(json.loads((reference_run / "metrics.json").read_text())["mAP"], abs=0.01)
+    assert ddp_metrics["mAP"] == pytest.approx(
+        json.loads((reference_run / "metrics.json").read_text())["mAP"], abs=0.01
+    )
 
 
 def test_batch_order_is_a_pure_function_of_seed_and_step() -> None:
@@ -210,6 +256,10 @@ def test_background_loading_gives_the_same_batches(smoke_data: Path, reference_r
     inline = list(iterate_batches(dataset, order, 3, 6, num_workers=0))
     background = list(iterate_batches(dataset, order, 3, 6, num_workers=1))
     assert len(inline) == len(background) == 3
-    for a, b in zip(inline, background):
-        assert a["video"] == b["video"] and torch.equal(a["features"], b["features"]) and torch.equal(a["index"], b["index"])
+    for a, b in zip(inline, background, strict=True):
+        assert (
+            a["video"] == b["video"]
+            and torch.equal(a["features"], b["features"])
+            and torch.equal(a["index"], b["index"])
+        )
     assert inline[0]["video"] != inline[1]["video"]

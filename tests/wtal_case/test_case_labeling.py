@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-
 from case.labeling import (
     CCCConfig,
     LabelingConfig,
@@ -27,7 +26,9 @@ TEMPERATURE = 10.0  # cosine head
 PAPER_EPS = 20.0  # the paper's "epsilon": exp(eps * cosine)
 
 
-def official_ot(logits: torch.Tensor, prior: torch.Tensor | float = 1.0, beta: torch.Tensor | None = None) -> torch.Tensor:
+def official_ot(
+    logits: torch.Tensor, prior: torch.Tensor | float = 1.0, beta: torch.Tensor | None = None
+) -> torch.Tensor:
     """The official CASE ``Trainer.OT`` (main_case.py), re-typed: 3 iterations, columns then rows."""
     q = (logits / TEMPERATURE * PAPER_EPS).exp().mul(prior).t()
     k, b = q.shape
@@ -97,7 +98,10 @@ def test_scc_pulls_foreground_snippets_to_foreground_clusters() -> None:
     # flat scores: only the prior decides; the most attended snippets go to the fg cluster
     att = torch.linspace(0, 1, 10, dtype=torch.float64)
     labels = label_snippet_clusters(
-        [torch.zeros(10, 2, dtype=torch.float64)], att, torch.tensor([0.0, 1.0], dtype=torch.float64), SCCConfig(sigma=0.2, n_iter=50)
+        [torch.zeros(10, 2, dtype=torch.float64)],
+        att,
+        torch.tensor([0.0, 1.0], dtype=torch.float64),
+        SCCConfig(sigma=0.2, n_iter=50),
     ).labels
     assert labels.argmax(1).tolist() == [0] * 5 + [1] * 5
 
@@ -204,5 +208,7 @@ def test_global_scope_labels_the_global_batch_over_gloo(tmp_path) -> None:
     np.testing.assert_allclose(np.concatenate([p["q"] for p in parts]), whole, atol=1e-12)
     for r, p in enumerate(parts):
         np.testing.assert_allclose(p["beta"], [float(fg.mean()), 1 - float(fg.mean())], atol=1e-12)
-        alone = label_snippet_clusters([logits[r * 30 : (r + 1) * 30]], att[r * 30 : (r + 1) * 30], cluster_fg, SCCConfig(sigma=0.3))
+        alone = label_snippet_clusters(
+            [logits[r * 30 : (r + 1) * 30]], att[r * 30 : (r + 1) * 30], cluster_fg, SCCConfig(sigma=0.3)
+        )
         np.testing.assert_allclose(p["local"], alone.labels.numpy(), atol=1e-12)

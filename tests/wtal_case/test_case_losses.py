@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-
 from case.labeling import LabelingConfig
 from case.losses import (
     LossConfig,
@@ -77,7 +76,9 @@ def test_gbce_matches_the_hand_computed_value() -> None:
     loss = gbce(torch.tensor([[0.25, 0.64]]), torch.tensor([[1.0, 0.0]]), q=0.5)
     assert float(loss) == pytest.approx(1.8, abs=1e-5)
     # positives and negatives are each averaged within a video, then over videos
-    loss = gbce(torch.tensor([[0.25, 0.25, 0.64], [0.25, 0.64, 0.64]]), torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]), q=0.5)
+    loss = gbce(
+        torch.tensor([[0.25, 0.25, 0.64], [0.25, 0.64, 0.64]]), torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]), q=0.5
+    )
     assert float(loss) == pytest.approx(1.8, abs=1e-5)
 
 
@@ -98,7 +99,12 @@ def test_soft_cross_entropy_and_prototypes_and_cluster_classifier() -> None:
 
 
 def test_joint_objective_weights_the_parts_by_lambda() -> None:
-    parts = {"video": torch.tensor(1.0), "attention": torch.tensor(2.0), "scc": torch.tensor(3.0), "ccc": torch.tensor(4.0)}
+    parts = {
+        "video": torch.tensor(1.0),
+        "attention": torch.tensor(2.0),
+        "scc": torch.tensor(3.0),
+        "ccc": torch.tensor(4.0),
+    }
     assert float(joint_objective(parts, LossConfig())) == pytest.approx(1 + 2 + 3 * 1.0 + 4 * 0.3)
     assert float(joint_objective(parts, LossConfig(lambda_scc=0.5, lambda_ccc=0.0))) == pytest.approx(4.5)
     with pytest.raises(ValueError, match="unknown loss parts"):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from case.model import CASEModel, ModelConfig, count_params_and_macs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +69,12 @@ def test_macs_are_the_matrix_products_of_one_video() -> None:
 
 def test_profile_model_reproduces_table_1_for_thumos14() -> None:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "wtal_case" / "profile_model.py"), "--config", str(ROOT / "examples" / "wtal_case" / "configs" / "thumos14.yaml")],
+        [
+            sys.executable,
+            str(ROOT / "examples" / "wtal_case" / "profile_model.py"),
+            "--config",
+            str(ROOT / "examples" / "wtal_case" / "configs" / "thumos14.yaml"),
+        ],
         capture_output=True,
         text=True,
         check=True,

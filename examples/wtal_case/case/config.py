@@ -135,10 +135,12 @@ class TrainConfig:
         for name in ("log_every", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        if not self.device.split(":")[0] in ("cpu", "cuda"):
+        if self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ValueError(f"train.device must be 'cpu' or 'cuda[:i]', got {self.device!r}")
         if self.select == "heldout" and not 0 < self.heldout_fraction < 1:
-            raise ValueError(f"train.select='heldout' needs 0 < train.heldout_fraction < 1, got {self.heldout_fraction}")
+            raise ValueError(
+                f"train.select='heldout' needs 0 < train.heldout_fraction < 1, got {self.heldout_fraction}"
+            )
         if self.select == "final" and self.heldout_fraction != 0:
             raise ValueError("train.heldout_fraction is only used with train.select='heldout'")
 
@@ -234,7 +236,7 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"{key} must be a list of {len(args)} items, got {list(value)!r}")
-            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
         item = args[0] if args else Any
         items = [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
@@ -278,7 +280,9 @@ def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
     for key, value in values.items():
         path = f"{prefix}.{key}" if prefix else str(key)
         if key not in names:
-            raise ConfigError(f"unknown key {path!r}; valid keys{' of ' + prefix if prefix else ''}: {', '.join(names)}")
+            raise ConfigError(
+                f"unknown key {path!r}; valid keys{' of ' + prefix if prefix else ''}: {', '.join(names)}"
+            )
         kwargs[key] = _convert(value, hints[key], path)
     try:
         obj = cls(**kwargs)

@@ -39,7 +39,7 @@ from torch import Tensor
 
 from . import checkpoint as ckpt
 from .config import Config, dump_config, to_dict
-from .losses import calibrated_cas, case_objective, mil_video_logits, topk_count
+from .losses import calibrated_cas, case_objective, joint_objective, mil_video_logits, topk_count
 from .model import CASEModel
 
 __all__ = [
@@ -225,13 +225,20 @@ class StepBatches(torch.utils.data.Dataset):
         return load_batch(self.dataset, self.order.indices(step), self.order.position(step)[0])
 
 
-def iterate_batches(dataset: Any, order: BatchOrder, start: int, stop: int, num_workers: int) -> Iterator[dict[str, Any]]:
+def iterate_batches(
+    dataset: Any, order: BatchOrder, start: int, stop: int, num_workers: int
+) -> Iterator[dict[str, Any]]:
     """The batches of steps ``start`` .. ``stop - 1``, loaded in ``num_workers`` background processes (0: inline)."""
     batches = StepBatches(dataset, order, start, stop)
     if num_workers == 0:
         return (batches[j] for j in range(len(batches)))
     loader = torch.utils.data.DataLoader(
-        batches, batch_size=None, shuffle=False, num_workers=num_workers, multiprocessing_context="spawn", prefetch_factor=2
+        batches,
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        multiprocessing_context="spawn",
+        prefetch_factor=2,
     )
     return iter(loader)
 
@@ -247,10 +254,6 @@ def build_model(cfg: Config, num_classes: int) -> CASEModel:
             "fix the config or leave model.num_classes unset"
         )
     return CASEModel(cfg.data.feature_dim, num_classes, cfg.model)
-
-
-def _unwrap(model: torch.nn.Module) -> CASEModel:
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
 # --------------------------------------------------------------------------- inference
@@ -281,7 +284,9 @@ def predict_video(model: CASEModel, features: Tensor, cluster_fg: Tensor, cfg: C
     cas_probs = torch.stack([F.softmax(o.cas, dim=-1) for o in outputs]).mean(0)
     attentions = [o.attention for o in outputs]
     select = calibrated_cas(cas_probs, attentions, cfg.loss.calibration, cfg.loss.omega)
-    video_logits, _ = mil_video_logits([o.cas for o in outputs], select, topk_count(features.shape[0], cfg.loss.topk_divisor))
+    video_logits, _ = mil_video_logits(
+        [o.cas for o in outputs], select, topk_count(features.shape[0], cfg.loss.topk_divisor)
+    )
     video_scores = torch.stack([F.softmax(v, dim=-1) for v in video_logits]).mean(0)
     cluster_probs = torch.stack([F.softmax(o.cluster_logits, dim=-1) for o in outputs]).mean(0)
     return {
@@ -294,7 +299,12 @@ def predict_video(model: CASEModel, features: Tensor, cluster_fg: Tensor, cfg: C
 
 
 def predict_dataset(
-    model: CASEModel, dataset: Any, cluster_fg: Tensor, cfg: Config, device: torch.device, indices: Sequence[int] | None = None
+    model: CASEModel,
+    dataset: Any,
+    cluster_fg: Tensor,
+    cfg: Config,
+    device: torch.device,
+    indices: Sequence[int] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """:func:`predict_video` for each video of ``dataset`` (or of ``indices``), with its metadata."""
     model.eval()
@@ -317,9 +327,18 @@ def detect_dataset(predictions: Iterator[dict[str, Any]], class_names: Sequence[
 
     results = {}
     for p in predictions:
-        foreground = foreground_for_testing(p["attention"], p["cluster_probs"], p["cluster_fg"], mode=cfg.postprocess.foreground_mode)
+        foreground = foreground_for_testing(
+            p["attention"], p["cluster_probs"], p["cluster_fg"], mode=cfg.postprocess.foreground_mode
+        )
         results[p["video"]] = detect_video(
-            p["cas"], foreground, p["video_scores"], p["index"], p["num_snippets"], p["duration"], list(class_names), cfg.postprocess
+            p["cas"],
+            foreground,
+            p["video_scores"],
+            p["index"],
+            p["num_snippets"],
+            p["duration"],
+            list(class_names),
+            cfg.postprocess,
         )
     return {"results": results}
 
@@ -328,7 +347,9 @@ def evaluate_predictions(ground_truth: dict, predictions: dict, subset: str, cfg
     """mAP of ``predictions`` by the ActivityNet protocol at ``eval.tiou``."""
     from .metrics import evaluate_detection
 
-    return evaluate_detection(ground_truth, predictions, subset=subset, tiou_thresholds=tuple(cfg.eval.tiou), ambiguous=cfg.eval.ambiguous)
+    return evaluate_detection(
+        ground_truth, predictions, subset=subset, tiou_thresholds=tuple(cfg.eval.tiou), ambiguous=cfg.eval.ambiguous
+    )
 
 
 # --------------------------------------------------------------------------- training
@@ -420,10 +441,18 @@ def _mean_over_ranks(values: dict[str, float], env: Distributed, device: torch.d
     keys = sorted(values)
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
-    return {k: float(v) / env.world for k, v in zip(keys, t.tolist())}
+    return {k: float(v) / env.world for k, v in zip(keys, t.tolist(), strict=True)}
 
 
-def _state(model: CASEModel, optimizer: torch.optim.Optimizer, step: int, cluster_fg: Tensor, order: BatchOrder, cfg: Config, extra: dict) -> dict:
+def _state(
+    model: CASEModel,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    cluster_fg: Tensor,
+    order: BatchOrder,
+    cfg: Config,
+    extra: dict,
+) -> dict:
     return {
         "format": 1,
         "step": step,
@@ -500,7 +529,9 @@ def _train(cfg: Config, paths: RunPaths, resume: bool, env: Distributed) -> dict
     order = BatchOrder(len(train_set), cfg.train.batch_size, seed, env.rank, env.world)
 
     model = build_model(cfg, len(class_names)).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
+    )
     cluster_fg = torch.full((cfg.model.num_clusters,), INITIAL_CLUSTER_FG, device=device)
     step, best = 0, {"score": -math.inf, "step": None}
 
@@ -515,7 +546,9 @@ def _train(cfg: Config, paths: RunPaths, resume: bool, env: Distributed) -> dict
             best = state.get("best", best)
             ckpt.set_rng_state(state["rng"])
             if state["data_order"] != order.state(step):
-                raise RunFolderError(f"{latest}: its data order {state['data_order']} does not match this run's {order.state(step)}")
+                raise RunFolderError(
+                    f"{latest}: its data order {state['data_order']} does not match this run's {order.state(step)}"
+                )
         if env.main:
             _truncate_log(paths.log, step)
     env.barrier()
@@ -523,10 +556,18 @@ def _train(cfg: Config, paths: RunPaths, resume: bool, env: Distributed) -> dict
     net: torch.nn.Module = model
     if env.world > 1:
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=not cfg.labeling.scc.enabled
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=not cfg.labeling.scc.enabled,
         )
 
-    bar = tqdm(total=cfg.train.steps, initial=step, disable=not (env.main and cfg.train.progress), desc="train", dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.train.steps,
+        initial=step,
+        disable=not (env.main and cfg.train.progress),
+        desc="train",
+        dynamic_ncols=True,
+    )
     log_handle = open(paths.log, "a") if env.main else None
     try:
         for batch in iterate_batches(train_set, order, step, cfg.train.steps, cfg.train.num_workers):
@@ -546,9 +587,10 @@ def _train(cfg: Config, paths: RunPaths, resume: bool, env: Distributed) -> dict
             parts = _mean_over_ranks(result.parts, env, device)
             if env.main:
                 bar.update(1)
-                bar.set_postfix(loss=f"{sum(_weighted(parts, cfg).values()):.4f}", refresh=False)
+                total = float(joint_objective(parts, cfg.loss))
+                bar.set_postfix(loss=f"{total:.4f}", refresh=False)
                 if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-                    record = {"step": step, "epoch": epoch, "loss": sum(_weighted(parts, cfg).values()), **parts}
+                    record = {"step": step, "epoch": epoch, "loss": total, **parts}
                     record.update({k: _jsonable(v) for k, v in result.diagnostics.items()})
                     record["seconds"] = round(time.perf_counter() - started, 3)
                     log_handle.write(json.dumps(record) + "\n")
@@ -557,16 +599,22 @@ def _train(cfg: Config, paths: RunPaths, resume: bool, env: Distributed) -> dict
                 score = _heldout_score(model, heldout, cluster_fg, class_names, cfg, device, env)
                 if env.main and score > best["score"]:
                     best = {"score": score, "step": step}
-                    ckpt.save_checkpoint(paths.checkpoints / "best.pt", _state(model, optimizer, step, cluster_fg, order, cfg, {"best": best}))
+                    ckpt.save_checkpoint(
+                        paths.checkpoints / "best.pt",
+                        _state(model, optimizer, step, cluster_fg, order, cfg, {"best": best}),
+                    )
             if step < cfg.train.steps and cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
                 if env.main:
                     ckpt.save_checkpoint(
-                        paths.checkpoints / f"step_{step:06d}.pt", _state(model, optimizer, step, cluster_fg, order, cfg, {"best": best})
+                        paths.checkpoints / f"step_{step:06d}.pt",
+                        _state(model, optimizer, step, cluster_fg, order, cfg, {"best": best}),
                     )
                     ckpt.prune_checkpoints(paths.checkpoints, cfg.train.keep_checkpoints)
                 env.barrier()
         if env.main and not (paths.checkpoints / "final.pt").exists():
-            ckpt.save_checkpoint(paths.checkpoints / "final.pt", _state(model, optimizer, step, cluster_fg, order, cfg, {"best": best}))
+            ckpt.save_checkpoint(
+                paths.checkpoints / "final.pt", _state(model, optimizer, step, cluster_fg, order, cfg, {"best": best})
+            )
     finally:
         bar.close()
         if log_handle is not None:
@@ -586,12 +634,15 @@ def _train(cfg: Config, paths: RunPaths, resume: bool, env: Distributed) -> dict
     return summary
 
 
-def _weighted(parts: dict[str, float], cfg: Config) -> dict[str, float]:
-    weights = {"scc": cfg.loss.lambda_scc, "ccc": cfg.loss.lambda_ccc}
-    return {k: v * weights.get(k, 1.0) for k, v in parts.items()}
-
-
-def _heldout_score(model: CASEModel, heldout: tuple, cluster_fg: Tensor, class_names: list[str], cfg: Config, device: torch.device, env: Distributed) -> float:
+def _heldout_score(
+    model: CASEModel,
+    heldout: tuple,
+    cluster_fg: Tensor,
+    class_names: list[str],
+    cfg: Config,
+    device: torch.device,
+    env: Distributed,
+) -> float:
     """Average mAP on the held-out training videos (main process; others get -inf)."""
     if not env.main:
         return -math.inf
@@ -600,7 +651,9 @@ def _heldout_score(model: CASEModel, heldout: tuple, cluster_fg: Tensor, class_n
     return float(evaluate_predictions(gt, _known_labels_only(predictions, gt), HELDOUT_SUBSET, cfg).average)
 
 
-def evaluate_run(model: CASEModel, cluster_fg: Tensor, cfg: Config, paths: RunPaths, device: torch.device) -> dict[str, Any]:
+def evaluate_run(
+    model: CASEModel, cluster_fg: Tensor, cfg: Config, paths: RunPaths, device: torch.device
+) -> dict[str, Any]:
     """Predict on ``eval.split``, write predictions.json, metrics.json and the plots; return the metrics."""
     from .metrics import write_metrics
 
@@ -625,7 +678,11 @@ def evaluation_ground_truth(cfg: Config, dataset: Any) -> dict:
     """
     database = {}
     for split in ("train", "test"):
-        other = dataset if split == dataset.split else _data_api().build_dataset(cfg.data, split, "all", seed=cfg.train.seed)
+        other = (
+            dataset
+            if split == dataset.split
+            else _data_api().build_dataset(cfg.data, split, "all", seed=cfg.train.seed)
+        )
         database.update(other.ground_truth()["database"])
     return {"database": database}
 

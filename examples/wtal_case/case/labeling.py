@@ -186,7 +186,9 @@ class LabelingConfig:
         if self.scope not in ("global", "local"):
             raise ValueError(f"labeling.scope must be 'global' or 'local', got {self.scope!r}")
         if self.ccc.enabled and not self.scc.enabled:
-            raise ValueError("labeling.ccc.enabled needs labeling.scc.enabled: clusters are classified from SCC's labels")
+            raise ValueError(
+                "labeling.ccc.enabled needs labeling.scc.enabled: clusters are classified from SCC's labels"
+            )
 
 
 @dataclass
@@ -441,7 +443,12 @@ def label_cluster_classes(
     else:
         beta = torch.full((2,), 0.5, dtype=scores.dtype, device=scores.device)
     labels = solve_labels(
-        scores, epsilon=cfg.epsilon, col_marginal=beta, n_iter=cfg.n_iter, method=cfg.method, form=cfg.form, scope="local"
+        scores,
+        epsilon=cfg.epsilon,
+        col_marginal=beta,
+        n_iter=cfg.n_iter,
+        method=cfg.method,
+        form=cfg.form,
+        scope="local",
     )
     return labels, beta
-

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 import torch
@@ -268,8 +268,12 @@ def cluster_classifier_logits(cluster_protos: Tensor, fb_protos: Tensor, tempera
     return temperature * cluster_protos @ fb_protos.t()
 
 
-def joint_objective(parts: dict[str, Tensor], cfg: LossConfig) -> Tensor:
-    r"""Eq. 14: :math:`L_{cls} + L_{att} + \lambda_S L_S + \lambda_C L_C` over the parts present."""
+def joint_objective(parts: dict[str, Tensor] | dict[str, float], cfg: LossConfig) -> Tensor | float:
+    r"""Eq. 14: :math:`L_{cls} + L_{att} + \lambda_S L_S + \lambda_C L_C` over the parts present.
+
+    ``parts`` maps ``"video"``, ``"attention"``, ``"scc"``, ``"ccc"`` to tensors (the loss to
+    back-propagate) or floats (the logged value).
+    """
     weights = {"video": 1.0, "attention": 1.0, "scc": cfg.lambda_scc, "ccc": cfg.lambda_ccc}
     unknown = set(parts) - set(weights)
     if unknown:
@@ -378,4 +382,3 @@ def case_objective(
             )
     loss = joint_objective(parts, loss_cfg)
     return StepOutput(loss, {k: float(v.detach()) for k, v in parts.items()}, diagnostics, new_cluster_fg)
-

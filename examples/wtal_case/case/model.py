@@ -24,7 +24,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ModelConfig", "StreamOutput", "CosineClusterHead", "StreamHead", "CASEModel", "STREAMS", "count_params_and_macs"]
+__all__ = [
+    "ModelConfig",
+    "StreamOutput",
+    "CosineClusterHead",
+    "StreamHead",
+    "CASEModel",
+    "STREAMS",
+    "count_params_and_macs",
+]
 
 #: Stream names in the order their features appear in the input: columns [:D/2] are RGB.
 STREAMS = ("rgb", "flow")
@@ -175,7 +183,7 @@ class CASEModel(nn.Module):
         if features.dim() != 3 or features.shape[-1] != self.feature_dim:
             raise ValueError(f"features must have shape (B, T, {self.feature_dim}), got {tuple(features.shape)}")
         halves = features.split(self.feature_dim // 2, dim=-1)
-        return tuple(self.streams[name](half) for name, half in zip(STREAMS, halves))
+        return tuple(self.streams[name](half) for name, half in zip(STREAMS, halves, strict=True))
 
 
 def count_params_and_macs(model: nn.Module, num_snippets: int) -> dict[str, int]:
@@ -192,7 +200,7 @@ def count_params_and_macs(model: nn.Module, num_snippets: int) -> dict[str, int]
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    feature_dim = getattr(model, "feature_dim")
+    feature_dim = model.feature_dim
     was_training = model.training
     model.eval()
     try:
