@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="override a config value, e.g. train.steps=100 (repeatable)",
     )
     parser.add_argument(
-        "--out", default=None, help="run folder (default: runs/<config>-seed<seed>, or -2, -3, ... if that one is taken)"
+        "--out", default=None, help="run folder (default: runs/<config>-seed<seed>, or -2, -3, ... if taken)"
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed (overrides train.seed)")
     parser.add_argument("--device", default=None, help="cpu or cuda (overrides train.device)")

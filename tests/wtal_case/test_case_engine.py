@@ -263,3 +263,14 @@ def test_background_loading_gives_the_same_batches(smoke_data: Path, reference_r
             and torch.equal(a["index"], b["index"])
         )
     assert inline[0]["video"] != inline[1]["video"]
+
+
+def test_a_checkpoint_alone_reproduces_the_run_s_predictions(reference_run: Path) -> None:
+    from case.data import build_dataset
+    from case.engine import detect_dataset, load_trained, predict_dataset
+
+    model, cluster_fg, cfg = load_trained(reference_run / "checkpoints" / "final.pt")
+    dataset = build_dataset(cfg.data, cfg.eval.split, cfg.eval.sampling, seed=cfg.train.seed)
+    outputs = predict_dataset(model, dataset, cluster_fg, cfg, torch.device("cpu"))
+    predictions = detect_dataset(outputs, dataset.class_names, cfg)
+    assert json.loads(json.dumps(predictions)) == json.loads((reference_run / "predictions.json").read_text())

@@ -47,6 +47,7 @@ __all__ = [
     "BatchOrder",
     "Distributed",
     "build_model",
+    "load_trained",
     "predict_video",
     "predict_dataset",
     "detect_dataset",
@@ -254,6 +255,23 @@ def build_model(cfg: Config, num_classes: int) -> CASEModel:
             "fix the config or leave model.num_classes unset"
         )
     return CASEModel(cfg.data.feature_dim, num_classes, cfg.model)
+
+
+def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[CASEModel, Tensor, Config]:
+    """The model, Q^C[:, fg] and configuration saved in a checkpoint, ready for inference.
+
+    For ``evaluate.py --checkpoint``: ``detect_dataset(predict_dataset(model, dataset,
+    cluster_fg, cfg, device), dataset.class_names, cfg)`` gives the run's detections.
+    """
+    from .config import from_dict
+
+    state = ckpt.load_checkpoint(checkpoint, map_location=device)
+    cfg = from_dict(Config, state["config"])
+    num_classes = state["model"]["streams.rgb.classifier.weight"].shape[0]
+    model = build_model(cfg, num_classes).to(device)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, state["cluster_fg"].to(device), cfg
 
 
 # --------------------------------------------------------------------------- inference
