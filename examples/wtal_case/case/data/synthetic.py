@@ -338,8 +338,10 @@ def _class_sets(cfg: SyntheticConfig, split: str) -> list[list[int]]:
     return [pool[k] for k in order]
 
 
-def _annotate(world: _World, classes: list[int], cfg: SyntheticConfig, model: FeatureModel, rng: np.random.Generator):
-    """Duration, snippet count and instances (start, end, class) of one video."""
+def _annotate(
+    world: _World, classes: list[int], cfg: SyntheticConfig, model: FeatureModel, rng: np.random.Generator
+) -> tuple[float, int, np.ndarray, np.ndarray, np.ndarray]:
+    """Duration (s), snippet count, and instance starts, ends (s) and classes of one video."""
     vs = THUMOS14_VIDEO_SECONDS
     duration = float(np.clip(np.exp(rng.normal(vs["log_mean"], vs["log_std"])), vs["min"], vs["max"]))
     length = num_snippets(duration)
