@@ -35,12 +35,12 @@ In a latent space of ``latent_dim`` = 64 dimensions, with unit prototype vectors
 
    z^{\mathrm{rgb}} &= \begin{cases}
        \omega_a (A^{\mathrm{rgb}}_{c,p} + \delta_i) + (1-\omega_a) S^{\mathrm{rgb}}_{v} & \text{action} \\
-       \omega_c X^{\mathrm{rgb}}_c + (1-\omega_c) S^{\mathrm{rgb}}_{v} & \text{context} \\
+       \omega_c K^{\mathrm{rgb}}_{c,j} + (1-\omega_c) S^{\mathrm{rgb}}_{v} & \text{context} \\
        S^{\mathrm{rgb}}_s & \text{background}
    \end{cases} \qquad
    z^{\mathrm{flow}} = \begin{cases}
        A^{\mathrm{flow}}_{c,p} + \delta'_i & \text{action} \\
-       X^{\mathrm{flow}}_c & \text{context} \\
+       K^{\mathrm{flow}}_{c,j} & \text{context} \\
        S^{\mathrm{flow}}_s & \text{background}
    \end{cases}
 
@@ -56,8 +56,10 @@ averaged over the snippet's sub-steps, plus a per-video appearance shift u (norm
   crowd, replay, ...); a video cuts between shots (exponential lengths, mean 8 s) of its venue
   (half of the shots) and 1–3 generic scenes; actions happen at the venue, so in RGB an
   action snippet is half venue (ω_a = 0.5);
-* context: 0.5–3 s before and after each instance (uniform) show class-specific context X_c
-  (preparation, celebration, replay): background by the annotation, correlated with the class;
+* context: 0.5–3 s before and after each instance (uniform) show context
+  K_{c,j} = ½ X_c + ½ G_j — half class-specific (X_c), half one of ``context_types`` = 4
+  generic kinds G_j (preparation, celebration, replay, close-up; one per instance):
+  background by the annotation, correlated with the class, but less than the action is;
 * flow: half of the scenes are *dynamic* (crowd, camera motion): their flow prototype is
   0.85 × a random sub-action's flow + 0.15 × their own, so flow separates the static scenes
   from actions but not the dynamic ones;
@@ -190,6 +192,8 @@ class FeatureModel:
     dynamic_flow_mix: float = 0.85
     action_weight_rgb: float = 0.5
     context_weight_rgb: float = 0.5
+    context_class_weight: float = 0.5
+    context_types: int = 4
     context_seconds: tuple[float, float] = (0.5, 3.0)
     shot_seconds: float = 8.0
     venue_shot_probability: float = 0.5
@@ -254,8 +258,10 @@ class _World:
     scene_rgb: np.ndarray  # (venues + generic, Z): venues first
     scene_flow: np.ndarray
     class_venue: np.ndarray  # (C,)
-    context_rgb: np.ndarray  # (C, Z)
+    context_rgb: np.ndarray  # (C, Z) class-specific part of context
     context_flow: np.ndarray
+    generic_context_rgb: np.ndarray  # (context_types, Z)
+    generic_context_flow: np.ndarray
     decoder: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # stream -> (W, b)
 
 
@@ -304,6 +310,8 @@ def _build_world(cfg: SyntheticConfig, model: FeatureModel) -> _World:
         class_venue=class_venue,
         context_rgb=_unit(rng, c, z),
         context_flow=_unit(rng, c, z),
+        generic_context_rgb=_unit(rng, model.context_types, z),
+        generic_context_flow=_unit(rng, model.context_types, z),
         decoder=decoder,
     )
 
@@ -330,8 +338,10 @@ def _class_sets(cfg: SyntheticConfig, split: str) -> list[list[int]]:
     return [pool[k] for k in order]
 
 
-def _annotate(world: _World, classes: list[int], cfg: SyntheticConfig, model: FeatureModel, rng: np.random.Generator):
-    """Duration, snippet count and instances (start, end, class) of one video."""
+def _annotate(
+    world: _World, classes: list[int], cfg: SyntheticConfig, model: FeatureModel, rng: np.random.Generator
+) -> tuple[float, int, np.ndarray, np.ndarray, np.ndarray]:
+    """Duration (s), snippet count, and instance starts, ends (s) and classes of one video."""
     vs = THUMOS14_VIDEO_SECONDS
     duration = float(np.clip(np.exp(rng.normal(vs["log_mean"], vs["log_std"])), vs["min"], vs["max"]))
     length = num_snippets(duration)
@@ -410,9 +420,10 @@ def _features(world: _World, model: FeatureModel, rng: np.random.Generator, prim
     pre = rng.uniform(*model.context_seconds, size=len(starts))
     post = rng.uniform(*model.context_seconds, size=len(starts))
     ctx_bounds = np.searchsorted(times, np.stack([starts - pre, ends + post], axis=1))
+    context_type = rng.integers(model.context_types, size=len(starts))
     for i, k in enumerate(inst_class):  # context first: an action overrides a neighbour's context
         a, b = ctx_bounds[i]
-        kind[a:b], klass[a:b] = 1, k
+        kind[a:b], klass[a:b], instance[a:b] = 1, k, i
     phase_ends = np.cumsum(rng.dirichlet(np.full(model.phases, model.phase_concentration), size=len(starts)), axis=1)
     for i, k in enumerate(inst_class):
         a, b = bounds[i]
@@ -428,18 +439,24 @@ def _features(world: _World, model: FeatureModel, rng: np.random.Generator, prim
     for stream in ("rgb", "flow"):
         sub = world.sub_rgb if stream == "rgb" else world.sub_flow
         scenes = world.scene_rgb if stream == "rgb" else world.scene_flow
-        context = world.context_rgb if stream == "rgb" else world.context_flow
+        own, generic = (
+            (world.context_rgb, world.generic_context_rgb)
+            if stream == "rgb"
+            else (world.context_flow, world.generic_context_flow)
+        )
+        wk = model.context_class_weight
+        context = wk * own[klass] + (1 - wk) * generic[context_type[np.maximum(instance, 0)]]
         delta = _unit(rng, len(starts), z_dim) * model.instance_variation
         action = sub[world.class_phase[klass, phase]] + delta[np.maximum(instance, 0)]
         z = np.where((kind == 0)[:, None], scenes[scene], 0.0)
         if stream == "rgb":
             wa, wc = model.action_weight_rgb, model.context_weight_rgb
             backdrop = scenes[venue]
-            z += np.where((kind == 1)[:, None], wc * context[klass] + (1 - wc) * backdrop, 0.0)
+            z += np.where((kind == 1)[:, None], wc * context + (1 - wc) * backdrop, 0.0)
             z += np.where((kind == 2)[:, None], wa * action + (1 - wa) * backdrop, 0.0)
             shift = model.appearance_shift_rgb
         else:
-            z += np.where((kind == 1)[:, None], context[klass], 0.0)
+            z += np.where((kind == 1)[:, None], context, 0.0)
             z += np.where((kind == 2)[:, None], action, 0.0)
             shift = model.appearance_shift_flow
         z = z.reshape(length, s, z_dim).mean(axis=1)
