@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train CASE and evaluate it; with no arguments, on the synthetic THUMOS14-like set on the CPU.
 
-    python examples/wtal_case/train.py                                  # synthetic, ~3 min on 2 cores
+    python examples/wtal_case/train.py                                  # synthetic, ~3.5 min on 2 cores
     python examples/wtal_case/train.py --config examples/wtal_case/configs/thumos14.yaml --device cuda
     python examples/wtal_case/train.py --set labeling.scc.sigma=0.2 --set train.steps=500 --out runs/sigma
     python examples/wtal_case/train.py --out runs/x --resume             # continue a killed run
