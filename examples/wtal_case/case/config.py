@@ -1,0 +1,390 @@
+"""The example's configuration: YAML files mapped onto nested dataclasses.
+
+A config file holds any subset of the sections of :class:`Config` (missing keys keep their
+defaults); ``--set section.key=value`` overrides (values parsed as YAML) are applied on top.
+Every value is checked against the dataclass field's type — ``int``, ``float`` (an integer
+is accepted), ``bool``, ``str``, ``Literal[...]`` choices, optional values, lists and tuples —
+and an unknown key is an error naming the key, the file, and the keys that exist. The
+resolved configuration is written to the run folder (``config.yaml``) and reloads to the
+same object.
+
+Examples
+--------
+>>> from case.config import load_config
+>>> cfg = load_config(None, ["train.steps=10", "labeling.scc.sigma=0.2"])
+>>> cfg.train.steps, cfg.labeling.scc.sigma
+(10, 0.2)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .data import DataConfig
+from .labeling import LabelingConfig
+from .losses import LossConfig
+from .model import ModelConfig
+from .postprocess import PostprocessConfig
+
+__all__ = [
+    "ConfigError",
+    "OptimConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "Config",
+    "load_config",
+    "from_dict",
+    "to_dict",
+    "apply_overrides",
+    "dump_config",
+    "CONFIG_DIR",
+]
+
+#: The example's shipped configurations (``synthetic.yaml`` is the default).
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is malformed; the message names the key and the source."""
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser (paper: Adam, learning rate 1e-4, weight decay 5e-4, β = (0.9, 0.999))."""
+
+    name: Literal["adam"] = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+
+    def __post_init__(self) -> None:
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"optim.lr must be a finite number > 0, got {self.lr}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"optim.betas must lie in [0, 1), got {list(self.betas)}")
+
+
+@dataclass
+class TrainConfig:
+    """Training loop.
+
+    Attributes
+    ----------
+    steps : int
+        Optimiser steps (iterations); the paper trains THUMOS14 for about 3,600.
+    batch_size : int
+        Videos per step over all processes (paper: 16); under DDP each of W ranks takes
+        ``batch_size / W`` of them.
+    seed : int
+        Seeds the model's initialisation and the data order and sampling.
+    device : str
+        ``"cpu"`` or ``"cuda"`` (``train.py --device``).
+    checkpoint_every : int
+        Steps between periodic checkpoints (0: only the final one).
+    keep_checkpoints : int
+        Periodic checkpoints kept on disk (the oldest are deleted; the final one is kept).
+    log_every : int
+        Steps between ``log.jsonl`` records (1: every step).
+    select : {"final", "heldout"}
+        Model selection: the final weights (default), or the best mAP on a held-out slice of
+        the *training* videos (never the test set).
+    heldout_fraction : float
+        Fraction of training videos held out when ``select="heldout"``.
+    eval_every : int
+        Steps between held-out evaluations when ``select="heldout"``.
+    num_workers : int
+        DataLoader worker processes (0: load in the training process).
+    threads : int
+        ``torch.set_num_threads`` for the run (0: leave PyTorch's default).
+    progress : bool
+        Show a tqdm progress bar.
+    """
+
+    steps: int = 3600
+    batch_size: int = 16
+    seed: int = 0
+    device: str = "cpu"
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    select: Literal["final", "heldout"] = "final"
+    heldout_fraction: float = 0.0
+    eval_every: int = 500
+    num_workers: int = 0
+    threads: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("checkpoint_every", "keep_checkpoints", "num_workers", "threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("log_every", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.device.split(":")[0] not in ("cpu", "cuda"):
+            raise ValueError(f"train.device must be 'cpu' or 'cuda[:i]', got {self.device!r}")
+        if self.select == "heldout" and not 0 < self.heldout_fraction < 1:
+            raise ValueError(
+                f"train.select='heldout' needs 0 < train.heldout_fraction < 1, got {self.heldout_fraction}"
+            )
+        if self.select == "final" and self.heldout_fraction != 0:
+            raise ValueError("train.heldout_fraction is only used with train.select='heldout'")
+
+
+@dataclass
+class EvalConfig:
+    """Test-time inference and scoring.
+
+    Attributes
+    ----------
+    split : str
+        Split evaluated at the end of training.
+    sampling : {"uniform", "all"}
+        Snippets fed to the model per test video: ``data.num_segments`` uniformly spaced
+        ones (the official code; shorter videos keep all theirs) or every snippet.
+    tiou : list of float
+        tIoU thresholds (THUMOS14: 0.1:0.1:0.7; ActivityNet: 0.5:0.05:0.95).
+    ambiguous : str or None
+        THUMOS14 ``Ambiguous_test.txt`` to ignore ambiguous segments (off by default).
+    plot_videos : int
+        Test videos drawn in the run folder's foreground plots.
+    """
+
+    split: str = "test"
+    sampling: Literal["uniform", "all"] = "uniform"
+    tiou: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    ambiguous: str | None = None
+    plot_videos: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.tiou or not all(0 < t <= 1 for t in self.tiou):
+            raise ValueError(f"eval.tiou must be a non-empty list of thresholds in (0, 1], got {self.tiou}")
+        if self.plot_videos < 0:
+            raise ValueError(f"eval.plot_videos must be >= 0, got {self.plot_videos}")
+
+
+@dataclass
+class Config:
+    """The whole configuration of a run (one section per part of the example)."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    labeling: LabelingConfig = field(default_factory=LabelingConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+
+
+# --------------------------------------------------------------------------- typed mapping
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the type hint ``tp`` and return it in that type."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be a mapping of {tp.__name__} fields, got {value!r}")
+        return from_dict(tp, value, key)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if not any(value == a and type(value) is type(a) for a in args):
+            raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
+    if origin in (list, tuple, Sequence):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{key} must be a list of {len(args)} items, got {list(value)!r}")
+            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        item = args[0] if args else Any
+        items = [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{key}: cannot check a value against type {tp!r}")
+
+
+def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, checking keys and types (missing keys: defaults).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown key (listing the valid ones), a value of the wrong type, or a value
+        the dataclass itself rejects.
+    """
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(
+                f"unknown key {path!r}; valid keys{' of ' + prefix if prefix else ''}: {', '.join(names)}"
+            )
+        kwargs[key] = _convert(value, hints[key], path)
+    try:
+        obj = cls(**kwargs)
+        validate = getattr(obj, "validate", None)  # the data part checks in validate(), not __post_init__
+        if callable(validate):
+            validate()
+        return obj
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(str(err)) from err
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass as plain YAML-ready data (tuples become lists)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, Mapping):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides (value parsed as YAML) to a raw config mapping.
+
+    Keys are checked against :class:`Config` so that a typo fails here, naming the key.
+    """
+    result = dict(values)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        dotted, raw = item.split("=", 1)
+        dotted = dotted.strip()
+        parts = dotted.split(".")
+        if not all(parts):
+            raise ConfigError(f"--set key {dotted!r} is malformed")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {dotted}: cannot parse value {raw!r}: {err}") from err
+        cls: Any = Config
+        node = result
+        for depth, part in enumerate(parts):
+            names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
+            here = ".".join(parts[: depth + 1])
+            if part not in names:
+                where = ".".join(parts[:depth]) or "the top level"
+                raise ConfigError(f"--set {dotted}: unknown key {here!r}; valid keys of {where}: {', '.join(names)}")
+            hint = typing.get_type_hints(cls)[part]
+            if depth == len(parts) - 1:
+                node[part] = value
+                break
+            if not dataclasses.is_dataclass(hint):
+                raise ConfigError(f"--set {dotted}: {here!r} is a value, not a section")
+            child = node.get(part)
+            child = dict(child) if isinstance(child, Mapping) else {}
+            node[part] = child
+            node, cls = child, hint
+    return result
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config (None: all defaults), apply ``--set`` overrides, check everything.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A YAML file with any subset of :class:`Config`'s sections.
+    overrides : sequence of str
+        ``section.key=value`` items (``labeling.scc.sigma=0.2``, ``train.steps=100``).
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and the key for a missing or unparsable file, an unknown key, a value
+        of the wrong type or out of range.
+    """
+    values: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from err
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+        values = dict(loaded)
+    try:
+        return from_dict(Config, apply_overrides(values, overrides))
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved configuration as YAML text (reloads with :func:`load_config` to ``cfg``)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)

@@ -1,0 +1,409 @@
+"""One dataset interface over three sources: CASE/BaSNet folders, W-TALC files, synthetic.
+
+:func:`build_dataset` reads a :class:`DataConfig` and returns a :class:`VideoDataset` whose
+items are a video's sampled snippet features (RGB then flow), its multi-hot video label and
+where its rows come from. All files are checked when the dataset is built (existence,
+readable ``.npy`` header, shape, RGB/flow agreement, known videos and labels), so a broken
+data set fails at once with the file's name instead of in the middle of training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .annotations import VideoRecord, check_labels, read_activitynet_gt, read_wtalc_annotations
+from .constants import SNIPPET_SECONDS
+from .errors import DatasetError, DatasetFileNotFoundError
+from .sampling import SAMPLING_MODES, sample_indices
+from .synthetic import SyntheticConfig, ensure_synthetic
+
+SOURCES = ("synthetic", "basnet", "wtalc")
+SPLITS = ("train", "test")
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how many snippets a training item has.
+
+    Attributes
+    ----------
+    source
+        ``"synthetic"`` (generated into ``root`` on first use), ``"basnet"`` (the CASE/BaSNet
+        folder layout) or ``"wtalc"`` (W-TALC's joint feature file + annotation folder).
+    root
+        The data set folder (for ``"synthetic"``: where it is generated and cached).
+    num_segments
+        T, the snippets sampled per video by ``"random"`` and ``"uniform"`` sampling.
+    feature_dim
+        Width of a snippet's feature: RGB and flow concatenated (2 × 1024 for I3D).
+    wtalc_name
+        W-TALC file prefix: ``<root>/<name>-I3D-JOINTFeatures.npy`` and
+        ``<root>/<name>-Annotations/``.
+    synthetic
+        Seed and size of the synthetic set.
+    """
+
+    source: str = "synthetic"
+    root: str = "data/synthetic-thumos14"
+    num_segments: int = 750
+    feature_dim: int = 2048
+    wtalc_name: str = "Thumos14reduced"
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    def validate(self) -> None:
+        """Raise :class:`DatasetError` naming the field for an invalid value."""
+        if self.source not in SOURCES:
+            raise DatasetError(f"data.source must be one of {SOURCES}, got {self.source!r}")
+        if isinstance(self.num_segments, bool) or not isinstance(self.num_segments, int) or self.num_segments < 1:
+            raise DatasetError(f"data.num_segments must be a positive integer, got {self.num_segments!r}")
+        if (
+            isinstance(self.feature_dim, bool)
+            or not isinstance(self.feature_dim, int)
+            or self.feature_dim < 2
+            or self.feature_dim % 2
+        ):
+            raise DatasetError(
+                f"data.feature_dim must be a positive even integer (RGB + flow), got {self.feature_dim!r}"
+            )
+        if self.source == "synthetic":
+            self.synthetic.validate()
+
+
+class VideoDataset(Dataset):
+    """Videos of one split; item ``i`` is video ``i`` sampled as the dataset's ``sampling``.
+
+    Build with :func:`build_dataset`. Items are dictionaries:
+
+    * ``"features"`` — FloatTensor (T, D): ``[:, :D/2]`` RGB, ``[:, D/2:]`` flow;
+    * ``"label"`` — FloatTensor (C,), multi-hot over :attr:`class_names`;
+    * ``"video"`` — the video's name; ``"index"`` — LongTensor (T,), the original snippet
+      index of each row;
+    * ``"num_snippets"`` — the video's length L in snippets; ``"duration"`` — seconds.
+
+    ``"random"`` sampling is reproducible: item ``i`` in epoch ``e`` draws from
+    ``numpy.random.default_rng([seed, e, i])`` — never from global state — whatever the
+    order, worker or process it is read in. Call :meth:`set_epoch` at the start of each
+    epoch (as with ``DistributedSampler``) to get new draws; with ``DataLoader`` workers,
+    do so before creating the epoch's iterator and without ``persistent_workers``.
+
+    Attributes
+    ----------
+    class_names
+        The C class names; label index = position.
+    videos
+        The split's video names, in split-file order.
+    """
+
+    def __init__(
+        self,
+        *,
+        class_names: Sequence[str],
+        records: Sequence[VideoRecord],
+        lengths: Sequence[int],
+        load: Callable[[int], np.ndarray],
+        split: str,
+        sampling: str,
+        num_segments: int,
+        seed: int = 0,
+    ) -> None:
+        if sampling not in SAMPLING_MODES:
+            raise DatasetError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
+        self.class_names = list(class_names)
+        self.records = list(records)
+        self.videos = [r.name for r in self.records]
+        self.lengths = [int(n) for n in lengths]
+        self.split = split
+        self.sampling = sampling
+        self.num_segments = int(num_segments)
+        self.seed = int(seed)
+        self.epoch = 0
+        self._load = load
+        index = {name: k for k, name in enumerate(self.class_names)}
+        self._labels = torch.zeros(len(self.records), len(self.class_names))
+        for i, rec in enumerate(self.records):
+            for label in rec.labels:
+                self._labels[i, index[label]] = 1.0
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def num_classes(self) -> int:
+        """C, the number of classes."""
+        return len(self.class_names)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the random draws of ``epoch`` (only ``"random"`` sampling draws)."""
+        self.epoch = int(epoch)
+
+    def duration(self, i: int) -> float:
+        """Seconds of video ``i``: from the annotations, else L × 0.64."""
+        rec = self.records[i]
+        return float(rec.duration) if rec.duration is not None else self.lengths[i] * SNIPPET_SECONDS
+
+    def ground_truth(self) -> dict[str, Any]:
+        """The split's annotations, ActivityNet style, numbers in seconds.
+
+        Returns
+        -------
+        dict
+            ``{"database": {video: {"subset": "train"|"test", "duration": float,
+            "annotations": [{"segment": [start, end], "label": name}]}}}``.
+        """
+        return {
+            "database": {
+                rec.name: {
+                    "subset": self.split,
+                    "duration": self.duration(i),
+                    "annotations": [{"segment": [s.start, s.end], "label": s.label} for s in rec.segments],
+                }
+                for i, rec in enumerate(self.records)
+            }
+        }
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not 0 <= i < len(self):
+            raise IndexError(f"video index {i} out of range for {len(self)} videos")
+        features = self._load(i)
+        rng = np.random.default_rng([self.seed, self.epoch, i]) if self.sampling == "random" else None
+        index = sample_indices(len(features), self.num_segments, self.sampling, rng)
+        return {
+            "features": torch.from_numpy(np.ascontiguousarray(features[index], dtype=np.float32)),
+            "label": self._labels[i].clone(),
+            "video": self.videos[i],
+            "index": torch.from_numpy(index),
+            "num_snippets": len(features),
+            "duration": self.duration(i),
+        }
+
+
+def collate_videos(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack items of equal length T into a batch.
+
+    Returns
+    -------
+    dict
+        ``"features"`` (B, T, D), ``"label"`` (B, C), ``"index"`` (B, T) LongTensor,
+        ``"video"`` list of B names, ``"num_snippets"`` (B,) LongTensor, ``"duration"`` (B,)
+        float64 tensor.
+
+    Raises
+    ------
+    DatasetError
+        No items, or items of different lengths (``"uniform"``/``"all"`` sampling keeps each
+        video's own length: use batch size 1 there).
+
+    Examples
+    --------
+    >>> item = {"features": torch.zeros(4, 6), "label": torch.ones(2), "video": "v",
+    ...         "index": torch.arange(4), "num_snippets": 4, "duration": 2.56}
+    >>> collate_videos([item, item])["features"].shape
+    torch.Size([2, 4, 6])
+    """
+    if not items:
+        raise DatasetError("collate_videos: no items")
+    lengths = {len(it["features"]) for it in items}
+    if len(lengths) > 1:
+        raise DatasetError(
+            f"collate_videos: items have different numbers of snippets {sorted(lengths)} "
+            "(videos: " + ", ".join(it["video"] for it in items) + "); batch them one at a time"
+        )
+    return {
+        "features": torch.stack([it["features"] for it in items]),
+        "label": torch.stack([it["label"] for it in items]),
+        "index": torch.stack([it["index"] for it in items]),
+        "video": [it["video"] for it in items],
+        "num_snippets": torch.tensor([it["num_snippets"] for it in items], dtype=torch.long),
+        "duration": torch.tensor([it["duration"] for it in items], dtype=torch.float64),
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Sources
+
+
+def _npy_shape(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype from a ``.npy`` header, without reading the data."""
+    if not path.is_file():
+        raise DatasetFileNotFoundError(f"feature file {path} not found")
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except Exception as exc:  # truncated header, not a .npy file, pickled object array...
+        raise DatasetError(f"feature file {path} is not a readable .npy array ({exc})") from None
+    return arr.shape, arr.dtype
+
+
+def _check_feature(shape: tuple[int, ...], dtype: np.dtype, width: int, path: Path | str) -> None:
+    if len(shape) != 2 or shape[0] < 1 or shape[1] != width:
+        raise DatasetError(f"feature file {path} has shape {shape}, expected (T >= 1, {width})")
+    if not np.issubdtype(dtype, np.floating):
+        raise DatasetError(f"feature file {path} has dtype {dtype}, expected floating point")
+
+
+def _load_npy(path: Path, width: int) -> np.ndarray:
+    try:
+        arr = np.load(path)
+    except Exception as exc:  # truncated data, disk errors
+        raise DatasetError(f"feature file {path} cannot be read ({exc})") from None
+    _check_feature(arr.shape, arr.dtype, width, path)
+    return arr
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DatasetFileNotFoundError(f"split file {path} not found")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+class _StreamPairLoader:
+    """Reads video i's RGB and flow files and joins them; a class, not a closure, so that a
+    dataset pickles (DataLoader workers started with ``spawn``)."""
+
+    def __init__(self, paths: list[list[Path]], width: int) -> None:
+        self.paths = paths
+        self.width = width
+
+    def __call__(self, i: int) -> np.ndarray:
+        rgb_path, flow_path = self.paths[i]
+        rgb, flow = _load_npy(rgb_path, self.width), _load_npy(flow_path, self.width)
+        if len(rgb) != len(flow):
+            raise DatasetError(f"feature files {rgb_path} and {flow_path} have {len(rgb)} and {len(flow)} snippets")
+        return np.concatenate([rgb, flow], axis=1)
+
+
+def _basnet(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) -> VideoDataset:
+    """CASE/BaSNet layout: ``features/<split>/{rgb,flow}/<video>.npy``, split files, gt.json.
+
+    Class names come from ``classes.txt`` (one per line) when present, otherwise they are
+    the sorted labels of ``gt.json`` (THUMOS14: the official CASE code's order).
+    """
+    if not root.is_dir():
+        raise DatasetFileNotFoundError(f"data set folder {root} not found")
+    gt_path = root / "gt.json"
+    gt = read_activitynet_gt(gt_path)
+    classes_path = root / "classes.txt"
+    if classes_path.is_file():
+        class_names = _read_lines(classes_path)
+        check_labels(gt.values(), class_names, gt_path)
+    else:
+        class_names = sorted({s.label for rec in gt.values() for s in rec.segments})
+    split_path = root / f"split_{split}.txt"
+    names = _read_lines(split_path)
+    width = cfg.feature_dim // 2
+    records, lengths, paths = [], [], []
+    for name in names:
+        if name not in gt:
+            raise DatasetError(f"{split_path}: video {name!r} is not in {gt_path}")
+        streams = [root / "features" / split / stream / f"{name}.npy" for stream in ("rgb", "flow")]
+        shapes = []
+        for path in streams:
+            shape, dtype = _npy_shape(path)
+            _check_feature(shape, dtype, width, path)
+            shapes.append(shape)
+        if shapes[0][0] != shapes[1][0]:
+            raise DatasetError(
+                f"feature files {streams[0]} and {streams[1]} have {shapes[0][0]} and {shapes[1][0]} snippets"
+            )
+        records.append(gt[name])
+        lengths.append(shapes[0][0])
+        paths.append(streams)
+
+    return VideoDataset(
+        class_names=class_names, records=records, lengths=lengths, load=_StreamPairLoader(paths, width),
+        split=split, sampling=sampling, num_segments=cfg.num_segments, seed=seed,
+    )
+
+
+def _wtalc(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) -> VideoDataset:
+    """W-TALC layout: ``<name>-I3D-JOINTFeatures.npy`` + ``<name>-Annotations/``.
+
+    The feature file is a pickled object array (one (T, 2048) array per video, in the order
+    of ``videoname.npy``); it cannot be memory-mapped, so the split's arrays are held in
+    memory (THUMOS14: about 1 GB for both splits in float32).
+    """
+    class_names, all_records = read_wtalc_annotations(root / f"{cfg.wtalc_name}-Annotations")
+    path = root / f"{cfg.wtalc_name}-I3D-JOINTFeatures.npy"
+    if not path.is_file():
+        raise DatasetFileNotFoundError(f"feature file {path} not found")
+    try:
+        # latin1: the files were pickled by Python 2; numpy requires latin1 to unpickle arrays.
+        feats = np.load(path, allow_pickle=True, encoding="latin1")
+    except Exception as exc:
+        raise DatasetError(f"feature file {path} cannot be read ({exc})") from None
+    if feats.ndim == 0 or len(feats) != len(all_records):
+        raise DatasetError(
+            f"feature file {path} holds {1 if feats.ndim == 0 else len(feats)} videos, "
+            f"but the annotations list {len(all_records)}"
+        )
+    records, arrays = [], []
+    for rec, arr in zip(all_records, feats):
+        if rec.subset != split:
+            continue
+        arr = np.asarray(arr)
+        _check_feature(arr.shape, arr.dtype, cfg.feature_dim, f"{path} (video {rec.name!r})")
+        records.append(rec)
+        arrays.append(arr)
+    return VideoDataset(
+        class_names=class_names, records=records, lengths=[len(a) for a in arrays], load=arrays.__getitem__,
+        split=split, sampling=sampling, num_segments=cfg.num_segments, seed=seed,
+    )
+
+
+def build_dataset(cfg: DataConfig, split: str, sampling: str, seed: int = 0) -> VideoDataset:
+    """The dataset of ``split`` from the source ``cfg`` describes.
+
+    Parameters
+    ----------
+    cfg
+        Source, folder and sampling size.
+    split
+        ``"train"`` or ``"test"``.
+    sampling
+        ``"random"`` (training: random perturbation to ``cfg.num_segments`` snippets),
+        ``"uniform"`` (``cfg.num_segments`` evenly spaced; shorter videos keep all) or
+        ``"all"`` (see :mod:`case.data.sampling`).
+    seed
+        Seed of the random sampling (with the epoch and item index).
+
+    Returns
+    -------
+    VideoDataset
+
+    Raises
+    ------
+    DatasetError
+        Invalid arguments or a malformed data set (the message names the file).
+    DatasetFileNotFoundError
+        A missing file or folder.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> cfg = DataConfig(root=tempfile.mkdtemp() + "/synthetic", num_segments=32,
+    ...                  synthetic=SyntheticConfig(scale=0.02, max_snippets=64))
+    >>> train = build_dataset(cfg, "train", "random", seed=0)
+    >>> item = train[0]
+    >>> item["features"].shape, item["label"].shape
+    (torch.Size([32, 2048]), torch.Size([20]))
+    """
+    cfg.validate()
+    if split not in SPLITS:
+        raise DatasetError(f"split must be one of {SPLITS}, got {split!r}")
+    if sampling not in SAMPLING_MODES:
+        raise DatasetError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
+    root = Path(cfg.root)
+    if cfg.source == "synthetic":
+        if cfg.feature_dim != 2048:
+            raise DatasetError(f"data.feature_dim must be 2048 for the synthetic source, got {cfg.feature_dim}")
+        ensure_synthetic(cfg.synthetic, root)
+        return _basnet(cfg, root, split, sampling, seed)
+    if cfg.source == "basnet":
+        return _basnet(cfg, root, split, sampling, seed)
+    return _wtalc(cfg, root, split, sampling, seed)

@@ -1,0 +1,454 @@
+r"""CASE's self-labelling steps, every optimal-transport call through otlabel's public API.
+
+Two labelling problems are solved at every training step (paper §3.2–3.3):
+
+* **snippet clustering (SCC)** — the N snippets of the batch over K clusters, with a uniform
+  column marginal (equipartition) and the Gaussian rank prior Q̂ (Eq. 11) that pulls
+  foreground-looking snippets toward foreground clusters:
+  ``sinkhorn_with_prior(scores, gaussian_rank_prior(...))`` (Eq. 12), or plain
+  ``sinkhorn(scores)`` (Eq. 10, the ablation of Table 6);
+* **cluster classification (CCC)** — the K clusters over {foreground, background}, with the
+  column marginal β estimated from the snippets' foreground pseudo-labels
+  (``foreground_marginal``, Eq. 13) or uniform (Eq. 9).
+
+Both streams are labelled *together* (co-labelling, suppl. F.2): their predictions are fused
+by :func:`otlabel.colabel` — averaged probabilities (the paper) or averaged logits (the
+official code) — and one label matrix trains both.
+
+ε convention. The paper writes the Sinkhorn kernel as exp(ε · cos) with ε = 20. otlabel's
+``epsilon`` is the regularisation strength dividing the scores, so the paper's ε = 20 is
+``epsilon = 1/20 = 0.05`` on cosine scores, or ``epsilon = 0.5`` on the clustering head's
+logits (cosine × temperature 10) — which is what this module labels. The default
+``n_iter = 3`` is the paper's and the code's fixed schedule (columns, then rows, three times).
+
+Ablations (paper Table 5): ``method="ot"`` solves the transport problem; ``method="argmax"``
+drops the column constraint, which leaves the row-wise softmax of ``scores / epsilon (+ log
+prior)`` — the same objective without the transport polytope. ``form="hard"`` turns the soft
+labels into one-hot ones: with OT through :func:`otlabel.hard_labels` (exact column quotas),
+without OT by argmax.
+
+Distributed training. With ``scope="global"`` and an initialised process group, each rank's
+rows are gathered so that every rank labels the *global* batch, identically, and keeps its
+own rows (:func:`solve_labels` is the one place that does this; it can switch to otlabel's
+``process_group=`` once that is available, without changing its callers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+from otlabel import colabel, foreground_marginal, gaussian_rank_prior, hard_labels, sinkhorn, sinkhorn_with_prior
+
+__all__ = [
+    "SCCConfig",
+    "CCCConfig",
+    "LabelingConfig",
+    "Labels",
+    "world",
+    "gather_rows",
+    "global_sum",
+    "solve_labels",
+    "label_snippet_clusters",
+    "label_cluster_classes",
+    "row_entropy",
+    "usage_entropy",
+]
+
+Method = Literal["ot", "argmax"]
+Form = Literal["soft", "hard"]
+
+
+def _check_solver(section: str, method: str, form: str, epsilon: float, n_iter: int) -> None:
+    if method not in ("ot", "argmax"):
+        raise ValueError(f"{section}.method must be 'ot' or 'argmax', got {method!r}")
+    if form not in ("soft", "hard"):
+        raise ValueError(f"{section}.form must be 'soft' or 'hard', got {form!r}")
+    if not (epsilon > 0 and math.isfinite(epsilon)):
+        raise ValueError(f"{section}.epsilon must be a finite number > 0, got {epsilon}")
+    if n_iter < 1:
+        raise ValueError(f"{section}.n_iter must be >= 1, got {n_iter}")
+
+
+@dataclass
+class SCCConfig:
+    """Snippet clustering component (paper §3.2; Eq. 3, 10–12).
+
+    Attributes
+    ----------
+    enabled : bool
+        Train the clustering head with the SCC loss (Table 4: "+SCC").
+    method : {"ot", "argmax"}
+        Pseudo-labels by optimal transport, or by the unconstrained row-wise assignment (Table 5).
+    form : {"soft", "hard"}
+        Soft labels, or one-hot ones (Table 5).
+    prior : {"gaussian", "none"}
+        The Gaussian rank prior of Eq. 11 inside the OT problem (Eq. 12), or none (Eq. 10; Table 6).
+    ranking : {"rank", "argsort"}
+        Position of a snippet in the prior: its fractional rank by attention (the paper), or
+        the official code's ``argsort`` permutation value (a bug: it is the index of the n-th
+        snippet, not the rank of snippet n; reproduced up to a shift of 1/N).
+    sigma : float
+        Width σ of the prior's Gaussian on ranks in (0, 1] (paper and code: 10, which makes the
+        prior almost flat — see the σ sweep of the reproduction report).
+    epsilon : float
+        otlabel's regularisation on the clustering logits (cosine × 10): 0.5 is the paper's ε = 20.
+    n_iter : int
+        Sinkhorn iterations (paper and code: 3).
+    """
+
+    enabled: bool = True
+    method: Method = "ot"
+    form: Form = "soft"
+    prior: Literal["gaussian", "none"] = "gaussian"
+    ranking: Literal["rank", "argsort"] = "rank"
+    sigma: float = 10.0
+    epsilon: float = 0.5
+    n_iter: int = 3
+
+    def __post_init__(self) -> None:
+        _check_solver("labeling.scc", self.method, self.form, self.epsilon, self.n_iter)
+        if self.prior not in ("gaussian", "none"):
+            raise ValueError(f"labeling.scc.prior must be 'gaussian' or 'none', got {self.prior!r}")
+        if self.ranking not in ("rank", "argsort"):
+            raise ValueError(f"labeling.scc.ranking must be 'rank' or 'argsort', got {self.ranking!r}")
+        if not (self.sigma > 0 and math.isfinite(self.sigma)):
+            raise ValueError(f"labeling.scc.sigma must be a finite number > 0, got {self.sigma}")
+
+
+@dataclass
+class CCCConfig:
+    """Cluster classification component (paper §3.3; Eq. 4–6, 9, 13).
+
+    Attributes
+    ----------
+    enabled : bool
+        Classify the clusters as foreground/background (Table 4: "+CCC"); needs SCC.
+    method, form : as in :class:`SCCConfig` (Table 5).
+    marginal : {"estimated", "uniform"}
+        Column marginal β of the OT problem: estimated from the snippets' foreground
+        pseudo-labels (Eq. 13) or (½, ½) (Eq. 9; Table 6).
+    temperature : float
+        τ multiplying the cosine similarities between cluster and F&B prototypes (Eq. 6; 10).
+    epsilon : float
+        otlabel's regularisation on those logits: 0.5 is the paper's ε = 20 at τ = 10.
+    n_iter : int
+        Sinkhorn iterations (3).
+    """
+
+    enabled: bool = True
+    method: Method = "ot"
+    form: Form = "soft"
+    marginal: Literal["estimated", "uniform"] = "estimated"
+    temperature: float = 10.0
+    epsilon: float = 0.5
+    n_iter: int = 3
+
+    def __post_init__(self) -> None:
+        _check_solver("labeling.ccc", self.method, self.form, self.epsilon, self.n_iter)
+        if self.marginal not in ("estimated", "uniform"):
+            raise ValueError(f"labeling.ccc.marginal must be 'estimated' or 'uniform', got {self.marginal!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"labeling.ccc.temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class LabelingConfig:
+    """How the two labelling problems are posed and solved.
+
+    Attributes
+    ----------
+    fusion : {"logits", "probs"}
+        Co-labelling of the two streams: average their logits (the official code, our
+        default because it produced the published numbers) or their probabilities (the
+        paper, suppl. F.2).
+    scope : {"global", "local"}
+        Under DDP, label the global batch on every rank (identical to one process on the
+        whole batch) or each rank's own rows. Without a process group both are the same.
+    scc, ccc : SCCConfig, CCCConfig
+    """
+
+    fusion: Literal["logits", "probs"] = "logits"
+    scope: Literal["global", "local"] = "global"
+    scc: SCCConfig = field(default_factory=SCCConfig)
+    ccc: CCCConfig = field(default_factory=CCCConfig)
+
+    def __post_init__(self) -> None:
+        if self.fusion not in ("logits", "probs"):
+            raise ValueError(f"labeling.fusion must be 'logits' or 'probs', got {self.fusion!r}")
+        if self.scope not in ("global", "local"):
+            raise ValueError(f"labeling.scope must be 'global' or 'local', got {self.scope!r}")
+        if self.ccc.enabled and not self.scc.enabled:
+            raise ValueError(
+                "labeling.ccc.enabled needs labeling.scc.enabled: clusters are classified from SCC's labels"
+            )
+
+
+@dataclass
+class Labels:
+    """Pseudo-labels of one labelling problem and their diagnostics.
+
+    Attributes
+    ----------
+    labels : Tensor (N, K)
+        This rank's rows of the label matrix (rows sum to 1), no gradient.
+    entropy : float
+        Mean row entropy H(Q) in nats (0 for hard labels, log K for uniform rows).
+    row_error, col_error : float
+        Scale-free marginal violations of the labels over the rows that were labelled
+        together: max |Q·1 − 1| and max_k |Qᵀ1_k − N c_k| / (N c_k).
+    """
+
+    labels: Tensor
+    entropy: float
+    row_error: float
+    col_error: float
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+def world(scope: str = "global") -> tuple[int, int]:
+    """(rank, world size) that labelling spans: (0, 1) unless ``scope="global"`` under DDP."""
+    if scope == "global" and dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_rows(tensor: Tensor, scope: str) -> tuple[Tensor, slice]:
+    """Concatenate every rank's rows (rank order) and say which rows are this rank's.
+
+    Every rank must pass the same number of rows (the engine's sampler guarantees equal
+    per-rank batches). Without a process group, or with ``scope="local"``, it returns the
+    tensor itself and ``slice(None)``.
+    """
+    rank, size = world(scope)
+    if size == 1:
+        return tensor, slice(None)
+    parts = [torch.empty_like(tensor) for _ in range(size)]
+    dist.all_gather(parts, tensor.contiguous())
+    n = tensor.shape[0]
+    return torch.cat(parts, dim=0), slice(rank * n, (rank + 1) * n)
+
+
+def global_sum(tensor: Tensor, scope: str) -> Tensor:
+    """Sum ``tensor`` over the ranks, differentiably (identity without a process group).
+
+    Used for the cluster and F&B prototypes (Eq. 4–5), which are sums over all snippets of
+    the batch: the backward pass sums the incoming gradients over the ranks, so that after
+    DDP's gradient averaging the update equals one process on the global batch.
+    """
+    if world(scope)[1] == 1:
+        return tensor
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(tensor)
+
+
+# --------------------------------------------------------------------------- solving
+
+
+def row_entropy(labels: Tensor) -> float:
+    """Mean over rows of the entropy −Σ_k q_k log q_k (nats) of a row-stochastic matrix."""
+    q = labels.clamp_min(0)
+    return float(-(torch.special.xlogy(q, q)).sum(-1).mean())
+
+
+def usage_entropy(probs: Tensor) -> float:
+    r"""Entropy H(P̄) of the mean assignment :math:`\bar P = \frac1N\sum_n P_n` (nats).
+
+    The cluster-usage entropy of the paper's Table 5: log K when every cluster is used
+    equally, 0 when all snippets fall into one cluster.
+    """
+    mean = probs.reshape(-1, probs.shape[-1]).mean(0)
+    return float(-(torch.special.xlogy(mean, mean)).sum())
+
+
+def _marginal_errors(labels: Tensor, col_marginal: Tensor) -> tuple[float, float]:
+    n = labels.shape[0]
+    row_error = (labels.sum(-1) - 1).abs().amax()
+    target = n * col_marginal.to(labels.dtype)
+    col_error = ((labels.sum(0) - target).abs() / target.clamp_min(torch.finfo(labels.dtype).tiny)).amax()
+    return float(row_error), float(col_error)
+
+
+def solve_labels(
+    scores: Tensor,
+    *,
+    epsilon: float,
+    prior: Tensor | None = None,
+    col_marginal: Tensor | None = None,
+    n_iter: int = 3,
+    method: str = "ot",
+    form: str = "soft",
+    scope: str = "global",
+) -> Labels:
+    r"""Label the rows of ``scores`` (N, K); the one entry point of every labelling call.
+
+    ``method="ot"``: the entropic transport plan (otlabel, fixed-iteration mode), rows
+    summing to 1 and columns to N·``col_marginal`` (uniform by default), pulled toward
+    ``prior`` when given. ``method="argmax"``: the row-wise softmax of
+    ``scores/epsilon + log(prior)`` (no column constraint). ``form="hard"`` makes them
+    one-hot (:func:`otlabel.hard_labels` for OT, argmax otherwise).
+
+    With ``scope="global"`` under DDP the rows of every rank (and of ``prior``) are gathered
+    so that the labels are those of the global batch; each rank gets its own rows back.
+    ``col_marginal`` must then be the same on every rank.
+
+    Parameters
+    ----------
+    scores : Tensor (N, K)
+        Fused logits (no gradient is taken).
+    epsilon : float
+        otlabel's regularisation strength (0.5 on cosine × 10 logits = the paper's ε = 20).
+    prior : Tensor (N, K), optional
+        Non-negative prior Q̂ (Eq. 12).
+    col_marginal : Tensor (K,), optional
+        Column proportions summing to 1 (Eq. 9 / 13); default uniform.
+    n_iter : int
+        Sinkhorn iterations.
+    method, form, scope : str
+        See above.
+
+    Returns
+    -------
+    Labels
+        This rank's labels and diagnostics computed over all labelled rows.
+    """
+    scores = scores.detach()
+    all_scores, mine = gather_rows(scores, scope)
+    all_prior = None if prior is None else gather_rows(prior.detach(), scope)[0]
+    n_cols = scores.shape[-1]
+    if col_marginal is None:
+        col_marginal = torch.full((n_cols,), 1.0 / n_cols, dtype=scores.dtype, device=scores.device)
+    if method == "ot":
+        if all_prior is None:
+            labels = sinkhorn(all_scores, epsilon, col_marginal=col_marginal, n_iter=n_iter)
+        else:
+            labels = sinkhorn_with_prior(all_scores, all_prior, epsilon, col_marginal=col_marginal, n_iter=n_iter)
+        if form == "hard":
+            labels = hard_labels(labels, col_marginal)
+    else:
+        logits = all_scores / epsilon
+        if all_prior is not None:
+            logits = logits + torch.log(all_prior)
+        if form == "hard":
+            labels = F.one_hot(logits.argmax(-1), n_cols).to(scores.dtype)
+        else:
+            labels = torch.softmax(logits, dim=-1)
+    row_error, col_error = _marginal_errors(labels, col_marginal)
+    return Labels(labels[mine], row_entropy(labels), row_error, col_error)
+
+
+def _fuse(predictions: Sequence[Tensor], fusion: str) -> Tensor:
+    return colabel([p.detach() for p in predictions], space=fusion)
+
+
+def label_snippet_clusters(
+    cluster_logits: Sequence[Tensor],
+    fg_scores: Tensor,
+    cluster_fg: Tensor,
+    cfg: SCCConfig,
+    fusion: str = "logits",
+    scope: str = "global",
+) -> Labels:
+    r"""Snippet-clustering pseudo-labels Q^S (paper Eq. 10–12), co-labelled over the streams.
+
+    Parameters
+    ----------
+    cluster_logits : sequence of Tensor (N, K)
+        Each stream's clustering logits (cosine × τ) for the N snippets of the batch.
+    fg_scores : Tensor (N,)
+        Foreground score of each snippet used to rank it in the prior (the two streams'
+        mean attention).
+    cluster_fg : Tensor (K,)
+        Foreground level φ_k of each cluster, Q^C[:, fg] from the previous step's cluster
+        classification (a constant before the first one, which makes the prior flat).
+    cfg : SCCConfig
+    fusion : {"logits", "probs"}
+        Co-labelling space (:func:`otlabel.colabel`).
+    scope : {"global", "local"}
+
+    Returns
+    -------
+    Labels
+        Q^S (N, K), rows summing to 1, columns to N/K (equipartition) when solved by OT.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from case.labeling import SCCConfig, label_snippet_clusters
+    >>> logits = [torch.randn(12, 3), torch.randn(12, 3)]
+    >>> out = label_snippet_clusters(logits, torch.rand(12), torch.full((3,), 0.5), SCCConfig())
+    >>> out.labels.shape, round(float(out.labels.sum()), 4)
+    (torch.Size([12, 3]), 12.0)
+    """
+    scores = _fuse(cluster_logits, fusion)
+    prior = None
+    if cfg.prior == "gaussian":
+        all_fg, mine = gather_rows(fg_scores.detach(), scope)
+        if cfg.ranking == "argsort":
+            # the official code's value for snippet n is the position argsort(-fg)[n]; ranking
+            # its negation reproduces that value (up to 1/N) through the same prior function
+            all_fg = -torch.argsort(-all_fg).to(scores.dtype)
+        prior = gaussian_rank_prior(all_fg.to(scores.dtype), cluster_fg.to(scores.dtype), cfg.sigma)[mine]
+    return solve_labels(
+        scores,
+        epsilon=cfg.epsilon,
+        prior=prior,
+        n_iter=cfg.n_iter,
+        method=cfg.method,
+        form=cfg.form,
+        scope=scope,
+    )
+
+
+def label_cluster_classes(
+    class_logits: Sequence[Tensor],
+    fg_labels: Tensor,
+    cfg: CCCConfig,
+    fusion: str = "logits",
+    scope: str = "global",
+) -> tuple[Labels, Tensor]:
+    r"""Cluster-classification pseudo-labels Q^C (K × {fg, bg}; paper Eq. 9 / 13).
+
+    Parameters
+    ----------
+    class_logits : sequence of Tensor (K, 2)
+        Each stream's cluster-classifier logits (Eq. 6), column 0 foreground. Under DDP the
+        prototypes are global sums, so these are the same on every rank and are labelled
+        locally.
+    fg_labels : Tensor (N,)
+        The snippets' binary foreground pseudo-labels (top-k of the ground-truth classes),
+        from which β is estimated (Eq. 13); over the global batch with ``scope="global"``.
+    cfg : CCCConfig
+    fusion, scope : str
+
+    Returns
+    -------
+    (Labels, Tensor)
+        Q^C (K, 2) and the column marginal β (2,) it was solved with.
+    """
+    scores = _fuse(class_logits, fusion)
+    if cfg.marginal == "estimated":
+        all_fg, _ = gather_rows(fg_labels.detach().to(scores.dtype), scope)
+        beta = foreground_marginal(all_fg)
+    else:
+        beta = torch.full((2,), 0.5, dtype=scores.dtype, device=scores.device)
+    labels = solve_labels(
+        scores,
+        epsilon=cfg.epsilon,
+        col_marginal=beta,
+        n_iter=cfg.n_iter,
+        method=cfg.method,
+        form=cfg.form,
+        scope="local",
+    )
+    return labels, beta

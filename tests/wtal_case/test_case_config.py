@@ -1,0 +1,126 @@
+"""The YAML <-> dataclass configuration: shipped configs, overrides, type checks, clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from case.config import CONFIG_DIR, Config, ConfigError, dump_config, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = sorted(CONFIG_DIR.glob("*.yaml"))
+
+
+def test_the_shipped_configs_are_all_there() -> None:
+    assert {p.name for p in SHIPPED} >= {"synthetic.yaml", "smoke.yaml", "thumos14.yaml", "anet12.yaml", "anet13.yaml"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_round_trips(path: Path, tmp_path: Path) -> None:
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+    (tmp_path / "resolved.yaml").write_text(dump_config(cfg))
+    assert load_config(tmp_path / "resolved.yaml") == cfg
+
+
+def test_paper_settings() -> None:
+    thumos = load_config(CONFIG_DIR / "thumos14.yaml")
+    assert (thumos.data.num_segments, thumos.loss.topk_divisor, thumos.model.num_clusters) == (750, 8, 16)
+    assert (thumos.train.batch_size, thumos.optim.lr, thumos.optim.weight_decay) == (16, 1e-4, 5e-4)
+    assert 3500 <= thumos.train.steps <= 3700 and thumos.model.num_classes == 20
+    assert (thumos.loss.lambda_scc, thumos.loss.lambda_ccc, thumos.loss.gbce_q) == (1.0, 0.3, 0.7)
+    assert thumos.labeling.scc.epsilon == thumos.labeling.ccc.epsilon == 0.5  # the paper's eps = 20 on cos x 10
+    assert thumos.train.select == "final"  # never the test set
+    for name, classes in (("anet12.yaml", 100), ("anet13.yaml", 200)):
+        anet = load_config(CONFIG_DIR / name)
+        assert (anet.data.num_segments, anet.loss.topk_divisor, anet.model.num_clusters) == (50, 2, 64)
+        assert anet.model.num_classes == classes
+        assert anet.eval.tiou[0] == 0.5 and anet.eval.tiou[-1] == 0.95 and len(anet.eval.tiou) == 10
+
+
+def test_overrides_are_typed() -> None:
+    cfg = load_config(
+        None, ["train.steps=12", "labeling.scc.sigma=1", "optim.betas=[0.5, 0.9]", "postprocess.cas_weight=null"]
+    )
+    assert cfg.train.steps == 12 and cfg.labeling.scc.sigma == 1.0 and isinstance(cfg.labeling.scc.sigma, float)
+    assert cfg.optim.betas == (0.5, 0.9) and cfg.postprocess.cas_weight is None
+    cfg = load_config(None, ["labeling.scc.method=argmax", "labeling.ccc.marginal=uniform", "data.synthetic.scale=0.5"])
+    assert (cfg.labeling.scc.method, cfg.labeling.ccc.marginal, cfg.data.synthetic.scale) == ("argmax", "uniform", 0.5)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.stepz=3", "unknown key 'train.stepz'"),
+        ("trian.steps=3", "unknown key 'trian'"),
+        ("train.steps=many", "train.steps must be an integer"),
+        ("train.steps=1.5", "train.steps must be an integer"),
+        ("train.progress=3", "train.progress must be true or false"),
+        ("labeling.scc.method=kmeans", "labeling.scc.method must be one of 'ot', 'argmax'"),
+        ("labeling.scc.sigma=-1", "labeling.scc.sigma must be a finite number > 0"),
+        ("optim.betas=[0.9]", "optim.betas must be a list of 2 items"),
+        ("train.steps", "--set expects key=value"),
+        ("train.steps.x=1", "'train.steps' is a value, not a section"),
+        ("data.source=youtube", "data.source must be one of"),
+        ("labeling.scc.enabled=false", "labeling.ccc.enabled needs labeling.scc.enabled"),
+    ],
+)
+def test_bad_overrides_name_the_key(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_config(None, [override])
+
+
+def test_bad_files_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file .*missing.yaml"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(bad)
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: the top level must be a mapping"):
+        load_config(bad)
+    bad.write_text("model:\n  num_clusterz: 4\n")
+    with pytest.raises(
+        ConfigError, match=r"bad.yaml: unknown key 'model.num_clusterz'; valid keys of model: hidden_dim"
+    ):
+        load_config(bad)
+    bad.write_text("train: 3\n")
+    with pytest.raises(ConfigError, match="bad.yaml: train must be a mapping"):
+        load_config(bad)
+
+
+def test_train_py_reports_config_errors_with_exit_status_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "wtal_case" / "train.py"),
+            "--set",
+            "train.stepz=3",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 2
+    assert "unknown key 'train.stepz'" in result.stderr and "synthetic.yaml" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_default_run_folder_never_reuses_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sys.path.insert(0, str(ROOT / "examples" / "wtal_case"))
+    from train import default_run_folder
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert default_run_folder("synthetic", 0, resume=False) == Path("runs/synthetic-seed0")
+    (tmp_path / "runs" / "synthetic-seed0").mkdir(parents=True)
+    assert default_run_folder("synthetic", 0, resume=False) == Path("runs/synthetic-seed0")  # empty: reused
+    (tmp_path / "runs" / "synthetic-seed0" / "log.jsonl").write_text("")
+    assert default_run_folder("synthetic", 0, resume=False) == Path("runs/synthetic-seed0-2")
+    assert default_run_folder("synthetic", 0, resume=True) == Path("runs/synthetic-seed0")

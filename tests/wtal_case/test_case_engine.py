@@ -1,0 +1,276 @@
+"""The training engine on real runs of train.py (smoke.yaml): run folder, resume after a kill, DDP.
+
+Every run here is a real ``train.py`` process on the tiny synthetic smoke set. The resume test
+kills a run with SIGKILL right after its first periodic checkpoint, resumes it, and requires
+the same final weights, log and metrics as the uninterrupted run; the DDP test trains with
+``torchrun`` on 2 CPU processes (gloo) and requires the single-process result on the same
+global batches.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from case.checkpoint import load_checkpoint
+from case.config import CONFIG_DIR, load_config
+from case.engine import BatchOrder
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN = ROOT / "examples" / "wtal_case" / "train.py"
+SMOKE = CONFIG_DIR / "smoke.yaml"
+STEPS = 60  # smoke.yaml
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def _args(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--config",
+        str(SMOKE),
+        "--set",
+        f"data.root={data}",
+        "--set",
+        "train.progress=false",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def _train(data: Path, out: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, str(TRAIN), *_args(data, out, *extra)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=out.parent,
+    )
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def smoke_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("data") / "synthetic-smoke"
+
+
+@pytest.fixture(scope="module")
+def reference_run(smoke_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted smoke run (it also generates the smoke data set)."""
+    run = tmp_path_factory.mktemp("runs") / "reference"
+    _train(smoke_data, run)
+    return run
+
+
+def test_smoke_run_folder_is_complete_and_the_losses_fall(reference_run: Path) -> None:
+    run = reference_run
+    # config.yaml is the resolved configuration and reloads to the same thing
+    cfg = load_config(run / "config.yaml")
+    assert cfg == load_config(SMOKE, [f"data.root={cfg.data.root}", "train.progress=false"])
+    # log.jsonl: one record per step, losses and OT diagnostics all finite
+    log = _log(run)
+    assert [r["step"] for r in log] == list(range(1, STEPS + 1))
+    keys = (
+        "loss",
+        "video",
+        "attention",
+        "scc",
+        "ccc",
+        "H_QS",
+        "H_QC",
+        "H_PS_usage",
+        "scc_row_error",
+        "scc_col_error",
+        "ccc_col_error",
+        "beta_fg",
+    )
+    for record in log:
+        for key in keys:
+            assert math.isfinite(record[key]), (record["step"], key, record[key])
+        assert len(record["QC_fg"]) == cfg.model.num_clusters and all(0 <= v <= 1 for v in record["QC_fg"])
+        assert 0 <= record["H_QS"] <= math.log(cfg.model.num_clusters) + 1e-6
+    first = sum(r["loss"] for r in log[:10]) / 10
+    last = sum(r["loss"] for r in log[-10:]) / 10
+    assert last < 0.8 * first, (first, last)
+    assert sum(r["video"] for r in log[-10:]) < sum(r["video"] for r in log[:10])
+    # checkpoints: periodic (every 10 steps, before the last) and final, with what a resume needs
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["final.pt"] + [f"step_{s:06d}.pt" for s in range(10, STEPS, 10)]
+    final = load_checkpoint(run / "checkpoints" / "final.pt")
+    assert final["step"] == STEPS and final["data_order"]["step"] == STEPS
+    assert {"model", "optimizer", "cluster_fg", "rng", "config"} <= set(final)
+    assert final["cluster_fg"].tolist() == pytest.approx(log[-1]["QC_fg"], abs=1e-6)
+    # predictions (ActivityNet results format) and metrics (fractions)
+    predictions = json.loads((run / "predictions.json").read_text())
+    assert set(predictions) == {"results"} and predictions["results"]
+    for dets in predictions["results"].values():
+        for d in dets:
+            assert set(d) == {"label", "score", "segment"} and d["segment"][0] <= d["segment"][1]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["tiou"] == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    assert len(metrics["mAP"]) == 7 and all(0 <= m <= 1 for m in metrics["mAP"])
+    assert metrics["average"] == pytest.approx(sum(metrics["mAP"]) / 7)
+    # plots: a Fig. 5-style foreground figure of a test video and the Fig. 4-style entropy curves
+    assert (run / "entropy.png").stat().st_size > 0
+    assert len(list(run.glob("foreground_*.png"))) == cfg.eval.plot_videos
+    # no temporary files left behind by the atomic writes
+    assert not [p for p in run.rglob("*.tmp")]
+
+
+def test_resume_after_a_kill_ends_like_an_uninterrupted_run(
+    reference_run: Path, smoke_data: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAIN), *_args(smoke_data, run)],
+        env=_env(),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    first = run / "checkpoints" / "step_000010.pt"
+    deadline = time.monotonic() + 120
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    proc.stderr.close()
+    # it really was interrupted: mid-training, no final checkpoint, no metrics
+    assert first.exists() and not (run / "checkpoints" / "final.pt").exists() and not (run / "metrics.json").exists()
+    killed_at = max(r["step"] for r in _log(run))
+    assert 10 <= killed_at < STEPS
+
+    refused = _train(smoke_data, run, check=False)  # an existing run needs --resume
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+    different = _train(smoke_data, run, "--resume", "--seed", "1", check=False)
+    assert different.returncode == 2 and "configuration differs" in different.stderr
+
+    _train(smoke_data, run, "--resume")
+    assert json.loads((run / "metrics.json").read_text()) == json.loads((reference_run / "metrics.json").read_text())
+    assert (run / "predictions.json").read_text() == (reference_run / "predictions.json").read_text()
+    resumed = load_checkpoint(run / "checkpoints" / "final.pt")
+    reference = load_checkpoint(reference_run / "checkpoints" / "final.pt")
+    for name, tensor in reference["model"].items():
+        assert torch.equal(resumed["model"][name], tensor), name
+    assert torch.equal(resumed["cluster_fg"], reference["cluster_fg"])
+    strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]  # noqa: E731
+    assert strip(_log(run)) == strip(_log(reference_run))
+
+
+def test_resuming_a_finished_run_only_re_evaluates(reference_run: Path, smoke_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "copy"
+    shutil.copytree(reference_run, run)
+    (run / "metrics.json").unlink()
+    _train(smoke_data, run, "--resume")
+    assert json.loads((run / "metrics.json").read_text()) == json.loads((reference_run / "metrics.json").read_text())
+    assert len(_log(run)) == STEPS
+
+
+def test_ddp_on_two_gloo_processes_matches_one_process(reference_run: Path, smoke_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "ddp"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(TRAIN),
+            *_args(smoke_data, run),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ddp, single = _log(run), _log(reference_run)
+    assert len(ddp) == len(single) == STEPS
+    for a, b in zip(ddp, single, strict=True):
+        # global-batch labelling + prototypes summed over ranks + DDP's gradient mean == one process
+        for key in ("loss", "video", "attention", "scc", "ccc", "H_QS", "beta_fg"):
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), (a["step"], key)
+    ddp_final = load_checkpoint(run / "checkpoints" / "final.pt")["model"]
+    single_final = load_checkpoint(reference_run / "checkpoints" / "final.pt")["model"]
+    for name, tensor in single_final.items():
+        assert torch.allclose(ddp_final[name], tensor, rtol=1e-4, atol=1e-5), name
+    ddp_metrics = json.loads((run / "metrics.json").read_text())
+    assert ddp_metrics["mAP"] == pytest.approx(
+        json.loads((reference_run / "metrics.json").read_text())["mAP"], abs=0.01
+    )
+
+
+def test_batch_order_is_a_pure_function_of_seed_and_step() -> None:
+    a, b = BatchOrder(10, 4, seed=3), BatchOrder(10, 4, seed=3)
+    assert [a.global_indices(s) for s in range(7)] == [b.global_indices(s) for s in reversed(range(7))][::-1]
+    epoch0 = a.global_indices(0) + a.global_indices(1)
+    assert len(set(epoch0)) == 8  # no video twice within an epoch
+    assert a.global_indices(0) != a.global_indices(2)  # a new permutation each epoch
+    ranks = [BatchOrder(10, 4, seed=3, rank=r, world=2).indices(5) for r in range(2)]
+    assert ranks[0] + ranks[1] == a.global_indices(5)
+    with pytest.raises(ValueError, match="multiple of the number of processes"):
+        BatchOrder(10, 3, seed=0, world=2)
+    with pytest.raises(ValueError, match="exceeds the 3 training videos"):
+        BatchOrder(3, 4, seed=0)
+
+
+def test_heldout_selection_uses_training_videos_only(reference_run: Path, smoke_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "heldout"
+    extra = ["--set", "train.select=heldout", "--set", "train.heldout_fraction=0.25", "--set", "train.eval_every=20"]
+    result = _train(smoke_data, run, *extra, "--set", "train.num_workers=1")
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert best["best"]["step"] in (20, 40, 60) and best["step"] == best["best"]["step"]
+    assert f"best held-out step {best['best']['step']}" in result.stdout
+    # 12 training videos, 3 held out: batches of 4 come from the other 9 (2 batches an epoch)
+    assert max(r["epoch"] for r in _log(run)) == (STEPS - 1) // 2
+    assert (run / "metrics.json").exists()
+
+
+def test_background_loading_gives_the_same_batches(smoke_data: Path, reference_run: Path) -> None:
+    from case.data import build_dataset
+    from case.engine import iterate_batches
+
+    cfg = load_config(reference_run / "config.yaml")
+    dataset = build_dataset(cfg.data, "train", "random", seed=0)
+    order = BatchOrder(len(dataset), 4, seed=0)
+    inline = list(iterate_batches(dataset, order, 3, 6, num_workers=0))
+    background = list(iterate_batches(dataset, order, 3, 6, num_workers=1))
+    assert len(inline) == len(background) == 3
+    for a, b in zip(inline, background, strict=True):
+        assert (
+            a["video"] == b["video"]
+            and torch.equal(a["features"], b["features"])
+            and torch.equal(a["index"], b["index"])
+        )
+    assert inline[0]["video"] != inline[1]["video"]
+
+
+def test_a_checkpoint_alone_reproduces_the_run_s_predictions(reference_run: Path) -> None:
+    from case.data import build_dataset
+    from case.engine import detect_dataset, load_trained, predict_dataset
+
+    model, cluster_fg, cfg = load_trained(reference_run / "checkpoints" / "final.pt")
+    dataset = build_dataset(cfg.data, cfg.eval.split, cfg.eval.sampling, seed=cfg.train.seed)
+    outputs = predict_dataset(model, dataset, cluster_fg, cfg, torch.device("cpu"))
+    predictions = detect_dataset(outputs, dataset.class_names, cfg)
+    assert json.loads(json.dumps(predictions)) == json.loads((reference_run / "predictions.json").read_text())

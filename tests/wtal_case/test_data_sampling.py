@@ -1,0 +1,148 @@
+"""Snippet sampling (the paper's random perturbation, uniform, all), determinism, batching."""
+
+from __future__ import annotations
+
+import pickle
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from case.data import DataConfig, DatasetError, build_dataset, collate_videos, sample_indices
+
+from test_data_readers import VIDEOS, make_basnet  # tests/wtal_case is on sys.path (rootdir import)
+
+
+def _official_bins(length: int, t: int) -> list[tuple[int, int]]:
+    """The inclusive ranges of the official ``random_perturb``, from its float arithmetic."""
+    if length == t:  # the official code returns every snippet in order
+        return [(i, i) for i in range(t)]
+    samples = np.arange(t) * length / t
+    ranges = []
+    for i in range(t):
+        lo = int(samples[i])
+        if i < t - 1:
+            hi = int(samples[i + 1]) if int(samples[i]) != int(samples[i + 1]) else lo
+        else:
+            hi = length - 1 if lo < length - 1 else lo
+        ranges.append((lo, hi))
+    return ranges
+
+
+@pytest.mark.parametrize(("length", "t"), [(10, 4), (7, 7), (3, 8), (750, 750), (2613, 750), (1, 5), (123, 50)])
+def test_random_perturbation_draws_inside_the_official_bins(length: int, t: int) -> None:
+    rng = np.random.default_rng(0)
+    bins = np.array(_official_bins(length, t))
+    draws = np.stack([sample_indices(length, t, "random", rng) for _ in range(300)])
+    assert draws.shape == (300, t) and draws.dtype == np.int64
+    assert (draws >= bins[:, 0]).all() and (draws <= bins[:, 1]).all()
+    assert (np.diff(draws, axis=1) >= 0).all()
+    # Every value of every bin is reached (the bound is inclusive, as in the official code).
+    for i in range(0, t, max(1, t // 20)):
+        assert set(draws[:, i]) == set(range(bins[i, 0], bins[i, 1] + 1))
+
+
+def test_random_perturbation_is_uniform_within_a_bin() -> None:
+    rng = np.random.default_rng(1)
+    draws = np.stack([sample_indices(10, 4, "random", rng) for _ in range(6000)])
+    counts = Counter(draws[:, 1])  # bin [2, 5] inclusive: four values, 1500 expected each
+    assert sorted(counts) == [2, 3, 4, 5]
+    assert all(abs(c - 1500) < 150 for c in counts.values()), counts
+
+
+def test_uniform_and_all() -> None:
+    for length, t in [(2613, 750), (751, 750), (100, 7)]:
+        official = np.floor(np.arange(t) * length / t).astype(int)
+        np.testing.assert_array_equal(sample_indices(length, t, "uniform"), official)
+    # A video no longer than T keeps all its snippets (the interface's choice; the official
+    # code would repeat rows up to T).
+    np.testing.assert_array_equal(sample_indices(5, 8, "uniform"), np.arange(5))
+    np.testing.assert_array_equal(sample_indices(8, 8, "uniform"), np.arange(8))
+    np.testing.assert_array_equal(sample_indices(9, 4, "all"), np.arange(9))
+
+
+def test_sampling_errors() -> None:
+    with pytest.raises(DatasetError, match="numpy Generator"):
+        sample_indices(10, 4, "random")
+    with pytest.raises(DatasetError, match="sampling must be one of"):
+        sample_indices(10, 4, "dense")
+    with pytest.raises(DatasetError, match="length"):
+        sample_indices(0, 4, "uniform")
+    with pytest.raises(DatasetError, match="num_segments"):
+        sample_indices(10, 0, "uniform")
+
+
+@pytest.fixture()
+def root(tmp_path: Path) -> Path:
+    videos = dict(VIDEOS)
+    videos.update({f"v_extra_{k}": ("train", 30 + 7 * k, [[1.0, 2.0, "Run"]]) for k in range(4)})
+    return make_basnet(tmp_path / "set", videos=videos, width=8)
+
+
+def _train(root: Path, seed: int = 0):
+    cfg = DataConfig(source="basnet", root=str(root), num_segments=6, feature_dim=16)
+    return build_dataset(cfg, "train", "random", seed=seed)
+
+
+def test_items_are_deterministic_and_ignore_global_rng(root: Path) -> None:
+    a, b = _train(root), _train(root)
+    first = [a[i]["index"] for i in range(len(a))]
+    np.random.seed(123)
+    torch.manual_seed(123)
+    # Reading in another order, after touching the global generators, gives the same rows.
+    second = [b[i]["index"] for i in reversed(range(len(b)))][::-1]
+    for x, y in zip(first, second):
+        assert torch.equal(x, y)
+    assert torch.equal(a[2]["features"], b[2]["features"])
+
+
+def test_epoch_and_seed_change_the_draws(root: Path) -> None:
+    ds = _train(root)
+    epoch0 = [ds[i]["index"] for i in range(2, len(ds))]
+    ds.set_epoch(1)
+    epoch1 = [ds[i]["index"] for i in range(2, len(ds))]
+    other = _train(root, seed=1)
+    seed1 = [other[i]["index"] for i in range(2, len(other))]
+    assert any(not torch.equal(x, y) for x, y in zip(epoch0, epoch1))
+    assert any(not torch.equal(x, y) for x, y in zip(epoch0, seed1))
+    ds.set_epoch(0)
+    assert all(torch.equal(x, ds[i + 2]["index"]) for i, x in enumerate(epoch0))
+
+
+def test_item_rows_are_the_indexed_snippets(root: Path) -> None:
+    ds = _train(root)
+    full = build_dataset(DataConfig(source="basnet", root=str(root), feature_dim=16), "train", "all")
+    for i in range(len(ds)):
+        item = ds[i]
+        assert torch.equal(item["features"], full[i]["features"][item["index"]])
+        assert item["num_snippets"] == full[i]["num_snippets"]
+
+
+def test_collate_with_a_dataloader(root: Path) -> None:
+    ds = _train(root)
+    batches = list(DataLoader(ds, batch_size=3, collate_fn=collate_videos, shuffle=False))
+    batch = batches[0]
+    assert batch["features"].shape == (3, 6, 16) and batch["label"].shape == (3, 3)
+    assert batch["index"].shape == (3, 6) and batch["index"].dtype == torch.long
+    assert batch["video"] == ds.videos[:3]
+    assert batch["num_snippets"].tolist() == [ds[i]["num_snippets"] for i in range(3)]
+    assert batch["duration"].dtype == torch.float64
+    assert torch.equal(batch["features"][1], ds[1]["features"])
+
+
+def test_dataset_pickles_for_spawned_workers(root: Path) -> None:
+    ds = _train(root)
+    clone = pickle.loads(pickle.dumps(ds))
+    assert torch.equal(clone[1]["features"], ds[1]["features"]) and torch.equal(clone[1]["index"], ds[1]["index"])
+
+
+def test_collate_refuses_unequal_lengths(root: Path) -> None:
+    cfg = DataConfig(source="basnet", root=str(root), num_segments=6, feature_dim=16)
+    ds = build_dataset(cfg, "train", "all")
+    with pytest.raises(DatasetError, match="different numbers of snippets"):
+        collate_videos([ds[0], ds[1]])
+    with pytest.raises(DatasetError, match="no items"):
+        collate_videos([])
