@@ -267,11 +267,14 @@ def normalise_marginal(
 
 def check_prior(
     prior: Any, scores: torch.Tensor, batched: bool, checks: DeferredChecks, *, check_columns: bool = True
-) -> torch.Tensor:
-    """Validate a prior of exactly the scores' shape; return it as (B, N, K) (not copied).
+) -> tuple[torch.Tensor, tuple[float, float] | None]:
+    """Validate a prior of exactly the scores' shape; return it as (B, N, K) (not copied) and,
+    when known for free (CPU), its (min, max).
 
-    ``check_columns=False`` leaves the all-zero-column check to the caller, for a prior whose
-    columns continue beyond these rows (another rank's rows, see :func:`require_column_support`).
+    One min/max reduction proves it finite and non-negative; a strictly positive prior needs no
+    support checks. ``check_columns=False`` leaves the all-zero-column check to the caller, for a
+    prior whose columns continue beyond these rows (another rank's rows, see
+    :func:`require_column_support`).
     """
     tensor, _ = to_tensor(prior, "prior")
     if isinstance(prior, torch.Tensor) and tensor.device != scores.device:
@@ -287,18 +290,36 @@ def check_prior(
             f"prior must have the shape of scores {expected}, got {tuple(tensor.shape)} (no broadcasting)"
         )
     tensor3 = tensor if batched else tensor.unsqueeze(0)
+    if tensor3.numel() == 0:  # a rank of a distributed job may hold no rows
+        return tensor3, None
+
+    def not_finite() -> InvalidArgumentError:
+        return InvalidArgumentError("prior contains NaN or infinite values")
+
+    def negative() -> InvalidArgumentError:
+        return InvalidArgumentError("prior has negative entries")
+
+    low, high = torch.aminmax(tensor3.detach())
+    value_range = None
+    if tensor3.device.type == "cpu":
+        low_value, high_value = float(low), float(high)
+        if not (math.isfinite(low_value) and math.isfinite(high_value)):
+            raise not_finite()
+        if low_value < 0:
+            raise negative()
+        value_range = (low_value, high_value)
+        if low_value > 0:  # strictly positive: every row and column has support
+            return tensor3, value_range
+    else:
+        checks.require(torch.isfinite(low) & torch.isfinite(high), not_finite)
+        checks.require(low >= 0, negative)
     checks.require(
-        torch.isfinite(tensor3).all(), lambda: InvalidArgumentError("prior contains NaN or infinite values")
-    )
-    checks.require((tensor3 >= 0).all(), lambda: InvalidArgumentError("prior has negative entries"))
-    support = tensor3 > 0
-    checks.require(
-        support.any(-1).all(),
+        (tensor3.sum(-1) > 0).all(),  # non-negative, so a zero sum is an all-zero row
         lambda: InvalidArgumentError("prior has an all-zero row: that row could receive no label"),
     )
     if check_columns:
-        require_column_support(support.any(-2), checks)
-    return tensor3
+        require_column_support(tensor3.sum(-2) > 0, checks)
+    return tensor3, value_range
 
 
 def require_column_support(column_support: torch.Tensor, checks: DeferredChecks, where: str = "") -> None:

@@ -75,6 +75,7 @@ class Problem:
     checks: DeferredChecks = field(default_factory=DeferredChecks)
     reducer: Reducer = field(default_factory=Reducer)
     score_range: tuple[float, float] | None = None  #: (min, max) of the scores, when known for free
+    prior_range: tuple[float, float] | None = None  #: (min, max) of the prior, when known for free
     return_potentials: bool = False  #: whether the caller wants the dual potentials
 
     @property

@@ -49,8 +49,10 @@ def colabel(predictions: Sequence[Array], weights: Sequence[float] | None = None
       :math:`\log \sum_i w_i\, \mathrm{softmax}(x_i)`, returned as log-probabilities.
     * ``space="logits"`` (the official CASE code): average the logits, :math:`\sum_i w_i x_i`.
 
-    For a single stream both return the input up to a per-row constant, which never
-    changes the labels. The result goes to :func:`sinkhorn` or :func:`sinkhorn_with_prior`
+    For a single stream both return the input up to a per-row constant, which does not
+    change the converged labels (tolerance mode); the fixed-iteration mode, like the SwAV
+    loop it reproduces, is sensitive to it, so ``space="logits"`` is the one that leaves a
+    single stream's three-iteration labels untouched. The result goes to :func:`sinkhorn` or :func:`sinkhorn_with_prior`
     with the same ``epsilon`` one would use for one stream.
 
     Parameters

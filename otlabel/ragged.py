@@ -564,7 +564,7 @@ def sinkhorn_ragged(
     check_scores_finite(scores2, checks)
     prior2 = None
     if prior is not None:
-        prior2 = check_prior(prior, scores2.unsqueeze(0), False, checks, check_columns=False)[0]
+        prior2 = check_prior(prior, scores2.unsqueeze(0), False, checks, check_columns=False)[0][0]
         require_column_support(seg.max((prior2 > 0).to(dtype)) > 0, checks, " within a group")
     col = _col_marginal(col_marginal, n_groups, n_cols, scores2, dtype, checks)
     sizes = ptr64.diff().to(dtype)  # (G,)

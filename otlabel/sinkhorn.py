@@ -116,7 +116,9 @@ def build_problem(
         batch, n_rows, n_cols = scores3.shape
         checks = DeferredChecks()
         score_range = check_scores_finite(scores3, checks)
-        prior3 = None if prior is None else check_prior(prior, scores3, batched, checks, check_columns=not split)
+        prior3, prior_range = (
+            (None, None) if prior is None else check_prior(prior, scores3, batched, checks, check_columns=not split)
+        )
         col = (
             torch.full((batch, n_cols), 1.0 / n_cols, dtype=dtype, device=scores3.device)
             if col_marginal is None
@@ -168,6 +170,7 @@ def build_problem(
         checks=checks,
         reducer=reducer,
         score_range=score_range,
+        prior_range=prior_range,
         return_potentials=return_info,
     )
     return problem, batched, was_numpy
@@ -256,7 +259,9 @@ def sinkhorn(
     scores : Tensor or ndarray, shape (N, K) or (B, N, K)
         Logits or log-probabilities of N samples over K classes or clusters (any float
         dtype; float16/bfloat16 are computed in float32). A per-row constant never changes
-        the answer. A numpy input gives a numpy output.
+        the converged answer (tolerance mode); the fixed-iteration mode reproduces the SwAV
+        loop, whose first column step weighs rows by exp(scores / epsilon), so its three-
+        iteration labels do depend on it. A numpy input gives a numpy output.
     epsilon : float, default 0.05
         Entropic regularisation (POT's ``reg``, SwAV's ``epsilon``); must be > 0.
         Smaller is sharper. The CASE paper's "ε = 20" is ``epsilon=0.05`` on cosine scores.

@@ -94,13 +94,21 @@ def _healthy(negative_low: float, high: float, dtype: torch.dtype) -> bool:
 GLOBAL_SHIFT_SPAN = {torch.float32: 60.0, torch.float64: 600.0}
 
 
-def _narrow_span(problem: Problem) -> tuple[float, float] | None:
-    """(span, max) of scores / epsilon when a single global shift is safe, else None."""
-    if problem.score_range is None or problem.prior is not None or problem.reducer.distributed:
+def _global_shift(problem: Problem) -> float | None:
+    """-max(scores) / epsilon when one global shift keeps the kernel safely in range, else None.
+
+    The kernel's entries then lie in [exp(-span), max(prior)] with span the range of
+    scores / epsilon + log(prior); a prior with zeros always takes the per-row/column shifts.
+    """
+    if problem.score_range is None or problem.reducer.distributed:
         return None
     low, high = (value / problem.epsilon for value in problem.score_range)
     span = high - low
-    return (span, high) if span <= GLOBAL_SHIFT_SPAN[problem.dtype] else None
+    if problem.prior is not None:
+        if problem.prior_range is None or problem.prior_range[0] <= 0:
+            return None
+        span += math.log(problem.prior_range[1] / problem.prior_range[0])
+    return -high if span <= GLOBAL_SHIFT_SPAN[problem.dtype] else None
 
 
 #: Rows per block of the float32 column sums (see _accurate_column_sums).
@@ -144,22 +152,25 @@ class _Scaling:
         self.problem = problem
         batch, n_rows, n_cols = problem.shape
         dtype = problem.dtype
-        kernel = log_kernel(problem)
-        span = _narrow_span(problem)
-        if span is not None:
-            # Well-scaled scores: one global shift keeps every entry in [exp(-span), 1], and the
-            # per-row and per-column maxima (slow small-axis reductions on the CPU) are not needed.
-            shift = -span[1]
+        shift = _global_shift(problem)
+        if shift is not None:
+            # Well-scaled scores: one global shift keeps every entry in range, and the per-row
+            # and per-column maxima (slow small-axis reductions on the CPU) are not needed; a
+            # prior multiplies the kernel instead of adding its logarithm (one pass fewer).
+            scores = problem.scores if problem.scores.dtype == dtype else problem.scores.to(dtype)
+            kernel = torch.div(scores, problem.epsilon).add_(shift).exp_()
+            if problem.prior is not None:
+                kernel.mul_(problem.prior)
             g0 = torch.full((batch, 1, n_cols), shift, dtype=dtype, device=kernel.device)
             f0 = torch.zeros(batch, n_rows, 1, dtype=dtype, device=kernel.device)
-            kernel.add_(shift)
         else:
             # Shift columns, then rows, so that every row and every column has maximum exactly 1.
+            kernel = log_kernel(problem)
             g0 = -problem.reducer.max(_column_max(kernel))  # (B, 1, K)
             kernel.add_(g0)
             f0 = -kernel.amax(-1, keepdim=True)  # (B, N, 1), >= 0
-            kernel.add_(f0)
-        self.kernel = kernel.exp_()
+            kernel.add_(f0).exp_()
+        self.kernel = kernel
         self.f0, self.g0 = f0, g0
         self.row_mass = problem.row_mass.unsqueeze(-1)  # (B, N, 1)
         self.col_mass = problem.col_mass.unsqueeze(-2)  # (B, 1, K)
