@@ -136,8 +136,12 @@ def main() -> None:
                         help="above this many entries only the fixed-iteration methods run")
     parser.add_argument("--pot-log-max-entries", type=int, default=10_000_000,
                         help="skip POT's sinkhorn_log above this many entries (too slow to wait for)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's own choice); 1 is steadier on a busy machine")
     parser.add_argument("--out", default="benchmarks/results/bench_sinkhorn.json")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     warnings.simplefilter("ignore")  # POT warns on overflow/non-convergence; finiteness is reported instead
     results: list[dict[str, Any]] = []
