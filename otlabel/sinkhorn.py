@@ -132,9 +132,10 @@ def build_problem(
             )
         )
         constrained = prior3 is not None and (col_marginal is not None or row_marginal is not None)
-        live_rows = torch.ones_like(scores3[..., 0], dtype=torch.bool) if row is None else row > 0
-        live_cols = col > 0
+        live_rows = live_cols = None
         if constrained:
+            live_rows = torch.ones_like(scores3[..., 0], dtype=torch.bool) if row is None else row > 0
+            live_cols = col > 0
             support = prior3 > 0
             require_reachable_rows((support & live_cols.unsqueeze(-2)).any(-1), live_rows, checks)
             if not split:
@@ -145,10 +146,13 @@ def build_problem(
     # From here on every rank of a process group is known to take the same branches; what
     # follows up to the Problem only matters for a slice of a global batch (process_group).
     n_total = agreement.total_rows if split else n_rows
-    if row is None:
-        row = torch.full((batch, n_rows), 1.0 / n_total, dtype=dtype, device=scores3.device)
+    if row is None:  # every row sums to 1
+        row_mass = torch.ones((batch, n_rows), dtype=dtype, device=scores3.device)
     elif split:
-        row = normalise_marginal(row, reducer.sum(row.sum(-1)), "row_marginal", checks, " over all ranks")
+        total = reducer.sum(row.sum(-1))
+        row_mass = n_total * normalise_marginal(row, total, "row_marginal", checks, " over all ranks")
+    else:
+        row_mass = n_total * row
     if split and prior3 is not None:
         support = prior3 > 0
         parts = [support.any(-2)] + ([(support & live_rows.unsqueeze(-1)).any(-2)] if constrained else [])
@@ -160,7 +164,7 @@ def build_problem(
         scores=scores3.detach(),
         prior=None if prior3 is None else prior3.detach(),
         epsilon=epsilon,
-        row_mass=row * n_total,
+        row_mass=row_mass,
         col_mass=col * n_total,
         dtype=dtype,
         n_iter=n_iter,

@@ -18,6 +18,7 @@ Two paths share one schedule (column step, then row step, ``n`` times; rows last
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -56,8 +57,10 @@ class _Status:
         checks = self.problem.checks
         device = self.problem.scores.device
         # float64: float64 sums span ranges that float32 would flush to 0 or inf
-        parts = [checks.as_tensor(device).to(torch.float64)] + [v.reshape(-1).to(torch.float64) for v in values]
-        status = self.problem.reducer.max(torch.cat(parts))
+        parts = [v.reshape(-1).to(torch.float64) for v in values]
+        if checks.flags:
+            parts.insert(0, checks.as_tensor(device).to(torch.float64))
+        status = self.problem.reducer.max(parts[0] if len(parts) == 1 else torch.cat(parts))
         numbers = status.tolist()
         n_checks = len(checks.flags)
         checks.raise_from(numbers[:n_checks])
@@ -145,6 +148,12 @@ def _accurate_column_sums(a: torch.Tensor, kernel: torch.Tensor, bias: torch.Ten
     return total.to(kernel.dtype)
 
 
+@functools.cache
+def _tiny(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The smallest normal number as a (1, 1, 1) tensor (a bias for baddbmm), made once."""
+    return torch.full((1, 1, 1), torch.finfo(dtype).tiny, dtype=dtype, device=device)
+
+
 class _Scaling:
     """State of the scaling path: plan = a * G * b with G = exp(L0 + f0 + g0)."""
 
@@ -161,8 +170,8 @@ class _Scaling:
             kernel = torch.div(scores, problem.epsilon).add_(shift).exp_()
             if problem.prior is not None:
                 kernel.mul_(problem.prior)
-            g0 = torch.full((batch, 1, n_cols), shift, dtype=dtype, device=kernel.device)
-            f0 = torch.zeros(batch, n_rows, 1, dtype=dtype, device=kernel.device)
+            self._global_shift = shift  # f0 = 0 and g0 = shift, made only if needed
+            self.a = torch.ones(batch, n_rows, 1, dtype=dtype, device=kernel.device)
         else:
             # Shift columns, then rows, so that every row and every column has maximum exactly 1.
             kernel = log_kernel(problem)
@@ -170,17 +179,32 @@ class _Scaling:
             kernel.add_(g0)
             f0 = -kernel.amax(-1, keepdim=True)  # (B, N, 1), >= 0
             kernel.add_(f0).exp_()
+            self._global_shift, self._f0, self._g0 = None, f0, g0
+            # The first column step must see the unshifted rows (as the SwAV loop does): undo
+            # the row shift in the starting row scaling. exp(-f0) lies in (0, 1], so nothing
+            # overflows, and every column sum is at least 1 (the row holding a column's maximum
+            # has f0 = 0).
+            self.a = torch.exp(-f0)
         self.kernel = kernel
-        self.f0, self.g0 = f0, g0
         self.row_mass = problem.row_mass.unsqueeze(-1)  # (B, N, 1)
         self.col_mass = problem.col_mass.unsqueeze(-2)  # (B, 1, K)
         # a tiny bias keeps 0/0 out of zero-mass rows and columns at no extra kernel launch
-        self.bias = torch.full((1, 1, 1), torch.finfo(dtype).tiny, dtype=dtype, device=kernel.device)
-        # The first column step must see the unshifted rows (as the SwAV loop does): undo the
-        # row shift in the starting row scaling. exp(-f0) lies in (0, 1], so nothing overflows,
-        # and every column sum is at least 1 (the row holding a column's maximum has f0 = 0).
-        self.a = torch.exp(-f0)
+        self.bias = _tiny(dtype, kernel.device)
         self.b = torch.ones(batch, 1, n_cols, dtype=dtype, device=self.kernel.device)
+
+    @property
+    def f0(self) -> torch.Tensor:
+        """Row shift (B, N, 1) of the kernel: G = exp(L0 + f0 + g0)."""
+        if self._global_shift is not None:
+            return torch.zeros_like(self.a)
+        return self._f0
+
+    @property
+    def g0(self) -> torch.Tensor:
+        """Column shift (B, 1, K) of the kernel."""
+        if self._global_shift is not None:
+            return torch.full_like(self.b, self._global_shift)
+        return self._g0
 
     def column_sums(self) -> torch.Tensor:
         """Column sums of diag(a) G, shape (B, 1, K) (all-reduced in a distributed job)."""
