@@ -119,11 +119,12 @@ def build_problem(
         prior3, prior_range = (
             (None, None) if prior is None else check_prior(prior, scores3, batched, checks, check_columns=not split)
         )
-        col = (
-            torch.full((batch, n_cols), 1.0 / n_cols, dtype=dtype, device=scores3.device)
-            if col_marginal is None
-            else check_marginal(col_marginal, "col_marginal", n_cols, "K", batch, batched, scores3, dtype, checks)
-        )
+        if col_marginal is not None:
+            col = check_marginal(col_marginal, "col_marginal", n_cols, "K", batch, batched, scores3, dtype, checks)
+        elif split:  # the ranks compare their marginals
+            col = torch.full((batch, n_cols), 1.0 / n_cols, dtype=dtype, device=scores3.device)
+        else:  # equipartition, built directly as masses below
+            col = None
         row = (  # a slice of a global row marginal is normalised once every rank's sum is known
             None
             if row_marginal is None
@@ -135,7 +136,7 @@ def build_problem(
         live_rows = live_cols = None
         if constrained:
             live_rows = torch.ones_like(scores3[..., 0], dtype=torch.bool) if row is None else row > 0
-            live_cols = col > 0
+            live_cols = torch.ones((batch, n_cols), dtype=torch.bool, device=scores3.device) if col is None else col > 0
             support = prior3 > 0
             require_reachable_rows((support & live_cols.unsqueeze(-2)).any(-1), live_rows, checks)
             if not split:
@@ -165,7 +166,11 @@ def build_problem(
         prior=None if prior3 is None else prior3.detach(),
         epsilon=epsilon,
         row_mass=row_mass,
-        col_mass=col * n_total,
+        col_mass=(
+            torch.full((batch, n_cols), n_total / n_cols, dtype=dtype, device=scores3.device)
+            if col is None
+            else col * n_total
+        ),
         dtype=dtype,
         n_iter=n_iter,
         tol=tol,
