@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(timing_path, timing)
     wall = sum(i["seconds"] for i in timing["invocations"]) or None
+    commands = [i["command"] for i in timing["invocations"]]
     report_dir = Path(args.report_dir) if args.report_dir else out / "report"
     report = write_report(
         report_dir,
@@ -123,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         records,
         base_config=args.config,
         seeds=args.seeds,
-        command=_command(argv),
+        command=commands[0] if commands else _command(argv),  # the command that trained the runs
+        overrides=args.set,
         wall_seconds=wall,
+        invocations=len(commands),
     )
     failed = [r for r in records if r.status == "failed"]
     print(f"report: {report} ({seconds:.0f} s this invocation; {len(failed)} failed runs)", flush=True)

@@ -588,8 +588,9 @@ def _pm(mean: float, std: float, n: int, scale: float = 100.0, digits: int = 1) 
     return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
 
 
-def _protocol(cfg: Config, base_config: Path, seeds: Sequence[int]) -> list[str]:
+def _protocol(cfg: Config, base_config: Path, seeds: Sequence[int], overrides: Sequence[str]) -> list[str]:
     d, s = cfg.data, cfg.data.synthetic
+    extra = (" with " + ", ".join(f"`{o}`" for o in overrides)) if overrides else ""
     data = (
         f"synthetic THUMOS14-like set (generator seed {s.seed}, scale {s.scale}, videos capped at "
         f"{s.max_snippets} snippets, {s.num_classes} classes)"
@@ -602,7 +603,7 @@ def _protocol(cfg: Config, base_config: Path, seeds: Sequence[int]) -> list[str]
         "Fixed before any result was seen; nothing was tuned afterwards.",
         "",
         f"* **Data**: {data}; the training split trains, the test split scores.",
-        f"* **Base configuration**: `{base_config.name}` — T = {d.num_segments}, batch {cfg.train.batch_size}, "
+        f"* **Base configuration**: `{base_config.name}`{extra} — T = {d.num_segments}, batch {cfg.train.batch_size}, "
         f"{cfg.train.steps} steps, Adam lr {cfg.optim.lr:g}, hidden width {cfg.model.hidden_dim}, "
         f"K = {cfg.model.num_clusters}, σ = {cfg.labeling.scc.sigma:g}, λ_S = {cfg.loss.lambda_scc:g}, "
         f"λ_C = {cfg.loss.lambda_ccc:g}, ε = {cfg.labeling.scc.epsilon:g} (the paper's ε = 20), 3 Sinkhorn iterations. "
@@ -639,9 +640,27 @@ def write_report(
     base_config: str | Path,
     seeds: Sequence[int],
     command: str,
+    overrides: Sequence[str] = (),
     wall_seconds: float | None = None,
+    invocations: int = 1,
 ) -> Path:
     """Write ``report.md``, ``results.json`` and the PNG figures into ``folder``.
+
+    Parameters
+    ----------
+    folder : path
+        Created if missing; existing files of the same names are replaced (atomically).
+    tables, records : as returned by :func:`run_ablation`
+    base_config : path
+        The base configuration (described in the report's protocol, with ``overrides``).
+    seeds : sequence of int
+    command : str
+        The command that trained the runs, quoted in the report.
+    overrides : sequence of str
+        The ``--set`` items every run received.
+    wall_seconds : float, optional
+        Wall time of the invocations that trained the runs, and their number.
+    invocations : int
 
     Returns
     -------
@@ -651,16 +670,15 @@ def write_report(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     base_config = Path(base_config)
-    cfg = load_config(base_config)
+    cfg = load_config(base_config, overrides)
     done = [r for r in records if r.result.get("modes")]
     tiou = cfg.eval.tiou
     if done:
         tiou = next(iter(done[0].result["modes"].values()))["tiou"]
-    lines = ["# CASE ablations on the synthetic THUMOS14-like set", ""]
-    trained = sum(1 for r in records if r.status == "trained")
+    where = "the synthetic THUMOS14-like set" if cfg.data.source == "synthetic" else f"`{cfg.data.root}`"
+    lines = [f"# CASE ablations on {where}", ""]
     lines += [
-        f"{len(done)} runs ({len({r.variant for r in done})} training configurations × {len(seeds)} seeds), "
-        f"{trained} trained by the last invocation, the rest reused from earlier ones.",
+        f"{len(done)} runs ({len({r.variant for r in done})} training configurations × {len(seeds)} seeds), trained by",
         "",
         "```bash",
         command,
@@ -669,9 +687,10 @@ def write_report(
     ]
     if wall_seconds is not None:
         train_total = sum(r.result.get("train_seconds", 0.0) for r in done)
+        spread = f" ({invocations} invocations)" if invocations > 1 else ""
         lines += [
-            f"Wall time of the invocations that produced these runs: {_format_seconds(wall_seconds)} "
-            f"(training alone, summed over the runs: {_format_seconds(train_total)}).",
+            f"Wall time{spread}: {_format_seconds(wall_seconds)}; training alone, summed over the runs: "
+            f"{_format_seconds(train_total)}.",
             "",
         ]
     problems = [r for r in records if r.status in ("failed", "missing")]
@@ -680,7 +699,7 @@ def write_report(
             "**Incomplete**: " + "; ".join(f"{r.variant} seed {r.seed}: {r.error or r.status}" for r in problems),
             "",
         ]
-    lines += _protocol(cfg, base_config, seeds)
+    lines += _protocol(cfg, base_config, seeds, overrides)
 
     results: dict[str, Any] = {"seeds": list(seeds), "tiou": tiou, "tables": {}, "runs": {}}
     verdicts: list[str] = []
