@@ -83,6 +83,25 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     timing_path = out / "timing.json"
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {"invocations": []}
+    # an invocation is recorded when it starts and after every run it trains, so that one
+    # killed part-way still counts toward the grid's wall time when a later one finishes it
+    invocation = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "seconds": 0.0,
+        "trained": 0,
+        "command": _command(argv),
+    }
+
+    def record_progress(line: str) -> None:
+        print(line, flush=True)
+        if ": trained in " in line:
+            if invocation["trained"] == 0:
+                timing["invocations"].append(invocation)
+            invocation["trained"] += 1
+            invocation["seconds"] = round(time.time() - started, 1)
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(timing_path, timing)
+
     print(
         f"ablation: {len(variants)} configurations x {len(args.seeds)} seeds = {len(variants) * len(args.seeds)} runs "
         f"into {out}; tables {', '.join(t.key for t in tables)}",
@@ -97,23 +116,14 @@ def main(argv: list[str] | None = None) -> int:
             variants=args.variants,
             overrides=args.set,
             train_missing=not args.report_only,
-            log=lambda line: print(line, flush=True),
+            log=record_progress,
         )
     except (AblationError, ConfigError) as err:
         print(f"ablate.py: error: {err}", file=sys.stderr)
         return 2
     seconds = time.time() - started
-    trained = sum(1 for r in records if r.status == "trained")
-    if trained:  # invocations that trained something count toward the grid's wall time
-        timing["invocations"].append(
-            {
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-                "seconds": round(seconds, 1),
-                "trained": trained,
-                "command": _command(argv),
-            }
-        )
-        out.mkdir(parents=True, exist_ok=True)
+    if invocation["trained"]:
+        invocation["seconds"] = round(seconds, 1)
         atomic_write_json(timing_path, timing)
     wall = sum(i["seconds"] for i in timing["invocations"]) or None
     commands = [i["command"] for i in timing["invocations"]]

@@ -98,6 +98,10 @@ def test_a_second_invocation_reuses_finished_runs_and_resumes_a_broken_one(grid:
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "full seed 0: trained" in resumed.stdout and "baseline seed 0: cached" in resumed.stdout
     assert json.loads((run / "metrics.json").read_text()) == before  # resumed from step 50: the same run
+    # wall time: the invocations that trained something (the first and the resuming one), not the cached one
+    invocations = json.loads((grid / "abl" / "timing.json").read_text())["invocations"]
+    assert [i["trained"] for i in invocations] == [2, 1] and all(i["seconds"] > 0 for i in invocations)
+    assert "Wall time (2 invocations)" in (grid / "report" / "report.md").read_text()
 
 
 def test_a_run_of_another_configuration_is_refused(grid: Path) -> None:
