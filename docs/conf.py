@@ -43,5 +43,6 @@ intersphinx_mapping: dict = {}
 html_theme = "furo"
 html_title = "otlabel"
 html_static_path: list[str] = []
-exclude_patterns = ["_build"]
+# _static/ablation/report.md is included by wtal_ablation.md, not a page of its own
+exclude_patterns = ["_build", "_static/ablation/*.md"]
 nitpicky = False

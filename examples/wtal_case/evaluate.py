@@ -9,11 +9,25 @@ prints ``{"tiou": [...], "mAP": [...], "average": ...}`` (fractions). Without ``
 prints a table in percent (``--per-class`` adds one row per class). ``--out FILE`` also writes
 the JSON object atomically. Exit status 2 on a malformed or missing file. The protocol and the
 file formats are documented in ``case.metrics`` and docs/wtal_evaluation.md.
+
+A trained model instead of a predictions file::
+
+    python examples/wtal_case/evaluate.py --checkpoint runs/x/checkpoints/final.pt \\
+        [--config examples/wtal_case/configs/thumos14.yaml] [--set eval.split=test] [--gt GT.json]
+
+runs the checkpoint on a data set — by default its own run's test split; ``--config`` and
+``--set`` choose another data set or test-time settings (the ``data``, ``eval``,
+``postprocess`` and ``train.device`` values; the model is the checkpoint's) — and writes
+``predictions.json`` for every video, with or without ground truth, into ``--eval-dir``
+(default ``<run>/eval-<checkpoint>-<config>-<split>/``). When the data set's videos carry
+annotations (or ``--gt`` is given) it also writes ``metrics.json`` there and prints the
+scores as above; otherwise it only writes the predictions.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -35,19 +49,24 @@ from case.metrics import (  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(
-        description="Detection mAP by the ActivityNet protocol (all-point interpolated AP).")
-    parser.add_argument("--gt", required=True, metavar="GT.json",
+        description="Detection mAP by the ActivityNet protocol (all-point interpolated AP), of a "
+        "predictions file or of a trained checkpoint run on a data set.")
+    parser.add_argument("--gt", default=None, metavar="GT.json",
                         help="ActivityNet-style ground truth: database -> video -> subset, "
-                             "annotations [{segment: [start, end], label}]")
-    # Where the predictions come from. A model-run source (--checkpoint with --config) belongs
-    # in this group too, so that exactly one source is given.
+                             "annotations [{segment: [start, end], label}]; required with --pred, "
+                             "optional with --checkpoint (default: the data set's annotations)")
+    # Where the predictions come from: exactly one source.
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--pred", metavar="PRED.json",
                         help='predictions: {"results": {video: [{label, score, segment}]}}')
-    parser.add_argument("--subset", default="test",
-                        help="ground-truth subset to evaluate on (default: test)")
-    parser.add_argument("--tiou", type=float, nargs="+", default=list(DEFAULT_TIOU_THRESHOLDS),
-                        metavar="T", help="tIoU thresholds (default: 0.1 0.2 ... 0.7)")
+    source.add_argument("--checkpoint", metavar="CKPT.pt",
+                        help="run this trained model (train.py's checkpoints/*.pt) on a data set and "
+                             "write its predictions; see --config, --set, --eval-dir")
+    parser.add_argument("--subset", default=None,
+                        help="ground-truth subset to evaluate on (default: test; with --checkpoint, "
+                             "the evaluated split)")
+    parser.add_argument("--tiou", type=float, nargs="+", default=None, metavar="T",
+                        help="tIoU thresholds (default: 0.1 0.2 ... 0.7; with --checkpoint, eval.tiou)")
     parser.add_argument("--ambiguous", metavar="FILE", default=None,
                         help="drop predictions overlapping these ambiguous segments "
                              "(THUMOS14 Ambiguous_test.txt); off by default")
@@ -57,12 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also report the AP of every class")
     parser.add_argument("--out", metavar="FILE", default=None,
                         help="also write {tiou, mAP, average} to this JSON file (atomically)")
+    model = parser.add_argument_group("with --checkpoint")
+    model.add_argument("--config", default=None, metavar="YAML",
+                       help="data set and test-time settings (data, eval, postprocess, train.device); "
+                            "default: the checkpoint's own")
+    model.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a test-time value, e.g. eval.split=test or "
+                            "postprocess.foreground_mode=attention (repeatable)")
+    model.add_argument("--device", default=None, help="cpu or cuda (overrides train.device)")
+    model.add_argument("--eval-dir", default=None, metavar="DIR",
+                       help="where predictions.json and metrics.json go "
+                            "(default: <run>/eval-<checkpoint>-<config>-<split>)")
     return parser
-
-
-def predictions_from_args(args: argparse.Namespace) -> str | Mapping[str, Any]:
-    """The predictions to score: a file today; a model run on a data set later."""
-    return args.pred
 
 
 def report(metrics: DetectionMetrics, args: argparse.Namespace) -> str:
@@ -85,15 +110,101 @@ def report(metrics: DetectionMetrics, args: argparse.Namespace) -> str:
     return summary + "\n" + format_metrics(metrics, per_class=args.per_class)
 
 
+def default_eval_dir(checkpoint: Path, config: str | None, split: str) -> Path:
+    """``<run>/eval-<checkpoint stem>-<config stem or "run">-<split>`` beside the checkpoint's run."""
+    run = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    return run / f"eval-{checkpoint.stem}-{Path(config).stem if config else 'run'}-{split}"
+
+
+def _read_ground_truth(path: str) -> Mapping[str, Any]:
+    try:
+        gt = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DetectionFileError(f"{path}: ground-truth file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DetectionFileError(f"{path}: cannot read ground truth ({exc})") from None
+    if not (isinstance(gt, Mapping) and isinstance(gt.get("database"), Mapping)):
+        raise DetectionFileError(f"{path}: expected a 'database' object mapping video names to their entries")
+    return gt
+
+
+def run_checkpoint(args: argparse.Namespace) -> DetectionMetrics | None:
+    """``--checkpoint``: predict on the data set, write predictions (and metrics when there is ground truth).
+
+    Returns the metrics, or None when the data set has no annotation and no ``--gt`` is given.
+    Progress notes go to stderr (stdout stays one JSON object with ``--json``).
+    """
+    import torch
+    from case import checkpoint as ckpt
+    from case.data import build_dataset
+    from case.engine import load_for_inference
+    from case.inference import (
+        detections,
+        has_annotations,
+        inference_class_names,
+        inference_config,
+        predict_outputs,
+        score_detections,
+    )
+
+    checkpoint = Path(args.checkpoint)
+    trained = load_for_inference(checkpoint, "cpu")
+    overrides = list(args.set) + ([f"train.device={args.device}"] if args.device else [])
+    cfg = inference_config(trained.config, args.config, overrides)
+    if args.tiou is not None:
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, tiou=list(args.tiou)))
+    if args.ambiguous is not None:
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, ambiguous=args.ambiguous))
+    if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("train.device is 'cuda' but no CUDA device is available; use --device cpu")
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = torch.device(cfg.train.device)
+    trained = dataclasses.replace(trained, model=trained.model.to(device), cluster_fg=trained.cluster_fg.to(device))
+
+    split = cfg.eval.split
+    dataset = build_dataset(cfg.data, split, cfg.eval.sampling, seed=cfg.train.seed)
+    class_names = inference_class_names(trained, dataset.class_names)
+    predictions = detections(predict_outputs(trained, dataset, cfg, device), class_names, cfg)
+    out_dir = Path(args.eval_dir) if args.eval_dir else default_eval_dir(checkpoint, args.config, split)
+    ckpt.atomic_write_json(out_dir / "predictions.json", predictions)
+    gt = _read_ground_truth(args.gt) if args.gt else dataset.ground_truth()
+    bare = sum(1 for e in dataset.ground_truth()["database"].values() if not e["annotations"])
+    note = f"predictions for {len(dataset)} {split} videos ({bare} without ground truth): {out_dir}/predictions.json"
+    if not args.gt and not has_annotations(gt):
+        print(f"{note}; no annotation in the data set: nothing to evaluate", file=sys.stderr)
+        return None
+    args.subset = args.subset or split
+    metrics = score_detections(predictions, gt, args.subset, cfg)
+    write_metrics(out_dir / "metrics.json", metrics)
+    print(f"{note}; metrics: {out_dir}/metrics.json", file=sys.stderr)
+    return metrics
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.pred is not None:
+        if args.gt is None:
+            parser.error("--gt is required with --pred")
+        misplaced = [flag for flag, value in (("--config", args.config), ("--set", args.set),
+                                              ("--device", args.device), ("--eval-dir", args.eval_dir)) if value]
+        if misplaced:
+            parser.error(f"{', '.join(misplaced)} only apply with --checkpoint")
     try:
-        metrics = evaluate_detection(args.gt, predictions_from_args(args), subset=args.subset,
-                                     tiou_thresholds=args.tiou, ambiguous=args.ambiguous)
+        if args.checkpoint is not None:
+            metrics = run_checkpoint(args)
+            if metrics is None:
+                return 0
+        else:
+            args.subset = args.subset or "test"
+            metrics = evaluate_detection(args.gt, args.pred, subset=args.subset,
+                                         tiou_thresholds=args.tiou or DEFAULT_TIOU_THRESHOLDS,
+                                         ambiguous=args.ambiguous)
         if args.out:
             write_metrics(args.out, metrics)
-    except (DetectionFileError, FileNotFoundError, ValueError, OSError) as exc:
+    except (DetectionFileError, FileNotFoundError, ValueError, OSError, RuntimeError) as exc:
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
     print(report(metrics, args))

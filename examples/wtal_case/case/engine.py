@@ -47,11 +47,14 @@ __all__ = [
     "BatchOrder",
     "Distributed",
     "build_model",
+    "TrainedModel",
+    "load_for_inference",
     "load_trained",
     "predict_video",
     "predict_dataset",
     "detect_dataset",
     "evaluate_predictions",
+    "known_labels_only",
     "train",
     "RunFolderError",
 ]
@@ -257,11 +260,48 @@ def build_model(cfg: Config, num_classes: int) -> CASEModel:
     return CASEModel(cfg.data.feature_dim, num_classes, cfg.model)
 
 
-def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[CASEModel, Tensor, Config]:
-    """The model, Q^C[:, fg] and configuration saved in a checkpoint, ready for inference.
+@dataclass
+class TrainedModel:
+    """What a checkpoint holds for inference.
 
-    For ``evaluate.py --checkpoint``: ``detect_dataset(predict_dataset(model, dataset,
-    cluster_fg, cfg, device), dataset.class_names, cfg)`` gives the run's detections.
+    Attributes
+    ----------
+    model : CASEModel
+        In eval mode, on the requested device.
+    cluster_fg : Tensor (K,)
+        Q^C[:, fg] of the last cluster classification (clustering-assisted testing).
+    config : Config
+        The configuration the model was trained with.
+    class_names : list of str or None
+        The class of each classifier output, in order (None in checkpoints written before
+        the class names were saved).
+    step : int
+        Training steps behind the weights.
+    path : Path
+        The checkpoint file.
+    """
+
+    model: CASEModel
+    cluster_fg: Tensor
+    config: Config
+    class_names: list[str] | None
+    step: int
+    path: Path
+
+    @property
+    def num_classes(self) -> int:
+        """C, the number of classifier outputs."""
+        return int(self.model.streams["rgb"].classifier.weight.shape[0])
+
+
+def load_for_inference(checkpoint: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
+    """The model, Q^C[:, fg], configuration and class names saved in a checkpoint.
+
+    Examples
+    --------
+    >>> trained = load_for_inference("runs/synthetic-seed0/checkpoints/final.pt")  # doctest: +SKIP
+    >>> trained.class_names[:2], trained.cluster_fg.shape  # doctest: +SKIP
+    (['BaseballPitch', 'BasketballDunk'], torch.Size([16]))
     """
     from .config import from_dict
 
@@ -271,7 +311,26 @@ def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu") -> 
     model = build_model(cfg, num_classes).to(device)
     model.load_state_dict(state["model"])
     model.eval()
-    return model, state["cluster_fg"].to(device), cfg
+    names = state.get("class_names")
+    return TrainedModel(
+        model,
+        state["cluster_fg"].to(device),
+        cfg,
+        None if names is None else list(names),
+        int(state["step"]),
+        Path(checkpoint),
+    )
+
+
+def load_trained(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[CASEModel, Tensor, Config]:
+    """The model, Q^C[:, fg] and configuration saved in a checkpoint, ready for inference.
+
+    ``detect_dataset(predict_dataset(model, dataset, cluster_fg, cfg, device),
+    dataset.class_names, cfg)`` gives the run's detections; :func:`load_for_inference` also
+    returns the class names (``evaluate.py --checkpoint`` uses it).
+    """
+    trained = load_for_inference(checkpoint, device)
+    return trained.model, trained.cluster_fg, trained.config
 
 
 # --------------------------------------------------------------------------- inference
@@ -471,6 +530,7 @@ def _state(
     cfg: Config,
     extra: dict,
 ) -> dict:
+    # extra: "best" (held-out selection) and "class_names" (what each classifier output means)
     return {
         "format": 1,
         "step": step,
@@ -547,6 +607,7 @@ def _train(cfg: Config, paths: RunPaths, resume: bool, env: Distributed) -> dict
     order = BatchOrder(len(train_set), cfg.train.batch_size, seed, env.rank, env.world)
 
     model = build_model(cfg, len(class_names)).to(device)
+    meta = {"class_names": class_names}  # saved with every checkpoint: what each classifier output means
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
     )
@@ -619,19 +680,20 @@ def _train(cfg: Config, paths: RunPaths, resume: bool, env: Distributed) -> dict
                     best = {"score": score, "step": step}
                     ckpt.save_checkpoint(
                         paths.checkpoints / "best.pt",
-                        _state(model, optimizer, step, cluster_fg, order, cfg, {"best": best}),
+                        _state(model, optimizer, step, cluster_fg, order, cfg, {"best": best, **meta}),
                     )
             if step < cfg.train.steps and cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
                 if env.main:
                     ckpt.save_checkpoint(
                         paths.checkpoints / f"step_{step:06d}.pt",
-                        _state(model, optimizer, step, cluster_fg, order, cfg, {"best": best}),
+                        _state(model, optimizer, step, cluster_fg, order, cfg, {"best": best, **meta}),
                     )
                     ckpt.prune_checkpoints(paths.checkpoints, cfg.train.keep_checkpoints)
                 env.barrier()
         if env.main and not (paths.checkpoints / "final.pt").exists():
             ckpt.save_checkpoint(
-                paths.checkpoints / "final.pt", _state(model, optimizer, step, cluster_fg, order, cfg, {"best": best})
+                paths.checkpoints / "final.pt",
+                _state(model, optimizer, step, cluster_fg, order, cfg, {"best": best, **meta}),
             )
     finally:
         bar.close()
@@ -666,7 +728,7 @@ def _heldout_score(
         return -math.inf
     dataset, indices, gt = heldout
     predictions = detect_dataset(predict_dataset(model, dataset, cluster_fg, cfg, device, indices), class_names, cfg)
-    return float(evaluate_predictions(gt, _known_labels_only(predictions, gt), HELDOUT_SUBSET, cfg).average)
+    return float(evaluate_predictions(gt, known_labels_only(predictions, gt), HELDOUT_SUBSET, cfg).average)
 
 
 def evaluate_run(
@@ -681,7 +743,7 @@ def evaluate_run(
     predictions = detect_dataset(iter(outputs), dataset.class_names, cfg)
     ckpt.atomic_write_json(paths.predictions, predictions)
     gt = evaluation_ground_truth(cfg, dataset)
-    metrics = evaluate_predictions(gt, _known_labels_only(predictions, gt), cfg.eval.split, cfg)
+    metrics = evaluate_predictions(gt, known_labels_only(predictions, gt), cfg.eval.split, cfg)
     write_metrics(paths.metrics, metrics)
     _plots(outputs, gt, cfg, paths)
     return json.loads(paths.metrics.read_text())
@@ -705,8 +767,12 @@ def evaluation_ground_truth(cfg: Config, dataset: Any) -> dict:
     return {"database": database}
 
 
-def _known_labels_only(predictions: dict, gt: dict) -> dict:
-    """Drop detections of classes that no video of the database has (the protocol cannot score them)."""
+def known_labels_only(predictions: dict, gt: dict) -> dict:
+    """Drop detections of classes that no video of ``gt``'s database has.
+
+    The evaluator rejects a label unknown to the ground truth; a class without any instance
+    in the database has no AP, so dropping its detections changes no score.
+    """
     known = {a["label"] for entry in gt["database"].values() for a in entry.get("annotations", [])}
     return {"results": {v: [d for d in dets if d["label"] in known] for v, dets in predictions["results"].items()}}
 

@@ -19,7 +19,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["DEFAULT_ENTROPY_KEYS", "plot_entropy_curves", "plot_foreground"]
+__all__ = ["DEFAULT_ENTROPY_KEYS", "plot_entropy_curves", "plot_foreground", "save_figure"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -33,8 +33,11 @@ DEFAULT_ENTROPY_KEYS: dict[str, str] = {
 }
 
 
-def _save(fig: Figure, path: PathLike) -> Path:
-    """Render ``fig`` to PNG at ``path`` atomically; returns the path."""
+def save_figure(fig: Figure, path: PathLike) -> Path:
+    """Render a bare :class:`~matplotlib.figure.Figure` to PNG at ``path`` atomically; returns the path.
+
+    Also used by the reproduction report's figures (:mod:`case.ablation`).
+    """
     path = Path(path)
     FigureCanvasAgg(fig)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
@@ -154,7 +157,7 @@ def plot_foreground(path: PathLike, attention: Any, cluster: Any = None, mixed: 
                              max((e for _, e, _ in segments), default=0.0)))
     if title:
         axes[0].set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _read_records(records: PathLike | Iterable[Mapping[str, Any]]) -> tuple[list[Mapping], str]:
@@ -245,4 +248,4 @@ def plot_entropy_curves(path: PathLike, records: PathLike | Iterable[Mapping[str
     axes[0].set_ylabel("entropy")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)

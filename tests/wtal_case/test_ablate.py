@@ -1,0 +1,140 @@
+"""``ablate.py`` on a tiny grid (smoke scale, one seed, two training configurations), and its parts."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from case import ablation
+from case.ablation import AblationError, compare, plan, summarize
+from case.config import CONFIG_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
+ABLATE = ROOT / "examples" / "wtal_case" / "ablate.py"
+
+
+def _ablate(base: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = [
+        sys.executable, str(ABLATE), "--config", str(CONFIG_DIR / "smoke.yaml"), "--seeds", "0",
+        "--variants", "baseline", "full", "--out", str(base / "abl"), "--report-dir", str(base / "report"),
+        "--set", f"data.root={base / 'data'}", *extra,
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=base, check=False)
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("ablate")
+    result = _ablate(base)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count(": trained in") == 2
+    return base
+
+
+def test_tiny_grid_writes_the_report(grid: Path) -> None:
+    report = (grid / "report" / "report.md").read_text()
+    results = json.loads((grid / "report" / "results.json").read_text())
+    runs = grid / "abl" / "runs"
+    # the rows that the two trained configurations can fill, and no others
+    for label in ("| Baseline |", "| + SCC + CCC |", "| + SCC + CCC + clustering-assisted testing |", "| P^T |"):
+        assert label in report, label
+    assert "| + SCC |" not in report and "OT, hard" not in report
+    assert "## Protocol" in report and "## Orderings of the paper, checked" in report
+    assert set(results["runs"]) == {"baseline-seed0", "full-seed0"}
+    # the numbers are the runs' own: P^M is train.py's metrics.json, P^A a re-post-processing of the checkpoint
+    table4 = {row["label"]: row for row in results["tables"]["table4"]}
+    metrics = json.loads((runs / "full-seed0" / "metrics.json").read_text())
+    assert table4["+ SCC + CCC + clustering-assisted testing"]["mAP_mean"] == metrics["mAP"]
+    cached = json.loads((runs / "full-seed0" / "ablation.json").read_text())
+    assert table4["+ SCC + CCC"]["average_mean"] == cached["modes"]["attention"]["average"]
+    assert table4["Baseline"]["n"] == 1 and table4["Baseline"]["average_std"] == 0
+    assert results["tables"]["table5"][0]["H_PS_usage_mean"] == cached["H_PS_usage"] > 0
+    for name in ("table4.png", "table7.png", "entropy.png"):
+        assert (grid / "report" / name).stat().st_size > 1000, name
+    assert not (grid / "report" / "clusters.png").exists()  # a sweep needs two points
+
+
+def test_attention_mode_matches_evaluate_py(grid: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    import torch
+
+    script = ROOT / "examples" / "wtal_case" / "evaluate.py"
+    spec = importlib.util.spec_from_file_location("evaluate_cli_ablate", script)
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)  # type: ignore[union-attr]
+    run = grid / "abl" / "runs" / "full-seed0"
+    threads = torch.get_num_threads()
+    try:
+        code = cli.main([
+            "--checkpoint", str(run / "checkpoints" / "final.pt"), "--set", "postprocess.foreground_mode=attention",
+            "--eval-dir", str(grid / "attention"), "--json",
+        ])  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    cached = json.loads((run / "ablation.json").read_text())
+    assert json.loads(capsys.readouterr().out) == cached["modes"]["attention"]
+
+
+def test_a_second_invocation_reuses_finished_runs_and_resumes_a_broken_one(grid: Path) -> None:
+    run = grid / "abl" / "runs" / "full-seed0"
+    final = run / "checkpoints" / "final.pt"
+    stamp = final.stat().st_mtime_ns
+    again = _ablate(grid)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count(": cached in") == 2 and final.stat().st_mtime_ns == stamp
+    # a run killed before its end: only periodic checkpoints, no metrics, no cached evaluation
+    before = json.loads((run / "metrics.json").read_text())
+    for name in ("checkpoints/final.pt", "metrics.json", "ablation.json"):
+        (run / name).unlink()
+    resumed = _ablate(grid)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "full seed 0: trained" in resumed.stdout and "baseline seed 0: cached" in resumed.stdout
+    assert json.loads((run / "metrics.json").read_text()) == before  # resumed from step 50: the same run
+    # wall time: the invocations that trained something (the first and the resuming one), not the cached one
+    invocations = json.loads((grid / "abl" / "timing.json").read_text())["invocations"]
+    assert [i["trained"] for i in invocations] == [2, 1] and all(i["seconds"] > 0 for i in invocations)
+    assert "Wall time (2 invocations)" in (grid / "report" / "report.md").read_text()
+
+
+def test_a_run_of_another_configuration_is_refused(grid: Path) -> None:
+    result = _ablate(grid, "--set", "train.steps=30")
+    assert result.returncode == 2 and "holds a run of another configuration" in result.stderr
+
+
+def test_plan_restricts_rows_and_shares_runs() -> None:
+    tables, variants, modes = plan()
+    assert len(variants) == 15 and variants[0] == "full"
+    assert modes["full"] == ["attention", "mixed", "cluster"]  # Tables 4 and 7 post-process the full model three ways
+    assert sum(len(t.rows) for t in tables) > len(variants)  # rows share runs
+    tables, variants, _ = plan(tables=["table7"])
+    assert variants == ["full"] and [t.key for t in tables] == ["table7"]
+    tables, _, _ = plan(variants=["full", "scc"])
+    table4 = next(t for t in tables if t.key == "table4")
+    assert [r.label for r in table4.rows] == ["+ SCC", "+ SCC + CCC", "+ SCC + CCC + clustering-assisted testing"]
+    assert all(lower != "Baseline" for lower, _ in table4.expected)  # orderings only between rows that remain
+    with pytest.raises(AblationError, match="unknown variant 'k64'"):
+        plan(variants=["k64"])
+    with pytest.raises(AblationError, match="unknown table 'table9'"):
+        plan(tables=["table9"])
+
+
+def test_orderings_are_judged_against_seed_noise() -> None:
+    def rows(*averages: float) -> ablation.Summary:
+        return summarize([{"mAP": [a], "average": a} for a in averages])
+
+    low, high = rows(0.10, 0.12, 0.11), rows(0.20, 0.21, 0.19)
+    verdict, d, se = compare(low, high)
+    assert verdict == "agrees" and d == pytest.approx(0.09) and se == pytest.approx((0.01**2 / 3 * 2) ** 0.5)
+    assert compare(high, low)[0] == "disagrees"
+    assert compare(rows(0.10, 0.20, 0.15), rows(0.12, 0.22, 0.17))[0] == "unresolved"  # d = 0.02 < 2 se
+    assert compare(rows(0.1), rows(0.3))[0] == "unresolved"  # one seed: no spread to judge by
+    result = doctest.testmod(ablation, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0

@@ -1,0 +1,189 @@
+"""``evaluate.py --checkpoint``: a trained model run on a data set, with and without ground truth."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from case.config import CONFIG_DIR, ConfigError, load_config
+from case.engine import detect_dataset, load_for_inference, predict_dataset
+from case.inference import inference_class_names, inference_config
+from case.metrics import evaluate_detection
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "wtal_case"
+_spec = importlib.util.spec_from_file_location("evaluate_cli_checkpoint", EXAMPLE / "evaluate.py")
+cli = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cli)  # type: ignore[union-attr]
+
+
+@pytest.fixture(autouse=True)
+def _keep_thread_count() -> object:
+    """evaluate.py applies the run's ``train.threads`` to this process: restore it for the other tests."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished smoke run of train.py (20 steps are enough to test the plumbing)."""
+    base = tmp_path_factory.mktemp("ckpt")
+    out = base / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLE / "train.py"), "--config", str(CONFIG_DIR / "smoke.yaml"),
+         "--set", f"data.root={base / 'data'}", "--set", "train.steps=20", "--set", "train.progress=false",
+         "--set", "eval.plot_videos=0", "--out", str(out)],
+        capture_output=True, text=True, env=env, cwd=base, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def evaluate(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_checkpoint_reproduces_the_run_s_predictions_and_metrics(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    final = run / "checkpoints" / "final.pt"
+    code, out, err = evaluate(capsys, "--checkpoint", str(final), "--json")
+    assert code == 0, err
+    assert json.loads(out) == json.loads((run / "metrics.json").read_text())
+    folder = run / "eval-final-run-test"  # the default: beside the run, named after checkpoint, config, split
+    assert f"{folder}/predictions.json" in err
+    assert json.loads((folder / "predictions.json").read_text()) == json.loads((run / "predictions.json").read_text())
+    assert json.loads((folder / "metrics.json").read_text()) == json.loads(out)
+    # the checkpoint knows what its outputs mean
+    from case.data import build_dataset
+
+    trained = load_for_inference(final)
+    assert trained.class_names == build_dataset(trained.config.data, "train", "all").class_names
+    assert trained.num_classes == 20 and trained.step == 20 and trained.cluster_fg.shape == (8,)
+
+
+def test_test_time_overrides_change_only_the_post_processing(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    final = run / "checkpoints" / "final.pt"
+    out_dir = tmp_path / "attention"
+    code, _, err = evaluate(
+        capsys, "--checkpoint", str(final), "--set", "postprocess.foreground_mode=attention", "--eval-dir", str(out_dir)
+    )
+    assert code == 0, err
+    # the same detections by the engine's own functions and an independently resolved config
+    cfg = load_config(run / "config.yaml", ["postprocess.foreground_mode=attention"])
+    trained = load_for_inference(final)
+    from case.data import build_dataset
+
+    dataset = build_dataset(cfg.data, "test", cfg.eval.sampling)
+    expected = detect_dataset(
+        predict_dataset(trained.model, dataset, trained.cluster_fg, cfg, torch.device("cpu")), dataset.class_names, cfg
+    )
+    assert json.loads((out_dir / "predictions.json").read_text()) == json.loads(json.dumps(expected))
+    mixed = json.loads((run / "predictions.json").read_text())
+    assert expected != mixed  # P^A instead of P^M: other detections (the CAS weight changes too)
+
+
+def _dataset_without(run: Path, tmp_path: Path, keep: str) -> Path:
+    """The smoke data set as a CASE/BaSNet folder whose gt.json keeps the annotations of ``keep`` videos."""
+    cfg = load_config(run / "config.yaml")
+    source = Path(cfg.data.root)
+    root = tmp_path / f"data-{keep}"
+    root.mkdir()
+    for name in ("features", "split_train.txt", "split_test.txt"):
+        (root / name).symlink_to(source / name)
+    gt = json.loads((source / "gt.json").read_text())
+    test_videos = sorted(v for v, e in gt["database"].items() if e["subset"] == "test")
+    for video, entry in gt["database"].items():
+        if keep == "none" or video in test_videos[::2]:
+            entry["annotations"] = []
+    (root / "gt.json").write_text(json.dumps(gt))
+    return root
+
+
+def test_videos_without_ground_truth_get_predictions_and_count_as_false_positives(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _dataset_without(run, tmp_path, "half")
+    out_dir = tmp_path / "half"
+    code, out, err = evaluate(
+        capsys, "--checkpoint", str(run / "checkpoints" / "final.pt"), "--set", "data.source=basnet",
+        "--set", f"data.root={root}", "--eval-dir", str(out_dir), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    predictions = json.loads((out_dir / "predictions.json").read_text())
+    gt = json.loads((root / "gt.json").read_text())
+    test_videos = {v for v, e in gt["database"].items() if e["subset"] == "test"}
+    bare = {v for v in test_videos if not gt["database"][v]["annotations"]}
+    assert set(predictions["results"]) == test_videos and bare  # every video, annotated or not
+    assert f"({len(bare)} without ground truth)" in err
+    assert any(predictions["results"][v] for v in bare)
+    # scored by the protocol on the data set's own ground truth: detections in bare videos are false positives
+    known = {a["label"] for e in gt["database"].values() for a in e["annotations"]}
+    kept = {v: [d for d in dets if d["label"] in known] for v, dets in predictions["results"].items()}
+    assert json.loads(out) == evaluate_detection(gt, {"results": kept}, subset="test").to_dict()
+
+
+def test_a_data_set_without_any_annotation_only_gets_predictions(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _dataset_without(run, tmp_path, "none")
+    out_dir = tmp_path / "none"
+    code, out, err = evaluate(
+        capsys, "--checkpoint", str(run / "checkpoints" / "final.pt"), "--set", "data.source=basnet",
+        "--set", f"data.root={root}", "--eval-dir", str(out_dir), "--json",
+    )  # fmt: skip
+    assert code == 0 and out == "" and "nothing to evaluate" in err
+    assert not (out_dir / "metrics.json").exists()
+    predictions = json.loads((out_dir / "predictions.json").read_text())
+    # the data set knows no class at all: the labels are the checkpoint's
+    trained = load_for_inference(run / "checkpoints" / "final.pt")
+    labels = {d["label"] for dets in predictions["results"].values() for d in dets}
+    assert labels and labels <= set(trained.class_names)
+    # an explicit --gt is scored even so (here the run's own annotations)
+    code, out, err = evaluate(
+        capsys, "--checkpoint", str(run / "checkpoints" / "final.pt"), "--set", "data.source=basnet",
+        "--set", f"data.root={root}", "--eval-dir", str(out_dir), "--gt", str(Path(load_config(
+            run / "config.yaml").data.root) / "gt.json"), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out) == json.loads((run / "metrics.json").read_text())
+
+
+def test_bad_requests_fail_clearly(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    final = str(run / "checkpoints" / "final.pt")
+    code, _, err = evaluate(capsys, "--checkpoint", final, "--set", "model.num_clusters=4")
+    assert code == 2 and "'model' section is fixed by the checkpoint" in err
+    code, _, err = evaluate(capsys, "--checkpoint", str(tmp_path / "missing.pt"))
+    assert code == 2 and "missing.pt does not exist" in err
+    code, _, err = evaluate(capsys, "--checkpoint", final, "--set", "data.feature_dim=1024")
+    assert code == 2 and "trained on features of width 2048" in err
+    code, _, err = evaluate(capsys, "--checkpoint", final, "--gt", str(tmp_path / "none.json"))
+    assert code == 2 and "none.json: ground-truth file not found" in err
+    with pytest.raises(SystemExit):
+        cli.main(["--pred", "p.json"])  # --pred needs --gt
+    with pytest.raises(SystemExit):
+        cli.main(["--gt", "g.json", "--pred", "p.json", "--config", "c.yaml"])  # --config goes with --checkpoint
+    assert "only apply with --checkpoint" in capsys.readouterr().err
+
+
+def test_class_names_of_the_data_set_must_be_known_to_the_model(run: Path) -> None:
+    trained = load_for_inference(run / "checkpoints" / "final.pt")
+    assert inference_class_names(trained, trained.class_names[:3]) == trained.class_names
+    with pytest.raises(ValueError, match="not trained on: \\['Juggling'\\]"):
+        inference_class_names(trained, [*trained.class_names[:3], "Juggling"])
+    legacy = type(trained)(**{**trained.__dict__, "class_names": None})  # a checkpoint from before names were saved
+    assert inference_class_names(legacy, [f"c{i}" for i in range(20)])[0] == "c0"
+    with pytest.raises(ValueError, match="has no class names"):
+        inference_class_names(legacy, ["a", "b"])
+    with pytest.raises(ConfigError, match="'labeling' section is fixed"):
+        inference_config(trained.config, overrides=["labeling.scc.sigma=0.1"])
