@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "examples" / "wtal_case"))
 sys.path.insert(0, str(ROOT / "tests" / "wtal_case"))
 
 from anet_reference import reference_evaluate, rows_from_files  # noqa: E402
+
 from case.metrics import (  # noqa: E402
     DEFAULT_TIOU_THRESHOLDS,
     average_precision,
@@ -51,16 +52,18 @@ from case.metrics import (  # noqa: E402
 DEFAULT_GT = ROOT.parent / "shared" / "data" / "thumos14" / "gt.json"
 
 
-def synthetic_predictions(gt: dict, n_predictions: int, seed: int = 0,
-                          subset: str = "test") -> dict:
+def synthetic_predictions(gt: dict, n_predictions: int, seed: int = 0, subset: str = "test") -> dict:
     """Detector-like predictions: per instance a few jittered proposals, plus false positives.
 
     Scores are rounded to 3 decimals, so ties occur as in real outputs.
     """
     rng = np.random.default_rng(seed)
     videos = {v: e for v, e in gt["database"].items() if e["subset"] == subset}
-    instances = [(v, a["label"], float(a["segment"][0]), float(a["segment"][1]))
-                 for v, e in videos.items() for a in e["annotations"]]
+    instances = [
+        (v, a["label"], float(a["segment"][0]), float(a["segment"][1]))
+        for v, e in videos.items()
+        for a in e["annotations"]
+    ]
     classes = sorted({lab for _, lab, _, _ in instances})
     per_instance = max(1, int(0.7 * n_predictions / len(instances)))
     results: dict[str, list] = {v: [] for v in videos}
@@ -76,9 +79,13 @@ def synthetic_predictions(gt: dict, n_predictions: int, seed: int = 0,
     while sum(len(r) for r in results.values()) < n_predictions:
         v = names[rng.integers(len(names))]
         start = float(rng.uniform(0, 600))
-        results[v].append({"label": classes[rng.integers(len(classes))],
-                           "score": round(float(rng.uniform(0, 0.6)), 3),
-                           "segment": [start, start + float(rng.exponential(4.0))]})
+        results[v].append(
+            {
+                "label": classes[rng.integers(len(classes))],
+                "score": round(float(rng.uniform(0, 0.6)), 3),
+                "segment": [start, start + float(rng.exponential(4.0))],
+            }
+        )
     return {"results": results}
 
 
@@ -95,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tiou", type=float, nargs="+", default=list(DEFAULT_TIOU_THRESHOLDS))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" /
-                        "bench_evaluator.json")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_evaluator.json")
     args = parser.parse_args(argv)
     if not args.gt.exists():
         print(f"ground truth not found: {args.gt}", file=sys.stderr)
@@ -111,43 +117,58 @@ def main(argv: list[str] | None = None) -> int:
     thr = args.tiou
 
     peers: dict[str, Callable[[], object]] = {
-        "case.metrics.evaluate_detection (end to end)":
-            lambda: evaluate_detection(gt, pred, tiou_thresholds=thr),
-        "case.metrics.average_precision (metric only)":
-            lambda: average_precision(parsed_gt, parsed_pred, thr),
-        "official loop re-statement (reference)":
-            lambda: reference_evaluate(gt_rows, pred_rows, thr),
+        "case.metrics.evaluate_detection (end to end)": lambda: evaluate_detection(gt, pred, tiou_thresholds=thr),
+        "case.metrics.average_precision (metric only)": lambda: average_precision(parsed_gt, parsed_pred, thr),
+        "official loop re-statement (reference)": lambda: reference_evaluate(gt_rows, pred_rows, thr),
     }
     # Agreement first (it is also the warm-up).
     ours = evaluate_detection(gt, pred, tiou_thresholds=thr)
     ref_per_class, ref_map = reference_evaluate(gt_rows, pred_rows, thr)
-    max_diff = max(float(np.max(np.abs(np.asarray(ours.per_class_ap[c]) - ap)))
-                   for c, ap in ref_per_class.items())
+    max_diff = max(float(np.max(np.abs(np.asarray(ours.per_class_ap[c]) - ap))) for c, ap in ref_per_class.items())
     times: dict[str, list[float]] = {name: [] for name in peers}
     for _ in range(args.repeats):  # interleaved
         for name, fn in peers.items():
             times[name].append(timed(fn))
 
     reference = statistics.median(times["official loop re-statement (reference)"])
-    print(f"THUMOS14 test: {len(parsed_gt)} instances, {n_pred} predictions, "
-          f"tIoU {thr}; max |AP difference| vs reference = {max_diff:.2e}; "
-          f"mAP average = {ours.average:.4f}\n")
+    print(
+        f"THUMOS14 test: {len(parsed_gt)} instances, {n_pred} predictions, "
+        f"tIoU {thr}; max |AP difference| vs reference = {max_diff:.2e}; "
+        f"mAP average = {ours.average:.4f}\n"
+    )
     print("| evaluator | median (s) | min (s) | speed-up vs reference |")
     print("|---|---:|---:|---:|")
     rows = []
     for name, ts in times.items():
         med = statistics.median(ts)
-        rows.append({"evaluator": name, "median_s": med, "min_s": min(ts),
-                     "speedup_vs_reference": reference / med, "times_s": ts})
+        rows.append(
+            {
+                "evaluator": name,
+                "median_s": med,
+                "min_s": min(ts),
+                "speedup_vs_reference": reference / med,
+                "times_s": ts,
+            }
+        )
         print(f"| {name} | {med:.4f} | {min(ts):.4f} | {reference / med:.1f}x |")
 
-    record = {"benchmark": "bench_evaluator", "ground_truth": str(args.gt),
-              "num_ground_truth": len(parsed_gt), "num_predictions": n_pred, "tiou": thr,
-              "repeats": args.repeats, "max_abs_ap_difference": max_diff,
-              "mAP": ours.mAP, "average": ours.average, "reference_mAP": list(map(float, ref_map)),
-              "results": rows, "python": platform.python_version(),
-              "numpy": np.__version__, "machine": platform.machine(),
-              "cpu_count": os.cpu_count()}
+    record = {
+        "benchmark": "bench_evaluator",
+        "ground_truth": str(args.gt),
+        "num_ground_truth": len(parsed_gt),
+        "num_predictions": n_pred,
+        "tiou": thr,
+        "repeats": args.repeats,
+        "max_abs_ap_difference": max_diff,
+        "mAP": ours.mAP,
+        "average": ours.average,
+        "reference_mAP": list(map(float, ref_map)),
+        "results": rows,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".json")
     with os.fdopen(fd, "w") as f:

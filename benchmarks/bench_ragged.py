@@ -83,14 +83,10 @@ def methods(
         "ragged (torch)": lambda s, p: sinkhorn_ragged(s, p, EPSILON, segments="torch", **mode),
     }
     if has_torch_scatter():
-        table["ragged (torch_scatter)"] = lambda s, p: sinkhorn_ragged(
-            s, p, EPSILON, segments="torch_scatter", **mode
-        )
+        table["ragged (torch_scatter)"] = lambda s, p: sinkhorn_ragged(s, p, EPSILON, segments="torch_scatter", **mode)
     if bool((sizes == sizes[0]).all()):
         n = int(sizes[0])
-        table["batched sinkhorn"] = lambda s, p: sinkhorn(s.view(-1, n, N_COLS), EPSILON, **mode).reshape(
-            -1, N_COLS
-        )
+        table["batched sinkhorn"] = lambda s, p: sinkhorn(s.view(-1, n, N_COLS), EPSILON, **mode).reshape(-1, N_COLS)
     return table
 
 

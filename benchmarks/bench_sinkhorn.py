@@ -131,14 +131,30 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed repetitions (fewer for huge sizes)")
     parser.add_argument("--max-iter", type=int, default=100_000, help="otlabel's tolerance-mode budget on (a)")
     parser.add_argument("--pot-max-iter", type=int, default=20_000, help="iteration budget of POT's solvers on (a)")
-    parser.add_argument("--wide-max-iter", type=int, default=1_000,
-                        help="budget of every tolerance-mode solver on (b), where none converges quickly")
-    parser.add_argument("--tol-max-entries", type=int, default=10_000_000,
-                        help="above this many entries only the fixed-iteration methods run")
-    parser.add_argument("--pot-log-max-entries", type=int, default=10_000_000,
-                        help="skip POT's sinkhorn_log above this many entries (too slow to wait for)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's own choice); 1 is steadier on a busy machine")
+    parser.add_argument(
+        "--wide-max-iter",
+        type=int,
+        default=1_000,
+        help="budget of every tolerance-mode solver on (b), where none converges quickly",
+    )
+    parser.add_argument(
+        "--tol-max-entries",
+        type=int,
+        default=10_000_000,
+        help="above this many entries only the fixed-iteration methods run",
+    )
+    parser.add_argument(
+        "--pot-log-max-entries",
+        type=int,
+        default=10_000_000,
+        help="skip POT's sinkhorn_log above this many entries (too slow to wait for)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default: torch's own choice); 1 is steadier on a busy machine",
+    )
     parser.add_argument("--out", default="benchmarks/results/bench_sinkhorn.json")
     args = parser.parse_args()
     if args.threads is not None:
@@ -180,19 +196,36 @@ def main() -> None:
             for name in table:
                 error, finite = column_error(outputs[name])
                 results.append(
-                    {"distribution": distribution, "size": size, "method": name, "median_s": median(times[name]),
-                     "times_s": times[name], "col_error": error, "finite": finite}
+                    {
+                        "distribution": distribution,
+                        "size": size,
+                        "method": name,
+                        "median_s": median(times[name]),
+                        "times_s": times[name],
+                        "col_error": error,
+                        "finite": finite,
+                    }
                 )
-                print(f"{distribution:24s} {size:>12s} {name:26s} {1000 * median(times[name]):10.2f} ms  "
-                      f"err={error:.2e} finite={finite}", file=sys.stderr, flush=True)
+                print(
+                    f"{distribution:24s} {size:>12s} {name:26s} {1000 * median(times[name]):10.2f} ms  "
+                    f"err={error:.2e} finite={finite}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             del outputs
 
     print(f"# otlabel vs SwAV loop vs POT (float32, CPU, {torch.get_num_threads()} threads, epsilon {EPSILON})\n")
     for distribution in dict.fromkeys(r["distribution"] for r in results):
         rows = [
-            [r["size"], r["method"], f"{1000 * r['median_s']:.2f}",
-             f"{r['col_error']:.1e}" if r["finite"] else "n/a", "yes" if r["finite"] else "**NO**"]
-            for r in results if r["distribution"] == distribution
+            [
+                r["size"],
+                r["method"],
+                f"{1000 * r['median_s']:.2f}",
+                f"{r['col_error']:.1e}" if r["finite"] else "n/a",
+                "yes" if r["finite"] else "**NO**",
+            ]
+            for r in results
+            if r["distribution"] == distribution
         ]
         print(f"## {distribution}\n")
         print(markdown_table(["N x K", "method", "median time (ms)", "column error", "finite"], rows))
@@ -213,14 +246,26 @@ def main() -> None:
         if ours and swav:
             ratio = ours["median_s"] / swav["median_s"]
             ratios.append({"size": size, "otlabel_fixed_over_swav": ratio})
-            ratio_rows.append([size, "otlabel fixed / SwAV loop on (a) (target <= 1.2)", f"{ratio:.2f}",
-                               "finite on (b): " + ("yes" if wide and wide["finite"] else "NO")])
+            ratio_rows.append(
+                [
+                    size,
+                    "otlabel fixed / SwAV loop on (a) (target <= 1.2)",
+                    f"{ratio:.2f}",
+                    "finite on (b): " + ("yes" if wide and wide["finite"] else "NO"),
+                ]
+            )
         ours_tol, pot_log = lookup("(a)", size, "otlabel tol 1e-6"), lookup("(a)", size, "POT sinkhorn_log (torch)")
         if ours_tol and pot_log:
             ratio = pot_log["median_s"] / ours_tol["median_s"]
             ratios.append({"size": size, "pot_log_over_otlabel_tol": ratio})
-            ratio_rows.append([size, "POT sinkhorn_log / otlabel tol on (a) (target >= 5)", f"{ratio:.1f}",
-                               f"errors: otlabel {ours_tol['col_error']:.1e}, POT {pot_log['col_error']:.1e}"])
+            ratio_rows.append(
+                [
+                    size,
+                    "POT sinkhorn_log / otlabel tol on (a) (target >= 5)",
+                    f"{ratio:.1f}",
+                    f"errors: otlabel {ours_tol['col_error']:.1e}, POT {pot_log['col_error']:.1e}",
+                ]
+            )
     print(markdown_table(["N x K", "ratio", "value", "note"], ratio_rows))
     payload = {"machine": machine_info(), "epsilon": EPSILON, "tol": TOL, "results": results, "ratios": ratios}
     write_json(args.out, payload)

@@ -85,9 +85,7 @@ def to_tensor(value: Any, name: str) -> tuple[torch.Tensor, bool]:
     raise ArgumentTypeError(f"{name} must be a torch.Tensor or a numpy.ndarray, got {type(value).__name__}")
 
 
-def check_scores(
-    scores: Any, name: str = "scores", *, allow_no_rows: bool = False
-) -> tuple[torch.Tensor, bool, bool]:
+def check_scores(scores: Any, name: str = "scores", *, allow_no_rows: bool = False) -> tuple[torch.Tensor, bool, bool]:
     """Validate a score matrix; return it as a (B, N, K) tensor, whether it was batched and numpy.
 
     ``allow_no_rows`` accepts N = 0: a rank of a distributed job may hold no rows of the global batch.
@@ -224,9 +222,7 @@ def check_marginal(
     tensor = _vector_tensor(value, name, like)
     if tensor.dim() == 1:
         if tensor.shape[0] != length:
-            raise InvalidArgumentError(
-                f"{name} has {tensor.shape[0]} entries but scores have {length_name} = {length}"
-            )
+            raise InvalidArgumentError(f"{name} has {tensor.shape[0]} entries but scores have {length_name} = {length}")
         tensor = tensor.unsqueeze(0).expand(batch, length)
     elif tensor.dim() == 2 and batched:
         if tuple(tensor.shape) != (batch, length):

@@ -283,7 +283,5 @@ def _differences(table: list[list[float]]) -> list[str]:
         groups: dict[str, list[int]] = {}
         for rank, key in enumerate(keys):
             groups.setdefault(key, []).append(rank)
-        found.append(
-            f"{label} (" + "; ".join(f"{key} on {_rank_list(ranks)}" for key, ranks in groups.items()) + ")"
-        )
+        found.append(f"{label} (" + "; ".join(f"{key} on {_rank_list(ranks)}" for key, ranks in groups.items()) + ")")
     return found

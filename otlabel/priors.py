@@ -167,5 +167,3 @@ def foreground_marginal(fg_labels: Array, valid: Array | None = None) -> Array:
         share = (labels * mask).sum(-1) / count
     result = torch.stack((share, 1 - share), dim=-1)
     return result.numpy() if was_numpy else result
-
-

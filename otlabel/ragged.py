@@ -120,9 +120,7 @@ class _Segments:
     def sum(self, values: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         """Per-group sums of ``weights[:, None] * values`` (weights (N,) or (N, 1); default 1)."""
         if self._scatter is not None:
-            return self._scatter.segment_csr(
-                values if weights is None else values * weights.reshape(-1, 1), self.ptr
-            )
+            return self._scatter.segment_csr(values if weights is None else values * weights.reshape(-1, 1), self.ptr)
         weights = torch.ones_like(values[:, 0]) if weights is None else weights.reshape(-1)
         if self._csr is None or self._csr.dtype != values.dtype:
             self._weights = torch.empty_like(weights)
@@ -241,9 +239,7 @@ class _LogDomain:
     def step(self, col_lse: torch.Tensor, active: _Active | None) -> None:
         g = torch.where(self.live_cols, self.log_col_mass - col_lse, -math.inf)
         self.g = g if active is None else torch.where(active.groups.unsqueeze(-1), g, self.g)
-        f = self.log_row_mass - torch.logsumexp(
-            self.kernel + self.problem.segments.expand(self.g), -1, keepdim=True
-        )
+        f = self.log_row_mass - torch.logsumexp(self.kernel + self.problem.segments.expand(self.g), -1, keepdim=True)
         self.f = f if active is None else torch.where(active.rows.unsqueeze(-1), f, self.f)
 
     def infeasible(self) -> torch.Tensor:
@@ -414,9 +410,7 @@ def check_ptr(ptr: Any, n_rows: int, like: torch.Tensor, checks: DeferredChecks)
     tensor = tensor.to(like.device, torch.int64)
     checks.require(
         (tensor[0] == 0) & (tensor[-1] == n_rows),
-        lambda: InvalidArgumentError(
-            f"ptr must start at 0 and end at N = {n_rows} (the number of rows of scores)"
-        ),
+        lambda: InvalidArgumentError(f"ptr must start at 0 and end at N = {n_rows} (the number of rows of scores)"),
     )
     sizes = tensor.diff()
 
@@ -426,8 +420,7 @@ def check_ptr(ptr: Any, n_rows: int, like: torch.Tensor, checks: DeferredChecks)
             bad = torch.nonzero(sizes <= 0).flatten()[:5].tolist()
             where = f" (first offending groups: {bad})"
         return InvalidArgumentError(
-            "ptr must be strictly increasing: every group needs at least one row (empty groups are an error)"
-            + where
+            "ptr must be strictly increasing: every group needs at least one row (empty groups are an error)" + where
         )
 
     checks.require((sizes > 0).all(), empty_groups)

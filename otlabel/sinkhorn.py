@@ -327,8 +327,18 @@ def sinkhorn(
     True
     """
     problem, batched, was_numpy = build_problem(
-        scores, None, epsilon, col_marginal, row_marginal, n_iter, tol, max_iter, check_every,
-        process_group, backend, return_info,
+        scores,
+        None,
+        epsilon,
+        col_marginal,
+        row_marginal,
+        n_iter,
+        tol,
+        max_iter,
+        check_every,
+        process_group,
+        backend,
+        return_info,
     )
     return finish(problem, _solve(problem, backend), batched, was_numpy, return_info)
 
@@ -387,7 +397,17 @@ def sinkhorn_with_prior(
     [1, 0, 0, 1]
     """
     problem, batched, was_numpy = build_problem(
-        scores, prior, epsilon, col_marginal, row_marginal, n_iter, tol, max_iter, check_every,
-        process_group, backend, return_info,
+        scores,
+        prior,
+        epsilon,
+        col_marginal,
+        row_marginal,
+        n_iter,
+        tol,
+        max_iter,
+        check_every,
+        process_group,
+        backend,
+        return_info,
     )
     return finish(problem, _solve(problem, backend), batched, was_numpy, return_info)

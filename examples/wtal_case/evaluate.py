@@ -50,43 +50,72 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line interface."""
     parser = argparse.ArgumentParser(
         description="Detection mAP by the ActivityNet protocol (all-point interpolated AP), of a "
-        "predictions file or of a trained checkpoint run on a data set.")
-    parser.add_argument("--gt", default=None, metavar="GT.json",
-                        help="ActivityNet-style ground truth: database -> video -> subset, "
-                             "annotations [{segment: [start, end], label}]; required with --pred, "
-                             "optional with --checkpoint (default: the data set's annotations)")
+        "predictions file or of a trained checkpoint run on a data set."
+    )
+    parser.add_argument(
+        "--gt",
+        default=None,
+        metavar="GT.json",
+        help="ActivityNet-style ground truth: database -> video -> subset, "
+        "annotations [{segment: [start, end], label}]; required with --pred, "
+        "optional with --checkpoint (default: the data set's annotations)",
+    )
     # Where the predictions come from: exactly one source.
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--pred", metavar="PRED.json",
-                        help='predictions: {"results": {video: [{label, score, segment}]}}')
-    source.add_argument("--checkpoint", metavar="CKPT.pt",
-                        help="run this trained model (train.py's checkpoints/*.pt) on a data set and "
-                             "write its predictions; see --config, --set, --eval-dir")
-    parser.add_argument("--subset", default=None,
-                        help="ground-truth subset to evaluate on (default: test; with --checkpoint, "
-                             "the evaluated split)")
-    parser.add_argument("--tiou", type=float, nargs="+", default=None, metavar="T",
-                        help="tIoU thresholds (default: 0.1 0.2 ... 0.7; with --checkpoint, eval.tiou)")
-    parser.add_argument("--ambiguous", metavar="FILE", default=None,
-                        help="drop predictions overlapping these ambiguous segments "
-                             "(THUMOS14 Ambiguous_test.txt); off by default")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON object {tiou, mAP, average} in fractions")
-    parser.add_argument("--per-class", action="store_true",
-                        help="also report the AP of every class")
-    parser.add_argument("--out", metavar="FILE", default=None,
-                        help="also write {tiou, mAP, average} to this JSON file (atomically)")
+    source.add_argument(
+        "--pred", metavar="PRED.json", help='predictions: {"results": {video: [{label, score, segment}]}}'
+    )
+    source.add_argument(
+        "--checkpoint",
+        metavar="CKPT.pt",
+        help="run this trained model (train.py's checkpoints/*.pt) on a data set and "
+        "write its predictions; see --config, --set, --eval-dir",
+    )
+    parser.add_argument(
+        "--subset",
+        default=None,
+        help="ground-truth subset to evaluate on (default: test; with --checkpoint, the evaluated split)",
+    )
+    parser.add_argument(
+        "--tiou",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="T",
+        help="tIoU thresholds (default: 0.1 0.2 ... 0.7; with --checkpoint, eval.tiou)",
+    )
+    parser.add_argument(
+        "--ambiguous",
+        metavar="FILE",
+        default=None,
+        help="drop predictions overlapping these ambiguous segments (THUMOS14 Ambiguous_test.txt); off by default",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object {tiou, mAP, average} in fractions")
+    parser.add_argument("--per-class", action="store_true", help="also report the AP of every class")
+    parser.add_argument(
+        "--out", metavar="FILE", default=None, help="also write {tiou, mAP, average} to this JSON file (atomically)"
+    )
     model = parser.add_argument_group("with --checkpoint")
-    model.add_argument("--config", default=None, metavar="YAML",
-                       help="data set and test-time settings (data, eval, postprocess, train.device); "
-                            "default: the checkpoint's own")
-    model.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a test-time value, e.g. eval.split=test or "
-                            "postprocess.foreground_mode=attention (repeatable)")
+    model.add_argument(
+        "--config",
+        default=None,
+        metavar="YAML",
+        help="data set and test-time settings (data, eval, postprocess, train.device); default: the checkpoint's own",
+    )
+    model.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a test-time value, e.g. eval.split=test or postprocess.foreground_mode=attention (repeatable)",
+    )
     model.add_argument("--device", default=None, help="cpu or cuda (overrides train.device)")
-    model.add_argument("--eval-dir", default=None, metavar="DIR",
-                       help="where predictions.json and metrics.json go "
-                            "(default: <run>/eval-<checkpoint>-<config>-<split>)")
+    model.add_argument(
+        "--eval-dir",
+        default=None,
+        metavar="DIR",
+        help="where predictions.json and metrics.json go (default: <run>/eval-<checkpoint>-<config>-<split>)",
+    )
     return parser
 
 
@@ -97,12 +126,13 @@ def report(metrics: DetectionMetrics, args: argparse.Namespace) -> str:
         if args.per_class:
             out["per_class_ap"] = metrics.per_class_ap
         return json.dumps(out)
-    summary = (f"subset {args.subset!r}: {metrics.num_ground_truth} ground-truth instances of "
-               f"{len(metrics.per_class_ap)} classes, {metrics.num_predictions} predictions")
+    summary = (
+        f"subset {args.subset!r}: {metrics.num_ground_truth} ground-truth instances of "
+        f"{len(metrics.per_class_ap)} classes, {metrics.num_predictions} predictions"
+    )
     notes = []
     if metrics.num_outside_subset:
-        notes.append(f"{metrics.num_outside_subset} in videos outside the subset, counted as "
-                     f"false positives")
+        notes.append(f"{metrics.num_outside_subset} in videos outside the subset, counted as false positives")
     if metrics.num_ambiguous:
         notes.append(f"{metrics.num_ambiguous} removed as ambiguous")
     if notes:
@@ -135,6 +165,7 @@ def run_checkpoint(args: argparse.Namespace) -> DetectionMetrics | None:
     Progress notes go to stderr (stdout stays one JSON object with ``--json``).
     """
     import torch
+
     from case import checkpoint as ckpt
     from case.data import build_dataset
     from case.engine import load_for_inference
@@ -188,8 +219,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.pred is not None:
         if args.gt is None:
             parser.error("--gt is required with --pred")
-        misplaced = [flag for flag, value in (("--config", args.config), ("--set", args.set),
-                                              ("--device", args.device), ("--eval-dir", args.eval_dir)) if value]
+        misplaced = [
+            flag
+            for flag, value in (
+                ("--config", args.config),
+                ("--set", args.set),
+                ("--device", args.device),
+                ("--eval-dir", args.eval_dir),
+            )
+            if value
+        ]
         if misplaced:
             parser.error(f"{', '.join(misplaced)} only apply with --checkpoint")
     try:
@@ -199,9 +238,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 0
         else:
             args.subset = args.subset or "test"
-            metrics = evaluate_detection(args.gt, args.pred, subset=args.subset,
-                                         tiou_thresholds=args.tiou or DEFAULT_TIOU_THRESHOLDS,
-                                         ambiguous=args.ambiguous)
+            metrics = evaluate_detection(
+                args.gt,
+                args.pred,
+                subset=args.subset,
+                tiou_thresholds=args.tiou or DEFAULT_TIOU_THRESHOLDS,
+                ambiguous=args.ambiguous,
+            )
         if args.out:
             write_metrics(args.out, metrics)
     except (DetectionFileError, FileNotFoundError, ValueError, OSError, RuntimeError) as exc:

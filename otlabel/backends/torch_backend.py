@@ -133,9 +133,7 @@ def _accurate_column_sums(a: torch.Tensor, kernel: torch.Tensor, bias: torch.Ten
     split = blocks * COLUMN_BLOCK
     if batch > 1 and split != n_rows:
         # (B, C, R, K) views cannot be flattened to one bmm batch without a copy: go per problem
-        return torch.cat(
-            [_accurate_column_sums(a[i : i + 1], kernel[i : i + 1], bias) for i in range(batch)]
-        )
+        return torch.cat([_accurate_column_sums(a[i : i + 1], kernel[i : i + 1], bias) for i in range(batch)])
     head = torch.matmul(
         a[:, :split, 0].reshape(batch, blocks, 1, COLUMN_BLOCK),
         kernel[:, :split].reshape(batch, blocks, COLUMN_BLOCK, n_cols),

@@ -119,9 +119,7 @@ def cases(world: int) -> dict[str, Case]:
         "log_domain_fixed": Case(
             _scores(8, n, 4).float(), uneven, {"epsilon": 1e-3, "n_iter": 50, "return_info": True}
         ),
-        "empty_rank_fixed": Case(
-            _scores(10, 14, 4), _splits(world, "empty"), {"epsilon": 0.5, "return_info": True}
-        ),
+        "empty_rank_fixed": Case(_scores(10, 14, 4), _splits(world, "empty"), {"epsilon": 0.5, "return_info": True}),
         "empty_rank_tol_prior": Case(
             _scores(11, 14, 4),
             _splits(world, "empty"),
@@ -342,6 +340,4 @@ def run_world(world: int, out_dir: Path, timeout_s: float = 240.0) -> list[dict[
 if __name__ == "__main__":  # python -m tests.otlabel.distributed_cases [world]: a quick look
     outcomes = run_world(int(sys.argv[1]) if len(sys.argv) > 1 else 2, Path("/tmp/otlabel-distributed"))
     for name in outcomes[0]:
-        print(
-            name, [o[name].get("error", "ok") for o in outcomes], [round(o[name]["seconds"], 3) for o in outcomes]
-        )
+        print(name, [o[name].get("error", "ok") for o in outcomes], [round(o[name]["seconds"], 3) for o in outcomes])

@@ -55,9 +55,15 @@ def test_bad_scores(scores, error, match):
 
 @pytest.mark.parametrize(
     "epsilon, error",
-    [(0.0, InvalidArgumentError), (-1.0, InvalidArgumentError), (float("nan"), InvalidArgumentError),
-     (float("inf"), InvalidArgumentError), ("0.1", ArgumentTypeError), (True, ArgumentTypeError),
-     (None, ArgumentTypeError)],
+    [
+        (0.0, InvalidArgumentError),
+        (-1.0, InvalidArgumentError),
+        (float("nan"), InvalidArgumentError),
+        (float("inf"), InvalidArgumentError),
+        ("0.1", ArgumentTypeError),
+        (True, ArgumentTypeError),
+        (None, ArgumentTypeError),
+    ],
 )
 def test_bad_epsilon(epsilon, error):
     with raises(error, "epsilon"):

@@ -73,9 +73,7 @@ def _problem(
     }
 
 
-def _loop(
-    problem: dict[str, Any], epsilon: float, *, prior: bool, col: str, row: bool, **kwargs: Any
-) -> list[Any]:
+def _loop(problem: dict[str, Any], epsilon: float, *, prior: bool, col: str, row: bool, **kwargs: Any) -> list[Any]:
     """The reference: one sinkhorn (or sinkhorn_with_prior) call per group."""
     ptr = problem["ptr"].tolist()
     results = []
@@ -123,9 +121,7 @@ def _ragged(problem: dict[str, Any], epsilon: float, *, prior: bool, col: str, r
         (True, "per_group", False),
     ],
 )
-def test_equals_a_loop_over_the_groups(
-    segments: str, mode: dict[str, Any], prior: bool, col: str, row: bool
-) -> None:
+def test_equals_a_loop_over_the_groups(segments: str, mode: dict[str, Any], prior: bool, col: str, row: bool) -> None:
     problem = _problem(1)
     expected = _loop(problem, 0.4, prior=prior, col=col, row=row, **mode)
     got = _ragged(problem, 0.4, prior=prior, col=col, row=row, segments=segments, return_info=True, **mode)
@@ -158,9 +154,7 @@ def test_equal_size_groups_equal_the_batched_call() -> None:
     scores = torch.randn(5 * 8, 3, dtype=torch.float64)
     ptr = torch.arange(0, 41, 8)
     batched = sinkhorn(scores.view(5, 8, 3), 0.3, n_iter=4)
-    torch.testing.assert_close(
-        sinkhorn_ragged(scores, ptr, 0.3, n_iter=4), batched.reshape(40, 3), rtol=0, atol=1e-12
-    )
+    torch.testing.assert_close(sinkhorn_ragged(scores, ptr, 0.3, n_iter=4), batched.reshape(40, 3), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("segments", SEGMENTS)
@@ -172,9 +166,7 @@ def test_prior_zeros_are_hard_constraints_per_group(segments: str) -> None:
     assert torch.all(got[problem["prior"] == 0] == 0)
     for g, (lo, hi) in enumerate(zip(ptr[:-1], ptr[1:])):
         torch.testing.assert_close(got[lo:hi], expected[g].labels, rtol=0, atol=1e-9)
-        torch.testing.assert_close(
-            got[lo:hi].sum(0), problem["col_per_group"][g] * (hi - lo), rtol=1e-8, atol=1e-12
-        )
+        torch.testing.assert_close(got[lo:hi].sum(0), problem["col_per_group"][g] * (hi - lo), rtol=1e-8, atol=1e-12)
 
 
 def test_marginals_hold_per_group() -> None:
@@ -192,9 +184,7 @@ def test_numpy_in_numpy_out_and_half_precision() -> None:
     scores, ptr = problem["scores"].numpy(), problem["ptr"].numpy()
     out = sinkhorn_ragged(scores, ptr, 0.5, return_info=True)
     assert isinstance(out.labels, np.ndarray) and isinstance(out.n_iter, np.ndarray)
-    np.testing.assert_allclose(
-        out.labels, sinkhorn_ragged(problem["scores"], problem["ptr"], 0.5).numpy(), atol=1e-12
-    )
+    np.testing.assert_allclose(out.labels, sinkhorn_ragged(problem["scores"], problem["ptr"], 0.5).numpy(), atol=1e-12)
     half = sinkhorn_ragged(problem["scores"].half(), list(problem["ptr"].tolist()), 0.5)
     assert half.dtype == torch.float16
     torch.testing.assert_close(
@@ -224,8 +214,7 @@ def test_extreme_float32_scores_stay_finite(segments: str) -> None:
         warnings.simplefilter("ignore", ConvergenceWarning)
         got = sinkhorn_ragged(scores, ptr, 1e-3, tol=1e-6, max_iter=100, segments=segments, return_info=True)
         expected = [
-            sinkhorn(scores[lo:hi], 1e-3, tol=1e-6, max_iter=100, return_info=True)
-            for lo, hi in zip(ptr[:-1], ptr[1:])
+            sinkhorn(scores[lo:hi], 1e-3, tol=1e-6, max_iter=100, return_info=True) for lo, hi in zip(ptr[:-1], ptr[1:])
         ]
     assert torch.isfinite(got.labels).all() and got.log_domain
     torch.testing.assert_close(got.labels.sum(1), torch.ones(sum(sizes)), rtol=0, atol=1e-5)

@@ -76,8 +76,14 @@ def test_tolerance_mode_matches_pot(n_rows, n_cols, log_epsilon, zero_fraction, 
 
 @pytest.mark.parametrize(
     "n_rows, n_cols, epsilon, zero_fraction",
-    [(2000, 128, 1e-2, 0.3), (2000, 128, 1e2, 0.0), (1, 1, 1e-2, 0.0), (1, 128, 0.05, 0.0), (2000, 1, 0.05, 0.0),
-     (1999, 127, 0.02, 0.5)],
+    [
+        (2000, 128, 1e-2, 0.3),
+        (2000, 128, 1e2, 0.0),
+        (1, 1, 1e-2, 0.0),
+        (1, 128, 0.05, 0.0),
+        (2000, 1, 0.05, 0.0),
+        (1999, 127, 0.02, 0.5),
+    ],
 )
 def test_tolerance_mode_matches_pot_at_the_corners(n_rows, n_cols, epsilon, zero_fraction):
     rng = np.random.default_rng(n_rows * 1000 + n_cols)

@@ -44,9 +44,12 @@ def reference_interpolated_ap(prec: np.ndarray, rec: np.ndarray) -> float:
     return float(np.sum((mrec[idx] - mrec[idx - 1]) * mprec[idx]))
 
 
-def reference_class_ap(gt: Sequence[tuple[str, float, float]],
-                       pred: Sequence[tuple[str, float, float, float]],
-                       thresholds: Sequence[float], sort_kind: str = "stable") -> np.ndarray:
+def reference_class_ap(
+    gt: Sequence[tuple[str, float, float]],
+    pred: Sequence[tuple[str, float, float, float]],
+    thresholds: Sequence[float],
+    sort_kind: str = "stable",
+) -> np.ndarray:
     """AP of one class from ``gt`` rows (video, start, end) and ``pred`` rows (+ score)."""
     ap = np.zeros(len(thresholds))
     if len(pred) == 0:
@@ -90,9 +93,9 @@ def reference_class_ap(gt: Sequence[tuple[str, float, float]],
     return ap
 
 
-def reference_evaluate(gt_rows: Sequence[GtRow], pred_rows: Sequence[PredRow],
-                       thresholds: Sequence[float], sort_kind: str = "stable"
-                       ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def reference_evaluate(
+    gt_rows: Sequence[GtRow], pred_rows: Sequence[PredRow], thresholds: Sequence[float], sort_kind: str = "stable"
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per-class AP (dict in first-appearance order) and mAP per threshold.
 
     ``gt_rows`` are the subset's instances in file order; ``pred_rows`` the predictions in file
@@ -112,9 +115,15 @@ def reference_evaluate(gt_rows: Sequence[GtRow], pred_rows: Sequence[PredRow],
 
 def rows_from_files(gt: dict, pred: dict, subset: str) -> tuple[list[GtRow], list[PredRow]]:
     """Flatten ActivityNet-style ground truth (one subset) and predictions to rows."""
-    gt_rows = [(v, a["label"], float(a["segment"][0]), float(a["segment"][1]))
-               for v, entry in gt["database"].items() if entry["subset"] == subset
-               for a in entry["annotations"]]
-    pred_rows = [(v, p["label"], float(p["segment"][0]), float(p["segment"][1]), float(p["score"]))
-                 for v, items in pred["results"].items() for p in items]
+    gt_rows = [
+        (v, a["label"], float(a["segment"][0]), float(a["segment"][1]))
+        for v, entry in gt["database"].items()
+        if entry["subset"] == subset
+        for a in entry["annotations"]
+    ]
+    pred_rows = [
+        (v, p["label"], float(p["segment"][0]), float(p["segment"][1]), float(p["score"]))
+        for v, items in pred["results"].items()
+        for p in items
+    ]
     return gt_rows, pred_rows

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from case import ablation
 from case.ablation import AblationError, compare, plan, summarize
 from case.config import CONFIG_DIR

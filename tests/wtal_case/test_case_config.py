@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from case.config import CONFIG_DIR, Config, ConfigError, dump_config, load_config
 
 ROOT = Path(__file__).resolve().parents[2]

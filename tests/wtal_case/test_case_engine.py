@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from case.checkpoint import load_checkpoint
 from case.config import CONFIG_DIR, load_config
 from case.engine import BatchOrder

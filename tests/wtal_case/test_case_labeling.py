@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
 from case.labeling import (
     CCCConfig,
     LabelingConfig,

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from case.labeling import LabelingConfig
 from case.losses import (
     LossConfig,

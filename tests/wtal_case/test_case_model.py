@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from case.model import CASEModel, ModelConfig, count_params_and_macs
 
 ROOT = Path(__file__).resolve().parents[2]

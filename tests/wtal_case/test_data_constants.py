@@ -42,7 +42,7 @@ def test_foreground_mask_uses_snippet_centres() -> None:
 
 def test_constants_equal_what_the_tool_computes_from_the_real_files(thumos14_dir: Path) -> None:
     computed = _tool().thumos14_statistics(thumos14_dir)
-    recorded = {name[len("THUMOS14_"):] for name in dir(constants) if name.startswith("THUMOS14_")}
+    recorded = {name[len("THUMOS14_") :] for name in dir(constants) if name.startswith("THUMOS14_")}
     assert recorded == set(computed), "every THUMOS14_* constant must be derived by the tool, and vice versa"
     for key, value in computed.items():
         assert getattr(constants, f"THUMOS14_{key}") == value, key

@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_data_readers import VIDEOS, make_basnet  # tests/wtal_case is on sys.path (rootdir import)
 from torch.utils.data import DataLoader
 
 from case.data import DataConfig, DatasetError, build_dataset, collate_videos, sample_indices
-
-from test_data_readers import VIDEOS, make_basnet  # tests/wtal_case is on sys.path (rootdir import)
 
 
 def _official_bins(length: int, t: int) -> list[tuple[int, int]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from case.config import CONFIG_DIR, ConfigError, load_config
 from case.engine import detect_dataset, load_for_inference, predict_dataset
 from case.inference import inference_class_names, inference_config

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from case.metrics import evaluate_detection
 
 SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "wtal_case" / "evaluate.py"
@@ -16,14 +17,21 @@ _spec = importlib.util.spec_from_file_location("evaluate_cli", SCRIPT)
 cli = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(cli)  # type: ignore[union-attr]
 
-GT = {"database": {
-    "v": {"subset": "test", "annotations": [{"segment": ["0", "10"], "label": "A"},
-                                            {"segment": ["20", "30"], "label": "B"}]},
-    "w": {"subset": "train", "annotations": [{"segment": [0, 5], "label": "A"}]}}}
-PRED = {"results": {
-    "v": [{"label": "A", "score": 0.9, "segment": [0, 6]},
-          {"label": "B", "score": 0.8, "segment": [21, 30]}],
-    "w": [{"label": "A", "score": 0.95, "segment": [0, 5]}]}}
+GT = {
+    "database": {
+        "v": {
+            "subset": "test",
+            "annotations": [{"segment": ["0", "10"], "label": "A"}, {"segment": ["20", "30"], "label": "B"}],
+        },
+        "w": {"subset": "train", "annotations": [{"segment": [0, 5], "label": "A"}]},
+    }
+}
+PRED = {
+    "results": {
+        "v": [{"label": "A", "score": 0.9, "segment": [0, 6]}, {"label": "B", "score": 0.8, "segment": [21, 30]}],
+        "w": [{"label": "A", "score": 0.95, "segment": [0, 5]}],
+    }
+}
 
 
 @pytest.fixture()
@@ -40,11 +48,11 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_json_output_is_one_object_in_fractions(files: tuple[Path, Path],
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_json_output_is_one_object_in_fractions(files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     gt, pred = files
-    code, out, err = run(capsys, "--gt", str(gt), "--pred", str(pred), "--subset", "test",
-                         "--tiou", "0.5", "0.7", "--json")
+    code, out, err = run(
+        capsys, "--gt", str(gt), "--pred", str(pred), "--subset", "test", "--tiou", "0.5", "0.7", "--json"
+    )
     assert code == 0 and err == ""
     obj = json.loads(out)
     assert set(obj) == {"tiou", "mAP", "average"}
@@ -54,11 +62,9 @@ def test_json_output_is_one_object_in_fractions(files: tuple[Path, Path],
     assert obj["mAP"] == [pytest.approx((0.5 + 1) / 2), pytest.approx(0.5)]
 
 
-def test_table_in_percent_with_per_class_rows(files: tuple[Path, Path],
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_table_in_percent_with_per_class_rows(files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     gt, pred = files
-    code, out, _ = run(capsys, "--gt", str(gt), "--pred", str(pred), "--tiou", "0.5",
-                       "--per-class")
+    code, out, _ = run(capsys, "--gt", str(gt), "--pred", str(pred), "--tiou", "0.5", "--per-class")
     lines = out.splitlines()
     assert code == 0
     assert "2 ground-truth instances of 2 classes, 3 predictions" in lines[0]
@@ -70,37 +76,38 @@ def test_table_in_percent_with_per_class_rows(files: tuple[Path, Path],
     assert json.loads(out)["per_class_ap"]["B"][0] == 1.0
 
 
-def test_default_thresholds_and_out_file(files: tuple[Path, Path], tmp_path: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_default_thresholds_and_out_file(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     gt, pred = files
     out_file = tmp_path / "metrics.json"
-    code, out, _ = run(capsys, "--gt", str(gt), "--pred", str(pred), "--json", "--out",
-                       str(out_file))
+    code, out, _ = run(capsys, "--gt", str(gt), "--pred", str(pred), "--json", "--out", str(out_file))
     assert code == 0
     assert json.loads(out)["tiou"] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
     assert json.loads(out_file.read_text()) == json.loads(out)
 
 
-def test_ambiguous_option(files: tuple[Path, Path], tmp_path: Path,
-                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_ambiguous_option(files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     gt, pred = files
     amb = tmp_path / "amb.txt"
     amb.write_text("v 25 26\n")
-    code, out, _ = run(capsys, "--gt", str(gt), "--pred", str(pred), "--tiou", "0.5",
-                       "--ambiguous", str(amb))
+    code, out, _ = run(capsys, "--gt", str(gt), "--pred", str(pred), "--tiou", "0.5", "--ambiguous", str(amb))
     assert code == 0 and "1 removed as ambiguous" in out
-    code, out, _ = run(capsys, "--gt", str(gt), "--pred", str(pred), "--tiou", "0.5",
-                       "--ambiguous", str(amb), "--json")
+    code, out, _ = run(capsys, "--gt", str(gt), "--pred", str(pred), "--tiou", "0.5", "--ambiguous", str(amb), "--json")
     assert json.loads(out)["mAP"] == [pytest.approx(0.25)]  # B lost its only prediction
 
 
-@pytest.mark.parametrize(("pred", "message"), [
-    ({"results": {"v": [{"label": "A", "score": 0.5, "segment": [3, 1]}]}}, "end 1.0 < start 3.0"),
-    ({"results": {"v": [{"label": "Q", "score": 0.5, "segment": [0, 1]}]}}, "unknown"),
-    ({"results": {"v": [{"label": "A", "score": None, "segment": [0, 1]}]}}, "'score'"),
-])
-def test_bad_files_exit_with_status_2(files: tuple[Path, Path], tmp_path: Path, pred: dict,
-                                      message: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("pred", "message"),
+    [
+        ({"results": {"v": [{"label": "A", "score": 0.5, "segment": [3, 1]}]}}, "end 1.0 < start 3.0"),
+        ({"results": {"v": [{"label": "Q", "score": 0.5, "segment": [0, 1]}]}}, "unknown"),
+        ({"results": {"v": [{"label": "A", "score": None, "segment": [0, 1]}]}}, "'score'"),
+    ],
+)
+def test_bad_files_exit_with_status_2(
+    files: tuple[Path, Path], tmp_path: Path, pred: dict, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     gt, _ = files
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(pred))
@@ -122,16 +129,41 @@ def test_bad_arguments(files: tuple[Path, Path], capsys: pytest.CaptureFixture[s
 
 def test_script_on_real_thumos14(thumos14_dir: Path, tmp_path: Path) -> None:
     gt = json.loads((thumos14_dir / "gt.json").read_text())
-    pred = {"results": {v: [{"label": a["label"], "score": 1.0, "segment": a["segment"]}
-                            for a in e["annotations"]]
-                        for v, e in gt["database"].items() if e["subset"] == "test"}}
+    pred = {
+        "results": {
+            v: [{"label": a["label"], "score": 1.0, "segment": a["segment"]} for a in e["annotations"]]
+            for v, e in gt["database"].items()
+            if e["subset"] == "test"
+        }
+    }
     pred_file = tmp_path / "pred.json"
     pred_file.write_text(json.dumps(pred))
     # Run as a script from another folder: it must find its `case` package by itself.
-    result = subprocess.run([sys.executable, str(SCRIPT), "--gt", str(thumos14_dir / "gt.json"),
-                             "--pred", str(pred_file), "--subset", "test", "--tiou", "0.1", "0.2",
-                             "0.3", "0.4", "0.5", "0.6", "0.7", "--json"],
-                            cwd=tmp_path, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--gt",
+            str(thumos14_dir / "gt.json"),
+            "--pred",
+            str(pred_file),
+            "--subset",
+            "test",
+            "--tiou",
+            "0.1",
+            "0.2",
+            "0.3",
+            "0.4",
+            "0.5",
+            "0.6",
+            "0.7",
+            "--json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     obj = json.loads(result.stdout)
     assert obj["mAP"] == pytest.approx([1.0] * 7, abs=1e-12) and obj["average"] == pytest.approx(1)

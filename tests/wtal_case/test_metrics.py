@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from anet_reference import reference_evaluate, rows_from_files
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from case import metrics
 from case.metrics import (
     DetectionFileError,
@@ -19,22 +22,24 @@ from case.metrics import (
     load_ground_truth,
     write_metrics,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 
-def gt_file(videos: dict[str, list[tuple[float, float, str]]], subset: str = "test",
-            extra: dict | None = None) -> dict:
-    db = {v: {"subset": subset, "annotations": [{"segment": [s, e], "label": lab}
-                                                for s, e, lab in anns]}
-          for v, anns in videos.items()}
+def gt_file(videos: dict[str, list[tuple[float, float, str]]], subset: str = "test", extra: dict | None = None) -> dict:
+    db = {
+        v: {"subset": subset, "annotations": [{"segment": [s, e], "label": lab} for s, e, lab in anns]}
+        for v, anns in videos.items()
+    }
     db.update(extra or {})
     return {"database": db}
 
 
 def pred_file(videos: dict[str, list[tuple[float, float, str, float]]]) -> dict:
-    return {"results": {v: [{"segment": [s, e], "label": lab, "score": sc}
-                            for s, e, lab, sc in items] for v, items in videos.items()}}
+    return {
+        "results": {
+            v: [{"segment": [s, e], "label": lab, "score": sc} for s, e, lab, sc in items]
+            for v, items in videos.items()
+        }
+    }
 
 
 def ap_of(gt: dict, pred: dict, thr: list[float]) -> list[float]:
@@ -103,8 +108,9 @@ def test_tiou_ties_take_the_later_ground_truth_first() -> None:
 
 def test_prediction_without_ground_truth_of_its_class_is_a_false_positive() -> None:
     gt = gt_file({"v": [(0, 10, "A")], "w": [(0, 10, "B")]})
-    pred = pred_file({"w": [(0, 10, "A", 0.9)], "v": [(0, 10, "A", 0.8)],
-                      "x": [(0, 10, "A", 0.95)]})  # "x" is not in the ground truth at all
+    pred = pred_file(
+        {"w": [(0, 10, "A", 0.9)], "v": [(0, 10, "A", 0.8)], "x": [(0, 10, "A", 0.95)]}
+    )  # "x" is not in the ground truth at all
     m = evaluate_detection(gt, pred, tiou_thresholds=[0.5])
     # Class A: FP (x), FP (w), TP (v): precision 1/3 at recall 1. Class B: no prediction -> 0.
     assert m.per_class_ap == {"A": [pytest.approx(1 / 3)], "B": [0.0]}
@@ -113,17 +119,18 @@ def test_prediction_without_ground_truth_of_its_class_is_a_false_positive() -> N
 
 
 def test_video_of_another_subset_counts_as_false_positive() -> None:
-    gt = gt_file({"v": [(0, 10, "A")]}, extra={"t": {"subset": "train", "annotations": [
-        {"segment": [0, 10], "label": "A"}]}})
+    gt = gt_file(
+        {"v": [(0, 10, "A")]}, extra={"t": {"subset": "train", "annotations": [{"segment": [0, 10], "label": "A"}]}}
+    )
     pred = pred_file({"t": [(0, 10, "A", 0.9)], "v": [(0, 10, "A", 0.8)]})
     assert ap_of(gt, pred, [0.5]) == [0.5]
 
 
 def test_labels_of_other_subsets_are_ignored_and_unknown_labels_rejected() -> None:
-    gt = gt_file({"v": [(0, 10, "A")]}, extra={"t": {"subset": "train", "annotations": [
-        {"segment": [0, 10], "label": "Z"}]}})
-    m = evaluate_detection(gt, pred_file({"v": [(0, 10, "Z", 0.99), (0, 10, "A", 0.5)]}),
-                           tiou_thresholds=[0.5])
+    gt = gt_file(
+        {"v": [(0, 10, "A")]}, extra={"t": {"subset": "train", "annotations": [{"segment": [0, 10], "label": "Z"}]}}
+    )
+    m = evaluate_detection(gt, pred_file({"v": [(0, 10, "Z", 0.99), (0, 10, "A", 0.5)]}), tiou_thresholds=[0.5])
     assert m.mAP == [1.0] and list(m.per_class_ap) == ["A"] and m.num_predictions == 1
     with pytest.raises(DetectionFileError, match="label 'Q' is unknown"):
         evaluate_detection(gt, pred_file({"v": [(0, 10, "Q", 0.5)]}))
@@ -149,11 +156,17 @@ def test_zero_length_segments_have_tiou_zero() -> None:
 
 
 def test_string_bounds_and_extra_keys_are_accepted() -> None:
-    gt = {"version": "x", "database": {"v": {"subset": "test", "duration": 12.0,
-                                             "annotations": [{"segment": ["0.5", "10"],
-                                                              "label": "A"}]}}}
-    pred = {"version": "VERSION 1.3", "external_data": {}, "results": {
-        "v": [{"segment": ["0.5", 10], "label": "A", "score": 1}]}}
+    gt = {
+        "version": "x",
+        "database": {
+            "v": {"subset": "test", "duration": 12.0, "annotations": [{"segment": ["0.5", "10"], "label": "A"}]}
+        },
+    }
+    pred = {
+        "version": "VERSION 1.3",
+        "external_data": {},
+        "results": {"v": [{"segment": ["0.5", 10], "label": "A", "score": 1}]},
+    }
     assert evaluate_detection(gt, pred, tiou_thresholds=[0.99]).mAP == [1.0]
 
 
@@ -173,15 +186,14 @@ BAD_GT = [
     ({"database": {"v": {"annotations": []}}}, "'subset'"),
     ({"database": {"v": {"subset": "test", "annotations": {}}}}, "'annotations' must be a list"),
     (gt_file({"v": [(3, 1, "A")]}), "end 1.0 < start 3.0"),
-    ({"database": {"v": {"subset": "test", "annotations": [{"segment": [0], "label": "A"}]}}},
-     "'segment' must be"),
-    ({"database": {"v": {"subset": "test", "annotations": [{"segment": ["a", 1],
-                                                             "label": "A"}]}}}, "bad segment"),
-    ({"database": {"v": {"subset": "test", "annotations": [{"segment": ["nan", 1],
-                                                             "label": "A"}]}}}, "finite"),
+    ({"database": {"v": {"subset": "test", "annotations": [{"segment": [0], "label": "A"}]}}}, "'segment' must be"),
+    ({"database": {"v": {"subset": "test", "annotations": [{"segment": ["a", 1], "label": "A"}]}}}, "bad segment"),
+    ({"database": {"v": {"subset": "test", "annotations": [{"segment": ["nan", 1], "label": "A"}]}}}, "finite"),
     ({"database": {"v": {"subset": "test", "annotations": [{"segment": [0, 1]}]}}}, "missing"),
-    ({"database": {"v": {"subset": "test", "annotations": [{"segment": [0, 1], "label": 3}]}}},
-     "'label' must be a string"),
+    (
+        {"database": {"v": {"subset": "test", "annotations": [{"segment": [0, 1], "label": 3}]}}},
+        "'label' must be a string",
+    ),
     (gt_file({"v": [(0, 1, "A")]}, subset="train"), "no annotated instance in subset 'test'"),
 ]
 
@@ -249,8 +261,7 @@ def problems(draw: st.DrawFn, ties: bool) -> tuple[dict, dict, list[float]]:
     coord = st.integers(0, 12) if ties else st.floats(0, 12, allow_nan=False)
     length = st.integers(0, 6) if ties else st.floats(0.01, 6, allow_nan=False)
     seg = st.tuples(coord, length).map(lambda t: (t[0], t[0] + t[1]))
-    score = (st.sampled_from([0.2, 0.5, 0.9]) if ties
-             else st.floats(0, 1, allow_nan=False))
+    score = st.sampled_from([0.2, 0.5, 0.9]) if ties else st.floats(0, 1, allow_nan=False)
 
     videos = {}
     for v in range(n_videos):
@@ -258,15 +269,19 @@ def problems(draw: st.DrawFn, ties: bool) -> tuple[dict, dict, list[float]]:
         videos[f"v{v}"] = [(s, e, lab) for (s, e), lab in anns]
     videos["v0"].append((0, 5, classes[0]))  # at least one instance in the subset
     # Every label is known to the database; "Z" only outside the subset.
-    gt = gt_file(videos, extra={"train": {"subset": "train", "annotations": [
-        {"segment": [0, 1], "label": lab} for lab in [*classes, "Z"]]}})
+    gt = gt_file(
+        videos,
+        extra={
+            "train": {"subset": "train", "annotations": [{"segment": [0, 1], "label": lab} for lab in [*classes, "Z"]]}
+        },
+    )
     pred_videos: dict[str, list] = {}
     for v in draw(st.lists(st.sampled_from([*videos, "train", "elsewhere"]), max_size=6)):
-        items = draw(st.lists(st.tuples(seg, st.sampled_from([*classes, "Z"]), score),
-                              max_size=8))
+        items = draw(st.lists(st.tuples(seg, st.sampled_from([*classes, "Z"]), score), max_size=8))
         pred_videos.setdefault(v, []).extend((s, e, lab, sc) for (s, e), lab, sc in items)
-    thr = draw(st.lists(st.sampled_from([0.0, 0.1, 0.2, 0.25, 1 / 3, 0.5, 0.6, 2 / 3, 0.7,
-                                         0.95, 1.0]), min_size=1, max_size=5))
+    thr = draw(
+        st.lists(st.sampled_from([0.0, 0.1, 0.2, 0.25, 1 / 3, 0.5, 0.6, 2 / 3, 0.7, 0.95, 1.0]), min_size=1, max_size=5)
+    )
     return gt, pred_file(pred_videos), thr
 
 
@@ -288,8 +303,7 @@ def test_matches_the_official_loop_with_ties(problem: tuple[dict, dict, list[flo
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(problems(ties=False))
-def test_matches_the_literal_official_sort_without_ties(
-        problem: tuple[dict, dict, list[float]]) -> None:
+def test_matches_the_literal_official_sort_without_ties(problem: tuple[dict, dict, list[float]]) -> None:
     # Without ties the official argsort()[::-1] (NumPy's default, unstable sort) is well
     # defined, and we agree with it as written.
     gt, pred, thr = problem
@@ -308,9 +322,13 @@ def thumos_gt(thumos14_dir: Path) -> dict:
 
 
 def test_thumos14_ground_truth_as_predictions_scores_one(thumos_gt: dict) -> None:
-    pred = {"results": {v: [{"label": a["label"], "score": 1.0, "segment": a["segment"]}
-                            for a in e["annotations"]]
-                        for v, e in thumos_gt["database"].items() if e["subset"] == "test"}}
+    pred = {
+        "results": {
+            v: [{"label": a["label"], "score": 1.0, "segment": a["segment"]} for a in e["annotations"]]
+            for v, e in thumos_gt["database"].items()
+            if e["subset"] == "test"
+        }
+    }
     m = evaluate_detection(thumos_gt, pred)
     assert len(m.per_class_ap) == 20 and m.num_ground_truth == m.num_predictions
     np.testing.assert_allclose(m.mAP, 1.0, rtol=0, atol=1e-12)
@@ -330,13 +348,16 @@ def perturbed(gt: dict, seed: int, subset: str = "test") -> dict:
             jitter = rng.normal(0, 0.25 * (t - s) + 0.1, size=2)
             s2, t2 = sorted([max(0.0, s + jitter[0]), max(0.0, t + jitter[1])])
             label = a["label"] if rng.random() < 0.9 else classes[rng.integers(len(classes))]
-            items.append({"label": label, "score": round(float(rng.random()), 2),
-                          "segment": [s2, t2]})
+            items.append({"label": label, "score": round(float(rng.random()), 2), "segment": [s2, t2]})
         for _ in range(rng.integers(0, 6)):
             s = float(rng.uniform(0, 300))
-            items.append({"label": classes[rng.integers(len(classes))],
-                          "score": round(float(rng.random()), 2),
-                          "segment": [s, s + float(rng.exponential(5))]})
+            items.append(
+                {
+                    "label": classes[rng.integers(len(classes))],
+                    "score": round(float(rng.random()), 2),
+                    "segment": [s, s + float(rng.exponential(5))],
+                }
+            )
     return {"results": results}
 
 
@@ -358,13 +379,17 @@ def test_thumos14_ambiguous_filtering(thumos14_dir: Path, thumos_gt: dict) -> No
     for vid, segs in list(amb.items())[:10]:
         if vid in gt.videos:
             pred["results"].setdefault(vid, []).extend(
-                {"label": gt.class_names[0], "score": 0.99, "segment": [float(s), float(e)]}
-                for s, e in segs)
+                {"label": gt.class_names[0], "score": 0.99, "segment": [float(s), float(e)]} for s, e in segs
+            )
     # Reference: drop by hand every prediction overlapping an ambiguous segment of its video.
-    kept = {v: [p for p in items if not any(
-                min(p["segment"][1], e) - max(p["segment"][0], s) > 0
-                for s, e in amb.get(v, np.zeros((0, 2))))]
-            for v, items in pred["results"].items()}
+    kept = {
+        v: [
+            p
+            for p in items
+            if not any(min(p["segment"][1], e) - max(p["segment"][0], s) > 0 for s, e in amb.get(v, np.zeros((0, 2))))
+        ]
+        for v, items in pred["results"].items()
+    }
     removed = sum(len(i) for i in pred["results"].values()) - sum(len(i) for i in kept.values())
     m = evaluate_detection(thumos_gt, pred, ambiguous=path)
     assert m.num_ambiguous == removed > 10
@@ -399,8 +424,7 @@ def test_write_metrics_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     m = DetectionMetrics([0.1, 0.5], [0.75, 0.25], 0.5, {"A": [0.75, 0.25]})
     path = tmp_path / "metrics.json"
     write_metrics(path, m)
-    assert json.loads(path.read_text()) == {"tiou": [0.1, 0.5], "mAP": [0.75, 0.25],
-                                            "average": 0.5}
+    assert json.loads(path.read_text()) == {"tiou": [0.1, 0.5], "mAP": [0.75, 0.25], "average": 0.5}
 
     def broken(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")

@@ -6,6 +6,7 @@ import doctest
 
 import numpy as np
 import pytest
+
 from case import postprocess
 from case.postprocess import (
     PostprocessConfig,
@@ -33,8 +34,7 @@ def test_foreground_modes() -> None:
     np.testing.assert_allclose(foreground_for_testing(att, mode="attention"), att)
     np.testing.assert_allclose(foreground_for_testing(att, probs, fg, "cluster"), p_t)
     np.testing.assert_allclose(foreground_for_testing(att, probs, fg, "mixed"), (att + p_t) / 2)
-    np.testing.assert_allclose(foreground_for_testing(att, probs, fg, "official"),
-                               (att + p_t) / 2)
+    np.testing.assert_allclose(foreground_for_testing(att, probs, fg, "official"), (att + p_t) / 2)
 
 
 def test_official_mode_equals_the_per_stream_average() -> None:
@@ -49,14 +49,17 @@ def test_official_mode_equals_the_per_stream_average() -> None:
     np.testing.assert_allclose(ours, official, rtol=0, atol=1e-14)
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    ((np.ones(3), None, None, "mixed"), "needs cluster_probs and cluster_fg"),
-    ((np.ones(3), np.ones((3, 2)), np.ones(3), "mixed"), "cluster_fg has 3 entries"),
-    ((np.ones(3), np.ones((4, 2)), np.ones(2), "cluster"), "cluster_probs must have 3 rows"),
-    ((np.ones((3, 1)), None, None, "attention"), "attention must have 1 dimension"),
-    ((np.array([1.0, np.nan]), None, None, "attention"), "attention contains non-finite"),
-    ((np.ones(3), None, None, "both"), "mode must be one of"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((np.ones(3), None, None, "mixed"), "needs cluster_probs and cluster_fg"),
+        ((np.ones(3), np.ones((3, 2)), np.ones(3), "mixed"), "cluster_fg has 3 entries"),
+        ((np.ones(3), np.ones((4, 2)), np.ones(2), "cluster"), "cluster_probs must have 3 rows"),
+        ((np.ones((3, 1)), None, None, "attention"), "attention must have 1 dimension"),
+        ((np.array([1.0, np.nan]), None, None, "attention"), "attention contains non-finite"),
+        ((np.ones(3), None, None, "both"), "mode must be one of"),
+    ],
+)
 def test_foreground_rejects_bad_input(args: tuple, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         foreground_for_testing(*args)
@@ -76,8 +79,9 @@ def test_upsample_matches_scipy_extrapolating_interp1d() -> None:
     for t in (2, 3, 17):
         values = rng.random((t, 3))
         up = upsample(values, 24)
-        official = interpolate.interp1d(np.arange(t), values, kind="linear", axis=0,
-                                        fill_value="extrapolate")(np.arange(t * 24) / 24)
+        official = interpolate.interp1d(np.arange(t), values, kind="linear", axis=0, fill_value="extrapolate")(
+            np.arange(t * 24) / 24
+        )
         assert up.shape == (t * 24, 3)
         np.testing.assert_allclose(up, official, rtol=0, atol=1e-12)
     np.testing.assert_array_equal(upsample(np.array([[0.3, 0.4]]), 3), [[0.3, 0.4]] * 3)
@@ -112,20 +116,20 @@ def test_nms_kinds_by_hand() -> None:
     # = 5/11; suppressed ones come after the kept ones, decayed once.
     keep, out = temporal_nms(start, end, scores, "official", 0.4, 0.35)
     assert keep.tolist() == [0, 2, 1, 3]
-    np.testing.assert_allclose(out, [0.9, 0.7, 0.8 * np.exp(-(5 / 6) ** 2 / 0.35),
-                                     0.6 * np.exp(-(5 / 11) ** 2 / 0.35)])
+    np.testing.assert_allclose(
+        out, [0.9, 0.7, 0.8 * np.exp(-((5 / 6) ** 2) / 0.35), 0.6 * np.exp(-((5 / 11) ** 2) / 0.35)]
+    )
     # Gaussian soft-NMS: every step decays all remaining scores by the kept one's tIoU.
     keep, out = temporal_nms(start, end, scores, "soft", sigma=0.5)
-    s1 = 0.8 * np.exp(-(9 / 11) ** 2 / 0.5)
-    s3 = 0.6 * np.exp(-(4 / 10) ** 2 / 0.5)  # 0.6 * 0.726 = 0.436 > s1 = 0.210
-    s1_after = s1 * np.exp(-(4 / 10) ** 2 / 0.5)  # [1, 11] vs [2, 6]: 4 / 10
+    s1 = 0.8 * np.exp(-((9 / 11) ** 2) / 0.5)
+    s3 = 0.6 * np.exp(-((4 / 10) ** 2) / 0.5)  # 0.6 * 0.726 = 0.436 > s1 = 0.210
+    s1_after = s1 * np.exp(-((4 / 10) ** 2) / 0.5)  # [1, 11] vs [2, 6]: 4 / 10
     assert keep.tolist() == [0, 2, 3, 1]
     np.testing.assert_allclose(out, [0.9, 0.7, s3, s1_after])
 
 
 def test_nms_ties_keep_the_later_segment_first() -> None:
-    keep, _ = temporal_nms(np.array([0.0, 0.0]), np.array([1.0, 1.0]), np.array([0.5, 0.5]),
-                           "hard", 0.5)
+    keep, _ = temporal_nms(np.array([0.0, 0.0]), np.array([1.0, 1.0]), np.array([0.5, 0.5]), "hard", 0.5)
     assert keep.tolist() == [1]
 
 
@@ -136,11 +140,9 @@ def test_positions_to_seconds_with_all_snippets() -> None:
     cfg = PostprocessConfig()
     pos = np.arange(0, 10 * 24 + 1)
     expected = pos / 24 * SNIPPET
-    np.testing.assert_allclose(positions_to_seconds(pos, np.arange(10), 10, 24, cfg), expected,
-                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(positions_to_seconds(pos, np.arange(10), 10, 24, cfg), expected, rtol=0, atol=1e-12)
     stretch = PostprocessConfig(time_mapping="stretch")
-    np.testing.assert_allclose(positions_to_seconds(pos, np.arange(10), 10, 24, stretch),
-                               expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(positions_to_seconds(pos, np.arange(10), 10, 24, stretch), expected, rtol=0, atol=1e-12)
 
 
 def test_positions_to_seconds_with_uniform_sampling() -> None:
@@ -150,12 +152,14 @@ def test_positions_to_seconds_with_uniform_sampling() -> None:
     cfg, stretch = PostprocessConfig(), PostprocessConfig(time_mapping="stretch")
     # Row boundaries map to the sampled snippets' own start times; the end to the video end.
     rows = np.arange(t + 1) * 24
-    np.testing.assert_allclose(positions_to_seconds(rows, index, length, 24, cfg),
-                               np.append(index, length) * SNIPPET, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        positions_to_seconds(rows, index, length, 24, cfg), np.append(index, length) * SNIPPET, rtol=0, atol=1e-9
+    )
     # The official stretch differs by less than one snippet.
     pos = np.arange(t * 24 + 1)
-    gap = np.abs(positions_to_seconds(pos, index, length, 24, cfg)
-                 - positions_to_seconds(pos, index, length, 24, stretch))
+    gap = np.abs(
+        positions_to_seconds(pos, index, length, 24, cfg) - positions_to_seconds(pos, index, length, 24, stretch)
+    )
     assert 0 < gap.max() < SNIPPET
     # Uneven samples (e.g. a random perturbation) are followed exactly at the knots.
     index = np.array([0, 1, 5, 6, 9])
@@ -176,14 +180,14 @@ def test_detection_times_in_seconds() -> None:
     assert dets[0]["segment"] == pytest.approx([10 * SNIPPET, 20 * SNIPPET], abs=1e-12)
     # Upsampled 24x, the 0.5 crossing lies half-way between snippet centres' grid points:
     # rising edge at row 9 + 12/24, falling edge after row 19 + 12/24 (end exclusive + 1/24).
-    dets = detect_video(cas, fg, [0.9, 0.0], np.arange(t), t, t * SNIPPET, ["A", "B"],
-                        PostprocessConfig(act_thresholds=(0.5,)))
+    dets = detect_video(
+        cas, fg, [0.9, 0.0], np.arange(t), t, t * SNIPPET, ["A", "B"], PostprocessConfig(act_thresholds=(0.5,))
+    )
     assert dets[0]["segment"] == pytest.approx([9.5 * SNIPPET, (19 + 13 / 24) * SNIPPET])
     # The same video sampled every 3rd snippet (rows 0..9 = snippets 0, 3, ..., 27):
     # foreground rows [4, 7) = snippets 12..18 -> [12 * 0.64, 21 * 0.64).
     index = np.arange(0, t, 3)
-    dets = detect_video(cas[index], fg[index], [0.9, 0.0], index, t, t * SNIPPET, ["A", "B"],
-                        one)
+    dets = detect_video(cas[index], fg[index], [0.9, 0.0], index, t, t * SNIPPET, ["A", "B"], one)
     assert dets[0]["segment"] == pytest.approx([12 * SNIPPET, 21 * SNIPPET], abs=1e-12)
 
 
@@ -195,13 +199,11 @@ def test_clip_to_duration_and_max_detections() -> None:
     dets = detect_video(cas, fg, [1.0], np.arange(t), t, 5.0, ["A"], cfg)
     assert dets[0]["segment"] == [0.0, 5.0]
     cfg = PostprocessConfig(scale=1, act_thresholds=(0.5,), clip_to_duration=False)
-    assert detect_video(cas, fg, [1.0], np.arange(t), t, 5.0, ["A"], cfg)[0]["segment"][1] \
-        == pytest.approx(t * SNIPPET)
+    assert detect_video(cas, fg, [1.0], np.arange(t), t, 5.0, ["A"], cfg)[0]["segment"][1] == pytest.approx(t * SNIPPET)
     rng = np.random.default_rng(3)
     cas, fg = rng.random((40, 3)), rng.random(40)
     everything = detect_video(cas, fg, [0.9, 0.8, 0.1], np.arange(40), 40, None, "ABC")
-    top = detect_video(cas, fg, [0.9, 0.8, 0.1], np.arange(40), 40, None, "ABC",
-                       PostprocessConfig(max_detections=5))
+    top = detect_video(cas, fg, [0.9, 0.8, 0.1], np.arange(40), 40, None, "ABC", PostprocessConfig(max_detections=5))
     assert len(everything) > 5 and top == everything[:5]
     scores = [d["score"] for d in everything]
     assert scores == sorted(scores, reverse=True)
@@ -211,10 +213,20 @@ def test_clip_to_duration_and_max_detections() -> None:
 # ---------------------------------------------------------------------------- vs official
 
 
-def official_video(cas_rgb_sm: np.ndarray, cas_flow_sm: np.ndarray, att: tuple, pt: tuple,
-                   video_scores: np.ndarray, num_snippets: int, act_thresh: np.ndarray,
-                   scale: int = 24, class_thresh: float = 0.25, gamma_cfg: float = 0.15,
-                   nms_thresh: float = 0.4, nms_alpha: float = 0.35) -> list[tuple]:
+def official_video(
+    cas_rgb_sm: np.ndarray,
+    cas_flow_sm: np.ndarray,
+    att: tuple,
+    pt: tuple,
+    video_scores: np.ndarray,
+    num_snippets: int,
+    act_thresh: np.ndarray,
+    scale: int = 24,
+    class_thresh: float = 0.25,
+    gamma_cfg: float = 0.15,
+    nms_thresh: float = 0.4,
+    nms_alpha: float = 0.35,
+) -> list[tuple]:
     """Loop re-statement of the official ``inference_case.py`` for one video (after the model).
 
     Written from the logic of the official ``instance_selection_function``,
@@ -230,8 +242,9 @@ def official_video(cas_rgb_sm: np.ndarray, cas_flow_sm: np.ndarray, att: tuple, 
         score_np[np.argmax(video_scores)] = 1
     pred = np.where(score_np > class_thresh)[0]
     cas_pred = combined[:, pred].reshape(t, -1, 1)
-    cas_pred = interpolate.interp1d(np.arange(t), cas_pred, kind="linear", axis=0,
-                                    fill_value="extrapolate")(np.arange(0, t, 1 / scale))
+    cas_pred = interpolate.interp1d(np.arange(t), cas_pred, kind="linear", axis=0, fill_value="extrapolate")(
+        np.arange(0, t, 1 / scale)
+    )
     lambda_, gamma = gamma_cfg, 0.2  # the swap: the 9th positional argument is lambda_
     t_factor = (16 * num_snippets) / (scale * t * 25)
     proposal_dict: dict[int, list] = {}
@@ -247,12 +260,12 @@ def official_video(cas_rgb_sm: np.ndarray, cas_flow_sm: np.ndarray, att: tuple, 
                 n = len(grp)
                 outer_s = max(0, int(grp[0] - lambda_ * n))
                 outer_e = min(int(cas_pred.shape[0] - 1), int(grp[-1] + lambda_ * n))
-                outer_idx = list(range(outer_s, int(grp[0]))) + list(range(int(grp[-1] + 1),
-                                                                           outer_e + 1))
+                outer_idx = list(range(outer_s, int(grp[0]))) + list(range(int(grp[-1] + 1), outer_e + 1))
                 outer = np.mean(cas_pred[outer_idx, i, 0]) if outer_idx else 0
                 score = inner - outer + gamma * video_scores[pred[i]]
                 proposal_dict.setdefault(pred[i], []).append(
-                    [pred[i], score, grp[0] * t_factor, (grp[-1] + 1) * t_factor])
+                    [pred[i], score, grp[0] * t_factor, (grp[-1] + 1) * t_factor]
+                )
     out = []
     for props in proposal_dict.values():
         props = np.array(props)
@@ -282,6 +295,7 @@ def test_matches_the_official_inference(seed: int) -> None:
     rng = np.random.default_rng(seed)
     t, n_classes, k = int(rng.integers(20, 80)), 4, 6
     num_snippets = int(t * rng.uniform(1, 3))
+
     # Smooth-ish random signals so that runs are longer than a point.
     def smooth(x: np.ndarray) -> np.ndarray:
         kernel = np.ones(5) / 5
@@ -294,16 +308,18 @@ def test_matches_the_official_inference(seed: int) -> None:
     ps = (rng.dirichlet(np.ones(k), t), rng.dirichlet(np.ones(k), t))
     q = rng.random(k)
     pt = (ps[0] @ q, ps[1] @ q)
-    video_scores = rng.dirichlet(np.ones(n_classes)) if seed % 2 else rng.random(n_classes) * .3
+    video_scores = rng.dirichlet(np.ones(n_classes)) if seed % 2 else rng.random(n_classes) * 0.3
     act = np.arange(0.1, 1.0, 0.1)
     expected = official_video(cas_rgb, cas_flow, att, pt, video_scores, num_snippets, act)
 
-    cfg = PostprocessConfig(foreground_mode="official", act_thresholds=tuple(act),
-                            time_mapping="stretch", clip_to_duration=False)
+    cfg = PostprocessConfig(
+        foreground_mode="official", act_thresholds=tuple(act), time_mapping="stretch", clip_to_duration=False
+    )
     fg = foreground_for_testing((att[0] + att[1]) / 2, (ps[0] + ps[1]) / 2, q, cfg.foreground_mode)
     index = np.floor(np.arange(t) * num_snippets / t).astype(np.int64)
-    dets = detect_video((cas_rgb + cas_flow) / 2, fg, video_scores, index, num_snippets, None,
-                        [str(c) for c in range(n_classes)], cfg)
+    dets = detect_video(
+        (cas_rgb + cas_flow) / 2, fg, video_scores, index, num_snippets, None, [str(c) for c in range(n_classes)], cfg
+    )
     got = sorted((int(d["label"]), d["score"], *d["segment"]) for d in dets)
     assert len(expected) > 3 and len(got) == len(expected)
     np.testing.assert_allclose(np.array(got), np.array(expected), rtol=0, atol=1e-9)
@@ -312,21 +328,24 @@ def test_matches_the_official_inference(seed: int) -> None:
 # ---------------------------------------------------------------------------- validation
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"foreground_mode": "both"}, "foreground_mode must be one of"),
-    ({"nms": "greedy"}, "nms must be one of"),
-    ({"time_mapping": "linear"}, "time_mapping must be one of"),
-    ({"cas_weight": 1.5}, "cas_weight"),
-    ({"act_thresholds": ()}, "act_thresholds"),
-    ({"act_thresholds": (0.1, float("nan"))}, "act_thresholds"),
-    ({"scale": 0}, "scale"),
-    ({"scale": 2.5}, "scale"),
-    ({"outer_ratio": -0.1}, "outer_ratio"),
-    ({"video_score_weight": float("inf")}, "video_score_weight"),
-    ({"soft_nms_sigma": 0.0}, "soft_nms_sigma"),
-    ({"max_detections": 0}, "max_detections"),
-    ({"feature_fps": 0.0}, "feature_fps"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"foreground_mode": "both"}, "foreground_mode must be one of"),
+        ({"nms": "greedy"}, "nms must be one of"),
+        ({"time_mapping": "linear"}, "time_mapping must be one of"),
+        ({"cas_weight": 1.5}, "cas_weight"),
+        ({"act_thresholds": ()}, "act_thresholds"),
+        ({"act_thresholds": (0.1, float("nan"))}, "act_thresholds"),
+        ({"scale": 0}, "scale"),
+        ({"scale": 2.5}, "scale"),
+        ({"outer_ratio": -0.1}, "outer_ratio"),
+        ({"video_score_weight": float("inf")}, "video_score_weight"),
+        ({"soft_nms_sigma": 0.0}, "soft_nms_sigma"),
+        ({"max_detections": 0}, "max_detections"),
+        ({"feature_fps": 0.0}, "feature_fps"),
+    ],
+)
 def test_config_rejects_bad_values(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         PostprocessConfig(**kwargs)
@@ -343,21 +362,31 @@ def test_config_defaults_and_weights() -> None:
     assert PostprocessConfig(cas_weight=0.5).resolved_cas_weight == 0.5
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"cas": np.ones(5)}, "cas must have 2 dimension"),
-    ({"cas": np.ones((0, 2))}, "no snippets"),
-    ({"foreground": np.ones(4)}, "foreground must have 5 rows"),
-    ({"video_scores": np.ones(3)}, "video_scores must have 2 rows"),
-    ({"video_scores": np.array([np.inf, 0])}, "video_scores contains non-finite"),
-    ({"class_names": ["A"]}, "class_names has 1 names"),
-    ({"index": np.arange(5.0)}, "index must be 5 integers"),
-    ({"index": np.array([0, 1, 3, 2, 4])}, "non-decreasing"),
-    ({"index": np.arange(5) + 1}, "within"),
-    ({"num_snippets": 5.5}, "num_snippets must be an integer"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"cas": np.ones(5)}, "cas must have 2 dimension"),
+        ({"cas": np.ones((0, 2))}, "no snippets"),
+        ({"foreground": np.ones(4)}, "foreground must have 5 rows"),
+        ({"video_scores": np.ones(3)}, "video_scores must have 2 rows"),
+        ({"video_scores": np.array([np.inf, 0])}, "video_scores contains non-finite"),
+        ({"class_names": ["A"]}, "class_names has 1 names"),
+        ({"index": np.arange(5.0)}, "index must be 5 integers"),
+        ({"index": np.array([0, 1, 3, 2, 4])}, "non-decreasing"),
+        ({"index": np.arange(5) + 1}, "within"),
+        ({"num_snippets": 5.5}, "num_snippets must be an integer"),
+    ],
+)
 def test_detect_video_rejects_bad_input(change: dict, message: str) -> None:
-    args = {"cas": np.ones((5, 2)), "foreground": np.ones(5), "video_scores": np.ones(2),
-            "index": np.arange(5), "num_snippets": 5, "duration": 3.2, "class_names": ["A", "B"]}
+    args = {
+        "cas": np.ones((5, 2)),
+        "foreground": np.ones(5),
+        "video_scores": np.ones(2),
+        "index": np.arange(5),
+        "num_snippets": 5,
+        "duration": 3.2,
+        "class_names": ["A", "B"],
+    }
     args.update(change)
     with pytest.raises(ValueError, match=message):
         detect_video(**args)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from case import viz
 from case.viz import plot_entropy_curves, plot_foreground
 
@@ -29,22 +30,31 @@ def test_plot_foreground_writes_a_png(tmp_path: Path) -> None:
     assert out == tmp_path / "fg.png"
     assert_png(out)
     # Sampled rows, explicit P^M, plain pairs.
-    out = plot_foreground(tmp_path / "fg2.png", att[:30], p_t[:30], (att[:30] + p_t[:30]) / 2,
-                          index=np.arange(0, 120, 4), ground_truth=[(3.2, 9.6)])
+    out = plot_foreground(
+        tmp_path / "fg2.png",
+        att[:30],
+        p_t[:30],
+        (att[:30] + p_t[:30]) / 2,
+        index=np.arange(0, 120, 4),
+        ground_truth=[(3.2, 9.6)],
+    )
     assert_png(out)
     assert_png(plot_foreground(tmp_path / "fg3.png", att))  # the baseline: P^A only
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"attention": np.ones((3, 2))}, "attention must be a non-empty 1-D array"),
-    ({"attention": []}, "attention must be a non-empty 1-D array"),
-    ({"attention": np.ones(4), "cluster": np.ones(3)}, "cluster has 3 values, expected 4"),
-    ({"attention": np.ones(4), "mixed": np.array([0, 1, np.nan, 0])}, "mixed contains non-finite"),
-    ({"attention": np.ones(4), "index": np.arange(5)}, "index has 5 values"),
-    ({"attention": np.ones(4), "ground_truth": [(5.0, 1.0)]}, r"ground_truth\[0\]"),
-    ({"attention": np.ones(4), "ground_truth": [{"label": "A"}]}, r"ground_truth\[0\]"),
-    ({"attention": np.ones(4), "snippet_seconds": 0.0}, "snippet_seconds"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"attention": np.ones((3, 2))}, "attention must be a non-empty 1-D array"),
+        ({"attention": []}, "attention must be a non-empty 1-D array"),
+        ({"attention": np.ones(4), "cluster": np.ones(3)}, "cluster has 3 values, expected 4"),
+        ({"attention": np.ones(4), "mixed": np.array([0, 1, np.nan, 0])}, "mixed contains non-finite"),
+        ({"attention": np.ones(4), "index": np.arange(5)}, "index has 5 values"),
+        ({"attention": np.ones(4), "ground_truth": [(5.0, 1.0)]}, r"ground_truth\[0\]"),
+        ({"attention": np.ones(4), "ground_truth": [{"label": "A"}]}, r"ground_truth\[0\]"),
+        ({"attention": np.ones(4), "snippet_seconds": 0.0}, "snippet_seconds"),
+    ],
+)
 def test_plot_foreground_rejects_bad_input(tmp_path: Path, kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         plot_foreground(tmp_path / "x.png", **kwargs)
@@ -53,8 +63,10 @@ def test_plot_foreground_rejects_bad_input(tmp_path: Path, kwargs: dict, message
 
 def test_plot_entropy_curves_from_log_jsonl(tmp_path: Path) -> None:
     log = tmp_path / "log.jsonl"
-    lines = [json.dumps({"step": s, "loss": 1.0, "H_QS": 2.7 - s / 50, "H_QC": 0.69,
-                         "H_PS_usage": 2.77}) for s in range(0, 100, 5)]
+    lines = [
+        json.dumps({"step": s, "loss": 1.0, "H_QS": 2.7 - s / 50, "H_QC": 0.69, "H_PS_usage": 2.77})
+        for s in range(0, 100, 5)
+    ]
     lines.insert(3, json.dumps({"step": 10, "mAP": [0.1], "average": 0.1}))  # eval record
     lines.insert(5, "")
     log.write_text("\n".join(lines) + "\n")
@@ -63,11 +75,9 @@ def test_plot_entropy_curves_from_log_jsonl(tmp_path: Path) -> None:
 
 def test_plot_entropy_curves_key_mapping(tmp_path: Path) -> None:
     records = [{"iteration": i, "ent_snippet": 1.0 / (i + 1)} for i in range(20)]
-    out = plot_entropy_curves(tmp_path / "e.png", records, {"H(Q^S)": "ent_snippet"},
-                              x_key="iteration")
+    out = plot_entropy_curves(tmp_path / "e.png", records, {"H(Q^S)": "ent_snippet"}, x_key="iteration")
     assert_png(out)
-    assert_png(plot_entropy_curves(tmp_path / "e2.png", records, ["ent_snippet", "absent"],
-                                   x_key="iteration"))
+    assert_png(plot_entropy_curves(tmp_path / "e2.png", records, ["ent_snippet", "absent"], x_key="iteration"))
 
 
 def test_plot_entropy_curves_rejects_bad_input(tmp_path: Path) -> None:
@@ -83,7 +93,7 @@ def test_plot_entropy_curves_rejects_bad_input(tmp_path: Path) -> None:
     log.write_text('{"step": 1, "H_QS": 1.0}\n{oops\n')
     with pytest.raises(ValueError, match=r"log\.jsonl:2: not a JSON record"):
         plot_entropy_curves(tmp_path / "e.png", log)
-    log.write_text('[1, 2]\n')
+    log.write_text("[1, 2]\n")
     with pytest.raises(ValueError, match=r"log\.jsonl:1: expected a JSON object"):
         plot_entropy_curves(tmp_path / "e.png", log)
     assert not (tmp_path / "e.png").exists()

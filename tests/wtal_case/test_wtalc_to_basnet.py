@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from case.data import DataConfig, build_dataset
 
 TOOL = Path(__file__).resolve().parents[2] / "examples" / "wtal_case" / "tools" / "wtalc_to_basnet.py"

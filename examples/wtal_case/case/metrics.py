@@ -145,8 +145,14 @@ class Predictions:
 
     def subset(self, keep: np.ndarray) -> Predictions:
         """The predictions where the boolean mask ``keep`` is true (order kept)."""
-        return Predictions(self.video[keep], self.label[keep], self.start[keep], self.end[keep],
-                           self.score[keep], self.num_other_classes)
+        return Predictions(
+            self.video[keep],
+            self.label[keep],
+            self.start[keep],
+            self.end[keep],
+            self.score[keep],
+            self.num_other_classes,
+        )
 
 
 @dataclass(frozen=True)
@@ -208,8 +214,7 @@ def _read_json(source: Source, what: str) -> tuple[Mapping[str, Any], str]:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DetectionFileError(f"{name}: not valid JSON ({exc})") from None
     if not isinstance(data, Mapping):
-        raise DetectionFileError(f"{name}: expected a JSON object at the top level, "
-                                 f"got {type(data).__name__}")
+        raise DetectionFileError(f"{name}: expected a JSON object at the top level, got {type(data).__name__}")
     return data, name
 
 
@@ -281,8 +286,7 @@ def load_ground_truth(source: Source, subset: str = "test") -> GroundTruth:
     data, name = _read_json(source, "ground truth")
     database = data.get("database")
     if not isinstance(database, Mapping):
-        raise DetectionFileError(f"{name}: expected a 'database' object mapping video names to "
-                                 f"their entries")
+        raise DetectionFileError(f"{name}: expected a 'database' object mapping video names to their entries")
     videos: list[str] = []
     class_index: dict[str, int] = {}
     known: set[str] = set()
@@ -309,12 +313,17 @@ def load_ground_truth(source: Source, subset: str = "test") -> GroundTruth:
                 end.append(e)
     if not label:
         subsets = sorted({str(e.get("subset")) for e in database.values()})
-        raise DetectionFileError(f"{name}: no annotated instance in subset {subset!r} "
-                                 f"(subsets present: {subsets})")
-    return GroundTruth(subset=subset, videos=tuple(videos), class_names=tuple(class_index),
-                       known_labels=frozenset(known), video=np.asarray(video, np.int64),
-                       label=np.asarray(label, np.int64), start=np.asarray(start, np.float64),
-                       end=np.asarray(end, np.float64))
+        raise DetectionFileError(f"{name}: no annotated instance in subset {subset!r} (subsets present: {subsets})")
+    return GroundTruth(
+        subset=subset,
+        videos=tuple(videos),
+        class_names=tuple(class_index),
+        known_labels=frozenset(known),
+        video=np.asarray(video, np.int64),
+        label=np.asarray(label, np.int64),
+        start=np.asarray(start, np.float64),
+        end=np.asarray(end, np.float64),
+    )
 
 
 def load_predictions(source: Source, ground_truth: GroundTruth) -> Predictions:
@@ -345,19 +354,18 @@ def load_predictions(source: Source, ground_truth: GroundTruth) -> Predictions:
     data, name = _read_json(source, "predictions")
     results = data.get("results")
     if not isinstance(results, Mapping):
-        raise DetectionFileError(f"{name}: expected a 'results' object mapping video names to "
-                                 f"lists of detections")
+        raise DetectionFileError(f"{name}: expected a 'results' object mapping video names to lists of detections")
     video_code = {v: i for i, v in enumerate(ground_truth.videos)}
     class_code = {c: i for i, c in enumerate(ground_truth.class_names)}
     parsed = _predictions_fast(results, video_code, class_code, ground_truth.known_labels)
     if parsed is None:  # something is wrong: the careful pass names the first bad entry
-        parsed = _predictions_checked(results, name, video_code, class_code,
-                                      ground_truth.known_labels)
+        parsed = _predictions_checked(results, name, video_code, class_code, ground_truth.known_labels)
     return parsed
 
 
-def _predictions_fast(results: Mapping[str, Any], video_code: dict[str, int],
-                      class_code: dict[str, int], known: frozenset[str]) -> Predictions | None:
+def _predictions_fast(
+    results: Mapping[str, Any], video_code: dict[str, int], class_code: dict[str, int], known: frozenset[str]
+) -> Predictions | None:
     """Vectorised parse of well-formed predictions; ``None`` at the first sign of trouble."""
     codes, labels, scores, segments = [], [], [], []
     try:
@@ -371,9 +379,12 @@ def _predictions_fast(results: Mapping[str, Any], video_code: dict[str, int],
                 segments.append(item["segment"])
     except (KeyError, TypeError):
         return None
-    if not (all(_is_real_type(t) for t in {type(x) for x in scores})
-            and {type(x) for x in labels} <= {str} and {type(x) for x in segments} <= {list, tuple}
-            and all(t is str or _is_real_type(t) for t in {type(x) for s in segments for x in s})):
+    if not (
+        all(_is_real_type(t) for t in {type(x) for x in scores})
+        and {type(x) for x in labels} <= {str}
+        and {type(x) for x in segments} <= {list, tuple}
+        and all(t is str or _is_real_type(t) for t in {type(x) for s in segments for x in s})
+    ):
         return None
     try:
         seg = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
@@ -381,20 +392,29 @@ def _predictions_fast(results: Mapping[str, Any], video_code: dict[str, int],
     except (ValueError, OverflowError):
         return None
     label = np.asarray([class_code.get(x, -1) for x in labels], dtype=np.int64)
-    if (seg.shape[0] != len(segments) or not np.isfinite(seg).all()
-            or not np.isfinite(score).all() or (seg[:, 1] < seg[:, 0]).any()
-            or any(x not in known for x in {labels[i] for i in np.flatnonzero(label < 0)})):
+    if (
+        seg.shape[0] != len(segments)
+        or not np.isfinite(seg).all()
+        or not np.isfinite(score).all()
+        or (seg[:, 1] < seg[:, 0]).any()
+        or any(x not in known for x in {labels[i] for i in np.flatnonzero(label < 0)})
+    ):
         return None
-    video = np.repeat(np.asarray([c for c, _ in codes], np.int64),
-                      np.asarray([n for _, n in codes], np.int64))
+    video = np.repeat(np.asarray([c for c, _ in codes], np.int64), np.asarray([n for _, n in codes], np.int64))
     keep = label >= 0
-    return Predictions(video=video[keep], label=label[keep], start=seg[keep, 0].copy(),
-                       end=seg[keep, 1].copy(), score=score[keep],
-                       num_other_classes=int((~keep).sum()))
+    return Predictions(
+        video=video[keep],
+        label=label[keep],
+        start=seg[keep, 0].copy(),
+        end=seg[keep, 1].copy(),
+        score=score[keep],
+        num_other_classes=int((~keep).sum()),
+    )
 
 
-def _predictions_checked(results: Mapping[str, Any], name: str, video_code: dict[str, int],
-                         class_code: dict[str, int], known: frozenset[str]) -> Predictions:
+def _predictions_checked(
+    results: Mapping[str, Any], name: str, video_code: dict[str, int], class_code: dict[str, int], known: frozenset[str]
+) -> Predictions:
     """Entry-by-entry parse that raises :class:`DetectionFileError` naming the bad entry."""
     video, label, start, end, score = [], [], [], [], []
     other = 0
@@ -410,8 +430,9 @@ def _predictions_checked(results: Mapping[str, Any], name: str, video_code: dict
                 if lab in known:
                     other += 1
                     continue
-                raise DetectionFileError(f"{where}: label {lab!r} is unknown to the ground truth "
-                                         f"(classes: {sorted(known)})")
+                raise DetectionFileError(
+                    f"{where}: label {lab!r} is unknown to the ground truth (classes: {sorted(known)})"
+                )
             sc = item["score"]
             if not _is_real_type(type(sc)) or not math.isfinite(sc):
                 raise DetectionFileError(f"{where}: 'score' must be a finite number, got {sc!r}")
@@ -421,13 +442,17 @@ def _predictions_checked(results: Mapping[str, Any], name: str, video_code: dict
             start.append(s)
             end.append(e)
             score.append(float(sc))
-    return Predictions(video=np.asarray(video, np.int64), label=np.asarray(label, np.int64),
-                       start=np.asarray(start, np.float64), end=np.asarray(end, np.float64),
-                       score=np.asarray(score, np.float64), num_other_classes=other)
+    return Predictions(
+        video=np.asarray(video, np.int64),
+        label=np.asarray(label, np.int64),
+        start=np.asarray(start, np.float64),
+        end=np.asarray(end, np.float64),
+        score=np.asarray(score, np.float64),
+        num_other_classes=other,
+    )
 
 
-def load_ambiguous(source: PathLike | Mapping[str, Iterable[Sequence[float]]]
-                   ) -> dict[str, np.ndarray]:
+def load_ambiguous(source: PathLike | Mapping[str, Iterable[Sequence[float]]]) -> dict[str, np.ndarray]:
     """Read ambiguous segments (THUMOS14 ``Ambiguous_test.txt``).
 
     Parameters
@@ -462,8 +487,9 @@ def load_ambiguous(source: PathLike | Mapping[str, Iterable[Sequence[float]]]
     return {vid: np.asarray(segs, np.float64).reshape(-1, 2) for vid, segs in pairs.items()}
 
 
-def filter_ambiguous(predictions: Predictions, ground_truth: GroundTruth,
-                     ambiguous: Mapping[str, np.ndarray]) -> tuple[Predictions, int]:
+def filter_ambiguous(
+    predictions: Predictions, ground_truth: GroundTruth, ambiguous: Mapping[str, np.ndarray]
+) -> tuple[Predictions, int]:
     """Drop predictions that overlap an ambiguous segment of their video.
 
     W-TALC semantics (``filter_segments`` of its ``detectionMAP.py``, copied by CO2-Net and
@@ -485,8 +511,9 @@ def filter_ambiguous(predictions: Predictions, ground_truth: GroundTruth,
         rows = np.flatnonzero(predictions.video == code)
         if rows.size == 0:
             continue
-        overlap = (np.minimum(predictions.end[rows, None], segs[None, :, 1])
-                   - np.maximum(predictions.start[rows, None], segs[None, :, 0]))
+        overlap = np.minimum(predictions.end[rows, None], segs[None, :, 1]) - np.maximum(
+            predictions.start[rows, None], segs[None, :, 0]
+        )
         keep[rows[(overlap > 0).any(axis=1)]] = False
     return predictions.subset(keep), int((~keep).sum())
 
@@ -496,8 +523,7 @@ def filter_ambiguous(predictions: Predictions, ground_truth: GroundTruth,
 # --------------------------------------------------------------------------------------------
 
 
-def segment_iou(start_a: np.ndarray, end_a: np.ndarray, start_b: np.ndarray,
-                end_b: np.ndarray) -> np.ndarray:
+def segment_iou(start_a: np.ndarray, end_a: np.ndarray, start_b: np.ndarray, end_b: np.ndarray) -> np.ndarray:
     """Temporal IoU of segments ``[start_a, end_a]`` and ``[start_b, end_b]`` (broadcasting).
 
     .. math:: \\mathrm{tIoU} = \\frac{\\max(0, \\min(e_a, e_b) - \\max(s_a, s_b))}
@@ -512,8 +538,7 @@ def segment_iou(start_a: np.ndarray, end_a: np.ndarray, start_b: np.ndarray,
     """
     inter = np.clip(np.minimum(end_a, end_b) - np.maximum(start_a, start_b), 0.0, None)
     union = (end_b - start_b) + (end_a - start_a) - inter
-    return np.divide(inter, union, out=np.zeros(np.broadcast(inter, union).shape),
-                     where=union > 0)
+    return np.divide(inter, union, out=np.zeros(np.broadcast(inter, union).shape), where=union > 0)
 
 
 def _check_thresholds(tiou_thresholds: Iterable[float]) -> np.ndarray:
@@ -525,9 +550,15 @@ def _check_thresholds(tiou_thresholds: Iterable[float]) -> np.ndarray:
     return thr
 
 
-def _candidate_ranges(gkey: np.ndarray, gstart: np.ndarray, gend: np.ndarray,
-                      pkey: np.ndarray, pstart: np.ndarray, pend: np.ndarray,
-                      overlapping_only: bool) -> tuple[np.ndarray, np.ndarray]:
+def _candidate_ranges(
+    gkey: np.ndarray,
+    gstart: np.ndarray,
+    gend: np.ndarray,
+    pkey: np.ndarray,
+    pstart: np.ndarray,
+    pend: np.ndarray,
+    overlapping_only: bool,
+) -> tuple[np.ndarray, np.ndarray]:
     """For each prediction, the range [lo, hi) of sorted ground truth it must be compared with.
 
     Ground truth is sorted by (group, start). Without ``overlapping_only`` the range is the
@@ -558,8 +589,14 @@ def _candidate_ranges(gkey: np.ndarray, gstart: np.ndarray, gend: np.ndarray,
     return np.where(in_group, lo_w, lo), np.where(in_group, hi_w, lo)
 
 
-def _match(gt: GroundTruth, pr_video: np.ndarray, pr_label: np.ndarray, pr_start: np.ndarray,
-           pr_end: np.ndarray, thr: np.ndarray) -> np.ndarray:
+def _match(
+    gt: GroundTruth,
+    pr_video: np.ndarray,
+    pr_label: np.ndarray,
+    pr_start: np.ndarray,
+    pr_end: np.ndarray,
+    thr: np.ndarray,
+) -> np.ndarray:
     """True-positive flags (R, N) of predictions already in rank order.
 
     The official matching is sequential, but only within one (class, video) group: ground
@@ -610,8 +647,7 @@ def _match(gt: GroundTruth, pr_video: np.ndarray, pr_label: np.ndarray, pr_start
         g = pair_gt[a:b]
         eligible = above[:, a:b] & ~locked[:, g]
         # First eligible pair of each prediction (block), per threshold; b - a if none.
-        first = np.minimum.reduceat(np.where(eligible, positions[:b - a], b - a), blocks - a,
-                                    axis=1)
+        first = np.minimum.reduceat(np.where(eligible, positions[: b - a], b - a), blocks - a, axis=1)
         t_idx, blk = np.nonzero(first < b - a)
         locked[t_idx, g[first[t_idx, blk]]] = True
         tp[t_idx, pair_pred[blocks[blk]]] = True
@@ -634,8 +670,9 @@ def _interpolated_ap(tp: np.ndarray, num_positive: int) -> np.ndarray:
     return np.sum((mrec[:, 1:] - mrec[:, :-1]) * envelope[:, 1:], axis=1)
 
 
-def average_precision(ground_truth: GroundTruth, predictions: Predictions,
-                      tiou_thresholds: Iterable[float] = DEFAULT_TIOU_THRESHOLDS) -> np.ndarray:
+def average_precision(
+    ground_truth: GroundTruth, predictions: Predictions, tiou_thresholds: Iterable[float] = DEFAULT_TIOU_THRESHOLDS
+) -> np.ndarray:
     """AP of every class of the subset at every tIoU threshold (the module's protocol).
 
     Parameters
@@ -671,21 +708,22 @@ def average_precision(ground_truth: GroundTruth, predictions: Predictions,
     n = len(predictions)
     order = np.lexsort((-np.arange(n), -predictions.score, predictions.label))
     label = predictions.label[order]
-    tp = _match(ground_truth, predictions.video[order], label, predictions.start[order],
-                predictions.end[order], thr)
+    tp = _match(ground_truth, predictions.video[order], label, predictions.start[order], predictions.end[order], thr)
     bounds = np.searchsorted(label, np.arange(n_classes + 1))
     num_positive = np.bincount(ground_truth.label, minlength=n_classes)
     for c in range(n_classes):
         if bounds[c + 1] > bounds[c]:
-            ap[:, c] = _interpolated_ap(tp[:, bounds[c]:bounds[c + 1]], int(num_positive[c]))
+            ap[:, c] = _interpolated_ap(tp[:, bounds[c] : bounds[c + 1]], int(num_positive[c]))
     return ap
 
 
-def evaluate_detection(ground_truth: Source | GroundTruth, predictions: Source,
-                       subset: str = "test",
-                       tiou_thresholds: Iterable[float] = DEFAULT_TIOU_THRESHOLDS,
-                       ambiguous: PathLike | Mapping[str, Any] | None = None
-                       ) -> DetectionMetrics:
+def evaluate_detection(
+    ground_truth: Source | GroundTruth,
+    predictions: Source,
+    subset: str = "test",
+    tiou_thresholds: Iterable[float] = DEFAULT_TIOU_THRESHOLDS,
+    ambiguous: PathLike | Mapping[str, Any] | None = None,
+) -> DetectionMetrics:
     """Detection mAP of predictions against ground truth (ActivityNet protocol).
 
     Parameters
@@ -716,8 +754,7 @@ def evaluate_detection(ground_truth: Source | GroundTruth, predictions: Source,
     ([1.0, 0.0], 0.5)
     """
     thr = _check_thresholds(tiou_thresholds)
-    gt = (ground_truth if isinstance(ground_truth, GroundTruth)
-          else load_ground_truth(ground_truth, subset))
+    gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth, subset)
     pred = load_predictions(predictions, gt)
     removed = 0
     if ambiguous is not None:
@@ -725,10 +762,15 @@ def evaluate_detection(ground_truth: Source | GroundTruth, predictions: Source,
     ap = average_precision(gt, pred, thr)
     m_ap = ap.mean(axis=1)
     return DetectionMetrics(
-        tiou=[float(t) for t in thr], mAP=[float(v) for v in m_ap], average=float(m_ap.mean()),
+        tiou=[float(t) for t in thr],
+        mAP=[float(v) for v in m_ap],
+        average=float(m_ap.mean()),
         per_class_ap={c: [float(v) for v in ap[:, i]] for i, c in enumerate(gt.class_names)},
-        num_ground_truth=len(gt), num_predictions=len(pred),
-        num_outside_subset=int((pred.video < 0).sum()), num_ambiguous=removed)
+        num_ground_truth=len(gt),
+        num_predictions=len(pred),
+        num_outside_subset=int((pred.video < 0).sum()),
+        num_ambiguous=removed,
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -129,8 +129,7 @@ class PostprocessConfig:
     foreground_mode: str = "mixed"
     cas_weight: float | None = None
     class_threshold: float = 0.25
-    act_thresholds: tuple[float, ...] = field(
-        default=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9))
+    act_thresholds: tuple[float, ...] = field(default=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9))
     scale: int = 24
     outer_ratio: float = 0.15
     video_score_weight: float = 0.2
@@ -151,8 +150,7 @@ class PostprocessConfig:
         if self.cas_weight is not None and not 0.0 <= self.cas_weight <= 1.0:
             raise ValueError(f"cas_weight must be in [0, 1] or None, got {self.cas_weight}")
         if not self.act_thresholds or not all(math.isfinite(t) for t in self.act_thresholds):
-            raise ValueError(f"act_thresholds must be a non-empty list of finite numbers, "
-                             f"got {self.act_thresholds}")
+            raise ValueError(f"act_thresholds must be a non-empty list of finite numbers, got {self.act_thresholds}")
         if isinstance(self.scale, bool) or not isinstance(self.scale, int) or self.scale < 1:
             raise ValueError(f"scale must be an integer >= 1, got {self.scale!r}")
         for name in ("class_threshold", "outer_ratio", "video_score_weight", "nms_iou"):
@@ -164,8 +162,10 @@ class PostprocessConfig:
         if self.max_detections is not None and self.max_detections < 1:
             raise ValueError(f"max_detections must be >= 1 or None, got {self.max_detections}")
         if self.frames_per_snippet < 1 or not self.feature_fps > 0:
-            raise ValueError("frames_per_snippet and feature_fps must be positive, got "
-                             f"{self.frames_per_snippet} and {self.feature_fps}")
+            raise ValueError(
+                "frames_per_snippet and feature_fps must be positive, got "
+                f"{self.frames_per_snippet} and {self.feature_fps}"
+            )
 
     @property
     def snippet_seconds(self) -> float:
@@ -191,8 +191,7 @@ def _array(name: str, value: Any, ndim: int, length: int | None = None) -> np.nd
     if arr.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimension(s), got shape {arr.shape}")
     if length is not None and arr.shape[0] != length:
-        raise ValueError(f"{name} must have {length} rows (one per snippet), got shape "
-                         f"{arr.shape}")
+        raise ValueError(f"{name} must have {length} rows (one per snippet), got shape {arr.shape}")
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains non-finite values")
     return arr
@@ -203,8 +202,9 @@ def _array(name: str, value: Any, ndim: int, length: int | None = None) -> np.nd
 # --------------------------------------------------------------------------------------------
 
 
-def foreground_for_testing(attention: Any, cluster_probs: Any = None, cluster_fg: Any = None,
-                           mode: str = "mixed") -> np.ndarray:
+def foreground_for_testing(
+    attention: Any, cluster_probs: Any = None, cluster_fg: Any = None, mode: str = "mixed"
+) -> np.ndarray:
     """The foreground probability of each snippet used at test time (paper §3.4).
 
     .. math:: P^T = P^S \\, Q^C[:, fg], \\qquad P^M = \\tfrac12 P^A + \\tfrac12 P^T
@@ -248,8 +248,7 @@ def foreground_for_testing(attention: Any, cluster_probs: Any = None, cluster_fg
     p_s = _array("cluster_probs", cluster_probs, 2, p_a.shape[0])
     q_fg = _array("cluster_fg", cluster_fg, 1)
     if q_fg.shape[0] != p_s.shape[1]:
-        raise ValueError(f"cluster_fg has {q_fg.shape[0]} entries but cluster_probs has "
-                         f"{p_s.shape[1]} clusters")
+        raise ValueError(f"cluster_fg has {q_fg.shape[0]} entries but cluster_probs has {p_s.shape[1]} clusters")
     p_t = p_s @ q_fg
     if mode == "cluster":
         return p_t
@@ -332,8 +331,7 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, ...]:
     return (*starts[:-1], starts[-1], ends[-1])
 
 
-def oic_scores(values: np.ndarray, start: np.ndarray, end: np.ndarray, outer_ratio: float
-               ) -> np.ndarray:
+def oic_scores(values: np.ndarray, start: np.ndarray, end: np.ndarray, outer_ratio: float) -> np.ndarray:
     """Outer-inner-contrastive score of runs ``[start, end)`` of ``values`` (without γ term).
 
     With length :math:`L = e - s`, the outer margins are
@@ -375,8 +373,9 @@ def oic_scores(values: np.ndarray, start: np.ndarray, end: np.ndarray, outer_rat
     return inner - outer
 
 
-def positions_to_seconds(positions: np.ndarray, index: np.ndarray, num_snippets: int,
-                         scale: int, cfg: PostprocessConfig) -> np.ndarray:
+def positions_to_seconds(
+    positions: np.ndarray, index: np.ndarray, num_snippets: int, scale: int, cfg: PostprocessConfig
+) -> np.ndarray:
     """Convert upsampled positions (boundaries, in units of 1/scale row) to seconds.
 
     ``"index"`` mapping: row coordinate :math:`u = p / \\text{scale}` goes to the snippet
@@ -414,8 +413,7 @@ def positions_to_seconds(positions: np.ndarray, index: np.ndarray, num_snippets:
         factor = (cfg.frames_per_snippet * num_snippets) / (scale * t * cfg.feature_fps)
         return positions * factor
     knots = np.append(index.astype(np.float64), float(num_snippets))
-    return np.interp(positions / scale, np.arange(t + 1, dtype=np.float64), knots) \
-        * cfg.snippet_seconds
+    return np.interp(positions / scale, np.arange(t + 1, dtype=np.float64), knots) * cfg.snippet_seconds
 
 
 # --------------------------------------------------------------------------------------------
@@ -429,20 +427,23 @@ def _descending(scores: np.ndarray) -> np.ndarray:
     return np.argsort(scores, kind="stable")[::-1]
 
 
-def _iou_one_to_many(start: np.ndarray, end: np.ndarray, i: int, rest: np.ndarray,
-                     offset: float) -> np.ndarray:
+def _iou_one_to_many(start: np.ndarray, end: np.ndarray, i: int, rest: np.ndarray, offset: float) -> np.ndarray:
     """IoU of segment i with segments ``rest``; ``offset`` is added to lengths and overlaps
     (1 in the official BaSNet code, which treats seconds like pixel indices; 0 = exact)."""
-    inter = np.maximum(0.0, np.minimum(end[i], end[rest]) - np.maximum(start[i], start[rest])
-                       + offset)
+    inter = np.maximum(0.0, np.minimum(end[i], end[rest]) - np.maximum(start[i], start[rest]) + offset)
     union = (end[i] - start[i] + offset) + (end[rest] - start[rest] + offset) - inter
     # 0 <= inter <= union, so an empty union (two zero-length segments) gives 0 / tiny = 0.
     return inter / np.maximum(union, np.finfo(np.float64).tiny)
 
 
-def temporal_nms(start: np.ndarray, end: np.ndarray, scores: np.ndarray, kind: str = "hard",
-                 iou_threshold: float = 0.4, sigma: float = 0.35
-                 ) -> tuple[np.ndarray, np.ndarray]:
+def temporal_nms(
+    start: np.ndarray,
+    end: np.ndarray,
+    scores: np.ndarray,
+    kind: str = "hard",
+    iou_threshold: float = 0.4,
+    sigma: float = 0.35,
+) -> tuple[np.ndarray, np.ndarray]:
     """Non-maximum suppression of one class's segments.
 
     Parameters
@@ -483,7 +484,7 @@ def temporal_nms(start: np.ndarray, end: np.ndarray, scores: np.ndarray, kind: s
             order.append(best)
             out.append(current[best])
             live = live[live != best]
-            current[live] *= np.exp(-_iou_one_to_many(start, end, best, live, 0.0) ** 2 / sigma)
+            current[live] *= np.exp(-(_iou_one_to_many(start, end, best, live, 0.0) ** 2) / sigma)
         return np.asarray(order, np.int64), np.asarray(out, np.float64)
     offset = 1.0 if kind == "official" else 0.0
     remaining = _descending(scores)
@@ -495,7 +496,7 @@ def temporal_nms(start: np.ndarray, end: np.ndarray, scores: np.ndarray, kind: s
         suppressed = iou >= iou_threshold
         if kind == "official":
             decayed.extend(rest[suppressed])
-            decayed_scores.extend(scores[rest[suppressed]] * np.exp(-iou[suppressed] ** 2 / sigma))
+            decayed_scores.extend(scores[rest[suppressed]] * np.exp(-(iou[suppressed] ** 2) / sigma))
         remaining = rest[~suppressed]
     index = np.asarray(kept + decayed, np.int64)
     return index, np.concatenate([scores[kept], np.asarray(decayed_scores, np.float64)])
@@ -506,9 +507,16 @@ def temporal_nms(start: np.ndarray, end: np.ndarray, scores: np.ndarray, kind: s
 # --------------------------------------------------------------------------------------------
 
 
-def detect_video(cas: Any, foreground: Any, video_scores: Any, index: Any, num_snippets: int,
-                 duration: float | None, class_names: Sequence[str],
-                 cfg: PostprocessConfig | None = None) -> list[dict[str, Any]]:
+def detect_video(
+    cas: Any,
+    foreground: Any,
+    video_scores: Any,
+    index: Any,
+    num_snippets: int,
+    duration: float | None,
+    class_names: Sequence[str],
+    cfg: PostprocessConfig | None = None,
+) -> list[dict[str, Any]]:
     """Detections of one video (the whole test-time pipeline after the model).
 
     Parameters
@@ -559,16 +567,14 @@ def detect_video(cas: Any, foreground: Any, video_scores: Any, index: Any, num_s
         raise ValueError(f"num_snippets must be an integer, got {num_snippets!r}") from None
     index = np.asarray(index)
     if index.shape != (t,) or not np.issubdtype(index.dtype, np.integer):
-        raise ValueError(f"index must be {t} integers (one per row), got {index.dtype} "
-                         f"{index.shape}")
-    if num_snippets < 1 or index.min() < 0 or index.max() >= num_snippets \
-            or (np.diff(index) < 0).any():
-        raise ValueError(f"index must be non-decreasing within [0, num_snippets = "
-                         f"{num_snippets}), got {index.min()}..{index.max()}")
+        raise ValueError(f"index must be {t} integers (one per row), got {index.dtype} {index.shape}")
+    if num_snippets < 1 or index.min() < 0 or index.max() >= num_snippets or (np.diff(index) < 0).any():
+        raise ValueError(
+            f"index must be non-decreasing within [0, num_snippets = {num_snippets}), got {index.min()}..{index.max()}"
+        )
 
     classes = select_classes(video_scores, cfg.class_threshold)
-    amap = upsample(localization_map(cas[:, classes], foreground, cfg.resolved_cas_weight),
-                    cfg.scale)  # (N, n)
+    amap = upsample(localization_map(cas[:, classes], foreground, cfg.resolved_cas_weight), cfg.scale)  # (N, n)
     thresholds = np.asarray(cfg.act_thresholds)
     # The official zeroes values below the threshold, then keeps positions > 0.
     mask = (amap.T[None] >= thresholds[:, None, None]) & (amap.T[None] > 0)  # (R, n, N)
@@ -578,8 +584,10 @@ def detect_video(cas: Any, foreground: Any, video_scores: Any, index: Any, num_s
     score = np.empty(start.size)
     for c in np.unique(col):
         rows = col == c
-        score[rows] = (oic_scores(amap[:, c], start[rows], end[rows], cfg.outer_ratio)
-                       + cfg.video_score_weight * video_scores[classes[c]])
+        score[rows] = (
+            oic_scores(amap[:, c], start[rows], end[rows], cfg.outer_ratio)
+            + cfg.video_score_weight * video_scores[classes[c]]
+        )
     seconds_start = positions_to_seconds(start, index, num_snippets, cfg.scale, cfg)
     seconds_end = positions_to_seconds(end, index, num_snippets, cfg.scale, cfg)
     if cfg.clip_to_duration and duration is not None and duration > 0:
@@ -589,8 +597,9 @@ def detect_video(cas: Any, foreground: Any, video_scores: Any, index: Any, num_s
     labels, scores, starts, ends = [], [], [], []
     for c in np.unique(col):
         rows = np.flatnonzero(col == c)  # thresholds outer, time inner: the official order
-        keep, kept_scores = temporal_nms(seconds_start[rows], seconds_end[rows], score[rows],
-                                         cfg.nms, cfg.nms_iou, cfg.soft_nms_sigma)
+        keep, kept_scores = temporal_nms(
+            seconds_start[rows], seconds_end[rows], score[rows], cfg.nms, cfg.nms_iou, cfg.soft_nms_sigma
+        )
         labels.extend([class_names[classes[c]]] * keep.size)
         scores.append(kept_scores)
         starts.append(seconds_start[rows[keep]])
@@ -598,7 +607,9 @@ def detect_video(cas: Any, foreground: Any, video_scores: Any, index: Any, num_s
     all_scores = np.concatenate(scores)
     order = np.argsort(-all_scores, kind="stable")
     if cfg.max_detections is not None:
-        order = order[:cfg.max_detections]
+        order = order[: cfg.max_detections]
     all_starts, all_ends = np.concatenate(starts), np.concatenate(ends)
-    return [{"label": labels[i], "score": float(all_scores[i]),
-             "segment": [float(all_starts[i]), float(all_ends[i])]} for i in order]
+    return [
+        {"label": labels[i], "score": float(all_scores[i]), "segment": [float(all_starts[i]), float(all_ends[i])]}
+        for i in order
+    ]

@@ -74,18 +74,26 @@ def _segments(ground_truth: Iterable[Any]) -> list[tuple[float, float, str | Non
         try:
             start, end = (float(x) for x in item)
         except (TypeError, ValueError):
-            raise ValueError(f"ground_truth[{i}] must be [start, end] or an annotation with a "
-                             f"'segment', got {item!r}") from None
+            raise ValueError(
+                f"ground_truth[{i}] must be [start, end] or an annotation with a 'segment', got {item!r}"
+            ) from None
         if not (math.isfinite(start) and math.isfinite(end)) or end < start:
-            raise ValueError(f"ground_truth[{i}] must have finite start <= end, got "
-                             f"{[start, end]}")
+            raise ValueError(f"ground_truth[{i}] must have finite start <= end, got {[start, end]}")
         out.append((start, end, label))
     return out
 
 
-def plot_foreground(path: PathLike, attention: Any, cluster: Any = None, mixed: Any = None, *,
-                    ground_truth: Iterable[Any] = (), index: Any = None,
-                    snippet_seconds: float = 16 / 25, title: str | None = None) -> Path:
+def plot_foreground(
+    path: PathLike,
+    attention: Any,
+    cluster: Any = None,
+    mixed: Any = None,
+    *,
+    ground_truth: Iterable[Any] = (),
+    index: Any = None,
+    snippet_seconds: float = 16 / 25,
+    title: str | None = None,
+) -> Path:
     """Fig. 5-style figure: the foreground curves of one video against its ground truth.
 
     One panel per curve — :math:`P^A` (attention), :math:`P^T` (clustering-assisted) and
@@ -153,8 +161,7 @@ def plot_foreground(path: PathLike, attention: Any, cluster: Any = None, mixed: 
         ax.set_ylim(min(0.0, float(values.min())) - 0.02, max(1.0, float(values.max())) + 0.02)
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("time (s); shaded: ground truth")
-    axes[-1].set_xlim(0, max(times[-1] + snippet_seconds / 2,
-                             max((e for _, e, _ in segments), default=0.0)))
+    axes[-1].set_xlim(0, max(times[-1] + snippet_seconds / 2, max((e for _, e, _ in segments), default=0.0)))
     if title:
         axes[0].set_title(title)
     return save_figure(fig, path)
@@ -173,8 +180,7 @@ def _read_records(records: PathLike | Iterable[Mapping[str, Any]]) -> tuple[list
                 except json.JSONDecodeError as exc:
                     raise ValueError(f"{name}:{n}: not a JSON record ({exc})") from None
                 if not isinstance(record, Mapping):
-                    raise ValueError(f"{name}:{n}: expected a JSON object, got "
-                                     f"{type(record).__name__}")
+                    raise ValueError(f"{name}:{n}: expected a JSON object, got {type(record).__name__}")
                 out.append(record)
         return out, name
     out = list(records)
@@ -185,13 +191,17 @@ def _read_records(records: PathLike | Iterable[Mapping[str, Any]]) -> tuple[list
 
 
 def _number(value: Any) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def plot_entropy_curves(path: PathLike, records: PathLike | Iterable[Mapping[str, Any]],
-                        keys: Mapping[str, str] | Sequence[str] | None = None, *,
-                        x_key: str = "step", title: str | None = None) -> Path:
+def plot_entropy_curves(
+    path: PathLike,
+    records: PathLike | Iterable[Mapping[str, Any]],
+    keys: Mapping[str, str] | Sequence[str] | None = None,
+    *,
+    x_key: str = "step",
+    title: str | None = None,
+) -> Path:
     """Fig. 4-style figure: entropies of the pseudo-labels and predictions over training.
 
     Parameters
@@ -230,13 +240,11 @@ def plot_entropy_curves(path: PathLike, records: PathLike | Iterable[Mapping[str
     rows, source = _read_records(records)
     series = {}
     for name, key in names.items():
-        points = [(r[x_key], r[key]) for r in rows
-                  if _number(r.get(x_key)) and _number(r.get(key))]
+        points = [(r[x_key], r[key]) for r in rows if _number(r.get(x_key)) and _number(r.get(key))]
         if points:
             series[name] = np.asarray(sorted(points, key=lambda p: p[0]), dtype=np.float64)
     if not series:
-        raise ValueError(f"{source}: no record has {x_key!r} and any of "
-                         f"{sorted(names.values())} as numbers")
+        raise ValueError(f"{source}: no record has {x_key!r} and any of {sorted(names.values())} as numbers")
 
     fig = Figure(figsize=(4 * len(series), 3.2))
     axes = fig.subplots(1, len(series), squeeze=False)[0]

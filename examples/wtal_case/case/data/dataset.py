@@ -316,8 +316,14 @@ def _basnet(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) -
         paths.append(streams)
 
     return VideoDataset(
-        class_names=class_names, records=records, lengths=lengths, load=_StreamPairLoader(paths, width),
-        split=split, sampling=sampling, num_segments=cfg.num_segments, seed=seed,
+        class_names=class_names,
+        records=records,
+        lengths=lengths,
+        load=_StreamPairLoader(paths, width),
+        split=split,
+        sampling=sampling,
+        num_segments=cfg.num_segments,
+        seed=seed,
     )
 
 
@@ -351,8 +357,14 @@ def _wtalc(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) ->
         records.append(rec)
         arrays.append(arr)
     return VideoDataset(
-        class_names=class_names, records=records, lengths=[len(a) for a in arrays], load=arrays.__getitem__,
-        split=split, sampling=sampling, num_segments=cfg.num_segments, seed=seed,
+        class_names=class_names,
+        records=records,
+        lengths=[len(a) for a in arrays],
+        load=arrays.__getitem__,
+        split=split,
+        sampling=sampling,
+        num_segments=cfg.num_segments,
+        seed=seed,
     )
 
 

@@ -22,9 +22,7 @@ from .errors import DatasetError
 SAMPLING_MODES = ("random", "uniform", "all")
 
 
-def sample_indices(
-    length: int, num_segments: int, mode: str, rng: np.random.Generator | None = None
-) -> np.ndarray:
+def sample_indices(length: int, num_segments: int, mode: str, rng: np.random.Generator | None = None) -> np.ndarray:
     """Original snippet indices of the rows of one sampled video.
 
     Parameters

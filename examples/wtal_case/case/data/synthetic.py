@@ -391,8 +391,17 @@ def _ar1_noise(rng: np.random.Generator, length: int, dim: int, norm: float, rho
     return out
 
 
-def _features(world: _World, model: FeatureModel, rng: np.random.Generator, primary: int, length: int,
-              starts: np.ndarray, ends: np.ndarray, inst_class: np.ndarray, dtype: str) -> dict[str, np.ndarray]:
+def _features(
+    world: _World,
+    model: FeatureModel,
+    rng: np.random.Generator,
+    primary: int,
+    length: int,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    inst_class: np.ndarray,
+    dtype: str,
+) -> dict[str, np.ndarray]:
     """RGB and flow features (length, 1024) of one video (see the module docstring)."""
     s = model.substeps
     dt = SNIPPET_SECONDS / s
