@@ -179,6 +179,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _diag(labels) -> np.ndarray:
+    return np.array([labels.entropy, labels.row_error, labels.col_error])
+
+
 def _global_worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -192,7 +196,18 @@ def _global_worker(rank: int, world: int, port: int, out: str) -> None:
         q_s = label_snippet_clusters([logits[mine]], att[mine], cluster_fg, SCCConfig(sigma=0.3))
         q_local = label_snippet_clusters([logits[mine]], att[mine], cluster_fg, SCCConfig(sigma=0.3), scope="local")
         _, beta = label_cluster_classes([torch.zeros(5, 2, dtype=torch.float64)], fg[mine], CCCConfig())
-        np.savez(f"{out}/rank{rank}.npz", q=q_s.labels.numpy(), local=q_local.labels.numpy(), beta=beta.numpy())
+        variants = {}
+        for method, form in (("ot", "soft"), ("ot", "hard"), ("argmax", "soft"), ("argmax", "hard")):
+            got = solve_labels(logits[mine], epsilon=0.5, prior=att[mine, None] + cluster_fg, method=method, form=form)
+            variants[f"{method}-{form}"] = np.concatenate([got.labels.numpy().ravel(), _diag(got)])
+        np.savez(
+            f"{out}/rank{rank}.npz",
+            q=q_s.labels.numpy(),
+            q_diag=_diag(q_s),
+            local=q_local.labels.numpy(),
+            beta=beta.numpy(),
+            **variants,
+        )
     finally:
         dist.destroy_process_group()
 
@@ -204,9 +219,18 @@ def test_global_scope_labels_the_global_batch_over_gloo(tmp_path) -> None:
     att = torch.rand(60, generator=g, dtype=torch.float64)
     fg = (torch.rand(60, generator=g) > 0.7).to(torch.float64)
     cluster_fg = torch.linspace(0.1, 0.9, 5, dtype=torch.float64)
-    whole = label_snippet_clusters([logits], att, cluster_fg, SCCConfig(sigma=0.3)).labels.numpy()
+    whole = label_snippet_clusters([logits], att, cluster_fg, SCCConfig(sigma=0.3))
     parts = [np.load(tmp_path / f"rank{r}.npz") for r in range(2)]
-    np.testing.assert_allclose(np.concatenate([p["q"] for p in parts]), whole, atol=1e-12)
+    np.testing.assert_allclose(np.concatenate([p["q"] for p in parts]), whole.labels.numpy(), atol=1e-12)
+    for p in parts:  # the diagnostics are those of the global batch, on every rank
+        np.testing.assert_allclose(p["q_diag"], _diag(whole), rtol=1e-9, atol=1e-12)
+    for method, form in (("ot", "soft"), ("ot", "hard"), ("argmax", "soft"), ("argmax", "hard")):
+        one = solve_labels(logits, epsilon=0.5, prior=att[:, None] + cluster_fg, method=method, form=form)
+        got = [p[f"{method}-{form}"] for p in parts]
+        labels = np.concatenate([g[:-3].reshape(30, 5) for g in got])
+        np.testing.assert_allclose(labels, one.labels.numpy(), atol=1e-12, err_msg=f"{method}-{form}")
+        for g in got:
+            np.testing.assert_allclose(g[-3:], _diag(one), rtol=1e-9, atol=1e-12, err_msg=f"{method}-{form}")
     for r, p in enumerate(parts):
         np.testing.assert_allclose(p["beta"], [float(fg.mean()), 1 - float(fg.mean())], atol=1e-12)
         alone = label_snippet_clusters(

@@ -27,10 +27,13 @@ prior)`` — the same objective without the transport polytope. ``form="hard"`` 
 labels into one-hot ones: with OT through :func:`otlabel.hard_labels` (exact column quotas),
 without OT by argmax.
 
-Distributed training. With ``scope="global"`` and an initialised process group, each rank's
-rows are gathered so that every rank labels the *global* batch, identically, and keeps its
-own rows (:func:`solve_labels` is the one place that does this; it can switch to otlabel's
-``process_group=`` once that is available, without changing its callers).
+Distributed training. With ``scope="global"`` and an initialised process group the labels are
+those of the *global* batch. Soft OT labels come from otlabel's ``process_group=``: each rank
+passes only its own rows and the solver all-reduces the column sums, so no rank holds the
+global score matrix. Hard OT labels (exact column quotas over the global batch) gather the
+rows; the row-wise "without OT" labels need no communication. The rank prior ranks the
+snippets of the global batch, so the foreground scores are gathered (N numbers per rank).
+Diagnostics are reduced over the ranks. :func:`solve_labels` is the one place that does this.
 """
 
 from __future__ import annotations
@@ -271,12 +274,26 @@ def usage_entropy(probs: Tensor) -> float:
     return float(-(torch.special.xlogy(mean, mean)).sum())
 
 
-def _marginal_errors(labels: Tensor, col_marginal: Tensor) -> tuple[float, float]:
-    n = labels.shape[0]
-    row_error = (labels.sum(-1) - 1).abs().amax()
-    target = n * col_marginal.to(labels.dtype)
-    col_error = ((labels.sum(0) - target).abs() / target.clamp_min(torch.finfo(labels.dtype).tiny)).amax()
-    return float(row_error), float(col_error)
+def _diagnostics(labels: Tensor, col_marginal: Tensor, scope: str) -> tuple[float, float, float]:
+    """(mean row entropy, max row-sum error, max relative column-sum error) over all ranks' rows.
+
+    ``labels`` are this rank's rows; the sums are all-reduced under ``scope="global"`` DDP, so
+    every rank reports the numbers of the global batch.
+    """
+    q = labels.clamp_min(0)
+    entropy_and_count = torch.stack(
+        [-(torch.special.xlogy(q, q)).sum(), torch.tensor(float(labels.shape[0]), dtype=labels.dtype)]
+    )
+    row_error = (labels.sum(-1) - 1).abs().amax() if labels.shape[0] else labels.new_zeros(())
+    col_sums = labels.sum(0)
+    if world(scope)[1] > 1:
+        dist.all_reduce(entropy_and_count)
+        dist.all_reduce(row_error, op=dist.ReduceOp.MAX)
+        dist.all_reduce(col_sums)
+    entropy, n_rows = entropy_and_count
+    target = n_rows * col_marginal.to(labels.dtype)
+    col_error = ((col_sums - target).abs() / target.clamp_min(torch.finfo(labels.dtype).tiny)).amax()
+    return float(entropy / n_rows), float(row_error), float(col_error)
 
 
 def solve_labels(
@@ -298,9 +315,10 @@ def solve_labels(
     ``scores/epsilon + log(prior)`` (no column constraint). ``form="hard"`` makes them
     one-hot (:func:`otlabel.hard_labels` for OT, argmax otherwise).
 
-    With ``scope="global"`` under DDP the rows of every rank (and of ``prior``) are gathered
-    so that the labels are those of the global batch; each rank gets its own rows back.
-    ``col_marginal`` must then be the same on every rank.
+    With ``scope="global"`` under DDP the labels are those of the global batch (``scores``
+    and ``prior`` hold this rank's rows; soft OT through otlabel's ``process_group=``, hard
+    OT by gathering the rows); each rank gets its own rows back. ``col_marginal`` must then
+    be the same on every rank (otlabel checks it).
 
     Parameters
     ----------
@@ -309,7 +327,7 @@ def solve_labels(
     epsilon : float
         otlabel's regularisation strength (0.5 on cosine × 10 logits = the paper's ε = 20).
     prior : Tensor (N, K), optional
-        Non-negative prior Q̂ (Eq. 12).
+        Non-negative prior Q̂ (Eq. 12), this rank's rows.
     col_marginal : Tensor (K,), optional
         Column proportions summing to 1 (Eq. 9 / 13); default uniform.
     n_iter : int
@@ -320,31 +338,40 @@ def solve_labels(
     Returns
     -------
     Labels
-        This rank's labels and diagnostics computed over all labelled rows.
+        This rank's labels and diagnostics computed over all labelled rows (every rank's).
     """
     scores = scores.detach()
-    all_scores, mine = gather_rows(scores, scope)
-    all_prior = None if prior is None else gather_rows(prior.detach(), scope)[0]
+    prior = None if prior is None else prior.detach()
     n_cols = scores.shape[-1]
     if col_marginal is None:
         col_marginal = torch.full((n_cols,), 1.0 / n_cols, dtype=scores.dtype, device=scores.device)
-    if method == "ot":
-        if all_prior is None:
-            labels = sinkhorn(all_scores, epsilon, col_marginal=col_marginal, n_iter=n_iter)
-        else:
-            labels = sinkhorn_with_prior(all_scores, all_prior, epsilon, col_marginal=col_marginal, n_iter=n_iter)
-        if form == "hard":
-            labels = hard_labels(labels, col_marginal)
-    else:
-        logits = all_scores / epsilon
-        if all_prior is not None:
-            logits = logits + torch.log(all_prior)
+    if method == "ot" and form == "hard":
+        # exact column quotas are a property of the global matrix: gather it
+        all_scores, mine = gather_rows(scores, scope)
+        all_prior = None if prior is None else gather_rows(prior, scope)[0]
+        labels = _transport(all_scores, all_prior, epsilon, col_marginal, n_iter, None)
+        labels = hard_labels(labels, col_marginal)[mine]
+    elif method == "ot":
+        group = dist.group.WORLD if world(scope)[1] > 1 else None
+        labels = _transport(scores, prior, epsilon, col_marginal, n_iter, group)
+    else:  # row-wise: no column constraint, nothing to communicate
+        logits = scores / epsilon
+        if prior is not None:
+            logits = logits + torch.log(prior)
         if form == "hard":
             labels = F.one_hot(logits.argmax(-1), n_cols).to(scores.dtype)
         else:
             labels = torch.softmax(logits, dim=-1)
-    row_error, col_error = _marginal_errors(labels, col_marginal)
-    return Labels(labels[mine], row_entropy(labels), row_error, col_error)
+    entropy, row_error, col_error = _diagnostics(labels, col_marginal, scope)
+    return Labels(labels, entropy, row_error, col_error)
+
+
+def _transport(
+    scores: Tensor, prior: Tensor | None, epsilon: float, col_marginal: Tensor, n_iter: int, group: object
+) -> Tensor:
+    if prior is None:
+        return sinkhorn(scores, epsilon, col_marginal=col_marginal, n_iter=n_iter, process_group=group)
+    return sinkhorn_with_prior(scores, prior, epsilon, col_marginal=col_marginal, n_iter=n_iter, process_group=group)
 
 
 def _fuse(predictions: Sequence[Tensor], fusion: str) -> Tensor:
