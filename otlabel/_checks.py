@@ -138,6 +138,8 @@ def check_scores_finite(
 
 
 def check_epsilon(epsilon: Any) -> float:
+    if type(epsilon) is float and 0 < epsilon < math.inf:  # the common case, without the generic checks
+        return epsilon
     if isinstance(epsilon, torch.Tensor) and epsilon.numel() == 1 and not epsilon.requires_grad:
         epsilon = epsilon.item()
     elif isinstance(epsilon, np.ndarray) and epsilon.size == 1:

@@ -55,6 +55,8 @@ class _Status:
 
     def read(self, *values: torch.Tensor) -> list[float]:
         checks = self.problem.checks
+        if len(values) == 1 and not checks.flags and not self.problem.reducer.distributed:
+            return values[0].reshape(-1).tolist()  # nothing to combine: read it as it is
         device = self.problem.scores.device
         # float64: float64 sums span ranges that float32 would flush to 0 or inf
         parts = [v.reshape(-1).to(torch.float64) for v in values]
@@ -147,8 +149,12 @@ def _accurate_column_sums(a: torch.Tensor, kernel: torch.Tensor, bias: torch.Ten
 
 
 @functools.cache
+@functools.lru_cache(maxsize=32)
 def _tiny(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """The smallest normal number as a (1, 1, 1) tensor (a bias for baddbmm), made once."""
+    """The smallest normal number as a (1, 1, 1) tensor (a bias for baddbmm), made once per device.
+
+    Only ever read (never written in place), so one tensor serves every call.
+    """
     return torch.full((1, 1, 1), torch.finfo(dtype).tiny, dtype=dtype, device=device)
 
 
@@ -169,7 +175,7 @@ class _Scaling:
             if problem.prior is not None:
                 kernel.mul_(problem.prior)
             self._global_shift = shift  # f0 = 0 and g0 = shift, made only if needed
-            self.a = torch.ones(batch, n_rows, 1, dtype=dtype, device=kernel.device)
+            self._a: torch.Tensor | None = None  # all ones until the first row step
         else:
             # Shift columns, then rows, so that every row and every column has maximum exactly 1.
             kernel = log_kernel(problem)
@@ -182,13 +188,28 @@ class _Scaling:
             # the row shift in the starting row scaling. exp(-f0) lies in (0, 1], so nothing
             # overflows, and every column sum is at least 1 (the row holding a column's maximum
             # has f0 = 0).
-            self.a = torch.exp(-f0)
+            self._a = torch.exp(-f0)
         self.kernel = kernel
         self.row_mass = problem.row_mass.unsqueeze(-1)  # (B, N, 1)
         self.col_mass = problem.col_mass.unsqueeze(-2)  # (B, 1, K)
         # a tiny bias keeps 0/0 out of zero-mass rows and columns at no extra kernel launch
         self.bias = _tiny(dtype, kernel.device)
-        self.b = torch.ones(batch, 1, n_cols, dtype=dtype, device=self.kernel.device)
+        self._b: torch.Tensor | None = None  # all ones until the first column step
+
+    @property
+    def a(self) -> torch.Tensor:
+        """Row scaling (B, N, 1)."""
+        if self._a is None:
+            self._a = torch.ones(self.kernel.shape[:-1] + (1,), dtype=self.kernel.dtype, device=self.kernel.device)
+        return self._a
+
+    @property
+    def b(self) -> torch.Tensor:
+        """Column scaling (B, 1, K)."""
+        if self._b is None:
+            shape = self.kernel.shape[:-2] + (1, self.kernel.shape[-1])
+            self._b = torch.ones(shape, dtype=self.kernel.dtype, device=self.kernel.device)
+        return self._b
 
     @property
     def f0(self) -> torch.Tensor:
@@ -201,20 +222,23 @@ class _Scaling:
     def g0(self) -> torch.Tensor:
         """Column shift (B, 1, K) of the kernel."""
         if self._global_shift is not None:
-            return torch.full_like(self.b, self._global_shift)
+            shape = self.kernel.shape[:-2] + (1, self.kernel.shape[-1])
+            return torch.full(shape, self._global_shift, dtype=self.kernel.dtype, device=self.kernel.device)
         return self._g0
 
     def column_sums(self) -> torch.Tensor:
         """Column sums of diag(a) G, shape (B, 1, K) (all-reduced in a distributed job)."""
         if self.problem.tol is None:  # three iterations do not need sums exact beyond float32
-            return self.problem.reducer.sum(torch.baddbmm(self.bias, self.a.mT, self.kernel))
+            if self._a is None:  # a = 1: plain column sums (every kernel entry is positive here)
+                return self.problem.reducer.sum(self.kernel.sum(-2, keepdim=True))
+            return self.problem.reducer.sum(torch.baddbmm(self.bias, self._a.mT, self.kernel))
         return self.problem.reducer.sum(_accurate_column_sums(self.a, self.kernel, self.bias))
 
     def row_step(self, col_sums: torch.Tensor, extrema: Extrema) -> None:
         """Scale columns to their mass using ``col_sums``, then rows to theirs."""
-        self.b = self.col_mass / col_sums
-        row_sums = torch.baddbmm(self.bias, self.kernel, self.b.mT)
-        self.a = self.row_mass / row_sums
+        self._b = self.col_mass / col_sums
+        row_sums = torch.baddbmm(self.bias, self.kernel, self._b.mT)
+        self._a = self.row_mass / row_sums
         extrema.append(col_sums)
         extrema.append(row_sums)
 
