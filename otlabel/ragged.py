@@ -33,7 +33,8 @@ from ._checks import (
     require_reachable_rows,
     to_tensor,
 )
-from ._problem import Reducer, relative_violation
+from ._problem import Problem, Reducer, relative_violation
+from .backends import torch_backend
 from .backends.torch_backend import Extrema, _extremes, _healthy, _raise_infeasible, _Status, log_kernel
 from .errors import ArgumentTypeError, BackendUnavailableError, ConvergenceWarning, InvalidArgumentError
 from .sinkhorn import check_schedule
@@ -67,7 +68,8 @@ class RaggedSinkhornResult:
     log_domain : bool
         Whether the log-domain path computed the answer (for all groups at once).
     segments : str
-        The implementation of the segment reductions that ran: ``"torch"`` or ``"torch_scatter"``.
+        What ran: ``"torch"`` or ``"torch_scatter"`` segment reductions, or ``"dense"`` (equal-size
+        groups in fixed-iteration mode, labelled as one batched problem).
     log_row_scaling : Tensor or ndarray, shape (N,)
         Dual potential f of every row.
     log_col_scaling : Tensor or ndarray, shape (G, K)
@@ -110,8 +112,9 @@ class _Segments:
         self.n_groups = ptr.numel() - 1
         device = ptr.device
         rows = torch.arange(n_rows, device=device)
-        # searchsorted stays in range whatever ptr holds; a bad ptr is reported by the checks
-        self.group = torch.searchsorted(ptr[1:], rows, right=True).clamp_(max=self.n_groups - 1)
+        # ptr is non-decreasing from 0 to N here (check_ptr sanitises it; a bad ptr is reported
+        # by the checks), so the group sizes are valid repeat counts
+        self.group = torch.repeat_interleave(torch.arange(self.n_groups, device=device), ptr.diff(), output_size=n_rows)
         self._scatter = _torch_scatter() if implementation == "torch_scatter" else None
         self._rows = rows
         self._csr: torch.Tensor | None = None
@@ -175,6 +178,8 @@ class _RaggedProblem:
     checks: DeferredChecks
     segments: _Segments
     reducer: Reducer  # one process: the status read-back combines nothing
+    score_range: tuple[float, float] | None = None  # (min, max) of the scores, when known for free
+    prior_range: tuple[float, float] | None = None  # (min, max) of the prior, when known for free
 
 
 class _Scaling:
@@ -267,13 +272,59 @@ class _Active:
 @dataclass
 class _Outcome:
     plan: torch.Tensor
-    f: torch.Tensor
-    g: torch.Tensor
+    f: torch.Tensor | None  # None when the dense path ran without return_info
+    g: torch.Tensor | None
     n_iter: torch.Tensor  # (G,) int64
     converged: torch.Tensor | None  # (G,) bool
     log_domain: bool
     unconverged: int  # number of groups that missed tol
     worst_error: float  # largest column violation among them
+
+
+def _equal_size(problem: _RaggedProblem) -> int | None:
+    """The common group size when every group has the same number of rows, else None."""
+    n_rows, n_groups = problem.scores.shape[0], problem.segments.n_groups
+    if n_rows % n_groups:
+        return None
+    size = n_rows // n_groups
+    equal = torch.arange(0, n_rows + 1, size, device=problem.segments.ptr.device)
+    return size if torch.equal(problem.segments.ptr, equal) else None
+
+
+def _dense(problem: _RaggedProblem, size: int, return_potentials: bool) -> _Outcome:
+    """Equal-size groups, fixed-iteration mode: one batched (G, size, K) problem of the torch
+    backend. The same schedule per group as the segment path (and as a loop of ``sinkhorn``),
+    at the cost of two batched matrix products per iteration instead of segment reductions."""
+    n_groups, n_cols = problem.col_mass.shape
+    batched = Problem(
+        scores=problem.scores.reshape(n_groups, size, n_cols),
+        prior=None if problem.prior is None else problem.prior.reshape(n_groups, size, n_cols),
+        epsilon=problem.epsilon,
+        row_mass=problem.row_mass.reshape(n_groups, size),
+        col_mass=problem.col_mass,
+        dtype=problem.dtype,
+        n_iter=problem.n_iter,
+        tol=None,
+        max_iter=problem.max_iter,
+        check_every=problem.check_every,
+        checks=problem.checks,
+        score_range=problem.score_range,
+        prior_range=problem.prior_range,
+        return_potentials=return_potentials,
+    )
+    solution = torch_backend.solve(batched)
+    iterations = torch.full((n_groups,), problem.n_iter, dtype=torch.int64, device=problem.col_mass.device)
+    f, g = solution.log_row_scaling, solution.log_col_scaling
+    return _Outcome(
+        solution.plan.reshape(-1, n_cols),
+        None if f is None else f.reshape(-1),
+        g,
+        iterations,
+        None,
+        solution.log_domain,
+        0,
+        0.0,
+    )
 
 
 def _fixed(problem: _RaggedProblem) -> _Outcome:
@@ -508,9 +559,12 @@ def sinkhorn_ragged(
         groups have stopped (or at ``max_iter``, with a
         :class:`~otlabel.ConvergenceWarning` counting the groups that missed ``tol``).
     segments : {"auto", "torch", "torch_scatter"}, default "auto"
-        How per-group sums and maxima are computed: plain PyTorch (a sparse CSR product;
-        what ``"auto"`` uses, as it measured faster) or torch-scatter's ``segment_csr``
-        (optional dependency, ``pip install torch-scatter``).
+        How per-group sums and maxima are computed: plain PyTorch (a sparse CSR product) or
+        torch-scatter's ``segment_csr`` (optional dependency, ``pip install torch-scatter``).
+        ``"auto"`` uses plain PyTorch, as it measured faster, except that equal-size groups in
+        fixed-iteration mode are labelled as one batched ``(G, N/G, K)`` problem, which needs
+        no segment reductions at all (the same result; ``RaggedSinkhornResult.segments`` then
+        says ``"dense"``).
     return_info : bool, default False
         Return a :class:`RaggedSinkhornResult` with per-group diagnostics.
 
@@ -554,15 +608,17 @@ def sinkhorn_ragged(
     ptr64 = check_ptr(ptr, n_rows, scores2, checks)
     seg = _Segments(ptr64, n_rows, implementation)
     n_groups = seg.n_groups
-    check_scores_finite(scores2, checks)
-    prior2 = None
+    score_range = check_scores_finite(scores2, checks)
+    prior2 = prior_range = None
     if prior is not None:
-        prior2 = check_prior(prior, scores2.unsqueeze(0), False, checks, check_columns=False)[0][0]
+        prior3, prior_range = check_prior(prior, scores2.unsqueeze(0), False, checks, check_columns=False)
+        prior2 = prior3[0]
         require_column_support(seg.max((prior2 > 0).to(dtype)) > 0, checks, " within a group")
     col = _col_marginal(col_marginal, n_groups, n_cols, scores2, dtype, checks)
     sizes = ptr64.diff().to(dtype)  # (G,)
-    if row_marginal is None:
-        row = seg.expand(1.0 / sizes)
+    if row_marginal is None:  # every row sums to 1
+        row = None
+        row_mass = torch.ones(n_rows, dtype=dtype, device=scores2.device)
     else:
         row = check_marginal(
             row_marginal,
@@ -585,15 +641,17 @@ def sinkhorn_ragged(
             ),
         )
         row = row / seg.expand(totals)
+        row_mass = row * seg.expand(sizes)
     if prior2 is not None and (col_marginal is not None or row_marginal is not None):
-        support, live_rows, live_cols = prior2 > 0, row > 0, col > 0
+        support, live_cols = prior2 > 0, col > 0
+        live_rows = torch.ones(n_rows, dtype=torch.bool, device=scores2.device) if row is None else row > 0
         require_reachable_rows((support & seg.expand(live_cols)).any(-1), live_rows, checks)
         require_reachable_columns(seg.max((support & live_rows.unsqueeze(-1)).to(dtype)) > 0, live_cols, checks)
     problem = _RaggedProblem(
         scores=scores2.detach(),
         prior=None if prior2 is None else prior2.detach(),
         epsilon=epsilon,
-        row_mass=row * seg.expand(sizes),
+        row_mass=row_mass,
         col_mass=col * sizes.unsqueeze(-1),
         dtype=dtype,
         n_iter=n_iter,
@@ -603,9 +661,16 @@ def sinkhorn_ragged(
         checks=checks,
         segments=seg,
         reducer=Reducer(),
+        score_range=score_range,
+        prior_range=prior_range,
     )
+    # "auto" labels equal-size groups in fixed-iteration mode as one batched dense problem
+    size = _equal_size(problem) if segments == "auto" and tol is None else None
     with torch.no_grad():
-        outcome = _fixed(problem) if tol is None else _tolerance(problem)
+        if size is not None:
+            outcome = _dense(problem, size, return_info)
+        else:
+            outcome = _fixed(problem) if tol is None else _tolerance(problem)
     if outcome.unconverged:
         warnings.warn(
             f"Sinkhorn did not reach tol={tol:g} within max_iter={max_iter} iterations in {outcome.unconverged} "
@@ -636,7 +701,7 @@ def sinkhorn_ragged(
         row_error=out(row_error),
         col_error=out(col_error),
         log_domain=outcome.log_domain,
-        segments=seg.name,
+        segments="dense" if size is not None else seg.name,
         log_row_scaling=out(outcome.f),
         log_col_scaling=out(outcome.g),
     )

@@ -157,6 +157,58 @@ def test_equal_size_groups_equal_the_batched_call() -> None:
     torch.testing.assert_close(sinkhorn_ragged(scores, ptr, 0.3, n_iter=4), batched.reshape(40, 3), rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    ("prior", "col", "row"),
+    [(False, "uniform", False), (True, "per_group", True), (True, "shared", False), (False, "per_group", True)],
+)
+def test_auto_labels_equal_size_groups_as_one_dense_batch(prior: bool, col: str, row: bool) -> None:
+    """Fixed-iteration mode, equal sizes: "auto" runs the batched dense problem, with the
+    loop's answer and the segment path's diagnostics."""
+    problem = _problem(4, sizes=[6] * 7)
+    expected = _loop(problem, 0.4, prior=prior, col=col, row=row, n_iter=5)
+    dense = _ragged(problem, 0.4, prior=prior, col=col, row=row, n_iter=5, return_info=True)
+    segment = _ragged(problem, 0.4, prior=prior, col=col, row=row, n_iter=5, return_info=True, segments="torch")
+    assert dense.segments == "dense" and segment.segments == "torch"
+    for g in range(7):
+        rows = slice(6 * g, 6 * g + 6)
+        torch.testing.assert_close(dense.labels[rows], expected[g].labels, rtol=0, atol=1e-10, msg=f"group {g}")
+        torch.testing.assert_close(dense.log_row_scaling[rows], expected[g].log_row_scaling, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(dense.log_col_scaling[g], expected[g].log_col_scaling, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(dense.labels, segment.labels, rtol=0, atol=1e-10)
+    assert dense.n_iter.tolist() == [5] * 7 and dense.converged is None and dense.log_domain is False
+    torch.testing.assert_close(dense.col_error, segment.col_error, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(dense.row_error, segment.row_error, rtol=0, atol=1e-12)
+    # labels alone (no potentials asked for) are the same
+    torch.testing.assert_close(_ragged(problem, 0.4, prior=prior, col=col, row=row, n_iter=5), dense.labels)
+
+
+def test_dense_path_is_only_for_equal_sizes_in_fixed_mode() -> None:
+    problem = _problem(5, sizes=[6] * 4)
+    assert sinkhorn_ragged(problem["scores"], problem["ptr"], 0.5, tol=1e-6, return_info=True).segments == "torch"
+    uneven = _problem(5, sizes=[5, 7, 6, 6])  # N = 24 = 4 * 6, but not equal sizes
+    assert sinkhorn_ragged(uneven["scores"], uneven["ptr"], 0.5, return_info=True).segments == "torch"
+
+
+def test_dense_path_stays_finite_and_validates() -> None:
+    """Wide float32 scores take the log-domain replay on the dense path too; bad input still
+    gets the ragged errors (checked before any path is chosen)."""
+    gen = torch.Generator().manual_seed(8)
+    scores = 10 * torch.randn(4 * 25, 4, generator=gen)
+    scores[25:50] += 5000
+    ptr = torch.arange(0, 101, 25)
+    got = sinkhorn_ragged(scores, ptr, 1e-3, return_info=True)
+    assert got.segments == "dense" and torch.isfinite(got.labels).all()
+    torch.testing.assert_close(got.labels.sum(1), torch.ones(100), rtol=0, atol=1e-5)
+    segment = sinkhorn_ragged(scores, ptr, 1e-3, segments="torch")
+    torch.testing.assert_close(got.labels, segment, rtol=0, atol=1e-5)
+    bad = scores.clone()
+    bad[3, 1] = float("nan")
+    with pytest.raises(InvalidArgumentError, match="scores"):
+        sinkhorn_ragged(bad, ptr, 0.5)
+    with pytest.raises(InvalidArgumentError, match="prior"):
+        sinkhorn_ragged(scores, ptr, 0.5, prior=-torch.ones(100, 4))
+
+
 @pytest.mark.parametrize("segments", SEGMENTS)
 def test_prior_zeros_are_hard_constraints_per_group(segments: str) -> None:
     problem = _problem(3, zeros=True)
