@@ -111,35 +111,45 @@ def check_scores(scores: Any, name: str = "scores", *, allow_no_rows: bool = Fal
     return tensor3, batched, was_numpy
 
 
+def _finite_minimum(
+    tensor: torch.Tensor, checks: DeferredChecks, not_finite: Callable[[], InvalidArgumentError]
+) -> tuple[torch.Tensor, tuple[float, float] | None]:
+    """Require every entry of a non-empty tensor to be finite; return (min as a 0-d tensor,
+    (min, max) when it is known for free).
+
+    One global min/max reduction does it (NaN propagates, so both are finite exactly when every
+    entry is): on the CPU the extremes are read at once, the error raised here and the range
+    returned; on an accelerator the check is deferred to the solver's first synchronisation and
+    the range is None.
+    """
+    low, high = torch.aminmax(tensor.detach())
+    if tensor.device.type == "cpu":
+        low_value, high_value = float(low), float(high)
+        if not (math.isfinite(low_value) and math.isfinite(high_value)):
+            raise not_finite()
+        return low, (low_value, high_value)
+    checks.require(torch.isfinite(low) & torch.isfinite(high), not_finite)
+    return low, None
+
+
 def check_scores_finite(
     scores: torch.Tensor, checks: DeferredChecks, name: str = "scores"
 ) -> tuple[float, float] | None:
     """Require every score to be finite; return (min, max) of the scores when it is known for free.
 
-    One global min/max reduction does it (NaN propagates, so both are finite exactly when every
-    entry is): on the CPU it is read at once and returned, so backends can use the range of
-    ``scores / epsilon`` to skip per-row and per-column shifts; on an accelerator the check is
-    deferred to the solver's first synchronisation and None is returned.
+    On the CPU backends use the range of ``scores / epsilon`` to skip per-row and per-column
+    shifts (see :func:`_finite_minimum`).
     """
     if scores.numel() == 0:  # a rank of a distributed job may hold no rows
         return None
-    low, high = torch.aminmax(scores.detach())
 
     def error() -> InvalidArgumentError:
         return InvalidArgumentError(f"{name} contains NaN or infinite values; every score must be finite")
 
-    if scores.device.type == "cpu":
-        low_value, high_value = float(low), float(high)
-        if not (math.isfinite(low_value) and math.isfinite(high_value)):
-            raise error()
-        return low_value, high_value
-    checks.require(torch.isfinite(low) & torch.isfinite(high), error)
-    return None
+    return _finite_minimum(scores, checks, error)[1]
 
 
 def check_epsilon(epsilon: Any) -> float:
-    if type(epsilon) is float and 0 < epsilon < math.inf:  # the common case, without the generic checks
-        return epsilon
     if isinstance(epsilon, torch.Tensor) and epsilon.numel() == 1 and not epsilon.requires_grad:
         epsilon = epsilon.item()
     elif isinstance(epsilon, np.ndarray) and epsilon.size == 1:
@@ -147,7 +157,7 @@ def check_epsilon(epsilon: Any) -> float:
     if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real):
         raise ArgumentTypeError(f"epsilon must be a real number, got {type(epsilon).__name__}")
     epsilon = float(epsilon)
-    if not np.isfinite(epsilon) or epsilon <= 0:
+    if not math.isfinite(epsilon) or epsilon <= 0:
         raise InvalidArgumentError(f"epsilon must be a finite number > 0, got {epsilon}")
     return epsilon
 
@@ -297,19 +307,13 @@ def check_prior(
     def negative() -> InvalidArgumentError:
         return InvalidArgumentError("prior has negative entries")
 
-    low, high = torch.aminmax(tensor3.detach())
-    value_range = None
-    if tensor3.device.type == "cpu":
-        low_value, high_value = float(low), float(high)
-        if not (math.isfinite(low_value) and math.isfinite(high_value)):
-            raise not_finite()
-        if low_value < 0:
+    low, value_range = _finite_minimum(tensor3, checks, not_finite)
+    if value_range is not None:  # known at once (CPU)
+        if value_range[0] < 0:
             raise negative()
-        value_range = (low_value, high_value)
-        if low_value > 0:  # strictly positive: every row and column has support
+        if value_range[0] > 0:  # strictly positive: every row and column has support
             return tensor3, value_range
     else:
-        checks.require(torch.isfinite(low) & torch.isfinite(high), not_finite)
         checks.require(low >= 0, negative)
     checks.require(
         (tensor3.sum(-1) > 0).all(),  # non-negative, so a zero sum is an all-zero row

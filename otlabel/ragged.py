@@ -613,7 +613,8 @@ def sinkhorn_ragged(
     if prior is not None:
         prior3, prior_range = check_prior(prior, scores2.unsqueeze(0), False, checks, check_columns=False)
         prior2 = prior3[0]
-        require_column_support(seg.max((prior2 > 0).to(dtype)) > 0, checks, " within a group")
+        if prior_range is None or prior_range[0] <= 0:  # a strictly positive prior supports every column
+            require_column_support(seg.max((prior2 > 0).to(dtype)) > 0, checks, " within a group")
     col = _col_marginal(col_marginal, n_groups, n_cols, scores2, dtype, checks)
     sizes = ptr64.diff().to(dtype)  # (G,)
     if row_marginal is None:  # every row sums to 1

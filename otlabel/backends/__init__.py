@@ -6,6 +6,7 @@ A backend is a module with ``NAME`` and ``solve(problem) -> Solution``; an optio
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from types import ModuleType
@@ -16,16 +17,12 @@ from ..errors import BackendUnavailableError
 _MODULES = {"torch": ".torch_backend", "triton": ".triton_backend"}
 
 
-_LOADED: dict[str, ModuleType | None] = {}
-
-
+@functools.cache  # a failed import (no triton) is remembered too
 def _load(name: str) -> ModuleType | None:
-    if name not in _LOADED:
-        try:
-            _LOADED[name] = importlib.import_module(_MODULES[name], __name__)
-        except ImportError:
-            _LOADED[name] = None
-    return _LOADED[name]
+    try:
+        return importlib.import_module(_MODULES[name], __name__)
+    except ImportError:
+        return None
 
 
 def _reason(name: str, problem: Problem) -> str | None:

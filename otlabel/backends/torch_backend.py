@@ -36,12 +36,17 @@ def _safe_range(dtype: torch.dtype) -> tuple[float, float]:
     return lo, 1.0 / lo
 
 
-def log_kernel(problem: Problem) -> torch.Tensor:
-    """scores / epsilon + log(prior), as a new (B, N, K) tensor in the compute dtype."""
+def _scaled_scores(problem: Problem) -> torch.Tensor:
+    """scores / epsilon, as a new (B, N, K) tensor in the compute dtype."""
     scores = problem.scores
     if scores.dtype != problem.dtype:
         scores = scores.to(problem.dtype)
-    kernel = torch.div(scores, problem.epsilon)
+    return torch.div(scores, problem.epsilon)
+
+
+def log_kernel(problem: Problem) -> torch.Tensor:
+    """scores / epsilon + log(prior), as a new (B, N, K) tensor in the compute dtype."""
+    kernel = _scaled_scores(problem)
     if problem.prior is not None:
         kernel.add_(torch.log(problem.prior.to(problem.dtype)))
     return kernel
@@ -55,15 +60,13 @@ class _Status:
 
     def read(self, *values: torch.Tensor) -> list[float]:
         checks = self.problem.checks
-        if len(values) == 1 and not checks.flags and not self.problem.reducer.distributed:
-            return values[0].reshape(-1).tolist()  # nothing to combine: read it as it is
-        device = self.problem.scores.device
-        # float64: float64 sums span ranges that float32 would flush to 0 or inf
-        parts = [v.reshape(-1).to(torch.float64) for v in values]
+        parts = [v.reshape(-1) for v in values]
         if checks.flags:
-            parts.insert(0, checks.as_tensor(device).to(torch.float64))
-        status = self.problem.reducer.max(parts[0] if len(parts) == 1 else torch.cat(parts))
-        numbers = status.tolist()
+            parts.insert(0, checks.as_tensor(self.problem.scores.device))
+        # parts of different dtypes meet in float64, which holds float32 values and float64 sums
+        # that float32 would flush to 0 or inf; a single part is read as it is
+        status = parts[0] if len(parts) == 1 else torch.cat([part.to(torch.float64) for part in parts])
+        numbers = self.problem.reducer.max(status).tolist()
         n_checks = len(checks.flags)
         checks.raise_from(numbers[:n_checks])
         return numbers[n_checks:]
@@ -149,7 +152,6 @@ def _accurate_column_sums(a: torch.Tensor, kernel: torch.Tensor, bias: torch.Ten
 
 
 @functools.cache
-@functools.lru_cache(maxsize=32)
 def _tiny(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """The smallest normal number as a (1, 1, 1) tensor (a bias for baddbmm), made once per device.
 
@@ -163,18 +165,18 @@ class _Scaling:
 
     def __init__(self, problem: Problem):
         self.problem = problem
-        batch, n_rows, n_cols = problem.shape
         dtype = problem.dtype
         shift = _global_shift(problem)
         if shift is not None:
             # Well-scaled scores: one global shift keeps every entry in range, and the per-row
             # and per-column maxima (slow small-axis reductions on the CPU) are not needed; a
             # prior multiplies the kernel instead of adding its logarithm (one pass fewer).
-            scores = problem.scores if problem.scores.dtype == dtype else problem.scores.to(dtype)
-            kernel = torch.div(scores, problem.epsilon).add_(shift).exp_()
+            kernel = _scaled_scores(problem).add_(shift).exp_()
             if problem.prior is not None:
                 kernel.mul_(problem.prior)
-            self._global_shift = shift  # f0 = 0 and g0 = shift, made only if needed
+            # row shift 0 and column shift `shift`: scalars broadcast wherever the shifts are used
+            self.f0: torch.Tensor | float = 0.0
+            self.g0: torch.Tensor | float = shift
             self._a: torch.Tensor | None = None  # all ones until the first row step
         else:
             # Shift columns, then rows, so that every row and every column has maximum exactly 1.
@@ -183,7 +185,7 @@ class _Scaling:
             kernel.add_(g0)
             f0 = -kernel.amax(-1, keepdim=True)  # (B, N, 1), >= 0
             kernel.add_(f0).exp_()
-            self._global_shift, self._f0, self._g0 = None, f0, g0
+            self.f0, self.g0 = f0, g0  # (B, N, 1) and (B, 1, K): G = exp(L0 + f0 + g0)
             # The first column step must see the unshifted rows (as the SwAV loop does): undo
             # the row shift in the starting row scaling. exp(-f0) lies in (0, 1], so nothing
             # overflows, and every column sum is at least 1 (the row holding a column's maximum
@@ -210,21 +212,6 @@ class _Scaling:
             shape = self.kernel.shape[:-2] + (1, self.kernel.shape[-1])
             self._b = torch.ones(shape, dtype=self.kernel.dtype, device=self.kernel.device)
         return self._b
-
-    @property
-    def f0(self) -> torch.Tensor:
-        """Row shift (B, N, 1) of the kernel: G = exp(L0 + f0 + g0)."""
-        if self._global_shift is not None:
-            return torch.zeros_like(self.a)
-        return self._f0
-
-    @property
-    def g0(self) -> torch.Tensor:
-        """Column shift (B, 1, K) of the kernel."""
-        if self._global_shift is not None:
-            shape = self.kernel.shape[:-2] + (1, self.kernel.shape[-1])
-            return torch.full(shape, self._global_shift, dtype=self.kernel.dtype, device=self.kernel.device)
-        return self._g0
 
     def column_sums(self) -> torch.Tensor:
         """Column sums of diag(a) G, shape (B, 1, K) (all-reduced in a distributed job)."""
@@ -259,10 +246,10 @@ class _Scaling:
 class _LogDomain:
     """State of the log-domain path: plan = exp(L0 + f + g)."""
 
-    def __init__(self, problem: Problem, f: torch.Tensor, g: torch.Tensor):
+    def __init__(self, problem: Problem, f: torch.Tensor, g: torch.Tensor | float):
         self.problem = problem
         self.kernel = log_kernel(problem)
-        self.f, self.g = f, g  # (B, N, 1), (B, 1, K)
+        self.f, self.g = f, g  # (B, N, 1), (B, 1, K) or a scalar shared by every column
         self.log_row_mass = torch.log(problem.row_mass).unsqueeze(-1)
         self.log_col_mass = torch.log(problem.col_mass).unsqueeze(-2)
         self.live_cols = problem.col_mass.unsqueeze(-2) > 0
@@ -314,7 +301,7 @@ def _fixed(problem: Problem) -> Solution:
         f, g = state.potentials()
         return Solution(state.plan(), f, g, problem.n_iter, None, None, False, NAME)
     # Replay the same schedule in the log domain from the same start.
-    start_f, start_g = torch.zeros_like(state.f0), state.g0  # the unshifted start of the SwAV loop
+    start_f, start_g = torch.zeros_like(state.row_mass), state.g0  # the unshifted start of the SwAV loop
     del state
     log_state = _LogDomain(problem, start_f, start_g)
     for _ in range(problem.n_iter):
