@@ -258,20 +258,29 @@ def global_sum(tensor: Tensor, scope: str) -> Tensor:
 # --------------------------------------------------------------------------- solving
 
 
+def _entropy_sum(q: Tensor) -> Tensor:
+    """Σ −q log q over every entry (nats; negative rounding noise clamped to 0)."""
+    q = q.clamp_min(0)
+    return -torch.special.xlogy(q, q).sum()
+
+
 def row_entropy(labels: Tensor) -> float:
     """Mean over rows of the entropy −Σ_k q_k log q_k (nats) of a row-stochastic matrix."""
-    q = labels.clamp_min(0)
-    return float(-(torch.special.xlogy(q, q)).sum(-1).mean())
+    return float(_entropy_sum(labels) / labels.shape[0])
 
 
-def usage_entropy(probs: Tensor) -> float:
+def usage_entropy(probs: Tensor, scope: str = "local") -> float:
     r"""Entropy H(P̄) of the mean assignment :math:`\bar P = \frac1N\sum_n P_n` (nats).
 
     The cluster-usage entropy of the paper's Table 5: log K when every cluster is used
-    equally, 0 when all snippets fall into one cluster.
+    equally, 0 when all snippets fall into one cluster. With ``scope="global"`` under DDP,
+    P̄ is the mean over every rank's rows (two sums all-reduced, nothing gathered).
     """
-    mean = probs.reshape(-1, probs.shape[-1]).mean(0)
-    return float(-(torch.special.xlogy(mean, mean)).sum())
+    flat = probs.reshape(-1, probs.shape[-1])
+    totals = torch.cat((flat.sum(0), flat.new_full((1,), flat.shape[0])))
+    if world(scope)[1] > 1:
+        dist.all_reduce(totals)
+    return float(_entropy_sum(totals[:-1] / totals[-1]))
 
 
 def _diagnostics(labels: Tensor, col_marginal: Tensor, scope: str) -> tuple[float, float, float]:
@@ -280,10 +289,7 @@ def _diagnostics(labels: Tensor, col_marginal: Tensor, scope: str) -> tuple[floa
     ``labels`` are this rank's rows; the sums are all-reduced under ``scope="global"`` DDP, so
     every rank reports the numbers of the global batch.
     """
-    q = labels.clamp_min(0)
-    entropy_and_count = torch.stack(
-        [-(torch.special.xlogy(q, q)).sum(), torch.tensor(float(labels.shape[0]), dtype=labels.dtype)]
-    )
+    entropy_and_count = torch.stack([_entropy_sum(labels), torch.tensor(float(labels.shape[0]), dtype=labels.dtype)])
     row_error = (labels.sum(-1) - 1).abs().amax() if labels.shape[0] else labels.new_zeros(())
     col_sums = labels.sum(0)
     if world(scope)[1] > 1:

@@ -33,7 +33,6 @@ from torch import Tensor
 
 from .labeling import (
     LabelingConfig,
-    gather_rows,
     global_sum,
     label_cluster_classes,
     label_snippet_clusters,
@@ -353,7 +352,7 @@ def case_objective(
         probs = torch.stack([F.softmax(logits.detach(), dim=-1) for logits in cluster_logits]).mean(0)
         diagnostics.update(
             H_QS=q_s.entropy,
-            H_PS_usage=usage_entropy(gather_rows(probs, label_cfg.scope)[0]),
+            H_PS_usage=usage_entropy(probs, label_cfg.scope),
             scc_row_error=q_s.row_error,
             scc_col_error=q_s.col_error,
         )
