@@ -25,7 +25,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from case.ablation import TABLES, VARIANTS, AblationError, plan, run_ablation, run_path, write_report  # noqa: E402
+from case.ablation import (  # noqa: E402
+    TABLES,
+    VARIANTS,
+    AblationError,
+    RunRecord,
+    plan,
+    run_ablation,
+    run_finished,
+    run_path,
+    write_report,
+)
 from case.checkpoint import atomic_write_json  # noqa: E402
 from case.config import CONFIG_DIR, ConfigError  # noqa: E402
 
@@ -75,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             for v in variants:
                 run = run_path(out, v, seed)
-                done = (run / "checkpoints" / "final.pt").is_file() and (run / "metrics.json").is_file()
-                state = "done" if done else ("partial" if run.is_dir() else "to do")
+                state = "done" if run_finished(run) else ("partial" if run.is_dir() else "to do")
                 print(f"{v:10s} seed {seed}  {state:7s}  modes {','.join(modes[v])}  {run}")
         return 0
 
@@ -92,15 +101,15 @@ def main(argv: list[str] | None = None) -> int:
         "command": _command(argv),
     }
 
-    def record_progress(line: str) -> None:
-        print(line, flush=True)
-        if ": trained in " in line:
-            if invocation["trained"] == 0:
-                timing["invocations"].append(invocation)
-            invocation["trained"] += 1
-            invocation["seconds"] = round(time.time() - started, 1)
-            out.mkdir(parents=True, exist_ok=True)
-            atomic_write_json(timing_path, timing)
+    def record_training(record: RunRecord) -> None:
+        if record.status != "trained":
+            return
+        if invocation["trained"] == 0:
+            timing["invocations"].append(invocation)
+        invocation["trained"] += 1
+        invocation["seconds"] = round(time.time() - started, 1)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(timing_path, timing)
 
     print(
         f"ablation: {len(variants)} configurations x {len(args.seeds)} seeds = {len(variants) * len(args.seeds)} runs "
@@ -116,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             variants=args.variants,
             overrides=args.set,
             train_missing=not args.report_only,
-            log=record_progress,
+            log=lambda line: print(line, flush=True),
+            on_run=record_training,
         )
     except (AblationError, ConfigError) as err:
         print(f"ablate.py: error: {err}", file=sys.stderr)

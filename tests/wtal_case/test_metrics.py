@@ -12,7 +12,7 @@ from anet_reference import reference_evaluate, rows_from_files
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from case import metrics
+from case import atomic, metrics
 from case.metrics import (
     DetectionFileError,
     DetectionMetrics,
@@ -429,7 +429,8 @@ def test_write_metrics_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     def broken(*args: object, **kwargs: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(metrics.json, "dump", broken)
+    # fail after the temporary file is written, before it replaces the old one
+    monkeypatch.setattr(atomic.os, "fsync", broken)
     with pytest.raises(OSError, match="disk full"):
         write_metrics(path, DetectionMetrics([0.1], [0.0], 0.0))
     assert json.loads(path.read_text())["average"] == 0.5  # the old file is intact

@@ -58,6 +58,7 @@ __all__ = [
     "FOREGROUND_LABELS",
     "plan",
     "run_path",
+    "run_finished",
     "ensure_trained",
     "ensure_evaluated",
     "summarize",
@@ -313,7 +314,8 @@ def run_config(base: str | Path, overrides: Sequence[str], variant: str, seed: i
 # --------------------------------------------------------------------------- running
 
 
-def _finished(run: Path) -> bool:
+def run_finished(run: Path) -> bool:
+    """Whether ``run`` holds a finished train.py run (final checkpoint and metrics)."""
     return (run / "checkpoints" / "final.pt").is_file() and (run / "metrics.json").is_file()
 
 
@@ -338,7 +340,7 @@ def ensure_trained(cfg: Config, run: Path) -> bool:
             f"{run} holds a run of another configuration (its config.yaml differs); delete the folder "
             "or choose another --out"
         )
-    if _finished(run):
+    if run_finished(run):
         return False
     train(cfg, run, resume=run.is_dir() and any(run.iterdir()))
     return True
@@ -435,6 +437,7 @@ def run_ablation(
     overrides: Sequence[str] = (),
     train_missing: bool = True,
     log: Callable[[str], None] = print,
+    on_run: Callable[[RunRecord], None] | None = None,
 ) -> tuple[list[Table], list[RunRecord]]:
     """Train (or find) every run of the grid and evaluate it; a failed run is recorded, not fatal.
 
@@ -454,6 +457,9 @@ def run_ablation(
         False: only collect finished runs (``--report-only``); unfinished ones are "missing".
     log : callable
         Receives one progress line per run.
+    on_run : callable, optional
+        Receives each run's :class:`RunRecord` as soon as it is done (``ablate.py`` records
+        the wall time of the runs it trains with it).
 
     Returns
     -------
@@ -471,7 +477,7 @@ def run_ablation(
         record = RunRecord(variant, seed, path, "cached")
         started = time.perf_counter()
         try:
-            if not _finished(path) and not train_missing:
+            if not run_finished(path) and not train_missing:
                 record.status = "missing"
             else:
                 if ensure_trained(cfg, path):
@@ -488,7 +494,7 @@ def run_ablation(
             trained_seconds.append(seconds)
         eta = ""
         if trained_seconds:
-            left = sum(1 for s, v in jobs[n:] if not _finished(run_path(out, v, s)))
+            left = sum(1 for s, v in jobs[n:] if not run_finished(run_path(out, v, s)))
             eta = f"; about {left * float(np.mean(trained_seconds)) / 60:.0f} min left for {left} runs"
         detail = record.error or ", ".join(
             f"{FOREGROUND_LABELS.get(m, m)} {100 * record.result['modes'][m]['average']:.1f}"
@@ -497,6 +503,8 @@ def run_ablation(
         )
         log(f"[{n:3d}/{len(jobs)}] {variant} seed {seed}: {record.status} in {seconds:.0f} s ({detail}){eta}")
         records.append(record)
+        if on_run is not None:
+            on_run(record)
     return chosen, records
 
 

@@ -32,6 +32,7 @@ import yaml
 from .data import DataConfig
 from .labeling import LabelingConfig
 from .losses import LossConfig
+from .metrics import DEFAULT_TIOU_THRESHOLDS
 from .model import ModelConfig
 from .postprocess import PostprocessConfig
 
@@ -166,7 +167,7 @@ class EvalConfig:
 
     split: str = "test"
     sampling: Literal["uniform", "all"] = "uniform"
-    tiou: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7])
+    tiou: list[float] = field(default_factory=lambda: list(DEFAULT_TIOU_THRESHOLDS))
     ambiguous: str | None = None
     plot_videos: int = 2
 

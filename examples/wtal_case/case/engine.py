@@ -746,7 +746,7 @@ def evaluate_run(
     metrics = evaluate_predictions(gt, known_labels_only(predictions, gt), cfg.eval.split, cfg)
     write_metrics(paths.metrics, metrics)
     _plots(outputs, gt, cfg, paths)
-    return json.loads(paths.metrics.read_text())
+    return metrics.to_dict()
 
 
 def evaluation_ground_truth(cfg: Config, dataset: Any) -> dict:

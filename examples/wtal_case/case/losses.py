@@ -377,7 +377,7 @@ def case_objective(
                 ccc_row_error=q_c.row_error,
                 ccc_col_error=q_c.col_error,
                 beta_fg=float(beta[0]),
-                QC_fg=[round(float(v), 6) for v in new_cluster_fg],
+                QC_fg=[round(v, 6) for v in new_cluster_fg.tolist()],  # one read-back, not K
             )
     loss = joint_objective(parts, loss_cfg)
     return StepOutput(loss, {k: float(v.detach()) for k, v in parts.items()}, diagnostics, new_cluster_fg)

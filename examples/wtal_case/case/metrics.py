@@ -37,13 +37,14 @@ import json
 import math
 import numbers
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
+
+from .atomic import atomic_write_text
 
 __all__ = [
     "DEFAULT_TIOU_THRESHOLDS",
@@ -784,18 +785,7 @@ def write_metrics(path: PathLike, metrics: DetectionMetrics) -> None:
     The file is written to a temporary file in the same folder and moved into place, so a
     reader never sees a partial file.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".metrics-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(metrics.to_dict(), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_text(path, json.dumps(metrics.to_dict(), indent=2) + "\n")
 
 
 def format_metrics(metrics: DetectionMetrics, per_class: bool = False) -> str:

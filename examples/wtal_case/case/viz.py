@@ -7,10 +7,10 @@ PNG atomically (temporary file + ``os.replace``).
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -18,6 +18,8 @@ from typing import Any, Union
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from .atomic import atomic_write_bytes
 
 __all__ = ["DEFAULT_ENTROPY_KEYS", "plot_entropy_curves", "plot_foreground", "save_figure"]
 
@@ -40,15 +42,9 @@ def save_figure(fig: Figure, path: PathLike) -> Path:
     """
     path = Path(path)
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
