@@ -23,10 +23,8 @@ import argparse
 import json
 import math
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +32,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "wtal_case"))
+sys.path.insert(0, str(ROOT / "tests" / "wtal_case"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
+
+from _common import median, time_call, write_json  # noqa: E402
+from case_reference import official_ot  # noqa: E402
 
 from case.config import load_config  # noqa: E402
 from case.engine import build_model, load_batch  # noqa: E402
@@ -79,19 +82,6 @@ def write_layout(root: Path, videos: int, seed: int) -> None:
     (root / "classes.txt").write_text("\n".join(classes) + "\n")
     (root / "split_train.txt").write_text("\n".join(names) + "\n")
     (root / "split_test.txt").write_text("")
-
-
-def official_ot(logits: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
-    """The official CASE labelling loop (main_case.py ``Trainer.OT``), re-typed as the peer."""
-    q = logits.div(10.0).mul(20.0).exp().mul(prior).t()
-    k, b = q.shape
-    q /= torch.sum(q)
-    for _ in range(3):
-        q /= torch.sum(q, dim=1, keepdim=True)
-        q /= k
-        q /= torch.sum(q, dim=0, keepdim=True)
-        q /= b
-    return q.t() * b
 
 
 def main() -> None:
@@ -179,13 +169,11 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in parts}
         for round_ in range(args.warmup + args.rounds):
             for name, fn in parts.items():
-                start = time.perf_counter()
-                fn()
-                elapsed = time.perf_counter() - start
+                elapsed, _ = time_call(fn)
                 if round_ >= args.warmup:
                     times[name].append(elapsed)
 
-    med = {name: statistics.median(values) for name, values in times.items()}
+    med = {name: median(values) for name, values in times.items()}
     total = med["data"] + med["step"]
     rows = [
         ("data loading", med["data"]),
@@ -219,8 +207,7 @@ def main() -> None:
         "all_seconds": times,
     }
     assert all(math.isfinite(v) for v in med.values())
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=1) + "\n")
+    write_json(args.json, record)
     print(f"\nwrote {args.json}")
 
 

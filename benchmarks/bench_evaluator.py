@@ -26,10 +26,7 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,7 +35,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples" / "wtal_case"))
 sys.path.insert(0, str(ROOT / "tests" / "wtal_case"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from _common import median, time_call, write_json  # noqa: E402
 from anet_reference import reference_evaluate, rows_from_files  # noqa: E402
 
 from case.metrics import (  # noqa: E402
@@ -89,12 +88,6 @@ def synthetic_predictions(gt: dict, n_predictions: int, seed: int = 0, subset: s
     return {"results": results}
 
 
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gt", type=Path, default=DEFAULT_GT)
@@ -128,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[float]] = {name: [] for name in peers}
     for _ in range(args.repeats):  # interleaved
         for name, fn in peers.items():
-            times[name].append(timed(fn))
+            times[name].append(time_call(fn)[0])
 
-    reference = statistics.median(times["official loop re-statement (reference)"])
+    reference = median(times["official loop re-statement (reference)"])
     print(
         f"THUMOS14 test: {len(parsed_gt)} instances, {n_pred} predictions, "
         f"tIoU {thr}; max |AP difference| vs reference = {max_diff:.2e}; "
@@ -140,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---:|---:|---:|")
     rows = []
     for name, ts in times.items():
-        med = statistics.median(ts)
+        med = median(ts)
         rows.append(
             {
                 "evaluator": name,
@@ -169,11 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f, indent=2)
-    os.replace(tmp, args.out)
+    write_json(args.out, record)
     print(f"\nwrote {args.out}")
     return 0
 

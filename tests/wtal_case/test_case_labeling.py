@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from case_reference import TEMPERATURE, official_ot  # tests/wtal_case is on sys.path
 
 from case.labeling import (
     CCCConfig,
@@ -22,24 +23,6 @@ from case.labeling import (
     solve_labels,
     usage_entropy,
 )
-
-TEMPERATURE = 10.0  # cosine head
-PAPER_EPS = 20.0  # the paper's "epsilon": exp(eps * cosine)
-
-
-def official_ot(
-    logits: torch.Tensor, prior: torch.Tensor | float = 1.0, beta: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The official CASE ``Trainer.OT`` (main_case.py), re-typed: 3 iterations, columns then rows."""
-    q = (logits / TEMPERATURE * PAPER_EPS).exp().mul(prior).t()
-    k, b = q.shape
-    q /= q.sum()
-    for _ in range(3):
-        q /= q.sum(dim=1, keepdim=True)
-        q = q / k if beta is None else q * beta.unsqueeze(1)
-        q /= q.sum(dim=0, keepdim=True)
-        q /= b
-    return q.t() * b
 
 
 def official_prior(att: torch.Tensor, cluster_fg: torch.Tensor, std: float) -> torch.Tensor:
