@@ -601,7 +601,7 @@ def _train(cfg: Config, paths: RunPaths, resume: bool, env: Distributed) -> dict
     if cfg.train.select == "heldout":
         train_idx, held_idx = _split_heldout(len(full_train), cfg.train.heldout_fraction, seed)
         train_set = _Subset(full_train, train_idx)
-        held_set = data.build_dataset(cfg.data, "train", cfg.eval.sampling, seed=seed)
+        held_set = full_train.with_sampling(cfg.eval.sampling)
         held_videos = {held_set.videos[i] for i in held_idx}
         heldout = (held_set, held_idx, _heldout_ground_truth(held_set, held_videos))
     order = BatchOrder(len(train_set), cfg.train.batch_size, seed, env.rank, env.world)
@@ -707,7 +707,7 @@ def _train(cfg: Config, paths: RunPaths, resume: bool, env: Distributed) -> dict
         chosen = ckpt.load_checkpoint(paths.checkpoints / "best.pt", map_location=device)
         model.load_state_dict(chosen["model"])
         cluster_fg = chosen["cluster_fg"].to(device)
-    metrics = evaluate_run(model, cluster_fg, cfg, paths, device)
+    metrics = evaluate_run(model, cluster_fg, cfg, paths, device, full_train)
     summary = {"metrics": metrics, "steps": step, "seconds": round(time.perf_counter() - started, 2)}
     if heldout is not None:
         summary["selected_step"] = best["step"]
@@ -732,9 +732,12 @@ def _heldout_score(
 
 
 def evaluate_run(
-    model: CASEModel, cluster_fg: Tensor, cfg: Config, paths: RunPaths, device: torch.device
+    model: CASEModel, cluster_fg: Tensor, cfg: Config, paths: RunPaths, device: torch.device, *built: Any
 ) -> dict[str, Any]:
-    """Predict on ``eval.split``, write predictions.json, metrics.json and the plots; return the metrics."""
+    """Predict on ``eval.split``, write predictions.json, metrics.json and the plots; return the metrics.
+
+    ``built``: data sets already built (e.g. the training split), reused for the ground truth.
+    """
     from .metrics import write_metrics
 
     data = _data_api()
@@ -742,26 +745,27 @@ def evaluate_run(
     outputs = list(predict_dataset(model, dataset, cluster_fg, cfg, device))
     predictions = detect_dataset(iter(outputs), dataset.class_names, cfg)
     ckpt.atomic_write_json(paths.predictions, predictions)
-    gt = evaluation_ground_truth(cfg, dataset)
+    gt = evaluation_ground_truth(cfg, dataset, *built)
     metrics = evaluate_predictions(gt, known_labels_only(predictions, gt), cfg.eval.split, cfg)
     write_metrics(paths.metrics, metrics)
     _plots(outputs, gt, cfg, paths)
     return metrics.to_dict()
 
 
-def evaluation_ground_truth(cfg: Config, dataset: Any) -> dict:
+def evaluation_ground_truth(cfg: Config, *datasets: Any) -> dict:
     """The ground truth of every split in one database, as THUMOS14's ``gt.json`` holds it.
 
     The evaluator scores the subset ``eval.split`` but accepts a predicted label only if the
     database knows it; a small (synthetic) test split may lack a class that the training
-    split has, which is still a legitimate prediction (it is a false positive).
+    split has, which is still a legitimate prediction (it is a false positive). A split among
+    the ``datasets`` already built is not built again (ground truth does not depend on the
+    sampling).
     """
+    built = {d.split: d for d in datasets}
     database = {}
     for split in ("train", "test"):
         other = (
-            dataset
-            if split == dataset.split
-            else _data_api().build_dataset(cfg.data, split, "all", seed=cfg.train.seed)
+            built[split] if split in built else _data_api().build_dataset(cfg.data, split, "all", seed=cfg.train.seed)
         )
         database.update(other.ground_truth()["database"])
     return {"database": database}

@@ -139,6 +139,20 @@ class VideoDataset(Dataset):
         """C, the number of classes."""
         return len(self.class_names)
 
+    def with_sampling(self, sampling: str) -> VideoDataset:
+        """The same videos (records, lengths, feature loader: nothing is read again) sampled as
+        ``sampling``."""
+        return VideoDataset(
+            class_names=self.class_names,
+            records=self.records,
+            lengths=self.lengths,
+            load=self._load,
+            split=self.split,
+            sampling=sampling,
+            num_segments=self.num_segments,
+            seed=self.seed,
+        )
+
     def set_epoch(self, epoch: int) -> None:
         """Use the random draws of ``epoch`` (only ``"random"`` sampling draws)."""
         self.epoch = int(epoch)
