@@ -39,7 +39,7 @@ from torch import Tensor
 
 from . import checkpoint as ckpt
 from .config import Config, dump_config, to_dict
-from .losses import calibrated_cas, case_objective, joint_objective, mil_video_logits, topk_count
+from .losses import case_objective, joint_objective, mil_pooling
 from .model import CASEModel
 
 __all__ = [
@@ -358,12 +358,7 @@ def predict_video(model: CASEModel, features: Tensor, cluster_fg: Tensor, cfg: C
         (k = ⌊T / loss.topk_divisor⌋, chosen on the training calibration), averaged.
     """
     outputs = model(features.unsqueeze(0))
-    cas_probs = torch.stack([F.softmax(o.cas, dim=-1) for o in outputs]).mean(0)
-    attentions = [o.attention for o in outputs]
-    select = calibrated_cas(cas_probs, attentions, cfg.loss.calibration, cfg.loss.omega)
-    video_logits, _ = mil_video_logits(
-        [o.cas for o in outputs], select, topk_count(features.shape[0], cfg.loss.topk_divisor)
-    )
+    cas_probs, attentions, video_logits, _ = mil_pooling(outputs, cfg.loss)
     video_scores = torch.stack([F.softmax(v, dim=-1) for v in video_logits]).mean(0)
     cluster_probs = torch.stack([F.softmax(o.cluster_logits, dim=-1) for o in outputs]).mean(0)
     return {

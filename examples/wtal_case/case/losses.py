@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,7 @@ __all__ = [
     "topk_count",
     "calibrated_cas",
     "mil_video_logits",
+    "mil_pooling",
     "video_loss",
     "topk_foreground_labels",
     "gbce",
@@ -162,6 +163,32 @@ def mil_video_logits(cas_logits: Sequence[Tensor], select: Tensor, k: int) -> tu
     """
     index = select.detach().topk(k, dim=1).indices
     return [torch.gather(cas, 1, index).mean(1) for cas in cas_logits], index
+
+
+def mil_pooling(outputs: Sequence[Any], loss_cfg: LossConfig) -> tuple[Tensor, list[Tensor], list[Tensor], Tensor]:
+    r"""The video-level MIL step shared by training and testing: stream-averaged T-CAS
+    probabilities, calibrated by the attentions (:func:`calibrated_cas`), pooled over the
+    top-k snippets (:func:`mil_video_logits`, k = ⌊T / ``topk_divisor``⌋).
+
+    Parameters
+    ----------
+    outputs : sequence of stream outputs
+        Each stream's model output (``cas`` logits (B, T, G), ``attention`` (B, T)).
+    loss_cfg : LossConfig
+
+    Returns
+    -------
+    (Tensor (B, T, G), list of Tensor (B, T), list of Tensor (B, G), Tensor (B, k, G))
+        The averaged T-CAS probabilities, each stream's attention, each stream's video
+        logits and the selected snippet indices.
+    """
+    cas_logits = [o.cas for o in outputs]
+    attentions = [o.attention for o in outputs]
+    cas_probs = torch.stack([F.softmax(a, dim=-1) for a in cas_logits]).mean(0)
+    select = calibrated_cas(cas_probs, attentions, loss_cfg.calibration, loss_cfg.omega)
+    k = topk_count(cas_probs.shape[1], loss_cfg.topk_divisor)
+    video_logits, index = mil_video_logits(cas_logits, select, k)
+    return cas_probs, attentions, video_logits, index
 
 
 def video_loss(video_logits: Sequence[Tensor], labels: Tensor) -> Tensor:
@@ -330,11 +357,7 @@ def case_objective(
         ``scc_col_error``, ``ccc_row_error``, ``ccc_col_error``, ``beta_fg`` and ``QC_fg``.
     """
     batch, snippets, _ = outputs[0].cas.shape
-    cas_logits = [o.cas for o in outputs]
-    attentions = [o.attention for o in outputs]
-    cas_probs = torch.stack([F.softmax(a, dim=-1) for a in cas_logits]).mean(0)
-    select = calibrated_cas(cas_probs, attentions, loss_cfg.calibration, loss_cfg.omega)
-    video_logits, index = mil_video_logits(cas_logits, select, topk_count(snippets, loss_cfg.topk_divisor))
+    _, attentions, video_logits, index = mil_pooling(outputs, loss_cfg)
     fg_target = topk_foreground_labels(index, labels, snippets)
     parts = {
         "video": video_loss(video_logits, labels),
