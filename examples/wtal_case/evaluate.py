@@ -164,11 +164,9 @@ def run_checkpoint(args: argparse.Namespace) -> DetectionMetrics | None:
     Returns the metrics, or None when the data set has no annotation and no ``--gt`` is given.
     Progress notes go to stderr (stdout stays one JSON object with ``--json``).
     """
-    import torch
-
     from case import checkpoint as ckpt
     from case.data import build_dataset
-    from case.engine import load_for_inference
+    from case.engine import load_for_inference, setup_runtime
     from case.inference import (
         detections,
         has_annotations,
@@ -186,11 +184,7 @@ def run_checkpoint(args: argparse.Namespace) -> DetectionMetrics | None:
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, tiou=list(args.tiou)))
     if args.ambiguous is not None:
         cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, ambiguous=args.ambiguous))
-    if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("train.device is 'cuda' but no CUDA device is available; use --device cpu")
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    device = torch.device(cfg.train.device)
+    device = setup_runtime(cfg)
     trained = dataclasses.replace(trained, model=trained.model.to(device), cluster_fg=trained.cluster_fg.to(device))
 
     split = cfg.eval.split
@@ -199,8 +193,9 @@ def run_checkpoint(args: argparse.Namespace) -> DetectionMetrics | None:
     predictions = detections(predict_outputs(trained, dataset, cfg, device), class_names, cfg)
     out_dir = Path(args.eval_dir) if args.eval_dir else default_eval_dir(checkpoint, args.config, split)
     ckpt.atomic_write_json(out_dir / "predictions.json", predictions)
-    gt = _read_ground_truth(args.gt) if args.gt else dataset.ground_truth()
-    bare = sum(1 for e in dataset.ground_truth()["database"].values() if not e["annotations"])
+    own = dataset.ground_truth()
+    gt = _read_ground_truth(args.gt) if args.gt else own
+    bare = sum(1 for e in own["database"].values() if not e["annotations"])
     note = f"predictions for {len(dataset)} {split} videos ({bare} without ground truth): {out_dir}/predictions.json"
     if not args.gt and not has_annotations(gt):
         print(f"{note}; no annotation in the data set: nothing to evaluate", file=sys.stderr)

@@ -539,7 +539,14 @@ def _state(
     }
 
 
-def _resolve_device(cfg: Config, env: Distributed) -> torch.device:
+def setup_runtime(cfg: Config, env: Distributed | None = None) -> torch.device:
+    """Apply ``train.threads`` and return the device of ``train.device`` (this rank's GPU under DDP).
+
+    Raises RuntimeError when CUDA is asked for and absent (shared by training and ``evaluate.py``).
+    """
+    env = env or Distributed()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
     device = cfg.train.device
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
@@ -577,9 +584,7 @@ def _train(cfg: Config, paths: RunPaths, resume: bool, env: Distributed) -> dict
     from tqdm import tqdm
 
     started = time.perf_counter()
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    device = _resolve_device(cfg, env)
+    device = setup_runtime(cfg, env)
     seed = cfg.train.seed
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
