@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from case.data.annotations import decode, parse_segment  # noqa: E402
+from case.data.annotations import activitynet_entry, decode, parse_segment  # noqa: E402
 
 
 def _load(path: Path) -> np.ndarray:
@@ -95,11 +95,7 @@ def convert(src: Path, name: str, out: Path, train_subset: str, test_subset: str
                 np.save(folder / f"{video}.npy", np.ascontiguousarray(part))
             where = f"{ann} (video {video!r})"
             segs = [parse_segment(b, lab, where) for b, lab in zip(list(segments[i]), list(labels[i]), strict=True)]
-            database[video] = {
-                "subset": split,
-                "duration": float(durations[i]),
-                "annotations": [{"segment": [s.start, s.end], "label": s.label} for s in segs],
-            }
+            database[video] = activitynet_entry(split, float(durations[i]), segs)
             splits[split].append(video)
         (tmp / "gt.json").write_text(json.dumps({"database": database}))
         for split, videos in splits.items():

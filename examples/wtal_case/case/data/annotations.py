@@ -120,6 +120,16 @@ def parse_segment(bounds: Any, label: Any, where: str) -> Segment:
     return Segment(start, end, decode(label))
 
 
+def activitynet_entry(subset: str, duration: float | None, segments: Sequence[Segment]) -> dict[str, Any]:
+    """One video's entry of an ActivityNet-style ``gt.json`` (the inverse of
+    :func:`read_activitynet_gt` for that video)."""
+    return {
+        "subset": subset,
+        "duration": duration,
+        "annotations": [{"segment": [s.start, s.end], "label": s.label} for s in segments],
+    }
+
+
 def read_activitynet_gt(path: str | Path) -> dict[str, VideoRecord]:
     """Read an ActivityNet-style ``gt.json`` into ``{video: VideoRecord}``.
 

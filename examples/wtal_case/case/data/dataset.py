@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .annotations import VideoRecord, check_labels, read_activitynet_gt, read_wtalc_annotations
+from .annotations import VideoRecord, activitynet_entry, check_labels, read_activitynet_gt, read_wtalc_annotations
 from .constants import SNIPPET_SECONDS
 from .errors import DatasetError, DatasetFileNotFoundError
 from .sampling import SAMPLING_MODES, sample_indices
@@ -173,11 +173,7 @@ class VideoDataset(Dataset):
         """
         return {
             "database": {
-                rec.name: {
-                    "subset": self.split,
-                    "duration": self.duration(i),
-                    "annotations": [{"segment": [s.start, s.end], "label": s.label} for s in rec.segments],
-                }
+                rec.name: activitynet_entry(self.split, self.duration(i), rec.segments)
                 for i, rec in enumerate(self.records)
             }
         }

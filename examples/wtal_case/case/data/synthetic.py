@@ -92,7 +92,7 @@ from typing import Any
 
 import numpy as np
 
-from .annotations import Segment, VideoRecord, num_snippets
+from .annotations import Segment, VideoRecord, activitynet_entry, num_snippets
 from .constants import (
     SNIPPET_SECONDS,
     STREAM_DIM,
@@ -549,11 +549,7 @@ def write_synthetic(cfg: SyntheticConfig, folder: str | Path, model: FeatureMode
             np.save(folder / "features" / split / stream / f"{rec.name}.npy", x)
         names[split].append(rec.name)
         snippets += len(feats["rgb"])
-        database[rec.name] = {
-            "subset": split,
-            "duration": rec.duration,
-            "annotations": [{"segment": [s.start, s.end], "label": s.label} for s in rec.segments],
-        }
+        database[rec.name] = activitynet_entry(split, rec.duration, rec.segments)
     for split in _SPLITS:
         (folder / f"split_{split}.txt").write_text("".join(f"{n}\n" for n in names[split]))
     (folder / "gt.json").write_text(json.dumps({"database": database}))
