@@ -46,9 +46,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -59,7 +57,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import machine_info, markdown_table, write_json  # noqa: E402
+from _common import machine_info, markdown_table, median, time_call, write_json  # noqa: E402
 from bench_sinkhorn import cosine_scores as cpu_cosine_scores  # noqa: E402
 from bench_sinkhorn import swav_loop  # noqa: E402
 
@@ -108,9 +106,8 @@ class Timer:
 
     def __call__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, Any]:
         if not self.cuda:
-            start = time.perf_counter()
-            out = fn(*args, **kwargs)
-            return (time.perf_counter() - start) * 1e3, out
+            seconds, out = time_call(lambda: fn(*args, **kwargs))
+            return seconds * 1e3, out
         torch.cuda.synchronize()
         begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         begin.record()
@@ -197,7 +194,7 @@ def run_cell(
         times = sorted(result.pop("times_ms"))
         result.update(
             repeats=len(times),
-            median_ms=statistics.median(times),
+            median_ms=median(times),
             p10_ms=times[len(times) // 10],
             p90_ms=times[(9 * len(times)) // 10],
             max_abs_diff_vs_torch=float((labels[name].double() - reference).abs().max()),
@@ -264,9 +261,7 @@ def tune(
                 for _ in range(warmup):
                     timer(sinkhorn, scores, EPSILON, backend="triton")
                 times = [timer(sinkhorn, scores, EPSILON, backend="triton")[0] for _ in range(repeats)]
-                out.append(
-                    {"n_rows": n_rows, "n_cols": n_cols, "config": config, "median_ms": statistics.median(times)}
-                )
+                out.append({"n_rows": n_rows, "n_cols": n_cols, "config": config, "median_ms": median(times)})
                 print(f"{n_rows} x {n_cols} {config}: {out[-1]['median_ms']:.3f} ms", file=sys.stderr, flush=True)
     finally:
         for name, value in defaults.items():
