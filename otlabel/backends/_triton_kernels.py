@@ -70,6 +70,8 @@ _FINAL: tl.constexpr = tl.constexpr(FINAL)
 # Column flags written by the column step (the host reads their maximum).
 UNHEALTHY = 1.0  # a FAST column sum left the safe range: rerun with SAFE
 INFEASIBLE = 2.0  # a column with mass has no support: no plan exists
+_UNHEALTHY: tl.constexpr = tl.constexpr(UNHEALTHY)
+_INFEASIBLE: tl.constexpr = tl.constexpr(INFEASIBLE)
 
 
 @triton.jit
@@ -187,7 +189,7 @@ def _column_update(h, col_m, col_s, mass, lo, KIND: tl.constexpr):
         sums = col_s
         ok = sums >= lo  # also False for NaN
         log_sums = tl.log(tl.where(ok, sums, 1.0))
-        flag = tl.where(live & ~ok, 1.0, 0.0)
+        flag = tl.where(live & ~ok, _UNHEALTHY, 0.0)
     else:
         finite = col_m > float("-inf")
         log_sums = tl.where(finite, col_m + tl.log(tl.where(finite, col_s, 1.0)), float("-inf"))
@@ -195,7 +197,7 @@ def _column_update(h, col_m, col_s, mass, lo, KIND: tl.constexpr):
             sums = mass  # sums of exp(L) may overflow and measure nothing useful
         else:
             sums = tl.exp(log_sums)
-        flag = tl.where(live & ~finite, 2.0, 0.0)
+        flag = tl.where(live & ~finite, _INFEASIBLE, 0.0)
     good = live & (log_sums > float("-inf"))
     # operands masked first: a dead column has h = log_sums = -inf
     step = tl.log(tl.where(good, mass, 1.0)) - tl.where(good, log_sums, 0.0)

@@ -23,6 +23,7 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from otlabel.backends import _triton_kernels as k  # noqa: E402
+from otlabel.backends.triton_backend import _OPTIONS  # noqa: E402  (what the backend launches with)
 
 FLOAT_ARGS = ("inv_eps", "tol", "lo")
 MASS_POINTERS = ("rm_ptr", "cm_ptr", "total_ptr")
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         try:
             compiled = triton.compile(
-                source(fn, constants, scores), target=target, options={"num_warps": warps, "enable_fp_fusion": True}
+                source(fn, constants, scores), target=target, options={"num_warps": warps, **_OPTIONS}
             )
             assert compiled.asm["cubin"], "no cubin"
             print(f"ok   {fn.__name__} {constants} {scores} ({time.perf_counter() - start:.1f} s)", flush=True)
