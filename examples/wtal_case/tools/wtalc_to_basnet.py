@@ -34,14 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from case.data.annotations import activitynet_entry, decode, parse_segment  # noqa: E402
-
-
-def _load(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found")
-    # W-TALC's files are Python 2 pickles: numpy needs latin1 to unpickle their arrays
-    return np.load(path, allow_pickle=True, encoding="latin1")
+from case.data.annotations import activitynet_entry, decode, load_pickled_npy, parse_segment  # noqa: E402
 
 
 def convert(src: Path, name: str, out: Path, train_subset: str, test_subset: str) -> dict[str, int]:
@@ -63,12 +56,12 @@ def convert(src: Path, name: str, out: Path, train_subset: str, test_subset: str
     if out.exists():
         raise ValueError(f"{out} already exists; remove it or choose another --out")
     ann = src / f"{name}-Annotations"
-    names = [decode(v) for v in np.ravel(_load(ann / "videoname.npy"))]
-    subsets = [decode(s) for s in np.ravel(_load(ann / "subset.npy"))]
-    durations = np.ravel(_load(ann / "duration.npy")).astype(np.float64)
-    segments, labels = _load(ann / "segments.npy"), _load(ann / "labels.npy")
-    classes = [decode(c) for c in np.ravel(_load(ann / "classlist.npy"))]
-    features = _load(src / f"{name}-I3D-JOINTFeatures.npy")
+    names = [decode(v) for v in np.ravel(load_pickled_npy(ann / "videoname.npy"))]
+    subsets = [decode(s) for s in np.ravel(load_pickled_npy(ann / "subset.npy"))]
+    durations = np.ravel(load_pickled_npy(ann / "duration.npy")).astype(np.float64)
+    segments, labels = load_pickled_npy(ann / "segments.npy"), load_pickled_npy(ann / "labels.npy")
+    classes = [decode(c) for c in np.ravel(load_pickled_npy(ann / "classlist.npy"))]
+    features = load_pickled_npy(src / f"{name}-I3D-JOINTFeatures.npy", "feature file")
     for what, array in (("subset", subsets), ("duration", durations), ("segments", segments),
                         ("labels", labels), ("features", features)):  # fmt: skip
         if len(array) != len(names):

@@ -178,14 +178,16 @@ def read_activitynet_gt(path: str | Path) -> dict[str, VideoRecord]:
     return records
 
 
-def _load_npy(path: Path) -> np.ndarray:
+def load_pickled_npy(path: Path, what: str = "annotation file") -> np.ndarray:
+    """Load one of W-TALC's pickled ``.npy`` files (annotations or the joint features);
+    errors name ``what`` and the file."""
     if not path.is_file():
-        raise DatasetFileNotFoundError(f"annotation file {path} not found")
+        raise DatasetFileNotFoundError(f"{what} {path} not found")
     try:
         # W-TALC's files are Python 2 pickles: latin1 is the encoding numpy documents for them.
         return np.load(path, allow_pickle=True, encoding="latin1")
     except Exception as exc:  # numpy raises ValueError, OSError, UnpicklingError, EOFError...
-        raise DatasetError(f"{path}: cannot be read as a .npy file ({exc})") from None
+        raise DatasetError(f"{what} {path} cannot be read as a .npy file ({exc})") from None
 
 
 def read_wtalc_annotations(folder: str | Path) -> tuple[list[str], list[VideoRecord]]:
@@ -210,7 +212,7 @@ def read_wtalc_annotations(folder: str | Path) -> tuple[list[str], list[VideoRec
     if not folder.is_dir():
         raise DatasetFileNotFoundError(f"W-TALC annotation folder {folder} not found")
     arrays = {
-        key: _load_npy(folder / f"{key}.npy")
+        key: load_pickled_npy(folder / f"{key}.npy")
         for key in ("videoname", "subset", "duration", "segments", "labels", "classlist")
     }
     class_names = [decode(c) for c in np.ravel(arrays["classlist"])]

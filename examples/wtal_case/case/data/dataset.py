@@ -18,7 +18,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .annotations import VideoRecord, activitynet_entry, check_labels, read_activitynet_gt, read_wtalc_annotations
+from .annotations import (
+    VideoRecord,
+    activitynet_entry,
+    check_labels,
+    load_pickled_npy,
+    read_activitynet_gt,
+    read_wtalc_annotations,
+)
 from .constants import SNIPPET_SECONDS
 from .errors import DatasetError, DatasetFileNotFoundError
 from .sampling import SAMPLING_MODES, sample_indices
@@ -346,13 +353,7 @@ def _wtalc(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) ->
     """
     class_names, all_records = read_wtalc_annotations(root / f"{cfg.wtalc_name}-Annotations")
     path = root / f"{cfg.wtalc_name}-I3D-JOINTFeatures.npy"
-    if not path.is_file():
-        raise DatasetFileNotFoundError(f"feature file {path} not found")
-    try:
-        # latin1: the files were pickled by Python 2; numpy requires latin1 to unpickle arrays.
-        feats = np.load(path, allow_pickle=True, encoding="latin1")
-    except Exception as exc:
-        raise DatasetError(f"feature file {path} cannot be read ({exc})") from None
+    feats = load_pickled_npy(path, "feature file")
     if feats.ndim == 0 or len(feats) != len(all_records):
         raise DatasetError(
             f"feature file {path} holds {1 if feats.ndim == 0 else len(feats)} videos, "
