@@ -33,6 +33,7 @@ A killed ablation therefore continues where it stopped when run again.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -346,10 +347,10 @@ def ensure_trained(cfg: Config, run: Path) -> bool:
     return True
 
 
-def _usage_entropy(log_path: Path) -> tuple[float | None, list[tuple[int, float]]]:
+def _usage_entropy(log_lines: Sequence[str]) -> tuple[float | None, list[tuple[int, float]]]:
     """Mean H(P̄^S) over the last :data:`ENTROPY_TAIL` of the logged steps, and the whole curve."""
     curve = []
-    for line in log_path.read_text().splitlines():
+    for line in log_lines:
         if not line.strip():
             continue
         record = json.loads(line)
@@ -376,7 +377,8 @@ def ensure_evaluated(cfg: Config, run: Path, modes: Sequence[str]) -> dict[str, 
         "H_PS_curve": [[step, value], ...], "train_seconds": float}``.
     """
     cache_path = run / "ablation.json"
-    cache: dict[str, Any] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    cached = json.loads(cache_path.read_text()) if cache_path.is_file() else None
+    cache: dict[str, Any] = copy.deepcopy(cached) if cached is not None else {}
     results = dict(cache.get("modes", {}))
     missing = [m for m in modes if m not in results]
     if cfg.postprocess.foreground_mode in missing:
@@ -385,11 +387,12 @@ def ensure_evaluated(cfg: Config, run: Path, modes: Sequence[str]) -> dict[str, 
     if missing:
         results.update(_evaluate_modes(cfg, run, missing))
     if "H_PS_usage" not in cache or "train_seconds" not in cache:
-        entropy, curve = _usage_entropy(run / "log.jsonl")
-        last = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
+        log_lines = (run / "log.jsonl").read_text().splitlines()
+        entropy, curve = _usage_entropy(log_lines)
+        last = json.loads(log_lines[-1])
         cache.update(H_PS_usage=entropy, H_PS_curve=curve, train_seconds=float(last.get("seconds", float("nan"))))
     cache["modes"] = results
-    if cache != (json.loads(cache_path.read_text()) if cache_path.is_file() else None):
+    if cache != cached:
         ckpt.atomic_write_json(cache_path, cache)
     return cache
 
