@@ -291,7 +291,7 @@ class TrainedModel:
     @property
     def num_classes(self) -> int:
         """C, the number of classifier outputs."""
-        return int(self.model.streams["rgb"].classifier.weight.shape[0])
+        return self.model.num_classes
 
 
 def load_for_inference(checkpoint: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
@@ -433,10 +433,10 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _truncate_log(path: Path, last_step: int) -> list[dict[str, Any]]:
+def _truncate_log(path: Path, last_step: int) -> None:
     """Keep the log records of steps <= ``last_step`` (a killed run may have logged past its checkpoint)."""
     if not path.exists():
-        return []
+        return
     kept = []
     for line in path.read_text().splitlines():
         if not line.strip():
@@ -448,7 +448,6 @@ def _truncate_log(path: Path, last_step: int) -> list[dict[str, Any]]:
         if record.get("step", 0) <= last_step:
             kept.append(record)
     ckpt.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
-    return kept
 
 
 def _prepare_folder(paths: RunPaths, cfg: Config, resume: bool) -> None:
