@@ -96,16 +96,19 @@ def test_half_precision_inputs_come_back_in_their_dtype(dtype, mode):
 
 
 def test_zero_marginal_entries_get_no_mass():
-    scores = torch.randn(100, 4, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(100, 4, dtype=torch.float64, generator=generator)
     marginal = torch.tensor([0.5, 0.0, 0.25, 0.25], dtype=torch.float64)
-    for mode in ({}, {"tol": 1e-10}):
+    # at epsilon=0.05 reaching tol=1e-10 takes 400-2000 iterations depending on the draw (measured over
+    # 300 seeds); the budget is not what this test is about
+    for mode in ({}, {"tol": 1e-10, "max_iter": 20000}):
         labels = sinkhorn(scores, 0.05, col_marginal=marginal, **mode)
         assert torch.isfinite(labels).all()
         assert labels[:, 1].abs().max() == 0
         torch.testing.assert_close(labels.sum(1), torch.ones(100, dtype=torch.float64))
     rows = torch.full((100,), 1 / 99, dtype=torch.float64)
     rows[5] = 0
-    labels = sinkhorn(scores, 0.05, row_marginal=rows, tol=1e-10)
+    labels = sinkhorn(scores, 0.05, row_marginal=rows, tol=1e-10, max_iter=20000)
     assert labels[5].abs().max() == 0 and torch.isfinite(labels).all()
 
 
