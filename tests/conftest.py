@@ -8,6 +8,14 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
+
+# The default run is reproducible: hypothesis derives its examples from each test's source rather than
+# from fresh randomness, so a green main stays green. `pytest --hypothesis-profile=explore` draws new
+# examples on every run (and remembers failures in .hypothesis/) for hunting beyond the fixed set.
+settings.register_profile("reproducible", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile("reproducible")
 
 
 @pytest.fixture(autouse=True)
