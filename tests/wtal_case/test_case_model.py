@@ -16,7 +16,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_outputs_have_the_documented_shapes_and_ranges() -> None:
-    torch.manual_seed(0)
     model = CASEModel(32, 5, ModelConfig(hidden_dim=8, num_clusters=3))
     with torch.no_grad():
         rgb, flow = model(torch.rand(2, 7, 32))
@@ -30,7 +29,6 @@ def test_outputs_have_the_documented_shapes_and_ranges() -> None:
 
 
 def test_streams_read_their_own_half_of_the_features() -> None:
-    torch.manual_seed(0)
     model = CASEModel(8, 2, ModelConfig(hidden_dim=4, num_clusters=2))
     x = torch.rand(1, 3, 8)
     y = x.clone()
@@ -41,7 +39,6 @@ def test_streams_read_their_own_half_of_the_features() -> None:
 
 
 def test_cluster_head_is_a_cosine_classifier_with_unit_prototypes() -> None:
-    torch.manual_seed(0)
     model = CASEModel(8, 2, ModelConfig(hidden_dim=4, num_clusters=3))
     head = model.streams["rgb"].cluster_head
     with torch.no_grad():
