@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from case.data.annotations import activitynet_entry, decode, load_pickled_npy, parse_segment  # noqa: E402
+from case.data.annotations import activitynet_entry, load_pickled_npy, read_wtalc_annotations  # noqa: E402
 
 
 def convert(src: Path, name: str, out: Path, train_subset: str, test_subset: str) -> dict[str, int]:
@@ -51,23 +51,17 @@ def convert(src: Path, name: str, out: Path, train_subset: str, test_subset: str
         A missing input file.
     ValueError
         Inconsistent inputs (arrays of different lengths, a feature that is not (T, 2048),
-        a malformed segment), or ``out`` already exists.
+        a malformed segment, a label not in ``classlist.npy``), or ``out`` already exists.
     """
     if out.exists():
         raise ValueError(f"{out} already exists; remove it or choose another --out")
     ann = src / f"{name}-Annotations"
-    names = [decode(v) for v in np.ravel(load_pickled_npy(ann / "videoname.npy"))]
-    subsets = [decode(s) for s in np.ravel(load_pickled_npy(ann / "subset.npy"))]
-    durations = np.ravel(load_pickled_npy(ann / "duration.npy")).astype(np.float64)
-    segments, labels = load_pickled_npy(ann / "segments.npy"), load_pickled_npy(ann / "labels.npy")
-    classes = [decode(c) for c in np.ravel(load_pickled_npy(ann / "classlist.npy"))]
+    classes, records = read_wtalc_annotations(ann, subsets=None)  # W-TALC's own subset names
     features = load_pickled_npy(src / f"{name}-I3D-JOINTFeatures.npy", "feature file")
-    for what, array in (("subset", subsets), ("duration", durations), ("segments", segments),
-                        ("labels", labels), ("features", features)):  # fmt: skip
-        if len(array) != len(names):
-            raise ValueError(f"{name}: {len(array)} {what} entries for {len(names)} videos")
+    if len(features) != len(records):
+        raise ValueError(f"{name}: {len(features)} features entries for {len(records)} videos")
     wanted = {train_subset: "train", test_subset: "test"}
-    found = sorted(set(subsets))
+    found = sorted({rec.subset for rec in records})
     if not set(wanted) <= set(found):
         raise ValueError(f"{ann / 'subset.npy'}: subsets {found}; --train-subset/--test-subset must be among them")
 
@@ -75,21 +69,19 @@ def convert(src: Path, name: str, out: Path, train_subset: str, test_subset: str
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         database, splits = {}, {"train": [], "test": []}
-        for i, video in enumerate(names):
-            split = wanted.get(subsets[i])
+        for rec, joint_features in zip(records, features):
+            split = wanted.get(rec.subset)
             if split is None:
                 continue
-            joint = np.asarray(features[i], dtype=np.float32)
+            joint = np.asarray(joint_features, dtype=np.float32)
             if joint.ndim != 2 or joint.shape[1] != 2048 or len(joint) == 0:
-                raise ValueError(f"{name}: features of {video!r} have shape {joint.shape}, expected (T, 2048)")
+                raise ValueError(f"{name}: features of {rec.name!r} have shape {joint.shape}, expected (T, 2048)")
             for stream, part in (("rgb", joint[:, :1024]), ("flow", joint[:, 1024:])):
                 folder = tmp / "features" / split / stream
                 folder.mkdir(parents=True, exist_ok=True)
-                np.save(folder / f"{video}.npy", np.ascontiguousarray(part))
-            where = f"{ann} (video {video!r})"
-            segs = [parse_segment(b, lab, where) for b, lab in zip(list(segments[i]), list(labels[i]), strict=True)]
-            database[video] = activitynet_entry(split, float(durations[i]), segs)
-            splits[split].append(video)
+                np.save(folder / f"{rec.name}.npy", np.ascontiguousarray(part))
+            database[rec.name] = activitynet_entry(split, rec.duration, rec.segments)
+            splits[split].append(rec.name)
         (tmp / "gt.json").write_text(json.dumps({"database": database}))
         for split, videos in splits.items():
             (tmp / f"split_{split}.txt").write_text("".join(v + "\n" for v in videos))

@@ -190,8 +190,19 @@ def load_pickled_npy(path: Path, what: str = "annotation file") -> np.ndarray:
         raise DatasetError(f"{what} {path} cannot be read as a .npy file ({exc})") from None
 
 
-def read_wtalc_annotations(folder: str | Path) -> tuple[list[str], list[VideoRecord]]:
+def read_wtalc_annotations(
+    folder: str | Path, subsets: Mapping[str, str] | None = WTALC_SUBSETS
+) -> tuple[list[str], list[VideoRecord]]:
     """Read a W-TALC ``<Name>-Annotations`` folder.
+
+    Parameters
+    ----------
+    folder
+        The annotation folder.
+    subsets
+        W-TALC subset name -> the record's ``subset``; a video of a subset not in it is an
+        error. The default reads THUMOS14's naming (``validation`` -> ``"train"``, ``test`` ->
+        ``"test"``); None keeps ``subset.npy``'s names as they are (any subset).
 
     Returns
     -------
@@ -199,8 +210,7 @@ def read_wtalc_annotations(folder: str | Path) -> tuple[list[str], list[VideoRec
         ``classlist.npy`` decoded, in file order (label index = position).
     records
         One :class:`VideoRecord` per entry of ``videoname.npy``, in file order (the order of
-        the feature file), with ``subset`` mapped to ``"train"`` (W-TALC ``validation``) or
-        ``"test"``.
+        the feature file), with ``subset`` mapped by ``subsets``.
 
     Raises
     ------
@@ -229,10 +239,9 @@ def read_wtalc_annotations(folder: str | Path) -> tuple[list[str], list[VideoRec
     records = []
     for i, name in enumerate(names):
         subset = decode(arrays["subset"][i])
-        if subset not in WTALC_SUBSETS:
+        if subsets is not None and subset not in subsets:
             raise DatasetError(
-                f"{folder / 'subset.npy'}: video {name!r} has subset {subset!r}, "
-                f"expected one of {sorted(WTALC_SUBSETS)}"
+                f"{folder / 'subset.npy'}: video {name!r} has subset {subset!r}, expected one of {sorted(subsets)}"
             )
         bounds, labels = list(arrays["segments"][i]), list(arrays["labels"][i])
         if len(bounds) != len(labels):
@@ -249,7 +258,7 @@ def read_wtalc_annotations(folder: str | Path) -> tuple[list[str], list[VideoRec
                 )
             segments.append(seg)
         duration = _number(durations[i, 0], f"{folder / 'duration.npy'} (video {name!r})")
-        records.append(VideoRecord(name, WTALC_SUBSETS[subset], duration, segments))
+        records.append(VideoRecord(name, subset if subsets is None else subsets[subset], duration, segments))
     return class_names, records
 
 
