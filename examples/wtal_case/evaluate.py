@@ -166,15 +166,8 @@ def run_checkpoint(args: argparse.Namespace) -> DetectionMetrics | None:
     """
     from case import checkpoint as ckpt
     from case.data import build_dataset
-    from case.engine import load_for_inference, setup_runtime
-    from case.inference import (
-        detections,
-        has_annotations,
-        inference_class_names,
-        inference_config,
-        predict_outputs,
-        score_detections,
-    )
+    from case.engine import evaluate_predictions, load_for_inference, predict_dataset, setup_runtime
+    from case.inference import detections, inference_class_names, inference_config
 
     checkpoint = Path(args.checkpoint)
     trained = load_for_inference(checkpoint, "cpu")
@@ -190,18 +183,20 @@ def run_checkpoint(args: argparse.Namespace) -> DetectionMetrics | None:
     split = cfg.eval.split
     dataset = build_dataset(cfg.data, split, cfg.eval.sampling, seed=cfg.train.seed)
     class_names = inference_class_names(trained, dataset.class_names)
-    predictions = detections(predict_outputs(trained, dataset, cfg, device), class_names, cfg)
+    # one pass over the videos: each output is post-processed as it comes
+    outputs = predict_dataset(trained.model, dataset, trained.cluster_fg, cfg, device)
+    predictions = detections(outputs, class_names, cfg)
     out_dir = Path(args.eval_dir) if args.eval_dir else default_eval_dir(checkpoint, args.config, split)
     ckpt.atomic_write_json(out_dir / "predictions.json", predictions)
     own = dataset.ground_truth()
     gt = _read_ground_truth(args.gt) if args.gt else own
     bare = sum(1 for e in own["database"].values() if not e["annotations"])
     note = f"predictions for {len(dataset)} {split} videos ({bare} without ground truth): {out_dir}/predictions.json"
-    if not args.gt and not has_annotations(gt):
+    if not args.gt and bare == len(own["database"]):  # no annotation in the data set
         print(f"{note}; no annotation in the data set: nothing to evaluate", file=sys.stderr)
         return None
     args.subset = args.subset or split
-    metrics = score_detections(predictions, gt, args.subset, cfg)
+    metrics = evaluate_predictions(gt, predictions, args.subset, cfg)
     write_metrics(out_dir / "metrics.json", metrics)
     print(f"{note}; metrics: {out_dir}/metrics.json", file=sys.stderr)
     return metrics

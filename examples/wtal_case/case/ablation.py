@@ -401,8 +401,8 @@ def _evaluate_modes(cfg: Config, run: Path, modes: Sequence[str]) -> dict[str, d
     import torch
 
     from .data import build_dataset
-    from .engine import evaluation_ground_truth, load_for_inference
-    from .inference import detections, inference_class_names, predict_outputs, score_detections
+    from .engine import evaluate_predictions, evaluation_ground_truth, load_for_inference
+    from .inference import detections, inference_class_names, predict_outputs
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -413,7 +413,7 @@ def _evaluate_modes(cfg: Config, run: Path, modes: Sequence[str]) -> dict[str, d
     names = inference_class_names(trained, dataset.class_names)
     gt = evaluation_ground_truth(cfg, dataset)
     return {
-        mode: score_detections(detections(outputs, names, cfg, mode), gt, cfg.eval.split, cfg).to_dict()
+        mode: evaluate_predictions(gt, detections(outputs, names, cfg, mode), cfg.eval.split, cfg).to_dict()
         for mode in modes
     }
 

@@ -26,7 +26,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -415,12 +415,26 @@ def detect_dataset(predictions: Iterator[dict[str, Any]], class_names: Sequence[
     return {"results": results}
 
 
-def evaluate_predictions(ground_truth: dict, predictions: dict, subset: str, cfg: Config) -> Any:
-    """mAP of ``predictions`` by the ActivityNet protocol at ``eval.tiou``."""
+def evaluate_predictions(
+    ground_truth: Mapping[str, Any], predictions: Mapping[str, Any], subset: str, cfg: Config
+) -> Any:
+    """mAP of ``predictions`` by the ActivityNet protocol at ``eval.tiou`` (and ``eval.ambiguous``).
+
+    Detections of classes absent from the whole database are dropped first: they change no
+    AP (see :func:`known_labels_only`), and the evaluator rejects unknown labels.
+
+    Returns
+    -------
+    case.metrics.DetectionMetrics
+    """
     from .metrics import evaluate_detection
 
     return evaluate_detection(
-        ground_truth, predictions, subset=subset, tiou_thresholds=tuple(cfg.eval.tiou), ambiguous=cfg.eval.ambiguous
+        ground_truth,
+        known_labels_only(predictions, ground_truth),
+        subset=subset,
+        tiou_thresholds=tuple(cfg.eval.tiou),
+        ambiguous=cfg.eval.ambiguous,
     )
 
 
@@ -727,7 +741,7 @@ def _heldout_score(
         return -math.inf
     dataset, indices, gt = heldout
     predictions = detect_dataset(predict_dataset(model, dataset, cluster_fg, cfg, device, indices), class_names, cfg)
-    return float(evaluate_predictions(gt, known_labels_only(predictions, gt), HELDOUT_SUBSET, cfg).average)
+    return float(evaluate_predictions(gt, predictions, HELDOUT_SUBSET, cfg).average)
 
 
 def evaluate_run(
@@ -745,7 +759,7 @@ def evaluate_run(
     predictions = detect_dataset(iter(outputs), dataset.class_names, cfg)
     ckpt.atomic_write_json(paths.predictions, predictions)
     gt = evaluation_ground_truth(cfg, dataset, *built)
-    metrics = evaluate_predictions(gt, known_labels_only(predictions, gt), cfg.eval.split, cfg)
+    metrics = evaluate_predictions(gt, predictions, cfg.eval.split, cfg)
     write_metrics(paths.metrics, metrics)
     _plots(outputs, gt, cfg, paths)
     return metrics.to_dict()
@@ -770,7 +784,7 @@ def evaluation_ground_truth(cfg: Config, *datasets: Any) -> dict:
     return {"database": database}
 
 
-def known_labels_only(predictions: dict, gt: dict) -> dict:
+def known_labels_only(predictions: Mapping[str, Any], gt: Mapping[str, Any]) -> dict:
     """Drop detections of classes that no video of ``gt``'s database has.
 
     The evaluator rejects a label unknown to the ground truth; a class without any instance

@@ -25,13 +25,7 @@ from typing import Any
 import torch
 
 from .config import Config, ConfigError, apply_overrides, from_dict, load_config, to_dict
-from .engine import (
-    TrainedModel,
-    detect_dataset,
-    evaluate_predictions,
-    known_labels_only,
-    predict_dataset,
-)
+from .engine import TrainedModel, detect_dataset, predict_dataset
 
 __all__ = [
     "TRAINED_SECTIONS",
@@ -39,8 +33,6 @@ __all__ = [
     "inference_class_names",
     "predict_outputs",
     "detections",
-    "has_annotations",
-    "score_detections",
 ]
 
 #: Config sections that a checkpoint fixes: they describe the trained model and how its
@@ -145,22 +137,3 @@ def detections(
             cfg, postprocess=dataclasses.replace(cfg.postprocess, foreground_mode=foreground_mode)
         )
     return detect_dataset(iter(outputs), class_names, cfg)
-
-
-def has_annotations(ground_truth: Mapping[str, Any]) -> bool:
-    """Whether any video of an ActivityNet-style database has an annotated instance."""
-    return any(entry.get("annotations") for entry in ground_truth.get("database", {}).values())
-
-
-def score_detections(predictions: Mapping[str, Any], ground_truth: Mapping[str, Any], subset: str, cfg: Config) -> Any:
-    """mAP of ``predictions`` at ``cfg.eval.tiou`` (and ``cfg.eval.ambiguous``).
-
-    Detections of classes absent from the whole database are dropped first: they change no
-    AP (see :func:`case.engine.known_labels_only`), and the evaluator rejects unknown labels.
-
-    Returns
-    -------
-    case.metrics.DetectionMetrics
-    """
-    gt = dict(ground_truth)
-    return evaluate_predictions(gt, known_labels_only(dict(predictions), gt), subset, cfg)
