@@ -111,15 +111,23 @@ def _dataset_without(run: Path, tmp_path: Path, keep: str) -> Path:
     return root
 
 
+def _evaluate_on(
+    capsys: pytest.CaptureFixture[str], run: Path, root: Path, out_dir: Path, *extra: str
+) -> tuple[int, str, str]:
+    """evaluate.py on the run's final checkpoint over the CASE/BaSNet folder ``root``, JSON to stdout."""
+    checkpoint = str(run / "checkpoints" / "final.pt")
+    return evaluate(
+        capsys, "--checkpoint", checkpoint, "--set", "data.source=basnet", "--set", f"data.root={root}",
+        "--eval-dir", str(out_dir), "--json", *extra,
+    )  # fmt: skip
+
+
 def test_videos_without_ground_truth_get_predictions_and_count_as_false_positives(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = _dataset_without(run, tmp_path, "half")
     out_dir = tmp_path / "half"
-    code, out, err = evaluate(
-        capsys, "--checkpoint", str(run / "checkpoints" / "final.pt"), "--set", "data.source=basnet",
-        "--set", f"data.root={root}", "--eval-dir", str(out_dir), "--json",
-    )  # fmt: skip
+    code, out, err = _evaluate_on(capsys, run, root, out_dir)
     assert code == 0, err
     predictions = json.loads((out_dir / "predictions.json").read_text())
     gt = json.loads((root / "gt.json").read_text())
@@ -139,10 +147,7 @@ def test_a_data_set_without_any_annotation_only_gets_predictions(
 ) -> None:
     root = _dataset_without(run, tmp_path, "none")
     out_dir = tmp_path / "none"
-    code, out, err = evaluate(
-        capsys, "--checkpoint", str(run / "checkpoints" / "final.pt"), "--set", "data.source=basnet",
-        "--set", f"data.root={root}", "--eval-dir", str(out_dir), "--json",
-    )  # fmt: skip
+    code, out, err = _evaluate_on(capsys, run, root, out_dir)
     assert code == 0 and out == "" and "nothing to evaluate" in err
     assert not (out_dir / "metrics.json").exists()
     predictions = json.loads((out_dir / "predictions.json").read_text())
@@ -151,11 +156,8 @@ def test_a_data_set_without_any_annotation_only_gets_predictions(
     labels = {d["label"] for dets in predictions["results"].values() for d in dets}
     assert labels and labels <= set(trained.class_names)
     # an explicit --gt is scored even so (here the run's own annotations)
-    code, out, err = evaluate(
-        capsys, "--checkpoint", str(run / "checkpoints" / "final.pt"), "--set", "data.source=basnet",
-        "--set", f"data.root={root}", "--eval-dir", str(out_dir), "--gt", str(Path(load_config(
-            run / "config.yaml").data.root) / "gt.json"), "--json",
-    )  # fmt: skip
+    run_gt = Path(load_config(run / "config.yaml").data.root) / "gt.json"
+    code, out, err = _evaluate_on(capsys, run, root, out_dir, "--gt", str(run_gt))
     assert code == 0, err
     assert json.loads(out) == json.loads((run / "metrics.json").read_text())
 
