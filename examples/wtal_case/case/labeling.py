@@ -289,14 +289,13 @@ def _diagnostics(labels: Tensor, col_marginal: Tensor, scope: str) -> tuple[floa
     ``labels`` are this rank's rows; the sums are all-reduced under ``scope="global"`` DDP, so
     every rank reports the numbers of the global batch.
     """
-    entropy_and_count = torch.stack([_entropy_sum(labels), torch.tensor(float(labels.shape[0]), dtype=labels.dtype)])
+    # column sums, entropy sum and row count in one tensor on the labels' device: one all-reduce
+    sums = torch.cat((labels.sum(0), _entropy_sum(labels).reshape(1), labels.new_full((1,), labels.shape[0])))
     row_error = (labels.sum(-1) - 1).abs().amax() if labels.shape[0] else labels.new_zeros(())
-    col_sums = labels.sum(0)
     if world(scope)[1] > 1:
-        dist.all_reduce(entropy_and_count)
+        dist.all_reduce(sums)
         dist.all_reduce(row_error, op=dist.ReduceOp.MAX)
-        dist.all_reduce(col_sums)
-    entropy, n_rows = entropy_and_count
+    col_sums, entropy, n_rows = sums[:-2], sums[-2], sums[-1]
     target = n_rows * col_marginal.to(labels.dtype)
     col_error = ((col_sums - target).abs() / target.clamp_min(torch.finfo(labels.dtype).tiny)).amax()
     return float(entropy / n_rows), float(row_error), float(col_error)
