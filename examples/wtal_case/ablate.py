@@ -108,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
             timing["invocations"].append(invocation)
         invocation["trained"] += 1
         invocation["seconds"] = round(time.time() - started, 1)
-        out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(timing_path, timing)
 
     print(

@@ -244,10 +244,6 @@ TABLES: tuple[Table, ...] = (
 #: H(P̄^S) is averaged over this final fraction of the logged steps.
 ENTROPY_TAIL = 0.1
 
-#: Run order of the variants (all seeds of one variant after the other would finish tables
-#: sooner; seed-major order gives a first estimate of every row early).
-VARIANT_ORDER = tuple(VARIANTS)
-
 
 # --------------------------------------------------------------------------- planning
 
@@ -297,7 +293,7 @@ def plan(
             modes.setdefault(r.variant, [])
             if r.mode not in modes[r.variant]:
                 modes[r.variant].append(r.mode)
-    order = [v for v in VARIANT_ORDER if v in modes]
+    order = [v for v in VARIANTS if v in modes]
     return kept, order, modes
 
 
@@ -398,15 +394,11 @@ def ensure_evaluated(cfg: Config, run: Path, modes: Sequence[str]) -> dict[str, 
 
 
 def _evaluate_modes(cfg: Config, run: Path, modes: Sequence[str]) -> dict[str, dict[str, Any]]:
-    import torch
-
     from .data import build_dataset
-    from .engine import evaluate_predictions, evaluation_ground_truth, load_for_inference
+    from .engine import evaluate_predictions, evaluation_ground_truth, load_for_inference, setup_runtime
     from .inference import detections, inference_class_names, predict_outputs
 
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    device = torch.device("cpu")
+    device = setup_runtime(cfg)  # the device and threads the run's own evaluation used
     trained = load_for_inference(run / "checkpoints" / "final.pt", device)
     dataset = build_dataset(cfg.data, cfg.eval.split, cfg.eval.sampling, seed=cfg.train.seed)
     outputs = predict_outputs(trained, dataset, cfg, device)
@@ -490,7 +482,6 @@ def run_ablation(
             raise
         except Exception as err:  # a diverged or broken run must not lose the others
             record.status, record.error = "failed", f"{type(err).__name__}: {err}"
-            (path / "ablation_error.txt").parent.mkdir(parents=True, exist_ok=True)
             ckpt.atomic_write_text(path / "ablation_error.txt", traceback.format_exc())
         seconds = time.perf_counter() - started
         if record.status == "trained":
