@@ -1,10 +1,16 @@
 """Input validation shared by every entry point.
 
-Checks that only need shapes, types or Python numbers run at once. Checks that need the
-*values* of a tensor (finite scores, non-negative prior, marginals summing to one) run at
-once for CPU tensors; for tensors on an accelerator they are collected in
-:class:`DeferredChecks` and read back together with the solver's own status at its first
-synchronisation point, so validation never adds a host synchronisation of its own.
+Checks that only need shapes, types or Python numbers run at once, in every mode. Checks that
+need the *values* of a tensor (finite scores, non-negative prior, marginals summing to one) follow
+the call's validation mode (the ``validate=`` argument, see :func:`device_checks`):
+
+* **host** (the default in eager code): on the CPU they run at once; for tensors on an
+  accelerator they are collected in :class:`DeferredChecks` and read back together with the
+  solver's own status at its first synchronisation point, so validation adds no host
+  synchronisation of its own. A failed check raises, naming the argument.
+* **device** (the default while ``torch.compile`` traces or a CUDA graph captures): the checks
+  become 0-d boolean tensors that never leave the device; a fixed-iteration call folds them into
+  its result, whose labels are NaN when one failed (see the conventions page).
 """
 
 from __future__ import annotations
@@ -18,41 +24,91 @@ from typing import Any, Union
 import numpy as np
 import torch
 
-from .errors import ArgumentTypeError, InvalidArgumentError
+from ._flow import feasibility_rtol, find_hall_violation
+from ._numerics import compute_dtype
+from .errors import ArgumentTypeError, InfeasibleProblemError, InvalidArgumentError
 
 #: What the public functions accept and return: a tensor, or a numpy array (returned as numpy).
 Array = Union[torch.Tensor, np.ndarray]  # noqa: UP007 - a runtime alias, valid on Python 3.10
 
-#: Marginals must sum to one within this absolute tolerance; they are then renormalised
-#: exactly, so the tolerance only decides what is accepted, never the answer.
+#: Marginals must sum to one within this absolute tolerance (or, for a float16/bfloat16 marginal,
+#: within the machine epsilon of its dtype, the rounding of a probability vector stored in it);
+#: they are then renormalised exactly, so the tolerance only decides what is accepted.
 MARGINAL_SUM_ATOL = 1e-4
 
 BACKENDS = ("auto", "torch", "triton")
+VALIDATE = ("auto", "host", "device")
 
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+__all__ = [
+    "Array",
+    "BACKENDS",
+    "DeferredChecks",
+    "FLOAT_DTYPES",
+    "MARGINAL_SUM_ATOL",
+    "VALIDATE",
+    "check_backend",
+    "check_bool",
+    "check_epsilon",
+    "check_int",
+    "check_marginal",
+    "check_prior",
+    "check_scores",
+    "check_scores_finite",
+    "check_tol",
+    "compute_dtype",
+    "device_checks",
+    "marginal_atol",
+    "normalise_marginal",
+    "require_column_support",
+    "require_feasible_support",
+    "require_reachable_columns",
+    "require_reachable_rows",
+    "to_tensor",
+    "value_range",
+]
 
 
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype the solver works in: float64 stays float64, everything else is float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+def in_graph_capture(device: torch.device) -> bool:
+    """Whether the current code is being traced by ``torch.compile`` or captured in a CUDA graph,
+    where nothing may be read back to the host."""
+    if torch.compiler.is_compiling():
+        return True
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def device_checks(validate: Any, device: torch.device) -> bool:
+    """Resolve ``validate`` ("auto", "host" or "device") to whether value checks stay on the device."""
+    if not isinstance(validate, str) or validate not in VALIDATE:
+        raise InvalidArgumentError(f"validate must be one of {VALIDATE}, got {validate!r}")
+    if validate == "auto":
+        return in_graph_capture(device)
+    return validate == "device"
 
 
 @dataclass
 class DeferredChecks:
-    """Value checks on device tensors, read back in one transfer at the first sync point."""
+    """Value checks on tensors that cannot (or, in device mode, must not) be read back at once."""
 
+    #: device mode: never read a check back; the solver folds :meth:`all_passed` into its result
+    device_mode: bool = False
     flags: list[torch.Tensor] = field(default_factory=list)
     #: error factories, called only when their check failed (a message may read device values)
     errors: list[Callable[[], Exception]] = field(default_factory=list)
 
     def require(self, ok: torch.Tensor, error: Callable[[], Exception]) -> None:
-        """Require the 0-d boolean tensor ``ok`` to be true, else raise ``error()``."""
-        if ok.device.type == "cpu":
+        """Require the 0-d boolean tensor ``ok`` to be true, else raise ``error()`` (when it is read)."""
+        if not self.device_mode and ok.device.type == "cpu":
             if not bool(ok):
                 raise error()
             return
         self.flags.append(ok.reshape(()))
         self.errors.append(error)
+
+    def all_passed(self) -> torch.Tensor:
+        """Whether every pending check holds, as a 0-d bool tensor (no synchronisation)."""
+        return torch.stack(self.flags).all()
 
     def as_tensor(self, device: torch.device) -> torch.Tensor:
         """The pending checks as a float vector (1.0 = failed), for one combined read-back."""
@@ -81,6 +137,8 @@ def to_tensor(value: Any, name: str) -> tuple[torch.Tensor, bool]:
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "fiu":
             raise ArgumentTypeError(f"{name} must hold real numbers, got a numpy array of dtype {value.dtype}")
+        if not value.dtype.isnative:  # big-endian data (e.g. read from a file): torch takes native order only
+            value = value.astype(value.dtype.newbyteorder("="))
         return torch.from_numpy(np.ascontiguousarray(value)), True
     raise ArgumentTypeError(f"{name} must be a torch.Tensor or a numpy.ndarray, got {type(value).__name__}")
 
@@ -91,16 +149,19 @@ def check_scores(scores: Any, name: str = "scores", *, allow_no_rows: bool = Fal
     ``allow_no_rows`` accepts N = 0: a rank of a distributed job may hold no rows of the global batch.
     """
     tensor, was_numpy = to_tensor(scores, name)
-    if tensor.dtype not in _FLOAT_DTYPES:
+    if tensor.dtype not in FLOAT_DTYPES:
         raise ArgumentTypeError(
             f"{name} must be a floating-point tensor (float16, bfloat16, float32 or float64), got {tensor.dtype}"
         )
-    if tensor.dim() not in (2, 3):
+    dim = tensor.dim()
+    if dim == 2:
+        tensor3 = tensor.unsqueeze(0)
+    elif dim == 3:
+        tensor3 = tensor
+    else:
         raise InvalidArgumentError(
-            f"{name} must have shape (N, K) or (B, N, K), got {tensor.dim()} dimension(s) {tuple(tensor.shape)}"
+            f"{name} must have shape (N, K) or (B, N, K), got {dim} dimension(s) {tuple(tensor.shape)}"
         )
-    batched = tensor.dim() == 3
-    tensor3 = tensor if batched else tensor.unsqueeze(0)
     batch, n_rows, n_cols = tensor3.shape
     if batch == 0:
         raise InvalidArgumentError(f"{name} has an empty batch dimension (B = 0)")
@@ -108,45 +169,64 @@ def check_scores(scores: Any, name: str = "scores", *, allow_no_rows: bool = Fal
         raise InvalidArgumentError(f"{name} has no rows (N = 0): there is nothing to label")
     if n_cols == 0:
         raise InvalidArgumentError(f"{name} has no columns (K = 0): K must be at least 1")
-    return tensor3, batched, was_numpy
+    return tensor3, dim == 3, was_numpy
 
 
-def _finite_minimum(
-    tensor: torch.Tensor, checks: DeferredChecks, not_finite: Callable[[], InvalidArgumentError]
-) -> tuple[torch.Tensor, tuple[float, float] | None]:
-    """Require every entry of a non-empty tensor to be finite; return (min as a 0-d tensor,
-    (min, max) when it is known for free).
+def value_range(
+    tensor: torch.Tensor, checks: DeferredChecks
+) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float] | None]:
+    """(min, max) of a non-empty tensor as 0-d tensors, and as Python numbers when known for free.
 
-    One global min/max reduction does it (NaN propagates, so both are finite exactly when every
-    entry is): on the CPU the extremes are read at once, the error raised here and the range
-    returned; on an accelerator the check is deferred to the solver's first synchronisation and
-    the range is None.
+    One global min/max reduction (NaN propagates into both): on the CPU in host mode the extremes
+    are read at once (the caller checks the numbers); otherwise they stay on the device (the caller
+    makes deferred checks of them) and the numbers are None.
     """
     low, high = torch.aminmax(tensor.detach())
-    if tensor.device.type == "cpu":
-        low_value, high_value = float(low), float(high)
-        if not (math.isfinite(low_value) and math.isfinite(high_value)):
-            raise not_finite()
-        return low, (low_value, high_value)
-    checks.require(torch.isfinite(low) & torch.isfinite(high), not_finite)
-    return low, None
+    if checks.device_mode or tensor.device.type != "cpu":
+        return low, high, None
+    low_value, high_value = torch.stack((low, high)).tolist()
+    return low, high, (low_value, high_value)
+
+
+#: |scores| / epsilon must stay below this fraction of the compute dtype's largest number: the
+#: potentials and the kernel's exponents add up to a few times that much.
+SCALED_SCORE_HEADROOM = 8
 
 
 def check_scores_finite(
-    scores: torch.Tensor, checks: DeferredChecks, name: str = "scores"
+    scores: torch.Tensor, epsilon: float, dtype: torch.dtype, checks: DeferredChecks, name: str = "scores"
 ) -> tuple[float, float] | None:
-    """Require every score to be finite; return (min, max) of the scores when it is known for free.
+    """Require every score to be finite and ``scores / epsilon`` to fit the compute dtype; return
+    (min, max) of the scores when it is known for free (the CPU in host mode).
 
-    On the CPU backends use the range of ``scores / epsilon`` to skip per-row and per-column
-    shifts (see :func:`_finite_minimum`).
+    Backends use the range of ``scores / epsilon`` to skip per-row and per-column shifts.
     """
     if scores.numel() == 0:  # a rank of a distributed job may hold no rows
         return None
+    limit = torch.finfo(dtype).max / SCALED_SCORE_HEADROOM
 
-    def error() -> InvalidArgumentError:
+    def not_finite() -> InvalidArgumentError:
         return InvalidArgumentError(f"{name} contains NaN or infinite values; every score must be finite")
 
-    return _finite_minimum(scores, checks, error)[1]
+    def too_large(largest: float) -> InvalidArgumentError:
+        return InvalidArgumentError(
+            f"{name} / epsilon reaches {largest:.3g} in magnitude (epsilon = {epsilon:g}), beyond what "
+            f"{str(dtype).removeprefix('torch.')} can iterate on (at most {limit:.3g}): raise epsilon or rescale "
+            f"the {name}"
+        )
+
+    low, high, known = value_range(scores, checks)
+    if known is None:
+        largest = torch.maximum(low.abs(), high.abs()).to(torch.float64) / epsilon
+        checks.require(torch.isfinite(low) & torch.isfinite(high), not_finite)
+        checks.require(largest <= limit, lambda: too_large(float(largest)))
+        return None
+    if not (math.isfinite(known[0]) and math.isfinite(known[1])):
+        raise not_finite()
+    largest_value = max(abs(known[0]), abs(known[1])) / epsilon
+    if largest_value > limit:
+        raise too_large(largest_value)
+    return known
 
 
 def check_epsilon(epsilon: Any) -> float:
@@ -168,6 +248,12 @@ def check_int(value: Any, name: str, minimum: int) -> int:
     if value < minimum:
         raise InvalidArgumentError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ArgumentTypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
 
 
 def check_tol(tol: Any) -> float | None:
@@ -204,11 +290,21 @@ def _vector_tensor(value: Any, name: str, like: torch.Tensor) -> torch.Tensor:
         try:
             array = np.asarray(value, dtype=np.float64)
         except (TypeError, ValueError) as exc:
-            raise ArgumentTypeError(f"{name} must be a sequence of real numbers ({exc})") from None
+            reason = "rows of different lengths" if "inhomogeneous" in str(exc) else str(exc)
+            raise ArgumentTypeError(
+                f"{name} must be a sequence of real numbers, or a rectangular sequence of such rows ({reason})"
+            ) from None
         return torch.from_numpy(array).to(like.device)
     raise ArgumentTypeError(
         f"{name} must be a torch.Tensor, a numpy.ndarray or a sequence of numbers, got {type(value).__name__}"
     )
+
+
+def marginal_atol(dtype: torch.dtype) -> float:
+    """The tolerance on the sum of a marginal given in ``dtype`` (see :data:`MARGINAL_SUM_ATOL`)."""
+    if dtype in (torch.float16, torch.bfloat16):
+        return max(MARGINAL_SUM_ATOL, torch.finfo(dtype).eps)
+    return MARGINAL_SUM_ATOL
 
 
 def check_marginal(
@@ -245,6 +341,7 @@ def check_marginal(
     else:
         expected = f"({length},) or (B, {length})" if batched else f"({length},)"
         raise InvalidArgumentError(f"{name} must have shape {expected}, got {tuple(tensor.shape)}")
+    atol = marginal_atol(tensor.dtype)
     tensor = tensor.to(dtype)
     checks.require(
         torch.isfinite(tensor).all(), lambda: InvalidArgumentError(f"{name} contains NaN or infinite values")
@@ -252,83 +349,115 @@ def check_marginal(
     checks.require((tensor >= 0).all(), lambda: InvalidArgumentError(f"{name} has negative entries"))
     if not check_sum:
         return tensor
-    return normalise_marginal(tensor, tensor.sum(-1), name, checks)
+    return normalise_marginal(tensor, tensor.sum(-1), name, checks, atol=atol)
 
 
 def normalise_marginal(
-    tensor: torch.Tensor, total: torch.Tensor, name: str, checks: DeferredChecks, what: str = ""
+    tensor: torch.Tensor,
+    total: torch.Tensor,
+    name: str,
+    checks: DeferredChecks,
+    what: str = "",
+    atol: float = MARGINAL_SUM_ATOL,
 ) -> torch.Tensor:
-    """Require each ``total`` (the sums of the marginals, shape (B,)) to be 1 within
-    :data:`MARGINAL_SUM_ATOL`; return ``tensor / total`` (exactly normalised).
+    """Require each ``total`` (the sums of the marginals, shape (B,)) to be 1 within ``atol``;
+    return ``tensor / total`` (exactly normalised).
 
     ``total`` is passed in so that a marginal split across processes or groups is judged by the
     sum of all its parts; ``what`` says what was summed, for the message.
     """
     checks.require(
-        ((total - 1).abs() <= MARGINAL_SUM_ATOL).all(),
-        lambda: InvalidArgumentError(
-            f"{name} must sum to 1{what} (within {MARGINAL_SUM_ATOL}); its sums are {total.tolist()}"
-        ),
+        ((total - 1).abs() <= atol).all(),
+        lambda: InvalidArgumentError(f"{name} must sum to 1{what} (within {atol:g}); its sums are {total.tolist()}"),
     )
     return tensor / total.unsqueeze(-1)
 
 
 def check_prior(
-    prior: Any, scores: torch.Tensor, batched: bool, checks: DeferredChecks, *, check_columns: bool = True
+    prior: Any,
+    scores: torch.Tensor,
+    batched: bool,
+    checks: DeferredChecks,
+    *,
+    log: bool = False,
+    check_columns: bool = True,
 ) -> tuple[torch.Tensor, tuple[float, float] | None]:
     """Validate a prior of exactly the scores' shape; return it as (B, N, K) (not copied) and,
-    when known for free (CPU), its (min, max).
+    when known for free (the CPU in host mode), its (min, max).
 
-    One min/max reduction proves it finite and non-negative; a strictly positive prior needs no
-    support checks. ``check_columns=False`` leaves the all-zero-column check to the caller, for a
-    prior whose columns continue beyond these rows (another rank's rows, see
-    :func:`require_column_support`).
+    A prior is non-negative and finite; a log prior (``log=True``) is finite or -inf (a hard
+    zero). One min/max reduction proves that; a prior without zeros needs no support checks.
+    ``check_columns=False`` leaves the all-zero-column check to the caller, for a prior whose
+    columns continue beyond these rows (another rank's rows, see :func:`require_column_support`).
     """
-    tensor, _ = to_tensor(prior, "prior")
+    name = "log_prior" if log else "prior"
+    tensor, _ = to_tensor(prior, name)
     if isinstance(prior, torch.Tensor) and tensor.device != scores.device:
         raise InvalidArgumentError(
-            f"prior is on device {tensor.device} but scores are on {scores.device}; move it to the same device"
+            f"{name} is on device {tensor.device} but scores are on {scores.device}; move it to the same device"
         )
     tensor = tensor.to(scores.device)
-    if not (tensor.dtype.is_floating_point or tensor.dtype in (torch.int32, torch.int64, torch.uint8)):
-        raise ArgumentTypeError(f"prior must hold real numbers, got dtype {tensor.dtype}")
+    allowed = tensor.dtype.is_floating_point or (not log and tensor.dtype in (torch.int32, torch.int64, torch.uint8))
+    if not allowed:
+        kind = "floating-point numbers" if log else "real numbers"
+        raise ArgumentTypeError(f"{name} must hold {kind}, got dtype {tensor.dtype}")
     expected = tuple(scores.shape) if batched else tuple(scores.shape[1:])
     if tuple(tensor.shape) != expected:
         raise InvalidArgumentError(
-            f"prior must have the shape of scores {expected}, got {tuple(tensor.shape)} (no broadcasting)"
+            f"{name} must have the shape of scores {expected}, got {tuple(tensor.shape)} (no broadcasting)"
         )
     tensor3 = tensor if batched else tensor.unsqueeze(0)
     if tensor3.numel() == 0:  # a rank of a distributed job may hold no rows
         return tensor3, None
 
-    def not_finite() -> InvalidArgumentError:
-        return InvalidArgumentError("prior contains NaN or infinite values")
+    if log:
+        bad_values = "log_prior contains NaN or +inf (a hard zero of the prior is -inf in its log)"
+        zero_below = -math.inf  # support: entries above -inf
+    else:
+        bad_values = "prior contains NaN or infinite values"
+        zero_below = 0.0
+
+    def invalid() -> InvalidArgumentError:
+        return InvalidArgumentError(bad_values)
 
     def negative() -> InvalidArgumentError:
         return InvalidArgumentError("prior has negative entries")
 
-    low, value_range = _finite_minimum(tensor3, checks, not_finite)
-    if value_range is not None:  # known at once (CPU)
-        if value_range[0] < 0:
-            raise negative()
-        if value_range[0] > 0:  # strictly positive: every row and column has support
-            return tensor3, value_range
+    low, high, known = value_range(tensor3, checks)
+    if known is None:
+        finite_high = torch.isfinite(high)
+        checks.require(finite_high & (~torch.isnan(low) if log else torch.isfinite(low)), invalid)
+        if not log:
+            checks.require(low >= 0, negative)
     else:
-        checks.require(low >= 0, negative)
+        if not math.isfinite(known[1]) or math.isnan(known[0]) or (not log and not math.isfinite(known[0])):
+            raise invalid()
+        if not log and known[0] < 0:
+            raise negative()
+        if known[0] > zero_below:  # no zeros: every row and column has support
+            return tensor3, known
+    support = tensor3 > zero_below
     checks.require(
-        (tensor3.sum(-1) > 0).all(),  # non-negative, so a zero sum is an all-zero row
-        lambda: InvalidArgumentError("prior has an all-zero row: that row could receive no label"),
+        support.any(-1).all(),
+        lambda: InvalidArgumentError(f"{name} has an all-zero row: that row could receive no label"),
     )
     if check_columns:
-        require_column_support(tensor3.sum(-2) > 0, checks)
-    return tensor3, value_range
+        require_column_support(support.any(-2), checks, name=name)
+    return tensor3, known
 
 
-def require_column_support(column_support: torch.Tensor, checks: DeferredChecks, where: str = "") -> None:
+def prior_support(prior: torch.Tensor, log: bool) -> torch.Tensor:
+    """Where a (log) prior allows mass."""
+    return prior > (-math.inf if log else 0)
+
+
+def require_column_support(
+    column_support: torch.Tensor, checks: DeferredChecks, where: str = "", name: str = "prior"
+) -> None:
     """Require every column of the prior to have a positive entry (``column_support``: (B, K) bool)."""
     checks.require(
         column_support.all(),
-        lambda: InvalidArgumentError(f"prior has an all-zero column{where}: that column could receive no mass"),
+        lambda: InvalidArgumentError(f"{name} has an all-zero column{where}: that column could receive no mass"),
     )
 
 
@@ -336,7 +465,7 @@ def require_reachable_rows(reached: torch.Tensor, live_rows: torch.Tensor, check
     """Require every row of positive mass to have prior support on some column of positive mass."""
     checks.require(
         (reached | ~live_rows).all(),
-        lambda: InvalidArgumentError(
+        lambda: InfeasibleProblemError(
             "infeasible: a row with positive mass has prior support only on columns whose col_marginal is 0"
         ),
     )
@@ -346,7 +475,30 @@ def require_reachable_columns(reached: torch.Tensor, live_cols: torch.Tensor, ch
     """Require every column of positive mass to have prior support on some row of positive mass."""
     checks.require(
         (reached | ~live_cols).all(),
-        lambda: InvalidArgumentError(
+        lambda: InfeasibleProblemError(
             "infeasible: a column with positive col_marginal has prior support only on rows of zero row_marginal"
         ),
     )
+
+
+def require_feasible_support(
+    support: torch.Tensor, row_mass: torch.Tensor, col_mass: torch.Tensor, dtype: torch.dtype, what: str = ""
+) -> None:
+    """Raise :class:`InfeasibleProblemError`, naming rows and columns, when no plan with these row
+    and column masses lives on ``support``: (P, N, K) bool, (P, N), (P, K) for P problems.
+
+    A host computation (see :mod:`otlabel._flow`): only for priors with zeros, in host mode.
+    """
+    support_np = support.cpu().numpy()
+    rows_np = row_mass.to(torch.float64).cpu().numpy()
+    cols_np = col_mass.to(torch.float64).cpu().numpy()
+    rtol = feasibility_rtol(dtype)
+    for problem in range(support_np.shape[0]):
+        violation = find_hall_violation(support_np[problem], rows_np[problem], cols_np[problem], rtol)
+        if violation is not None:
+            where = f" in problem {problem}" if support_np.shape[0] > 1 else ""
+            raise InfeasibleProblemError(
+                f"infeasible{where}{what}: no transport plan with these marginals lives on the prior's support: "
+                + violation.describe()
+                + " (a zero of the prior is a hard constraint)"
+            )

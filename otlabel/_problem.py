@@ -1,18 +1,22 @@
-"""The validated problem handed to a backend, and what a backend hands back.
+"""What is solved, how, and what comes back — the types every entry point and backend share.
 
-Front ends (``sinkhorn``, ``sinkhorn_with_prior``, the grouped and distributed variants)
-validate the user's arguments and build a :class:`Problem`; backends only solve.
+Entry points (``sinkhorn``, ``sinkhorn_with_prior``, ``sinkhorn_ragged``) validate the user's
+arguments and build a :class:`Problem` (*what*: scores, prior, epsilon, marginals, layout) and a
+:class:`Schedule` (*how*: a fixed number of iterations, or a tolerance with its budget);
+backends only solve, returning a :class:`Solution`.
 """
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._checks import DeferredChecks
+if TYPE_CHECKING:
+    from ._checks import DeferredChecks
+    from ._layout import Dense, Segmented
 
 
 class Reducer:
@@ -54,57 +58,76 @@ class Agreement(AbstractContextManager):
         return None
 
 
-@dataclass
-class Problem:
-    """A validated entropic OT labelling problem, batched as (B, N, K).
+@dataclass(frozen=True)
+class Schedule:
+    """How a problem is iterated. ``tol=None``: the fixed-iteration mode (``n_iter`` iterations);
+    otherwise the tolerance mode (until the column violation is at most ``tol``, within
+    ``max_iter`` iterations, measured every ``check_every``)."""
 
-    The solution is ``plan = diag(u) (prior * exp(scores / epsilon)) diag(v)`` with
-    ``plan.sum(-1) == row_mass`` and ``plan.sum(-2) == col_mass``.
-    """
-
-    scores: torch.Tensor  #: (B, N, K) as given by the user (any float dtype); never modified
-    prior: torch.Tensor | None  #: (B, N, K) non-negative, or None for a uniform prior
-    epsilon: float
-    row_mass: torch.Tensor  #: (B, N) target row sums, in ``dtype``
-    col_mass: torch.Tensor  #: (B, K) target column sums (N_global * col_marginal), in ``dtype``
-    dtype: torch.dtype  #: compute dtype (float32 or float64)
-    n_iter: int  #: iterations of the fixed-iteration mode
-    tol: float | None  #: None: fixed-iteration mode; else tolerance mode
+    n_iter: int
+    tol: float | None
     max_iter: int
     check_every: int
-    checks: DeferredChecks = field(default_factory=DeferredChecks)
-    reducer: Reducer = field(default_factory=Reducer)
+
+    @property
+    def fixed(self) -> bool:
+        return self.tol is None
+
+
+@dataclass
+class Problem:
+    """A validated entropic OT labelling problem in a :mod:`layout <otlabel._layout>`.
+
+    The solution is ``plan = diag(u) (prior * exp(scores / epsilon)) diag(v)`` with the rows
+    summing to ``row_mass`` and each problem's columns to ``col_mass``.
+    """
+
+    scores: torch.Tensor  #: (B, N, K) dense or (N, K) segmented, as given (any float dtype); never modified
+    prior: torch.Tensor | None  #: like ``scores``: non-negative, or its log when ``log_prior``; None: uniform
+    log_prior: bool  #: whether ``prior`` holds log Q-hat (-inf for hard zeros)
+    epsilon: float
+    row_mass: torch.Tensor | None  #: (B, N) / (N,) target row sums in ``dtype``; None: every row sums to 1
+    col_mass: torch.Tensor  #: (B, K) / (G, K) target column sums (rows of the problem * col_marginal)
+    dtype: torch.dtype  #: compute dtype (float32 or float64)
+    layout: Dense | Segmented
+    checks: DeferredChecks
+    #: no host synchronisation: failed value checks and an unhealthy scaling path in fixed mode
+    #: turn the labels into NaN instead of raising or replaying in the log domain
+    device_checks: bool = False
     score_range: tuple[float, float] | None = None  #: (min, max) of the scores, when known for free
-    prior_range: tuple[float, float] | None = None  #: (min, max) of the prior, when known for free
+    prior_range: tuple[float, float] | None = None  #: (min, max) of the prior (or log prior), when known
     return_potentials: bool = False  #: whether the caller wants the dual potentials
 
     @property
-    def shape(self) -> tuple[int, int, int]:
-        batch, n_rows, n_cols = self.scores.shape
-        return batch, n_rows, n_cols
+    def reducer(self) -> Reducer:
+        return self.layout.reducer
+
+    def rows_mass(self) -> torch.Tensor:
+        """The row masses as a tensor (made when needed: the default all-ones costs nothing)."""
+        if self.row_mass is not None:
+            return self.row_mass
+        shape = self.scores.shape[:-1]
+        return torch.ones(shape, dtype=self.dtype, device=self.scores.device)
 
 
 @dataclass
 class Solution:
-    """What a backend returns. ``plan`` is (B, N, K) in the compute dtype."""
+    """What a backend returns. ``plan`` has the layout's shape, in the compute dtype.
+
+    Potentials (both None unless ``Problem.return_potentials``) reconstruct the plan:
+    ``plan = exp(f + scores / epsilon + log prior + g)`` with f per row and g per problem's column.
+    """
 
     plan: torch.Tensor
-    log_row_scaling: torch.Tensor | None  #: (B, N): plan = exp(f[:, :, None] + S/eps + log prior + g[:, None, :])
-    log_col_scaling: torch.Tensor | None  #: (B, K); both None unless Problem.return_potentials
-    n_iter: int
-    converged: bool | None
-    col_error: float | None  #: measured column violation of ``plan`` (tolerance mode), else None
+    log_row_scaling: torch.Tensor | None  #: (B, N) or (N,)
+    log_col_scaling: torch.Tensor | None  #: (B, K) or (G, K)
+    n_iter: int  #: iterations run (the largest over the problems)
+    converged: bool | None  #: tolerance mode: every problem met tol; fixed mode: None
     log_domain: bool  #: whether the log-domain path had to take over
     backend: str
-
-
-def relative_violation(sums: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
-    """Scale-free marginal violation per problem: max |sums - mass| / mass, shape (B,).
-
-    Entries with zero target mass are measured relative to the problem's total mass instead.
-    """
-    if mass.shape[-1] == 0:  # a rank that holds no rows of a global batch
-        return mass.new_zeros(mass.shape[:-1])
-    total = mass.sum(-1, keepdim=True)
-    scale = torch.where(mass > 0, mass, total)
-    return ((sums - mass).abs() / scale).amax(-1)
+    #: tolerance mode: how many problems missed tol, and the largest column violation among them
+    unconverged: int = 0
+    worst_error: float = 0.0
+    #: per problem (B,) or (G,): iterations run and whether tol was met (tolerance mode), else None
+    problem_n_iter: torch.Tensor | None = None
+    problem_converged: torch.Tensor | None = None

@@ -42,11 +42,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ._checks import _FLOAT_DTYPES, BACKENDS, DeferredChecks, check_backend
-from ._problem import Agreement, Reducer
+from ._checks import BACKENDS, FLOAT_DTYPES, VALIDATE, DeferredChecks, check_backend
+from ._problem import Agreement, Reducer, Schedule
 from .errors import ArgumentTypeError, BackendUnavailableError, DistributedMismatchError, InvalidArgumentError
 
-__all__ = ["GroupReducer", "check_process_group"]
+__all__ = ["GroupReducer", "check_process_group", "gather_rows"]
 
 #: Column marginals whose checksums agree to this relative tolerance count as equal (ranks
 #: may compute the same marginal with different rounding, e.g. on different devices).
@@ -108,7 +108,7 @@ def _rank_list(ranks: list[int]) -> str:
 
 
 def _dtype_name(code: float) -> str:
-    return str(_FLOAT_DTYPES[int(code)]).removeprefix("torch.")
+    return str(FLOAT_DTYPES[int(code)]).removeprefix("torch.")
 
 
 # The fingerprint, in order: (field, how a mismatch is named, how a value is shown). Fields
@@ -127,9 +127,11 @@ _FIELDS: tuple[tuple[str, str | None, Callable[[float], str]], ...] = (
     ("max_iter", "max_iter", lambda v: str(int(v))),
     ("check_every", "check_every", lambda v: str(int(v))),
     ("prior", "whether a prior is given", lambda v: str(bool(v))),
+    ("log_prior", "log_prior", lambda v: str(bool(v))),
     ("row_marginal", "whether row_marginal is given", lambda v: str(bool(v))),
     ("return_info", "return_info", lambda v: str(bool(v))),
     ("backend", "backend", lambda v: repr(BACKENDS[int(v)])),
+    ("validate", "validate", lambda v: repr(VALIDATE[int(v)])),
     ("col_marginal", "col_marginal", str),  # a checksum: its values are shown as A, B, ...
 )
 _INDEX = {name: i for i, (name, _, _) in enumerate(_FIELDS)}
@@ -169,37 +171,37 @@ class GroupAgreement(Agreement):
         scores: torch.Tensor,
         prior: torch.Tensor | None,
         epsilon: float,
-        n_iter: int,
-        tol: float | None,
-        max_iter: int,
-        check_every: int,
+        schedule: Schedule,
         col: torch.Tensor,
         row: torch.Tensor | None,
         checks: DeferredChecks,
         backend: Any,
-        return_info: Any,
+        return_info: bool,
+        log_prior: bool,
+        validate: str,
     ) -> None:
         """Record this rank's fingerprint (validated arguments; called last inside the context)."""
         backend = check_backend(backend)
-        if not isinstance(return_info, bool):
-            raise ArgumentTypeError(f"return_info must be a bool, got {type(return_info).__name__}")
         batch, n_rows, n_cols = scores.shape
-        fixed = tol is None
+        fixed = schedule.fixed
+        n_iter, tol, max_iter, check_every = schedule.n_iter, schedule.tol, schedule.max_iter, schedule.check_every
         values = {
             "failed": 0.0,
             "rows": n_rows,
             "batch": batch,
             "columns": n_cols,
-            "dtype": _FLOAT_DTYPES.index(scores.dtype),
+            "dtype": FLOAT_DTYPES.index(scores.dtype),
             "epsilon": epsilon,
             "tol": -1.0 if fixed else tol,
             "n_iter": n_iter if fixed else 0,
             "max_iter": 0 if fixed else max_iter,
             "check_every": 0 if fixed else check_every,
             "prior": prior is not None,
+            "log_prior": log_prior,
             "row_marginal": row is not None,
             "return_info": return_info,
             "backend": BACKENDS.index(backend),
+            "validate": VALIDATE.index(validate),
         }
         self.values = [float(values.get(name, 0.0)) for name, _, _ in _FIELDS]
         # values that live on the scores' device join without a host synchronisation
@@ -285,3 +287,12 @@ def _differences(table: list[list[float]]) -> list[str]:
             groups.setdefault(key, []).append(rank)
         found.append(f"{label} (" + "; ".join(f"{key} on {_rank_list(ranks)}" for key, ranks in groups.items()) + ")")
     return found
+
+
+def gather_rows(group: dist.ProcessGroup, *row_tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Every rank's rows of (B, N_rank, ...) tensors, concatenated in rank order along N, on every
+    rank (a host-side gather of the validation: e.g. a prior's support for the exact feasibility
+    check)."""
+    parts: list[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(parts, [tensor.cpu() for tensor in row_tensors], group=group)
+    return [torch.cat([part[i] for part in parts], dim=1) for i in range(len(row_tensors))]

@@ -8,27 +8,64 @@ from typing import Any
 
 import torch
 
-from ._checks import Array, to_tensor
+from ._checks import Array, device_checks, to_tensor
 from .errors import ArgumentTypeError, InvalidArgumentError
 
-__all__ = ["gaussian_rank_prior", "foreground_marginal", "fractional_ranks"]
+__all__ = ["PROBABILITY_SLACK_ULPS", "gaussian_rank_prior", "foreground_marginal", "fractional_ranks"]
+
+#: Probabilities (``cluster_fg``, ``fg_labels``) may leave [0, 1] by this many units of rounding
+#: (machine epsilons of their dtype) — a label of 1.0000001 — and are then clamped into it.
+PROBABILITY_SLACK_ULPS = 4
 
 
-def _float_input(value: Any, name: str) -> tuple[torch.Tensor, bool]:
+def _float_input(value: Any, name: str, on_device: bool | None = None) -> tuple[torch.Tensor, bool, bool]:
+    """``value`` as a floating-point tensor, whether it was numpy, and whether checks stay on the
+    device (``validate``'s answer; ``on_device=None``: decide for this tensor in "auto" mode).
+
+    Host mode requires every value to be finite; device mode leaves that to the caller (NaN
+    must then reach the result)."""
     tensor, was_numpy = to_tensor(value, name)
     if not tensor.dtype.is_floating_point:
         tensor = tensor.to(torch.float64 if was_numpy else torch.get_default_dtype())
-    if not bool(torch.isfinite(tensor).all()):
+    if on_device is None:
+        on_device = device_checks("auto", tensor.device)
+    if not on_device and not bool(torch.isfinite(tensor).all()):
         raise InvalidArgumentError(f"{name} contains NaN or infinite values")
-    return tensor, was_numpy
+    return tensor, was_numpy, on_device
 
 
-def fractional_ranks(values: Array) -> Array:
+def _probabilities(values: torch.Tensor, name: str, on_device: bool) -> torch.Tensor:
+    """``values`` in [0, 1]: rounding-level excursions (see :data:`PROBABILITY_SLACK_ULPS`) are
+    clamped; larger ones are an error (host mode) or NaN (device mode, never read back)."""
+    slack = PROBABILITY_SLACK_ULPS * torch.finfo(values.dtype).eps
+    inside = (values >= -slack) & (values <= 1 + slack)
+    if on_device:
+        return torch.where(inside, values.clamp(0, 1), math.nan)
+    if not bool(inside.all()):
+        worst = values[~inside].flatten()[0].item()
+        raise InvalidArgumentError(f"{name} must lie in [0, 1] (up to rounding, {slack:.3g}); got {worst!r}")
+    return values.clamp(0, 1)
+
+
+def _ranks(tensor: torch.Tensor, on_device: bool) -> torch.Tensor:
+    """Fractional ranks along the last axis; NaN where the input is not finite (device mode)."""
+    ordered = tensor.sort(dim=-1).values.contiguous()
+    below = torch.searchsorted(ordered, tensor.contiguous(), right=False)  # count of smaller values
+    up_to = torch.searchsorted(ordered, tensor.contiguous(), right=True)  # count of values <= this one
+    ranks = (below + up_to + 1).to(tensor.dtype) / 2  # average of ranks below+1 .. up_to
+    ranks = ranks / tensor.shape[-1]
+    if on_device:  # a non-finite score has no rank: let it poison what is computed from it
+        ranks = torch.where(torch.isfinite(tensor), ranks, math.nan)
+    return ranks
+
+
+def fractional_ranks(values: Array, *, validate: str = "auto") -> Array:
     """Ascending ranks in (0, 1] along the last axis, ties sharing their average rank.
 
     ``rank_n / N`` where ``rank_n`` is 1 for the smallest value and N for the largest; equal
     values get the mean of the ranks they span, so the result does not depend on the order
-    of the snippets. Works on (N,) or (B, N).
+    of the snippets. Works on (N,) or (B, N). ``validate`` as in :func:`~otlabel.sinkhorn`:
+    in device mode a non-finite value gets a NaN rank instead of an error.
 
     Examples
     --------
@@ -37,18 +74,21 @@ def fractional_ranks(values: Array) -> Array:
     >>> fractional_ranks(torch.tensor([0.3, 0.1, 0.3, 0.9])).tolist()
     [0.625, 0.25, 0.625, 1.0]
     """
-    tensor, was_numpy = _float_input(values, "values")
+    tensor, was_numpy, on_device = _float_input(values, "values", _device_mode(validate, values))
     if tensor.dim() not in (1, 2) or tensor.shape[-1] == 0:
         raise InvalidArgumentError(f"values must have shape (N,) or (B, N) with N >= 1, got {tuple(tensor.shape)}")
-    ordered = tensor.sort(dim=-1).values.contiguous()
-    below = torch.searchsorted(ordered, tensor.contiguous(), right=False)  # count of smaller values
-    up_to = torch.searchsorted(ordered, tensor.contiguous(), right=True)  # count of values <= this one
-    ranks = (below + up_to + 1).to(tensor.dtype) / 2  # average of ranks below+1 .. up_to
-    result = ranks / tensor.shape[-1]
+    result = _ranks(tensor, on_device)
     return result.numpy() if was_numpy else result
 
 
-def gaussian_rank_prior(fg_scores: Array, cluster_fg: Array, sigma: float) -> Array:
+def _device_mode(validate: Any, value: Any) -> bool:
+    device = value.device if isinstance(value, torch.Tensor) else torch.device("cpu")
+    return device_checks(validate, device)
+
+
+def gaussian_rank_prior(
+    fg_scores: Array, cluster_fg: Array, sigma: float, *, log: bool = False, validate: str = "auto"
+) -> Array:
     r"""The dynamic prior of CASE's snippet clustering (Eq. 11).
 
     Snippets are ranked by their foreground score (ascending, ties averaged), giving
@@ -65,20 +105,34 @@ def gaussian_rank_prior(fg_scores: Array, cluster_fg: Array, sigma: float) -> Ar
     prior is almost flat (it varies by at most 0.5%); the official code ranks with the
     argsort *permutation* instead of ranks, which we do not reproduce.
 
+    A sharp prior (a small ``sigma``) underflows: entries more than about
+    :math:`13\sigma` (float32) from every level are 0, and a snippet whose rank is that far
+    from every cluster level gets an all-zero row, which no labelling can use. ``log=True``
+    returns :math:`\log \hat Q` instead, finite for any ``sigma``, for
+    ``sinkhorn_with_prior(..., log_prior=True)``; in host mode an all-zero row is an error that
+    says so.
+
     Parameters
     ----------
     fg_scores : Tensor or ndarray, shape (N,) or (B, N)
         Foreground score of each snippet (e.g. the attention); only the order matters.
     cluster_fg : Tensor or ndarray, shape (K,) or (B, K)
         Foreground level of each cluster in [0, 1] (CASE: the cluster classifier's
-        foreground probability, Q^C[:, fg]).
+        foreground probability, Q^C[:, fg]); rounding-level excursions such as 1.0000001 are
+        clamped (see :data:`PROBABILITY_SLACK_ULPS`).
     sigma : float
         Width of the Gaussian, > 0.
+    log : bool, default False
+        Return the logarithm of the (normalised) prior.
+    validate : {"auto", "host", "device"}, default "auto"
+        As in :func:`~otlabel.sinkhorn`: in device mode nothing is read back, and bad values
+        (NaN scores, levels outside [0, 1]) give a NaN prior instead of an error.
 
     Returns
     -------
     Tensor or ndarray, shape (N, K) or (B, N, K)
-        A prior for :func:`sinkhorn_with_prior`, strictly positive, in ``fg_scores``' dtype.
+        A prior for :func:`sinkhorn_with_prior`, in ``fg_scores``' dtype: non-negative
+        (strictly positive unless it underflows), or its log with ``log=True``.
 
     Examples
     --------
@@ -87,35 +141,58 @@ def gaussian_rank_prior(fg_scores: Array, cluster_fg: Array, sigma: float) -> Ar
     >>> prior = gaussian_rank_prior(torch.tensor([0.9, 0.1, 0.6]), torch.tensor([0.0, 1.0]), sigma=0.5)
     >>> prior.argmax(1).tolist()
     [1, 0, 1]
+    >>> log_prior = gaussian_rank_prior(torch.rand(50), torch.tensor([0.0, 1.0]), sigma=0.01, log=True)
+    >>> bool(torch.isfinite(log_prior).all())
+    True
     """
-    ranks_in, was_numpy = _float_input(fg_scores, "fg_scores")
-    levels, _ = _float_input(cluster_fg, "cluster_fg")
-    if ranks_in.dim() not in (1, 2) or ranks_in.shape[-1] == 0:
-        raise InvalidArgumentError(f"fg_scores must have shape (N,) or (B, N) with N >= 1, got {tuple(ranks_in.shape)}")
+    if not isinstance(log, bool):
+        raise ArgumentTypeError(f"log must be a bool, got {type(log).__name__}")
+    on_device = _device_mode(validate, fg_scores)
+    scores, was_numpy, _ = _float_input(fg_scores, "fg_scores", on_device)
+    levels, _, _ = _float_input(cluster_fg, "cluster_fg", on_device)
+    if scores.dim() not in (1, 2) or scores.shape[-1] == 0:
+        raise InvalidArgumentError(f"fg_scores must have shape (N,) or (B, N) with N >= 1, got {tuple(scores.shape)}")
     if levels.dim() not in (1, 2) or levels.shape[-1] == 0:
         raise InvalidArgumentError(f"cluster_fg must have shape (K,) or (B, K) with K >= 1, got {tuple(levels.shape)}")
-    if levels.device != ranks_in.device:
-        raise InvalidArgumentError(f"cluster_fg is on {levels.device} but fg_scores on {ranks_in.device}")
-    if levels.dim() == 2 and (ranks_in.dim() != 2 or levels.shape[0] != ranks_in.shape[0]):
+    if levels.device != scores.device:
+        raise InvalidArgumentError(f"cluster_fg is on {levels.device} but fg_scores on {scores.device}")
+    if levels.dim() == 2 and (scores.dim() != 2 or levels.shape[0] != scores.shape[0]):
         raise InvalidArgumentError(
             f"cluster_fg of shape {tuple(levels.shape)} needs fg_scores of shape ({levels.shape[0]}, N), "
-            f"got {tuple(ranks_in.shape)}"
+            f"got {tuple(scores.shape)}"
         )
-    if bool(((levels < 0) | (levels > 1)).any()):
-        raise InvalidArgumentError("cluster_fg must lie in [0, 1]")
     if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
         raise ArgumentTypeError(f"sigma must be a real number, got {type(sigma).__name__}")
     if not math.isfinite(sigma) or sigma <= 0:
         raise InvalidArgumentError(f"sigma must be a finite number > 0, got {sigma}")
-    ranks = fractional_ranks(ranks_in)
-    levels = levels.to(ranks.dtype)
-    distance = ranks.unsqueeze(-1) - levels.unsqueeze(-2)  # (…, N, K)
-    prior = torch.exp(-(distance**2) / (2 * sigma**2)) / (sigma * math.sqrt(2 * math.pi))
-    prior = prior / prior.sum(dim=(-2, -1), keepdim=True)
-    return prior.numpy() if was_numpy else prior
+    levels = _probabilities(levels, "cluster_fg", on_device)
+    ranks = _ranks(scores, on_device)
+    # In the log domain, normalised by a log-sum-exp: the constant 1/(sigma sqrt(2 pi)) cancels, so
+    # neither a huge sigma (whose constant underflows) nor a tiny one (whose terms do) breaks it.
+    z = (ranks.unsqueeze(-1) - levels.to(ranks.dtype).unsqueeze(-2)) / sigma  # (…, N, K)
+    log_prior = z.square().mul_(-0.5)
+    log_prior -= torch.logsumexp(log_prior.flatten(-2), dim=-1)[..., None, None]
+    if log:
+        if not on_device and not bool(torch.isfinite(log_prior).any(-1).all()):
+            raise InvalidArgumentError(
+                f"sigma = {sigma:g} is too small for {str(scores.dtype).removeprefix('torch.')}: "
+                "every entry of a row of the log prior overflows to -inf"
+            )
+        result = log_prior
+    else:
+        result = log_prior.exp_()
+        if not on_device:
+            empty = int((result.amax(-1) == 0).sum())
+            if empty:
+                raise InvalidArgumentError(
+                    f"sigma = {sigma:g} is so small that {empty} row(s) of the prior underflow to 0 in "
+                    f"{str(scores.dtype).removeprefix('torch.')} (no cluster level lies within reach of their "
+                    "rank); pass log=True and label with sinkhorn_with_prior(..., log_prior=True)"
+                )
+    return result.numpy() if was_numpy else result
 
 
-def foreground_marginal(fg_labels: Array, valid: Array | None = None) -> Array:
+def foreground_marginal(fg_labels: Array, valid: Array | None = None, *, validate: str = "auto") -> Array:
     r"""The estimated foreground/background marginal of CASE's cluster classification (Eq. 13).
 
     .. math::
@@ -129,9 +206,12 @@ def foreground_marginal(fg_labels: Array, valid: Array | None = None) -> Array:
     Parameters
     ----------
     fg_labels : Tensor or ndarray, shape (N,) or (B, N)
-        Foreground pseudo-labels in [0, 1].
+        Foreground pseudo-labels in [0, 1] (rounding-level excursions are clamped).
     valid : Tensor or ndarray of bool, same shape, optional
         Snippets to count (e.g. to ignore padding); default all.
+    validate : {"auto", "host", "device"}, default "auto"
+        As in :func:`~otlabel.sinkhorn`: in device mode nothing is read back, and bad labels
+        (NaN, outside [0, 1], no valid snippet) give NaN shares instead of an error.
 
     Returns
     -------
@@ -145,11 +225,11 @@ def foreground_marginal(fg_labels: Array, valid: Array | None = None) -> Array:
     >>> foreground_marginal(torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0], dtype=torch.float64)).tolist()
     [0.6, 0.4]
     """
-    labels, was_numpy = _float_input(fg_labels, "fg_labels")
+    on_device = _device_mode(validate, fg_labels)
+    labels, was_numpy, _ = _float_input(fg_labels, "fg_labels", on_device)
     if labels.dim() not in (1, 2) or labels.shape[-1] == 0:
         raise InvalidArgumentError(f"fg_labels must have shape (N,) or (B, N) with N >= 1, got {tuple(labels.shape)}")
-    if bool(((labels < 0) | (labels > 1)).any()):
-        raise InvalidArgumentError("fg_labels must lie in [0, 1]")
+    labels = _probabilities(labels, "fg_labels", on_device)
     if valid is None:
         share = labels.mean(-1)
     else:
@@ -162,8 +242,9 @@ def foreground_marginal(fg_labels: Array, valid: Array | None = None) -> Array:
             )
         mask = mask.to(labels.device)
         count = mask.sum(-1)
-        if bool((count == 0).any()):
+        if not on_device and bool((count == 0).any()):
             raise InvalidArgumentError("valid selects no snippet for at least one problem")
-        share = (labels * mask).sum(-1) / count
+        share = (labels * mask).sum(-1) / count  # 0 / 0 = NaN in device mode
+    share = share.clamp(0, 1)  # a mean of values in [0, 1] stays there up to rounding
     result = torch.stack((share, 1 - share), dim=-1)
     return result.numpy() if was_numpy else result

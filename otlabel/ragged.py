@@ -2,46 +2,50 @@
 
 G independent problems (one per video, image or crop) with their own row counts are packed
 into one (N, K) tensor, group g owning rows ``ptr[g]:ptr[g+1]`` (CSR offsets, as in
-torch-scatter and PyTorch Geometric). One call labels them all with the same schedule and
-the same numerical safeguards as :func:`~otlabel.sinkhorn`, but per group: per-group column
-shifts, per-group column marginals, per-group convergence. Every per-group quantity is a
-segment reduction over contiguous rows; :class:`_Segments` implements those reductions with
-plain PyTorch (a sparse CSR product) or, on request, with torch-scatter's ``segment_csr``.
+torch-scatter and PyTorch Geometric). One call labels them all with the solver core of
+:func:`~otlabel.sinkhorn` (same schedule, same numerical safeguards) over the segmented layout
+of :mod:`otlabel._layout`: per-group column shifts, per-group column marginals, per-group
+convergence, every per-group quantity a segment reduction over contiguous rows — with plain
+PyTorch (a sparse CSR product) or, on request, torch-scatter's ``segment_csr``.
 """
 
 from __future__ import annotations
 
-import math
+import numbers
 import warnings
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
 
+from . import _core
 from ._checks import (
-    MARGINAL_SUM_ATOL,
+    Array,
     DeferredChecks,
+    check_bool,
     check_epsilon,
     check_marginal,
     check_prior,
     check_scores,
     check_scores_finite,
     compute_dtype,
+    device_checks,
+    marginal_atol,
+    prior_support,
     require_column_support,
+    require_feasible_support,
     require_reachable_columns,
     require_reachable_rows,
     to_tensor,
 )
-from ._problem import Problem, Reducer, relative_violation
-from .backends import torch_backend
-from .backends.torch_backend import Extrema, _extremes, _healthy, _raise_infeasible, _Status, log_kernel
+from ._layout import Dense, Segmented, Segments
+from ._numerics import relative_violation
+from ._problem import Problem, Schedule, Solution
 from .errors import ArgumentTypeError, BackendUnavailableError, ConvergenceWarning, InvalidArgumentError
-from .sinkhorn import check_schedule
+from .sinkhorn import autocast_off, check_schedule
 
 __all__ = ["RaggedSinkhornResult", "sinkhorn_ragged"]
-
-Array = Union[torch.Tensor, np.ndarray]
 
 #: Implementations of the segment reductions: ``"torch"`` needs nothing beyond PyTorch.
 SEGMENTS = ("auto", "torch", "torch_scatter")
@@ -96,341 +100,6 @@ def _torch_scatter() -> Any:
     return torch_scatter
 
 
-class _Segments:
-    """Row-to-group bookkeeping and the segment reductions over contiguous row groups.
-
-    ``sum`` and ``max`` reduce an (N, K) tensor to (G, K) per group; ``expand`` repeats a
-    per-group (G, K) tensor on the rows of each group. The plain-PyTorch sum is a product with
-    the (G, N) CSR matrix whose row g holds ``weights`` on the columns of group g: one fused
-    pass, several times faster on the CPU than multiplying first and then ``segment_csr``,
-    ``segment_reduce`` or ``index_add_``.
-    """
-
-    def __init__(self, ptr: torch.Tensor, n_rows: int, implementation: str):
-        self.name = implementation
-        self.ptr = ptr
-        self.n_groups = ptr.numel() - 1
-        device = ptr.device
-        rows = torch.arange(n_rows, device=device)
-        # ptr is non-decreasing from 0 to N here (check_ptr sanitises it; a bad ptr is reported
-        # by the checks), so the group sizes are valid repeat counts
-        self.group = torch.repeat_interleave(torch.arange(self.n_groups, device=device), ptr.diff(), output_size=n_rows)
-        self._scatter = _torch_scatter() if implementation == "torch_scatter" else None
-        self._rows = rows
-        self._csr: torch.Tensor | None = None
-        self._weights: torch.Tensor | None = None
-
-    def sum(self, values: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-group sums of ``weights[:, None] * values`` (weights (N,) or (N, 1); default 1)."""
-        if self._scatter is not None:
-            return self._scatter.segment_csr(values if weights is None else values * weights.reshape(-1, 1), self.ptr)
-        weights = torch.ones_like(values[:, 0]) if weights is None else weights.reshape(-1)
-        if self._csr is None or self._csr.dtype != values.dtype:
-            self._weights = torch.empty_like(weights)
-            with warnings.catch_warnings():  # "sparse CSR support is in beta" (a one-time UserWarning)
-                warnings.simplefilter("ignore", UserWarning)
-                self._csr = torch.sparse_csr_tensor(
-                    self.ptr,
-                    self._rows,
-                    self._weights,
-                    (self.n_groups, values.shape[0]),
-                    check_invariants=False,  # ptr is validated (and kept in range) by the caller
-                )
-        assert self._weights is not None
-        self._weights.copy_(weights)  # the CSR matrix's values share this storage
-        return torch.sparse.mm(self._csr, values)
-
-    def max(self, values: torch.Tensor) -> torch.Tensor:
-        """Per-group column maxima of ``values`` (N, K)."""
-        if self._scatter is not None:
-            return self._scatter.segment_csr(values, self.ptr, reduce="max")
-        out = torch.full((self.n_groups, values.shape[1]), -math.inf, dtype=values.dtype, device=values.device)
-        return out.scatter_reduce_(0, self.group.unsqueeze(1).expand_as(values), values, "amax")
-
-    def expand(self, per_group: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-        """``per_group[group(n)]`` for every row n: (G, ...) -> (N, ...), into ``out`` if given."""
-        if out is None:
-            return per_group.index_select(0, self.group)
-        return torch.index_select(per_group, 0, self.group, out=out)
-
-    def logsumexp(self, values: torch.Tensor) -> torch.Tensor:
-        """Per-group column log-sum-exp of ``values`` (N, K); -inf for an all -inf column."""
-        top = self.max(values)
-        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-        return top + torch.log(self.sum(torch.exp(values - self.expand(top))))
-
-
-@dataclass
-class _RaggedProblem:
-    """A validated ragged problem; field names shared with :class:`~otlabel._problem.Problem`
-    where the torch backend's helpers (``log_kernel``, ``_Status``) read them."""
-
-    scores: torch.Tensor  # (N, K)
-    prior: torch.Tensor | None  # (N, K)
-    epsilon: float
-    row_mass: torch.Tensor  # (N,)
-    col_mass: torch.Tensor  # (G, K)
-    dtype: torch.dtype
-    n_iter: int
-    tol: float | None
-    max_iter: int
-    check_every: int
-    checks: DeferredChecks
-    segments: _Segments
-    reducer: Reducer  # one process: the status read-back combines nothing
-    score_range: tuple[float, float] | None = None  # (min, max) of the scores, when known for free
-    prior_range: tuple[float, float] | None = None  # (min, max) of the prior, when known for free
-
-
-class _Scaling:
-    """Scaling path: plan[n] = a[n] * G[n] * b[group(n)], G = exp(L0 + f0 + g0) shifted per group."""
-
-    def __init__(self, problem: _RaggedProblem):
-        self.problem = problem
-        seg = problem.segments
-        kernel = log_kernel(problem)  # (N, K)
-        # one (N, K) scratch buffer for per-group values spread over the rows: a fresh tensor of
-        # that size per iteration would cost more than the arithmetic (page faults on the CPU)
-        self.work = torch.empty_like(kernel)
-        # As in the torch backend, per group: every column, then every row, has maximum exactly 1.
-        g0 = -seg.max(kernel)  # (G, K)
-        kernel.add_(seg.expand(g0, out=self.work))
-        f0 = -kernel.amax(-1, keepdim=True)  # (N, 1)
-        kernel.add_(f0)
-        self.kernel = kernel.exp_()
-        self.f0, self.g0 = f0, g0
-        self.tiny = torch.finfo(problem.dtype).tiny  # keeps 0/0 out of zero-mass rows and columns
-        self.row_mass = problem.row_mass.unsqueeze(-1)  # (N, 1)
-        self.ones = torch.ones(kernel.shape[1], dtype=kernel.dtype, device=kernel.device)
-        self.a = torch.exp(-f0)  # the first column step sees the unshifted rows (the SwAV loop)
-        self.b = torch.ones_like(g0)
-
-    def column_sums(self) -> torch.Tensor:
-        """Per-group column sums of diag(a) G, shape (G, K)."""
-        return self.problem.segments.sum(self.kernel, self.a).add_(self.tiny)
-
-    def row_step(self, col_sums: torch.Tensor, extrema: Extrema, active: _Active | None) -> None:
-        """Scale columns to their mass, then rows; groups that have stopped keep their scalings."""
-        b = self.problem.col_mass / col_sums
-        self.b = b if active is None else torch.where(active.groups.unsqueeze(-1), b, self.b)
-        spread = self.problem.segments.expand(self.b, out=self.work).mul_(self.kernel)
-        row_sums = torch.mv(spread, self.ones).add_(self.tiny).unsqueeze(-1)  # (N, 1)
-        a = self.row_mass / row_sums
-        self.a = a if active is None else torch.where(active.rows.unsqueeze(-1), a, self.a)
-        extrema.append(col_sums)
-        extrema.append(row_sums)
-
-    def potentials(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return (self.f0 + torch.log(self.a)).squeeze(-1), self.g0 + torch.log(self.b)
-
-    def plan(self) -> torch.Tensor:
-        return self.kernel.mul_(self.a).mul_(self.problem.segments.expand(self.b, out=self.work))
-
-
-class _LogDomain:
-    """Log-domain path: plan[n] = exp(L0[n] + f[n] + g[group(n)])."""
-
-    def __init__(self, problem: _RaggedProblem, f: torch.Tensor, g: torch.Tensor):
-        self.problem = problem
-        self.kernel = log_kernel(problem)
-        self.f, self.g = f, g  # (N, 1), (G, K)
-        self.log_row_mass = torch.log(problem.row_mass).unsqueeze(-1)
-        self.log_col_mass = torch.log(problem.col_mass)
-        self.live_cols = problem.col_mass > 0
-
-    def column_lse(self) -> torch.Tensor:
-        return self.problem.segments.logsumexp(self.kernel + self.f)
-
-    def step(self, col_lse: torch.Tensor, active: _Active | None) -> None:
-        g = torch.where(self.live_cols, self.log_col_mass - col_lse, -math.inf)
-        self.g = g if active is None else torch.where(active.groups.unsqueeze(-1), g, self.g)
-        f = self.log_row_mass - torch.logsumexp(self.kernel + self.problem.segments.expand(self.g), -1, keepdim=True)
-        self.f = f if active is None else torch.where(active.rows.unsqueeze(-1), f, self.f)
-
-    def infeasible(self) -> torch.Tensor:
-        live_rows = self.problem.row_mass.unsqueeze(-1) > 0
-        bad = (live_rows & ~torch.isfinite(self.f)).any() | (self.live_cols & ~torch.isfinite(self.g)).any()
-        return bad.reshape(1).to(torch.float32)
-
-    def plan(self) -> torch.Tensor:
-        """Rows as a softmax: each row sums to its mass to rounding, however large the potentials."""
-        plan = torch.softmax(self.kernel + self.problem.segments.expand(self.g), dim=-1)
-        return plan.mul_(self.problem.row_mass.unsqueeze(-1))
-
-    def potentials(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.f.squeeze(-1), self.g
-
-
-class _Active:
-    """Which groups still iterate (tolerance mode), per group and per row."""
-
-    def __init__(self, groups: torch.Tensor, segments: _Segments):
-        self.groups = groups  # (G,) bool
-        self.rows = segments.expand(groups)  # (N,) bool
-
-
-@dataclass
-class _Outcome:
-    plan: torch.Tensor
-    f: torch.Tensor | None  # None when the dense path ran without return_info
-    g: torch.Tensor | None
-    n_iter: torch.Tensor  # (G,) int64
-    converged: torch.Tensor | None  # (G,) bool
-    log_domain: bool
-    unconverged: int  # number of groups that missed tol
-    worst_error: float  # largest column violation among them
-
-
-def _equal_size(problem: _RaggedProblem) -> int | None:
-    """The common group size when every group has the same number of rows, else None."""
-    n_rows, n_groups = problem.scores.shape[0], problem.segments.n_groups
-    if n_rows % n_groups:
-        return None
-    size = n_rows // n_groups
-    equal = torch.arange(0, n_rows + 1, size, device=problem.segments.ptr.device)
-    return size if torch.equal(problem.segments.ptr, equal) else None
-
-
-def _dense(problem: _RaggedProblem, size: int, return_potentials: bool) -> _Outcome:
-    """Equal-size groups, fixed-iteration mode: one batched (G, size, K) problem of the torch
-    backend. The same schedule per group as the segment path (and as a loop of ``sinkhorn``),
-    at the cost of two batched matrix products per iteration instead of segment reductions."""
-    n_groups, n_cols = problem.col_mass.shape
-    batched = Problem(
-        scores=problem.scores.reshape(n_groups, size, n_cols),
-        prior=None if problem.prior is None else problem.prior.reshape(n_groups, size, n_cols),
-        epsilon=problem.epsilon,
-        row_mass=problem.row_mass.reshape(n_groups, size),
-        col_mass=problem.col_mass,
-        dtype=problem.dtype,
-        n_iter=problem.n_iter,
-        tol=None,
-        max_iter=problem.max_iter,
-        check_every=problem.check_every,
-        checks=problem.checks,
-        score_range=problem.score_range,
-        prior_range=problem.prior_range,
-        return_potentials=return_potentials,
-    )
-    solution = torch_backend.solve(batched)
-    iterations = torch.full((n_groups,), problem.n_iter, dtype=torch.int64, device=problem.col_mass.device)
-    f, g = solution.log_row_scaling, solution.log_col_scaling
-    return _Outcome(
-        solution.plan.reshape(-1, n_cols),
-        None if f is None else f.reshape(-1),
-        g,
-        iterations,
-        None,
-        solution.log_domain,
-        0,
-        0.0,
-    )
-
-
-def _fixed(problem: _RaggedProblem) -> _Outcome:
-    status = _Status(problem)
-    n_groups = problem.col_mass.shape[0]
-    iterations = torch.full((n_groups,), problem.n_iter, dtype=torch.int64, device=problem.col_mass.device)
-    state = _Scaling(problem)
-    extrema: Extrema = []
-    for _ in range(problem.n_iter):
-        state.row_step(state.column_sums(), extrema, None)
-    if _healthy(*status.read(_extremes(extrema)), problem.dtype):
-        f, g = state.potentials()
-        return _Outcome(state.plan(), f, g, iterations, None, False, 0, 0.0)
-    # Replay the same schedule in the log domain from the same (unshifted) start.
-    start_g = state.g0
-    del state
-    log_state = _LogDomain(problem, torch.zeros_like(problem.row_mass).unsqueeze(-1), start_g)
-    for _ in range(problem.n_iter):
-        log_state.step(log_state.column_lse(), None)
-    (infeasible,) = status.read(log_state.infeasible())
-    if infeasible:
-        _raise_infeasible()
-    f, g = log_state.potentials()
-    return _Outcome(log_state.plan(), f, g, iterations, None, True, 0, 0.0)
-
-
-class _Progress:
-    """Per-group stopping state of the tolerance mode."""
-
-    def __init__(self, problem: _RaggedProblem):
-        n_groups = problem.col_mass.shape[0]
-        device = problem.col_mass.device
-        self.problem = problem
-        self.active = _Active(torch.ones(n_groups, dtype=torch.bool, device=device), problem.segments)
-        self.stopped_at = torch.full((n_groups,), problem.max_iter, dtype=torch.int64, device=device)
-        self.error = torch.zeros(n_groups, dtype=problem.dtype, device=device)
-
-    def update(self, violation: torch.Tensor, iteration: int) -> tuple[torch.Tensor, _Progress]:
-        """Stop the groups that meet tol; return (status values to read, the new progress)."""
-        active = self.active.groups
-        met = active & (violation <= self.problem.tol)
-        new = _Progress.__new__(_Progress)
-        new.problem = self.problem
-        new.error = torch.where(active, violation, self.error)
-        new.stopped_at = torch.where(met, iteration, self.stopped_at)
-        new.active = _Active(active & ~met, self.problem.segments)
-        # read back: how many groups still iterate, and the worst error among them
-        still = new.active.groups
-        worst = torch.where(still, new.error, torch.zeros_like(new.error)).amax()
-        return torch.stack((still.sum().to(worst.dtype), worst)), new
-
-    def outcome(
-        self, plan: torch.Tensor, f: torch.Tensor, g: torch.Tensor, log_domain: bool, numbers: list[float]
-    ) -> _Outcome:
-        return _Outcome(plan, f, g, self.stopped_at, ~self.active.groups, log_domain, int(numbers[0]), numbers[1])
-
-
-def _tolerance(problem: _RaggedProblem) -> _Outcome:
-    status = _Status(problem)
-    seg = problem.segments
-    max_iter, every = problem.max_iter, problem.check_every
-    state = _Scaling(problem)
-    progress = _Progress(problem)
-    iteration = 0
-    saved = (state.a, state.b, progress, 0)  # last state known to be healthy
-    extrema: Extrema = []
-    while True:
-        col_sums = state.column_sums()
-        if iteration > 0 and (iteration % every == 0 or iteration == max_iter):
-            violation = relative_violation(state.b * col_sums, problem.col_mass)
-            values, candidate = progress.update(violation, iteration)
-            negative_low, high, remaining, worst = status.read(_extremes(extrema), values)
-            if not _healthy(negative_low, high, problem.dtype):
-                break
-            progress = candidate
-            if remaining == 0 or iteration == max_iter:
-                f, g = state.potentials()
-                return progress.outcome(state.plan(), f, g, False, [remaining, worst])
-            saved = (state.a, state.b, progress, iteration)
-            extrema = []
-        state.row_step(col_sums, extrema, progress.active)
-        iteration += 1
-
-    # The scaling path left the safe range: restart from the last healthy state in the log domain.
-    a, b, progress, iteration = saved
-    f = state.f0 + torch.log(a)
-    g = state.g0 + torch.log(b)
-    del state, col_sums
-    log_state = _LogDomain(problem, f, g)
-    while True:
-        if iteration > 0 and (iteration % every == 0 or iteration == max_iter):
-            plan = log_state.plan()  # measure the plan that would be returned
-            violation = relative_violation(seg.sum(plan), problem.col_mass)
-            values, candidate = progress.update(violation, iteration)
-            infeasible, remaining, worst = status.read(log_state.infeasible(), values)
-            if infeasible:
-                _raise_infeasible()
-            progress = candidate
-            if remaining == 0 or iteration == max_iter:
-                f, g = log_state.potentials()
-                return progress.outcome(plan, f, g, True, [remaining, worst])
-            del plan
-        log_state.step(log_state.column_lse(), progress.active)
-        iteration += 1
-
-
 def check_ptr(ptr: Any, n_rows: int, like: torch.Tensor, checks: DeferredChecks) -> torch.Tensor:
     """Validate CSR offsets ``ptr`` (G + 1 integers from 0 to N, strictly increasing); return int64.
 
@@ -444,8 +113,13 @@ def check_ptr(ptr: Any, n_rows: int, like: torch.Tensor, checks: DeferredChecks)
                 f"ptr is on device {tensor.device} but scores are on {like.device}; move it to the same device"
             )
     elif isinstance(ptr, (list, tuple)) and all(
-        isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in ptr
+        isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in ptr
     ):
+        outside = [int(v) for v in ptr if not 0 <= int(v) <= n_rows]
+        if outside:  # also keeps integers beyond int64 out of torch.tensor
+            raise InvalidArgumentError(
+                f"ptr entries must lie in [0, N] = [0, {n_rows}] (row offsets into scores); got {outside[:3]}"
+            )
         tensor = torch.tensor([int(v) for v in ptr], dtype=torch.int64)
     else:
         raise ArgumentTypeError(
@@ -496,12 +170,28 @@ def _col_marginal(
 ) -> torch.Tensor:
     if value is None:
         return torch.full((n_groups, n_cols), 1.0 / n_cols, dtype=dtype, device=scores.device)
-    shape = tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
-    if len(shape) == 2 and shape != (n_groups, n_cols):
+    shape = tuple(value.shape) if hasattr(value, "shape") else None
+    if shape is not None and len(shape) == 2 and shape != (n_groups, n_cols):
         raise InvalidArgumentError(
             f"col_marginal must have shape (K,) = ({n_cols},) or (G, K) = ({n_groups}, {n_cols}), got {shape}"
         )
-    return check_marginal(value, "col_marginal", n_cols, "K", n_groups, True, scores.unsqueeze(0), dtype, checks)
+    marginal = check_marginal(value, "col_marginal", n_cols, "K", n_groups, True, scores.unsqueeze(0), dtype, checks)
+    if marginal.shape != (n_groups, n_cols):  # a nested sequence of another shape
+        raise InvalidArgumentError(
+            f"col_marginal must have shape (K,) = ({n_cols},) or (G, K) = ({n_groups}, {n_cols}), "
+            f"got {tuple(marginal.shape)}"
+        )
+    return marginal
+
+
+def _equal_size(ptr: torch.Tensor, n_rows: int) -> int | None:
+    """The common group size when every group has the same number of rows, else None."""
+    n_groups = ptr.numel() - 1
+    if n_rows % n_groups:
+        return None
+    size = n_rows // n_groups
+    equal = torch.arange(0, n_rows + 1, size, device=ptr.device)
+    return size if torch.equal(ptr, equal) else None
 
 
 def sinkhorn_ragged(
@@ -510,6 +200,7 @@ def sinkhorn_ragged(
     epsilon: float = 0.05,
     *,
     prior: Array | None = None,
+    log_prior: bool = False,
     col_marginal: Any = None,
     row_marginal: Any = None,
     n_iter: int | None = None,
@@ -518,6 +209,7 @@ def sinkhorn_ragged(
     check_every: int = 10,
     segments: str = "auto",
     return_info: bool = False,
+    validate: str = "auto",
 ) -> Array | RaggedSinkhornResult:
     r"""Label G independent problems of different sizes, packed row-wise, in one call.
 
@@ -592,6 +284,47 @@ def sinkhorn_ragged(
     >>> torch.allclose(Q[:3].sum(0), torch.ones(3, dtype=torch.float64))  # 3 rows / K = 3 per column
     True
     """
+    with autocast_off(scores.device if isinstance(scores, torch.Tensor) else torch.device("cpu")):
+        problem, schedule, was_numpy, dense_size = _build(
+            scores,
+            ptr,
+            epsilon,
+            prior,
+            log_prior,
+            col_marginal,
+            row_marginal,
+            n_iter,
+            tol,
+            max_iter,
+            check_every,
+            segments,
+            return_info,
+            validate,
+        )
+        if dense_size is not None:  # equal-size groups, fixed mode: one batched dense problem
+            solution = _solve_dense(problem, schedule, dense_size)
+        else:
+            solution = _core.solve(problem, schedule)
+        return _finish(problem, schedule, solution, was_numpy, return_info, "dense" if dense_size else None)
+
+
+def _build(
+    scores: Any,
+    ptr: Any,
+    epsilon: Any,
+    prior: Any,
+    log_prior: Any,
+    col_marginal: Any,
+    row_marginal: Any,
+    n_iter: Any,
+    tol: Any,
+    max_iter: Any,
+    check_every: Any,
+    segments: Any,
+    return_info: Any,
+    validate: Any,
+) -> tuple[Problem, Schedule, bool, int | None]:
+    """Validate a ragged call; return (problem, schedule, was_numpy, dense size or None)."""
     tensor, was_numpy = to_tensor(scores, "scores")
     if tensor.dim() != 2:
         raise InvalidArgumentError(
@@ -601,108 +334,172 @@ def sinkhorn_ragged(
     scores2 = check_scores(tensor)[0][0]
     n_rows, n_cols = scores2.shape
     epsilon = check_epsilon(epsilon)
-    n_iter, tol, max_iter, check_every = check_schedule(n_iter, tol, max_iter, check_every)
+    schedule = check_schedule(n_iter, tol, max_iter, check_every)
+    return_info = check_bool(return_info, "return_info")
+    log_prior = check_bool(log_prior, "log_prior")
     implementation = _check_segments(segments)
+    checks = DeferredChecks(device_checks(validate, scores2.device))
     dtype = compute_dtype(scores2.dtype)
-    checks = DeferredChecks()
     ptr64 = check_ptr(ptr, n_rows, scores2, checks)
-    seg = _Segments(ptr64, n_rows, implementation)
+    seg = Segments(ptr64, n_rows, implementation, _torch_scatter() if implementation == "torch_scatter" else None)
     n_groups = seg.n_groups
-    score_range = check_scores_finite(scores2, checks)
+    score_range = check_scores_finite(scores2, epsilon, dtype, checks)
     prior2 = prior_range = None
     if prior is not None:
-        prior3, prior_range = check_prior(prior, scores2.unsqueeze(0), False, checks, check_columns=False)
+        prior3, prior_range = check_prior(
+            prior, scores2.unsqueeze(0), False, checks, log=log_prior, check_columns=False
+        )
         prior2 = prior3[0]
-        if prior_range is None or prior_range[0] <= 0:  # a strictly positive prior supports every column
-            require_column_support(seg.max((prior2 > 0).to(dtype)) > 0, checks, " within a group")
+        if prior_range is None or prior_range[0] <= (-np.inf if log_prior else 0):  # zeros: check every group
+            require_column_support(
+                seg.max(prior_support(prior2, log_prior).to(dtype)) > 0,
+                checks,
+                " within a group",
+                name="log_prior" if log_prior else "prior",
+            )
     col = _col_marginal(col_marginal, n_groups, n_cols, scores2, dtype, checks)
     sizes = ptr64.diff().to(dtype)  # (G,)
     if row_marginal is None:  # every row sums to 1
-        row = None
-        row_mass = torch.ones(n_rows, dtype=dtype, device=scores2.device)
+        row = row_mass = None
     else:
-        row = check_marginal(
-            row_marginal,
-            "row_marginal",
-            n_rows,
-            "N",
-            1,
-            False,
-            scores2.unsqueeze(0),
-            dtype,
-            checks,
-            check_sum=False,
+        row_tensor = check_marginal(
+            row_marginal, "row_marginal", n_rows, "N", 1, False, scores2.unsqueeze(0), dtype, checks, check_sum=False
         )[0]
-        totals = seg.sum(row.unsqueeze(-1)).squeeze(-1)
+        totals = seg.sum(row_tensor.unsqueeze(-1)).squeeze(-1)
+        atol = marginal_atol(row_marginal.dtype if isinstance(row_marginal, torch.Tensor) else torch.float64)
         checks.require(
-            ((totals - 1).abs() <= MARGINAL_SUM_ATOL).all(),
+            ((totals - 1).abs() <= atol).all(),
             lambda: InvalidArgumentError(
-                f"row_marginal must sum to 1 within each group (within {MARGINAL_SUM_ATOL}); "
+                f"row_marginal must sum to 1 within each group (within {atol:g}); "
                 f"group sums range over [{totals.min().item():.6g}, {totals.max().item():.6g}]"
             ),
         )
-        row = row / seg.expand(totals)
+        row = row_tensor / seg.expand(totals)
         row_mass = row * seg.expand(sizes)
-    if prior2 is not None and (col_marginal is not None or row_marginal is not None):
-        support, live_cols = prior2 > 0, col > 0
-        live_rows = torch.ones(n_rows, dtype=torch.bool, device=scores2.device) if row is None else row > 0
-        require_reachable_rows((support & seg.expand(live_cols)).any(-1), live_rows, checks)
-        require_reachable_columns(seg.max((support & live_rows.unsqueeze(-1)).to(dtype)) > 0, live_cols, checks)
-    problem = _RaggedProblem(
+    col_mass = col * sizes.unsqueeze(-1)
+    if prior2 is not None:
+        support = prior_support(prior2, log_prior)
+        if col_marginal is not None or row_marginal is not None:
+            live_cols = col > 0
+            live_rows = torch.ones(n_rows, dtype=torch.bool, device=scores2.device) if row is None else row > 0
+            require_reachable_rows((support & seg.expand(live_cols)).any(-1), live_rows, checks)
+            require_reachable_columns(seg.max((support & live_rows.unsqueeze(-1)).to(dtype)) > 0, live_cols, checks)
+        if not checks.device_mode and (prior_range is None or prior_range[0] <= (-np.inf if log_prior else 0)):
+            if prior_range is not None or bool((~support).any()):
+                checks.raise_now()
+                _require_feasible_groups(support, row_mass, col_mass, ptr64, dtype)
+    layout = Segmented(seg, n_rows, n_cols, dtype, scores2.device)
+    problem = Problem(
         scores=scores2.detach(),
         prior=None if prior2 is None else prior2.detach(),
+        log_prior=log_prior,
         epsilon=epsilon,
         row_mass=row_mass,
-        col_mass=col * sizes.unsqueeze(-1),
+        col_mass=col_mass,
         dtype=dtype,
-        n_iter=n_iter,
-        tol=tol,
-        max_iter=max_iter,
-        check_every=check_every,
+        layout=layout,
         checks=checks,
-        segments=seg,
-        reducer=Reducer(),
+        device_checks=checks.device_mode,
         score_range=score_range,
         prior_range=prior_range,
+        return_potentials=return_info,
     )
     # "auto" labels equal-size groups in fixed-iteration mode as one batched dense problem
-    size = _equal_size(problem) if segments == "auto" and tol is None else None
-    with torch.no_grad():
-        if size is not None:
-            outcome = _dense(problem, size, return_info)
-        else:
-            outcome = _fixed(problem) if tol is None else _tolerance(problem)
-    if outcome.unconverged:
-        warnings.warn(
-            f"Sinkhorn did not reach tol={tol:g} within max_iter={max_iter} iterations in {outcome.unconverged} "
-            f"of {n_groups} groups (largest column-marginal error {outcome.worst_error:.3g}); raise max_iter "
-            "or epsilon, or loosen tol",
-            ConvergenceWarning,
-            stacklevel=2,
+    dense_size = None
+    if segments == "auto" and schedule.fixed and not checks.device_mode:
+        dense_size = _equal_size(ptr64, n_rows)
+    return problem, schedule, was_numpy, dense_size
+
+
+def _require_feasible_groups(
+    support: torch.Tensor, row_mass: torch.Tensor | None, col_mass: torch.Tensor, ptr: torch.Tensor, dtype: torch.dtype
+) -> None:
+    """The exact support check of :func:`~otlabel._checks.require_feasible_support`, group by group."""
+    bounds = ptr.tolist()
+    for group, (begin, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+        rows = torch.ones(end - begin, dtype=dtype, device=support.device) if row_mass is None else row_mass[begin:end]
+        require_feasible_support(
+            support[None, begin:end], rows[None], col_mass[group : group + 1], dtype, f" (group {group})"
         )
-    plan = outcome.plan
+
+
+def _solve_dense(problem: Problem, schedule: Schedule, size: int) -> Solution:
+    """Equal-size groups, fixed-iteration mode: one batched (G, size, K) problem. The same schedule
+    per group as the segment path (and as a loop of ``sinkhorn``), at the cost of two batched
+    matrix products per iteration instead of segment reductions."""
+    n_groups, n_cols = problem.col_mass.shape
+
+    def batched(tensor: torch.Tensor | None) -> torch.Tensor | None:
+        return None if tensor is None else tensor.reshape(n_groups, size, *tensor.shape[1:])
+
+    dense = Problem(
+        scores=batched(problem.scores),
+        prior=batched(problem.prior),
+        log_prior=problem.log_prior,
+        epsilon=problem.epsilon,
+        row_mass=batched(problem.row_mass),
+        col_mass=problem.col_mass,
+        dtype=problem.dtype,
+        layout=Dense(n_groups, size, n_cols),
+        checks=problem.checks,
+        device_checks=problem.device_checks,
+        score_range=problem.score_range,
+        prior_range=problem.prior_range,
+        return_potentials=problem.return_potentials,
+    )
+    solution = _core.solve(dense, schedule)
+    solution.plan = solution.plan.reshape(-1, n_cols)
+    if solution.log_row_scaling is not None:
+        solution.log_row_scaling = solution.log_row_scaling.reshape(-1)
+    return solution
+
+
+def _finish(
+    problem: Problem,
+    schedule: Schedule,
+    solution: Solution,
+    was_numpy: bool,
+    return_info: bool,
+    ran: str | None,
+) -> Array | RaggedSinkhornResult:
+    layout = problem.layout
+    assert isinstance(layout, Segmented)
+    seg = layout.segments
+    if solution.unconverged:
+        warnings.warn(
+            f"Sinkhorn did not reach tol={schedule.tol:g} within max_iter={schedule.max_iter} iterations in "
+            f"{solution.unconverged} of {seg.n_groups} groups (largest column-marginal error "
+            f"{solution.worst_error:.3g}); raise max_iter or epsilon, or loosen tol",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    plan = solution.plan
 
     def out(value: torch.Tensor, cast: torch.dtype | None = None) -> Array:
         if cast is not None and value.dtype != cast:
             value = value.to(cast)
         return value.cpu().numpy() if was_numpy else value
 
-    labels = out(plan, scores2.dtype)
+    labels = out(plan, problem.scores.dtype)
     if not return_info:
         return labels
     with torch.no_grad():
-        row_sums = plan.sum(-1)
-        scale = torch.where(problem.row_mass > 0, problem.row_mass, seg.expand(sizes))
-        row_error = seg.max(((row_sums - problem.row_mass).abs() / scale).unsqueeze(-1)).squeeze(-1)
+        sizes = seg.ptr.diff().to(problem.dtype)
+        row_mass = problem.rows_mass()
+        scale = torch.where(row_mass > 0, row_mass, seg.expand(sizes))
+        row_error = seg.max(((plan.sum(-1) - row_mass).abs() / scale).unsqueeze(-1)).squeeze(-1)
         col_error = relative_violation(seg.sum(plan), problem.col_mass)
+    n_iter = solution.problem_n_iter
+    if n_iter is None:
+        n_iter = torch.full((seg.n_groups,), schedule.n_iter, dtype=torch.int64, device=plan.device)
     return RaggedSinkhornResult(
         labels=labels,
-        n_iter=out(outcome.n_iter),
-        converged=None if outcome.converged is None else out(outcome.converged),
+        n_iter=out(n_iter),
+        converged=None if solution.problem_converged is None else out(solution.problem_converged),
         row_error=out(row_error),
         col_error=out(col_error),
-        log_domain=outcome.log_domain,
-        segments="dense" if size is not None else seg.name,
-        log_row_scaling=out(outcome.f),
-        log_col_scaling=out(outcome.g),
+        log_domain=solution.log_domain,
+        segments=ran or seg.name,
+        log_row_scaling=out(solution.log_row_scaling),
+        log_col_scaling=out(solution.log_col_scaling),
     )

@@ -1,7 +1,13 @@
-"""Entropic optimal-transport labelling: :func:`sinkhorn`, :func:`sinkhorn_with_prior`."""
+"""Entropic optimal-transport labelling: :func:`sinkhorn`, :func:`sinkhorn_with_prior`.
+
+Each entry point validates its arguments, builds a :class:`~otlabel._problem.Problem` (what is
+solved) and a :class:`~otlabel._problem.Schedule` (how), has a backend solve it, and wraps the
+:class:`~otlabel._problem.Solution` into what the caller asked for.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +19,7 @@ from ._checks import (
     Array,
     DeferredChecks,
     check_backend,
+    check_bool,
     check_epsilon,
     check_int,
     check_marginal,
@@ -21,13 +28,18 @@ from ._checks import (
     check_scores_finite,
     check_tol,
     compute_dtype,
+    device_checks,
     normalise_marginal,
+    prior_support,
     require_column_support,
+    require_feasible_support,
     require_reachable_columns,
     require_reachable_rows,
 )
-from ._problem import Problem, Reducer, Solution, relative_violation
-from .distributed import GroupReducer
+from ._layout import Dense
+from ._numerics import relative_violation
+from ._problem import Problem, Reducer, Schedule, Solution
+from .distributed import GroupReducer, gather_rows
 from .errors import ConvergenceWarning, InvalidArgumentError
 
 __all__ = ["SinkhornResult", "sinkhorn", "sinkhorn_with_prior"]
@@ -74,15 +86,44 @@ class SinkhornResult:
     log_col_scaling: Array
 
 
-def check_schedule(n_iter: Any, tol: Any, max_iter: Any, check_every: Any) -> tuple[int, float | None, int, int]:
-    """Validate the iteration settings of either mode; return (n_iter, tol, max_iter, check_every)."""
+def check_schedule(n_iter: Any, tol: Any, max_iter: Any, check_every: Any) -> Schedule:
+    """Validate the iteration settings of either mode."""
     tol = check_tol(tol)
     if tol is not None and n_iter is not None:
         raise InvalidArgumentError(
             "n_iter applies to the fixed-iteration mode only; with tol=... bound the work with max_iter"
         )
     n_iter = check_int(DEFAULT_N_ITER if n_iter is None else n_iter, "n_iter", 1)
-    return n_iter, tol, check_int(max_iter, "max_iter", 1), check_int(check_every, "check_every", 1)
+    return Schedule(n_iter, tol, check_int(max_iter, "max_iter", 1), check_int(check_every, "check_every", 1))
+
+
+def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """A context in which autocast does not lower the solver's products to half precision."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _has_zeros(
+    prior3: torch.Tensor, prior_range: tuple[float, float] | None, log_prior: bool, reducer: Reducer
+) -> bool:
+    """Whether a prior has hard zeros anywhere (over all ranks); a host read unless known already."""
+    if prior_range is not None and not reducer.distributed:
+        return prior_range[0] <= (float("-inf") if log_prior else 0.0)
+    local = (~prior_support(prior3, log_prior)).any() if prior3.numel() else torch.zeros((), dtype=torch.bool)
+    return bool(reducer.max(local.to(torch.float32).reshape(1)).item() > 0)
+
+
+@dataclass
+class Call:
+    """A validated call: the problem, its schedule, and how to hand the answer back."""
+
+    problem: Problem
+    schedule: Schedule
+    batched: bool
+    was_numpy: bool
+    return_info: bool
+    backend: str
 
 
 def build_problem(
@@ -97,9 +138,11 @@ def build_problem(
     check_every: Any,
     process_group: Any = None,
     backend: Any = "auto",
-    return_info: bool = False,
-) -> tuple[Problem, bool, bool]:
-    """Validate the arguments shared by every entry point; return (problem, batched, was_numpy).
+    return_info: Any = False,
+    validate: Any = "auto",
+    log_prior: Any = False,
+) -> Call:
+    """Validate the arguments shared by every dense entry point.
 
     With a ``process_group``, ``scores`` (and ``prior``, ``row_marginal``) hold this rank's rows
     of a global batch: the local checks run first, then every rank learns whether all ranks
@@ -111,13 +154,18 @@ def build_problem(
     with reducer.agreement() as agreement:
         scores3, batched, was_numpy = check_scores(scores, allow_no_rows=split)
         epsilon = check_epsilon(epsilon)
-        n_iter, tol, max_iter, check_every = check_schedule(n_iter, tol, max_iter, check_every)
+        schedule = check_schedule(n_iter, tol, max_iter, check_every)
+        return_info = check_bool(return_info, "return_info")
+        log_prior = check_bool(log_prior, "log_prior")
+        backend = check_backend(backend)
+        checks = DeferredChecks(device_checks(validate, scores3.device))
         dtype = compute_dtype(scores3.dtype)
         batch, n_rows, n_cols = scores3.shape
-        checks = DeferredChecks()
-        score_range = check_scores_finite(scores3, checks)
+        score_range = check_scores_finite(scores3, epsilon, dtype, checks)
         prior3, prior_range = (
-            (None, None) if prior is None else check_prior(prior, scores3, batched, checks, check_columns=not split)
+            (None, None)
+            if prior is None
+            else check_prior(prior, scores3, batched, checks, log=log_prior, check_columns=not split)
         )
         if col_marginal is not None:
             col = check_marginal(col_marginal, "col_marginal", n_cols, "K", batch, batched, scores3, dtype, checks)
@@ -133,56 +181,63 @@ def build_problem(
             )
         )
         constrained = prior3 is not None and (col_marginal is not None or row_marginal is not None)
-        live_rows = live_cols = None
+        live_rows = live_cols = support = None
         if constrained:
             live_rows = torch.ones_like(scores3[..., 0], dtype=torch.bool) if row is None else row > 0
             live_cols = torch.ones((batch, n_cols), dtype=torch.bool, device=scores3.device) if col is None else col > 0
-            support = prior3 > 0
+            support = prior_support(prior3, log_prior)
             require_reachable_rows((support & live_cols.unsqueeze(-2)).any(-1), live_rows, checks)
             if not split:
                 require_reachable_columns((support & live_rows.unsqueeze(-1)).any(-2), live_cols, checks)
         agreement.settle(
-            scores3, prior3, epsilon, n_iter, tol, max_iter, check_every, col, row, checks, backend, return_info
+            scores3, prior3, epsilon, schedule, col, row, checks, backend, return_info, log_prior, validate
         )
     # From here on every rank of a process group is known to take the same branches; what
     # follows up to the Problem only matters for a slice of a global batch (process_group).
     n_total = agreement.total_rows if split else n_rows
     if row is None:  # every row sums to 1
-        row_mass = torch.ones((batch, n_rows), dtype=dtype, device=scores3.device)
+        row_mass = None
     elif split:
         total = reducer.sum(row.sum(-1))
         row_mass = n_total * normalise_marginal(row, total, "row_marginal", checks, " over all ranks")
     else:
         row_mass = n_total * row
     if split and prior3 is not None:
-        support = prior3 > 0
+        support = prior_support(prior3, log_prior)
         parts = [support.any(-2)] + ([(support & live_rows.unsqueeze(-1)).any(-2)] if constrained else [])
         reached = reducer.max(torch.stack(parts).to(torch.float32)) > 0
-        require_column_support(reached[0], checks, " over all ranks")
+        require_column_support(reached[0], checks, " over all ranks", name="log_prior" if log_prior else "prior")
         if constrained:
             require_reachable_columns(reached[1], live_cols, checks)
+    col_mass = (
+        torch.full((batch, n_cols), n_total / n_cols, dtype=dtype, device=scores3.device)
+        if col is None
+        else col * n_total
+    )
+    if prior3 is not None and not checks.device_mode and _has_zeros(prior3, prior_range, log_prior, reducer):
+        # zeros are hard constraints: decide exactly whether the marginals fit on the support
+        checks.raise_now()  # a bad marginal gets its own message first
+        rows = row_mass if row_mass is not None else torch.ones_like(scores3[..., 0], dtype=dtype)
+        support = prior_support(prior3, log_prior)
+        if split:
+            support, rows = gather_rows(reducer.group, support, rows)
+        require_feasible_support(support, rows, col_mass, dtype)
     problem = Problem(
         scores=scores3.detach(),
         prior=None if prior3 is None else prior3.detach(),
+        log_prior=log_prior,
         epsilon=epsilon,
         row_mass=row_mass,
-        col_mass=(
-            torch.full((batch, n_cols), n_total / n_cols, dtype=dtype, device=scores3.device)
-            if col is None
-            else col * n_total
-        ),
+        col_mass=col_mass,
         dtype=dtype,
-        n_iter=n_iter,
-        tol=tol,
-        max_iter=max_iter,
-        check_every=check_every,
+        layout=Dense(batch, n_rows, n_cols, reducer),
         checks=checks,
-        reducer=reducer,
+        device_checks=checks.device_mode,
         score_range=score_range,
         prior_range=prior_range,
         return_potentials=return_info,
     )
-    return problem, batched, was_numpy
+    return Call(problem, schedule, batched, was_numpy, return_info, backend)
 
 
 def _output(tensor: torch.Tensor, batched: bool, was_numpy: bool, dtype: torch.dtype | None = None) -> Array:
@@ -193,30 +248,43 @@ def _output(tensor: torch.Tensor, batched: bool, was_numpy: bool, dtype: torch.d
     return tensor.numpy() if was_numpy else tensor
 
 
-def finish(
-    problem: Problem,
-    solution: Solution,
-    batched: bool,
-    was_numpy: bool,
-    return_info: bool,
-) -> Array | SinkhornResult:
+def check_representable(plan: torch.Tensor, problem: Problem, dtype: torch.dtype) -> None:
+    """Raise when labels would overflow ``dtype`` (float16 holds up to 65504; an entry never exceeds
+    its row's mass, so only a custom row marginal over more than 65504 rows can get there)."""
+    if dtype != torch.float16 or problem.row_mass is None or problem.device_checks:
+        return
+    largest_mass = problem.row_mass.shape[-1] if not problem.reducer.distributed else float("inf")
+    limit = torch.finfo(torch.float16).max
+    if largest_mass <= limit:
+        return
+    largest = float(problem.reducer.max(plan.amax().reshape(1) if plan.numel() else plan.new_zeros(1)).item())
+    if largest > limit:
+        raise InvalidArgumentError(
+            f"labels reach {largest:.6g}, beyond float16's largest number {limit:g} (a row_marginal entry times "
+            "N rows): pass float32 or bfloat16 scores to get labels that hold it"
+        )
+
+
+def finish(problem: Problem, schedule: Schedule, solution: Solution, call: Call) -> Array | SinkhornResult:
     """Turn a backend's solution into what the user asked for; warn on non-convergence."""
     if solution.converged is False:
         warnings.warn(
-            f"Sinkhorn did not reach tol={problem.tol:g} within max_iter={problem.max_iter} iterations "
-            f"(column-marginal error {solution.col_error:.3g}); raise max_iter or epsilon, or loosen tol",
+            f"Sinkhorn did not reach tol={schedule.tol:g} within max_iter={schedule.max_iter} iterations "
+            f"(column-marginal error {solution.worst_error:.3g}); raise max_iter or epsilon, or loosen tol",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     plan = solution.plan
-    labels = _output(plan, batched, was_numpy, problem.scores.dtype)
-    if not return_info:
+    check_representable(plan, problem, problem.scores.dtype)
+    labels = _output(plan, call.batched, call.was_numpy, problem.scores.dtype)
+    if not call.return_info:
         return labels
     # accumulate in float64 so that the reported errors are those of the returned plan,
     # not of a float32 summation
-    row_error = problem.reducer.max(relative_violation(plan.sum(-1, dtype=torch.float64), problem.row_mass))
+    reducer = problem.reducer
+    row_error = reducer.max(relative_violation(plan.sum(-1, dtype=torch.float64), problem.rows_mass()))
     row_error = row_error.amax().item()
-    col_sums = problem.reducer.sum(plan.sum(-2, dtype=torch.float64))
+    col_sums = reducer.sum(plan.sum(-2, dtype=torch.float64))
     col_error = relative_violation(col_sums, problem.col_mass).amax().item()
     return SinkhornResult(
         labels=labels,
@@ -226,14 +294,18 @@ def finish(
         col_error=col_error,
         backend=solution.backend,
         log_domain=solution.log_domain,
-        log_row_scaling=_output(solution.log_row_scaling, batched, was_numpy),
-        log_col_scaling=_output(solution.log_col_scaling, batched, was_numpy),
+        log_row_scaling=_output(solution.log_row_scaling, call.batched, call.was_numpy),
+        log_col_scaling=_output(solution.log_col_scaling, call.batched, call.was_numpy),
     )
 
 
-def _solve(problem: Problem, backend: str) -> Solution:
-    with torch.no_grad():
-        return backends.select(check_backend(backend), problem)(problem)
+def _label(scores: Any, *arguments: Any) -> Array | SinkhornResult:
+    """Validate, build, solve, wrap: the body of both dense entry points."""
+    with autocast_off(scores.device if isinstance(scores, torch.Tensor) else torch.device("cpu")):
+        call = build_problem(scores, *arguments)
+        problem, schedule = call.problem, call.schedule
+        solution = backends.select(call.backend, problem, schedule)(problem, schedule)
+        return finish(problem, schedule, solution, call)
 
 
 def sinkhorn(
@@ -249,6 +321,7 @@ def sinkhorn(
     backend: str = "auto",
     return_info: bool = False,
     process_group: Any = None,
+    validate: str = "auto",
 ) -> Array | SinkhornResult:
     r"""Soft pseudo-labels with prescribed class proportions (entropic optimal transport).
 
@@ -326,7 +399,7 @@ def sinkhorn(
     >>> torch.allclose(Q.sum(0), torch.full((3,), 2.0, dtype=torch.float64))
     True
     """
-    problem, batched, was_numpy = build_problem(
+    return _label(
         scores,
         None,
         epsilon,
@@ -339,8 +412,9 @@ def sinkhorn(
         process_group,
         backend,
         return_info,
+        validate,
+        False,
     )
-    return finish(problem, _solve(problem, backend), batched, was_numpy, return_info)
 
 
 def sinkhorn_with_prior(
@@ -348,6 +422,7 @@ def sinkhorn_with_prior(
     prior: Array,
     epsilon: float = 0.05,
     *,
+    log_prior: bool = False,
     col_marginal: Any = None,
     row_marginal: Any = None,
     n_iter: int | None = None,
@@ -357,6 +432,7 @@ def sinkhorn_with_prior(
     backend: str = "auto",
     return_info: bool = False,
     process_group: Any = None,
+    validate: str = "auto",
 ) -> Array | SinkhornResult:
     r"""Pseudo-labels pulled toward a prior :math:`\hat Q` (CASE Eq. 12).
 
@@ -396,7 +472,7 @@ def sinkhorn_with_prior(
     >>> Q.argmax(1).tolist()                                   # foreground-like snippets -> cluster 1
     [1, 0, 0, 1]
     """
-    problem, batched, was_numpy = build_problem(
+    return _label(
         scores,
         prior,
         epsilon,
@@ -409,5 +485,6 @@ def sinkhorn_with_prior(
         process_group,
         backend,
         return_info,
+        validate,
+        log_prior,
     )
-    return finish(problem, _solve(problem, backend), batched, was_numpy, return_info)

@@ -1,7 +1,7 @@
 """Backend registry and the ``"auto"`` dispatch rule.
 
-A backend is a module with ``NAME`` and ``solve(problem) -> Solution``; an optional
-``unavailable_reason(problem) -> str | None`` says why it cannot run a given problem.
+A backend is a module with ``NAME`` and ``solve(problem, schedule) -> Solution``; an optional
+``unavailable_reason(problem, schedule) -> str | None`` says why it cannot run a given problem.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import importlib
 from collections.abc import Callable
 from types import ModuleType
 
-from .._problem import Problem, Solution
+from .._problem import Problem, Schedule, Solution
 from ..errors import BackendUnavailableError
+from . import torch_backend
 
 _MODULES = {"torch": ".torch_backend", "triton": ".triton_backend"}
 
@@ -25,27 +26,29 @@ def _load(name: str) -> ModuleType | None:
         return None
 
 
-def _reason(name: str, problem: Problem) -> str | None:
+def _reason(name: str, problem: Problem, schedule: Schedule) -> str | None:
     module = _load(name)
     if module is None:
         return f"the {name} backend is not available in this installation"
     check = getattr(module, "unavailable_reason", None)
-    return check(problem) if check is not None else None
+    return check(problem, schedule) if check is not None else None
 
 
-def select(backend: str, problem: Problem) -> Callable[[Problem], Solution]:
+def select(backend: str, problem: Problem, schedule: Schedule) -> Callable[[Problem, Schedule], Solution]:
     """Return the ``solve`` function for ``backend`` ("auto", "torch" or "triton").
 
     ``"auto"`` picks Triton for CUDA tensors when it can run the problem, else torch.
     """
     if backend == "auto":
         backend = "torch"
-        if problem.scores.device.type == "cuda" and _reason("triton", problem) is None:
+        if problem.scores.device.type == "cuda" and _reason("triton", problem, schedule) is None:
             backend = "triton"
     else:
-        reason = _reason(backend, problem)
+        reason = _reason(backend, problem, schedule)
         if reason is not None:
             raise BackendUnavailableError(f"backend={backend!r} cannot run here: {reason}")
+    if backend == "torch":  # imported above: nothing to look up (and nothing for torch.compile to trace)
+        return torch_backend.solve
     module = _load(backend)
     assert module is not None
     return module.solve

@@ -29,8 +29,8 @@ from types import ModuleType
 
 import torch
 
-from .._problem import Problem, Solution
-from .torch_backend import _raise_infeasible, _safe_range, _Status, log_kernel
+from .._numerics import StatusReader, log_kernel, raise_infeasible, safe_range
+from .._problem import Problem, Schedule, Solution
 
 NAME = "triton"
 
@@ -58,7 +58,7 @@ COMBINE_BLOCK_K = 32
 #: two; triton's default so far, which triton 3.9 warns will change).
 _OPTIONS = {"enable_fp_fusion": True}
 #: Column sums below this leave the safe float32 range (the torch backend's criterion).
-_LOWEST_SUM = _safe_range(torch.float32)[0]
+_LOWEST_SUM = safe_range(torch.float32)[0]
 
 _kernels_module: ModuleType | None = None
 
@@ -73,7 +73,7 @@ def _kernels() -> ModuleType:
     return _kernels_module
 
 
-def unavailable_reason(problem: Problem) -> str | None:
+def unavailable_reason(problem: Problem, schedule: Schedule) -> str | None:
     """Why this backend cannot solve ``problem`` here, or None if it can."""
     try:
         kernels = _kernels()
@@ -95,7 +95,7 @@ def unavailable_reason(problem: Problem) -> str | None:
         return f"scores are on a {device.type!r} device; the triton backend runs on CUDA tensors"
     if problem.scores.dtype == torch.float64:
         return "the triton backend computes in float32, got float64 scores (use backend='torch')"
-    _, n_rows, n_cols = problem.shape
+    _, n_rows, n_cols = problem.scores.shape
     if n_cols > MAX_K:
         return f"K = {n_cols} columns exceed the triton backend's limit of {MAX_K} (use backend='torch')"
     if n_rows * n_cols >= 2**31:
@@ -122,9 +122,9 @@ def _num_warps(tile: int) -> int:
 class _Launch:
     """Tile sizes and grid for one problem shape."""
 
-    def __init__(self, problem: Problem, interpreted: bool):
-        batch, n_rows, n_cols = problem.shape
-        self.single = n_rows * n_cols <= SMALL_PROBLEM and (problem.tol is None or batch == 1)
+    def __init__(self, problem: Problem, schedule: Schedule, interpreted: bool):
+        batch, n_rows, n_cols = problem.scores.shape
+        self.single = n_rows * n_cols <= SMALL_PROBLEM and (schedule.fixed or batch == 1)
         tile = TILE_INTERPRETED if interpreted else TILE_SINGLE if self.single else TILE_MULTI
         self.block_k = max(2, _next_power_of_2(n_cols))
         self.block_n = max(1, min(tile // self.block_k, _next_power_of_2(n_rows)))
@@ -152,8 +152,13 @@ class _Inputs:
     col_mass: torch.Tensor  #: (B, K) contiguous
 
 
-def solve(problem: Problem) -> Solution:
-    """Solve ``problem`` with the fused Triton kernels on its device."""
+def solve(problem: Problem, schedule: Schedule) -> Solution:
+    """Solve ``problem`` with the fused Triton kernels on its device.
+
+    With device-side validation (no host synchronisation) the fixed-iteration mode runs the
+    log-sum-exp column sums at once (they cannot leave the safe range, so no rerun can be needed)
+    and a failed check turns the labels into NaN, as on the torch backend.
+    """
     kernels = _kernels()
     if problem.prior is not None:
         # log(prior) is folded in once (in the problem's compute dtype); every pass then reads
@@ -163,23 +168,25 @@ def solve(problem: Problem) -> Solution:
         scores, inv_eps = problem.scores.contiguous(), 1.0 / problem.epsilon
     inputs = _Inputs(
         kernels,
-        _Launch(problem, kernels.INTERPRETED),
+        _Launch(problem, schedule, kernels.INTERPRETED),
         scores,
         inv_eps,
-        problem.row_mass.contiguous(),
+        problem.rows_mass().contiguous(),
         problem.col_mass.contiguous(),
     )
     run = _solve_single if inputs.launch.single else _solve_multi
-    solution = run(problem, inputs, kernels.FAST)
+    if problem.device_checks and schedule.fixed:
+        return run(problem, schedule, inputs, kernels.SAFE)
+    solution = run(problem, schedule, inputs, kernels.FAST)
     if solution is None:  # a column sum left the safe range: redo it all with log-sum-exp sums
-        solution = run(problem, inputs, kernels.SAFE)
+        solution = run(problem, schedule, inputs, kernels.SAFE)
         assert solution is not None, "log-sum-exp column sums cannot leave the safe range"
     return solution
 
 
 def _outputs(problem: Problem, extra: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The plan (B, N, K), f (B, N), g (B, K) and ``extra`` floats per problem (two allocations)."""
-    batch, n_rows, n_cols = problem.shape
+    batch, n_rows, n_cols = problem.scores.shape
     device = problem.scores.device
     plan = torch.empty((batch, n_rows, n_cols), dtype=torch.float32, device=device)
     small = torch.empty(batch * (n_rows + n_cols + extra), dtype=torch.float32, device=device)
@@ -189,6 +196,7 @@ def _outputs(problem: Problem, extra: int) -> tuple[torch.Tensor, torch.Tensor, 
 
 def _solution(
     problem: Problem,
+    schedule: Schedule,
     inputs: _Inputs,
     kind: int,
     flags: tuple[float, float],
@@ -199,22 +207,39 @@ def _solution(
     """The Solution, given the largest column and row flags read back; None to rerun with SAFE."""
     col_flag, row_flag = flags
     if col_flag >= inputs.kernels.INFEASIBLE or row_flag > 0:
-        _raise_infeasible()
+        raise_infeasible(problem.prior is not None)
     if col_flag >= inputs.kernels.UNHEALTHY:
         return None
     plan, f, g = arrays
     log_domain = kind == inputs.kernels.SAFE
-    if problem.tol is None:
-        return Solution(plan, f, g, problem.n_iter, None, None, log_domain, NAME)
+    if schedule.fixed:
+        return Solution(plan, f, g, schedule.n_iter, None, log_domain, NAME)
     assert error is not None
-    return Solution(plan, f, g, n_iter, error <= problem.tol, error, log_domain, NAME)
+    converged = error <= schedule.tol
+    return Solution(plan, f, g, n_iter, converged, log_domain, NAME, unconverged=int(not converged), worst_error=error)
 
 
-def _solve_single(problem: Problem, inputs: _Inputs, kind: int) -> Solution | None:
+def _poisoned(
+    problem: Problem,
+    schedule: Schedule,
+    failed: torch.Tensor,
+    arrays: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    log_domain: bool,
+) -> Solution:
+    """Device-side validation: the Solution with NaN labels where ``failed`` (a 0-d bool tensor,
+    never read back) or a deferred input check says so."""
+    ok = ~failed
+    if problem.checks.flags:
+        ok = ok & problem.checks.all_passed()
+    plan, f, g = (torch.where(ok, array, float("nan")) for array in arrays)
+    return Solution(plan, f, g, schedule.n_iter, None, log_domain, NAME)
+
+
+def _solve_single(problem: Problem, schedule: Schedule, inputs: _Inputs, kind: int) -> Solution | None:
     """One program per problem, one launch (tolerance mode: one problem)."""
-    batch, n_rows, n_cols = problem.shape
+    batch, n_rows, n_cols = problem.scores.shape
     plan, f, g, info = _outputs(problem, 4)
-    tol_mode = problem.tol is not None
+    tol_mode = not schedule.fixed
     launch = inputs.launch
     inputs.kernels.solve_kernel[(batch,)](
         inputs.scores,
@@ -227,10 +252,10 @@ def _solve_single(problem: Problem, inputs: _Inputs, kind: int) -> Solution | No
         n_rows,
         n_cols,
         inputs.inv_eps,
-        problem.n_iter,
-        problem.tol if tol_mode else 0.0,
-        problem.max_iter,
-        problem.check_every,
+        schedule.n_iter,
+        schedule.tol if tol_mode else 0.0,
+        schedule.max_iter,
+        schedule.check_every,
         _LOWEST_SUM,
         TOL_MODE=tol_mode,
         KIND=kind,
@@ -239,14 +264,21 @@ def _solve_single(problem: Problem, inputs: _Inputs, kind: int) -> Solution | No
         num_warps=launch.num_warps,
         **_OPTIONS,
     )
-    numbers = _Status(problem).read(info)  # per problem: column flag, row flag, iterations, error
+    if problem.device_checks and not tol_mode:
+        failed = (info[:, 0] >= inputs.kernels.INFEASIBLE).any() | (info[:, 1] > 0).any()
+        return _poisoned(problem, schedule, failed, (plan, f, g), kind == inputs.kernels.SAFE)
+    numbers = _status(problem).read(info)  # per problem: column flag, row flag, iterations, error
     flags = (max(numbers[0::4]), max(numbers[1::4]))
-    return _solution(problem, inputs, kind, flags, (plan, f, g), int(numbers[2]), numbers[3])
+    return _solution(problem, schedule, inputs, kind, flags, (plan, f, g), int(numbers[2]), numbers[3])
 
 
-def _solve_multi(problem: Problem, inputs: _Inputs, kind: int) -> Solution | None:
+def _status(problem: Problem) -> StatusReader:
+    return StatusReader(problem.checks, problem.scores.device, problem.reducer)
+
+
+def _solve_multi(problem: Problem, schedule: Schedule, inputs: _Inputs, kind: int) -> Solution | None:
     """Many programs per problem; one pass launch and one column-step launch per iteration."""
-    batch, n_rows, n_cols = problem.shape
+    batch, n_rows, n_cols = problem.scores.shape
     kernels, launch = inputs.kernels, inputs.launch
     device = inputs.scores.device
     plan, f, _, _ = _outputs(problem, 0)
@@ -303,23 +335,26 @@ def _solve_multi(problem: Problem, inputs: _Inputs, kind: int) -> Solution | Non
             **_OPTIONS,
         )
 
-    status = _Status(problem)
+    status = _status(problem)
     sweep(kernels.COLSTATS, h)
     column_step(kernels.COLSTATS, h, g0)  # h stays 0
-    tol_mode = problem.tol is not None
+    tol_mode = not schedule.fixed
     iteration, error = 0, None
-    every, max_iter = problem.check_every, problem.max_iter
-    while tol_mode or iteration < problem.n_iter - 1:
+    every, max_iter = schedule.check_every, schedule.max_iter
+    while tol_mode or iteration < schedule.n_iter - 1:
         sweep(kind, h)
         column_step(kind, h, h_next)
         iteration += 1
         if tol_mode and (iteration % every == 0 or iteration == max_iter):
             flag, error = status.read(col_flag.amax(), violation.amax())
             if flag > 0:
-                return _solution(problem, inputs, kind, (flag, 0.0), (plan, f, h), iteration, error)
-            if error <= problem.tol or iteration == max_iter:
+                return _solution(problem, schedule, inputs, kind, (flag, 0.0), (plan, f, h), iteration, error)
+            if error <= schedule.tol or iteration == max_iter:
                 break  # the answer is the plan just measured: keep its scaling h
         h, h_next = h_next, h
     sweep(kernels.FINAL, h)
+    if problem.device_checks and not tol_mode:
+        failed = (col_flag.amax() >= kernels.INFEASIBLE) | (row_flag.amax() > 0)
+        return _poisoned(problem, schedule, failed, (plan, f, h.add_(g0)), kind == kernels.SAFE)
     flags = status.read(col_flag.amax(), row_flag.amax())
-    return _solution(problem, inputs, kind, (flags[0], flags[1]), (plan, f, h.add_(g0)), iteration, error)
+    return _solution(problem, schedule, inputs, kind, (flags[0], flags[1]), (plan, f, h.add_(g0)), iteration, error)

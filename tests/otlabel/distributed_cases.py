@@ -129,7 +129,11 @@ def cases(world: int) -> dict[str, Case]:
         "numpy": Case(_scores(12, n, 4), uneven, {"epsilon": 0.5, "tol": 1e-9}, numpy=True),
         # column 0 of the prior has support on the last rank's rows only: no rank may reject it alone
         "prior_column_on_one_rank": Case(
-            _scores(13, n, 3), uneven, {"epsilon": 0.5, "tol": 1e-10}, prior=_column_on_last_rank(n, uneven)
+            _scores(13, n, 3),
+            uneven,
+            # column 0 may only take as much mass as the last rank's rows hold (else infeasible)
+            {"epsilon": 0.5, "tol": 1e-10, "col_marginal": torch.tensor([0.1, 0.45, 0.45], dtype=torch.float64)},
+            prior=_column_on_last_rank(n, uneven),
         ),
         "warns_on_every_rank": Case(_scores(14, n, 4), uneven, {"epsilon": 0.05, "tol": 1e-12, "max_iter": 2}),
         # errors: every rank must raise, and the next case must still run (no rank left waiting)

@@ -296,11 +296,11 @@ def test_infeasible_support_raises(path, request):
     scores = scores_of(1, 30, 4, seed=11)[0]
     prior = torch.ones(30, 4, device=DEVICE)
     prior[0, 1:] = 0
-    problem, _, _ = build_problem(scores, prior, 0.1, None, None, None, None, 1000, 10)
-    problem.col_mass[:, 0] = 0
-    problem.col_mass[:, 1:] = 30 / 3
+    call = build_problem(scores, prior, 0.1, None, None, None, None, 1000, 10)
+    call.problem.col_mass[:, 0] = 0
+    call.problem.col_mass[:, 1:] = 30 / 3
     with pytest.raises(InfeasibleProblemError):
-        triton_backend.solve(problem)
+        triton_backend.solve(call.problem, call.schedule)
 
 
 def test_auto_picks_triton_on_cuda_only():
