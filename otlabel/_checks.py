@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Union
 
 import numpy as np
@@ -87,15 +86,20 @@ def device_checks(validate: Any, device: torch.device) -> bool:
     return validate == "device"
 
 
-@dataclass
 class DeferredChecks:
-    """Value checks on tensors that cannot (or, in device mode, must not) be read back at once."""
+    """Value checks on tensors that cannot (or, in device mode, must not) be read back at once.
 
-    #: device mode: never read a check back; the solver folds :meth:`all_passed` into its result
-    device_mode: bool = False
-    flags: list[torch.Tensor] = field(default_factory=list)
-    #: error factories, called only when their check failed (a message may read device values)
-    errors: list[Callable[[], Exception]] = field(default_factory=list)
+    ``device_mode``: never read a check back; the solver folds :meth:`all_passed` into its
+    result. ``errors`` are factories, called only when their check failed (a message may read
+    device values).
+    """
+
+    __slots__ = ("device_mode", "flags", "errors")
+
+    def __init__(self, device_mode: bool = False):
+        self.device_mode = device_mode
+        self.flags: list[torch.Tensor] = []
+        self.errors: list[Callable[[], Exception]] = []
 
     def require(self, ok: torch.Tensor, error: Callable[[], Exception]) -> None:
         """Require the 0-d boolean tensor ``ok`` to be true, else raise ``error()`` (when it is read)."""
@@ -191,6 +195,9 @@ def value_range(
 #: |scores| / epsilon must stay below this fraction of the compute dtype's largest number: the
 #: potentials and the kernel's exponents add up to a few times that much.
 SCALED_SCORE_HEADROOM = 8
+_SCALED_SCORE_LIMIT = {
+    dtype: torch.finfo(dtype).max / SCALED_SCORE_HEADROOM for dtype in (torch.float32, torch.float64)
+}
 
 
 def check_scores_finite(
@@ -203,7 +210,7 @@ def check_scores_finite(
     """
     if scores.numel() == 0:  # a rank of a distributed job may hold no rows
         return None
-    limit = torch.finfo(dtype).max / SCALED_SCORE_HEADROOM
+    limit = _SCALED_SCORE_LIMIT[dtype]
 
     def not_finite() -> InvalidArgumentError:
         return InvalidArgumentError(f"{name} contains NaN or infinite values; every score must be finite")
@@ -230,6 +237,8 @@ def check_scores_finite(
 
 
 def check_epsilon(epsilon: Any) -> float:
+    if type(epsilon) is float and 0 < epsilon < math.inf:  # the common case, checked first
+        return epsilon
     if isinstance(epsilon, torch.Tensor) and epsilon.numel() == 1 and not epsilon.requires_grad:
         epsilon = epsilon.item()
     elif isinstance(epsilon, np.ndarray) and epsilon.size == 1:
@@ -243,6 +252,8 @@ def check_epsilon(epsilon: Any) -> float:
 
 
 def check_int(value: Any, name: str, minimum: int) -> int:
+    if type(value) is int and value >= minimum:  # the common case, checked first
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ArgumentTypeError(f"{name} must be an integer, got {type(value).__name__}")
     if value < minimum:
@@ -251,6 +262,8 @@ def check_int(value: Any, name: str, minimum: int) -> int:
 
 
 def check_bool(value: Any, name: str) -> bool:
+    if value is True or value is False:
+        return value
     if not isinstance(value, (bool, np.bool_)):
         raise ArgumentTypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
     return bool(value)

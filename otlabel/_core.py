@@ -38,11 +38,14 @@ from ._numerics import (
 )
 from ._problem import Problem, Schedule, Solution
 
-__all__ = ["GLOBAL_SHIFT_SPAN", "solve"]
+__all__ = ["GLOBAL_SHIFT_SPAN", "UNSHIFTED_BOUND", "solve"]
 
 #: Largest range of scores / epsilon (+ log prior), max - min, that a single global shift handles:
 #: every kernel entry then stays a normal number with room to spare for the scalings.
 GLOBAL_SHIFT_SPAN = {torch.float32: 60.0, torch.float64: 600.0}
+#: Scores / epsilon inside [-bound, bound] need no shift at all (cosine scores at epsilon 0.05
+#: lie in [-20, 20]): the kernel's entries and sums stay far inside the safe range.
+UNSHIFTED_BOUND = {torch.float32: 30.0, torch.float64: 300.0}
 
 
 def _global_shift(problem: Problem) -> float | None:
@@ -69,7 +72,11 @@ def _global_shift(problem: Problem) -> float | None:
             if prior_low <= 0:  # a prior with zeros always takes the per-row/column shifts
                 return None
             span += math.log(prior_high / prior_low)
-    return shift if span <= GLOBAL_SHIFT_SPAN[problem.dtype] else None
+    if span > GLOBAL_SHIFT_SPAN[problem.dtype]:
+        return None
+    if problem.prior is None and -UNSHIFTED_BOUND[problem.dtype] <= low and high <= UNSHIFTED_BOUND[problem.dtype]:
+        return 0.0
+    return shift
 
 
 class ScalingPath:
@@ -83,19 +90,22 @@ class ScalingPath:
             # Well-scaled scores: one global shift keeps every entry in range, and the per-row and
             # per-column maxima (slow small-axis reductions on the CPU) are not needed; a prior
             # multiplies the kernel instead of adding its logarithm (one pass fewer).
-            kernel = scaled_scores(problem).add_(shift)
+            kernel = scaled_scores(problem)
+            if shift != 0.0:
+                kernel.add_(shift)
             if problem.prior is not None and problem.log_prior:
                 kernel.add_(problem.prior.to(problem.dtype))
             kernel.exp_()
             if problem.prior is not None and not problem.log_prior:
                 kernel.mul_(problem.prior)
+            kernel = layout.view(kernel)
             # row shift 0 and column shift `shift`: scalars broadcast wherever the shifts are used
             self.f0: torch.Tensor | float = 0.0
             self.g0: torch.Tensor | float = shift
             self.a: torch.Tensor | None = None  # all ones until the first row step
         else:
             # Shift columns, then rows, so that every row and every column has maximum exactly 1.
-            kernel = log_kernel(problem)
+            kernel = layout.view(log_kernel(problem))
             g0 = -layout.col_max(kernel)
             kernel.add_(layout.spread(g0))
             f0 = -kernel.amax(-1, keepdim=True)  # >= 0
@@ -174,7 +184,7 @@ class LogPath:
     def __init__(self, problem: Problem, f: torch.Tensor, g: torch.Tensor):
         self.problem = problem
         layout = self.layout = problem.layout
-        self.kernel = log_kernel(problem)
+        self.kernel = layout.view(log_kernel(problem))
         self.f, self.g = f, g  # the layout's row and column shapes
         self.row_mass = None if problem.row_mass is None else layout.rows(problem.row_mass)
         self.log_row_mass: torch.Tensor | float = 0.0 if self.row_mass is None else torch.log(self.row_mass)
@@ -307,7 +317,7 @@ def fixed(problem: Problem, schedule: Schedule) -> Solution:
     for _ in range(schedule.n_iter):
         state.step(state.col_sums(accurate=False), extrema)
     if problem.device_checks:  # no read-back: failures poison the labels instead
-        ok = healthy_tensor(extrema.pair(), problem.dtype)
+        ok = healthy_tensor(extrema.worst()[0], problem.dtype)
         if problem.checks.flags:
             ok = ok & problem.checks.all_passed()
         state.poison(ok)
@@ -316,7 +326,7 @@ def fixed(problem: Problem, schedule: Schedule) -> Solution:
             state.plan(), *potentials, n_iter=schedule.n_iter, converged=None, log_domain=False, backend="torch"
         )
     status = _status(problem)
-    if healthy(*status.read(extrema.pair()), problem.dtype):
+    if healthy(status.read(extrema.worst())[0], problem.dtype):
         potentials = state.potentials()
         return Solution(
             state.plan(), *potentials, n_iter=schedule.n_iter, converged=None, log_domain=False, backend="torch"
@@ -354,8 +364,8 @@ def tolerance(problem: Problem, schedule: Schedule) -> Solution:
         col_sums = state.col_sums(accurate=True)
         if iteration > 0 and (iteration % every == 0 or iteration == max_iter):
             summary, candidate = progress.update(state.col_violation(col_sums), iteration)
-            negative_low, high, remaining, worst, stopped = status.read(extrema.pair(), summary)
-            if not healthy(negative_low, high, problem.dtype):
+            largest, remaining, worst, stopped = status.read(extrema.worst(), summary)
+            if not healthy(largest, problem.dtype):
                 break
             if stopped and problem.dtype != torch.float64:
                 # The float32 measurement is good to ~1e-7; before calling a float32 problem
@@ -396,6 +406,6 @@ def tolerance(problem: Problem, schedule: Schedule) -> Solution:
 def solve(problem: Problem, schedule: Schedule) -> Solution:
     """Solve ``problem`` with plain PyTorch operations on its device."""
     with torch.no_grad():
-        if schedule.fixed:
-            return fixed(problem, schedule)
-        return tolerance(problem, schedule)
+        solution = fixed(problem, schedule) if schedule.fixed else tolerance(problem, schedule)
+    solution.plan = problem.layout.batched(solution.plan)
+    return solution

@@ -26,7 +26,7 @@ import torch
 
 from ._problem import Reducer
 
-__all__ = ["COLUMN_BLOCK", "Dense", "Layout", "Segmented"]
+__all__ = ["COLUMN_BLOCK", "Dense", "Layout", "Segmented", "Segments", "Single"]
 
 #: Rows per block of the float32 column sums (see :func:`_accurate_column_sums`).
 COLUMN_BLOCK = 128
@@ -75,20 +75,45 @@ def _accurate_column_sums(a: torch.Tensor, kernel: torch.Tensor, bias: torch.Ten
 
 
 class Dense:
-    """B problems of N rows each, stored as (B, N, K); the problems of a batch iterate together."""
+    """B problems of N rows each, stored as (B, N, K); the problems of a batch iterate together.
+
+    ``bias=True`` adds the smallest normal number to every sum (a tiny bias that keeps 0/0 out of
+    rows and columns of zero mass); without zero masses (default marginals, no prior) no sum can
+    be 0 short of an overflow, which the health check catches, and the bias is left out.
+    """
 
     #: whether each problem stops on its own in tolerance mode (a batch stops together)
     independent = False
 
-    def __init__(self, batch: int, n_rows: int, n_cols: int, reducer: Reducer | None = None):
+    def __init__(
+        self,
+        batch: int,
+        n_rows: int,
+        n_cols: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        reducer: Reducer | None = None,
+        bias: bool = True,
+    ):
         self.batch, self.n_rows, self.n_cols = batch, n_rows, n_cols
         self.reducer = Reducer() if reducer is None else reducer
+        self._distributed = self.reducer.distributed
+        self._tiny = tiny_bias(dtype, device)
+        self._bias = self._tiny if bias else None
 
     @property
     def n_problems(self) -> int:
         return self.batch
 
     # shapes -------------------------------------------------------------------------------
+    def view(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A (B, N, K) tensor in the layout's own shape: as it is."""
+        return tensor
+
+    def batched(self, plan: torch.Tensor) -> torch.Tensor:
+        """A plan in the layout's shape as (B, N, K): as it is."""
+        return plan
+
     def rows(self, values: torch.Tensor) -> torch.Tensor:
         """(B, N) -> the row-vector shape (B, N, 1)."""
         return values.unsqueeze(-1)
@@ -117,11 +142,14 @@ class Dense:
     def col_sums(self, kernel: torch.Tensor, a: torch.Tensor | None, accurate: bool) -> torch.Tensor:
         """Column sums of diag(a) G per problem, (B, 1, K), over all ranks (``a=None``: all ones)."""
         if a is None:  # every kernel entry is positive: no bias needed
-            return self.reducer.sum(kernel.sum(-2, keepdim=True))
-        bias = tiny_bias(kernel.dtype, kernel.device)
-        if accurate:
-            return self.reducer.sum(_accurate_column_sums(a, kernel, bias))
-        return self.reducer.sum(torch.baddbmm(bias, a.mT, kernel))
+            sums = kernel.sum(-2, keepdim=True)
+        elif accurate:
+            sums = _accurate_column_sums(a, kernel, self._tiny)
+        elif self._bias is None:
+            sums = torch.bmm(a.mT, kernel)
+        else:
+            sums = torch.baddbmm(self._bias, a.mT, kernel)
+        return self.reducer.sum(sums) if self._distributed else sums
 
     def exact_col_sums(self, kernel: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         """Column sums of diag(a) G accumulated in float64, (B, 1, K), over all ranks."""
@@ -129,7 +157,9 @@ class Dense:
 
     def row_sums(self, kernel: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Row sums of G diag(b), (B, N, 1)."""
-        return torch.baddbmm(tiny_bias(kernel.dtype, kernel.device), kernel, b.mT)
+        if self._bias is None:
+            return torch.bmm(kernel, b.mT)
+        return torch.baddbmm(self._bias, kernel, b.mT)
 
     def col_max(self, values: torch.Tensor) -> torch.Tensor:
         """Column maxima per problem (B, 1, K) over all ranks; -inf where a rank holds no rows."""
@@ -145,6 +175,80 @@ class Dense:
         top = self.reducer.max(local)
         if not self.reducer.distributed:
             return top
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+        return top + torch.log(self.reducer.sum(torch.exp(local - top)))
+
+
+class Single(Dense):
+    """One dense problem (B = 1) held as (N, K): row vectors (N, 1), column vectors (K,).
+
+    Matrix-vector products cost a fraction of batched ones per call, which is most of the time
+    of a small problem (SwAV's and CASE's sizes on the CPU).
+    """
+
+    def __init__(
+        self,
+        n_rows: int,
+        n_cols: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        reducer: Reducer | None = None,
+        bias: bool = True,
+    ):
+        super().__init__(1, n_rows, n_cols, dtype, device, reducer, bias)
+        self._bias_vector = self._bias.reshape(1) if bias else None
+
+    def view(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor[0]
+
+    def batched(self, plan: torch.Tensor) -> torch.Tensor:
+        return plan.unsqueeze(0)
+
+    def rows(self, values: torch.Tensor) -> torch.Tensor:
+        """(1, N) -> (N, 1)."""
+        return values.view(-1, 1)
+
+    def cols(self, values: torch.Tensor) -> torch.Tensor:
+        """(1, K) -> (K,)."""
+        return values.view(-1)
+
+    def row_output(self, values: torch.Tensor) -> torch.Tensor:
+        return values.view(1, -1)
+
+    def col_output(self, values: torch.Tensor) -> torch.Tensor:
+        return values.view(1, -1)
+
+    def problem_of_rows(self, per_problem: torch.Tensor) -> torch.Tensor:
+        return per_problem.view(1, 1)
+
+    def col_sums(self, kernel: torch.Tensor, a: torch.Tensor | None, accurate: bool) -> torch.Tensor:
+        if a is None:
+            sums = kernel.sum(0)
+        elif accurate:
+            sums = _accurate_column_sums(a.view(1, -1, 1), kernel.unsqueeze(0), self._tiny).view(-1)
+        elif self._bias is None:
+            sums = torch.mv(kernel.t(), a.view(-1))
+        else:
+            sums = torch.addmv(self._bias_vector, kernel.t(), a.view(-1))
+        return self.reducer.sum(sums) if self._distributed else sums
+
+    def exact_col_sums(self, kernel: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self.reducer.sum((kernel * a).sum(0, dtype=torch.float64))
+
+    def row_sums(self, kernel: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if self._bias is None or kernel.shape[0] == 0:  # (addmv broadcasts its bias over no rows to one)
+            return torch.mv(kernel, b).view(-1, 1)
+        return torch.addmv(self._bias_vector, kernel, b).view(-1, 1)
+
+    def col_max(self, values: torch.Tensor) -> torch.Tensor:
+        local = values.amax(0) if values.shape[0] else values.new_full((values.shape[1],), -math.inf)
+        return self.reducer.max(local)
+
+    def col_lse(self, values: torch.Tensor) -> torch.Tensor:
+        local = torch.logsumexp(values, dim=0)
+        if not self._distributed:
+            return local
+        top = self.reducer.max(local)
         top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
         return top + torch.log(self.reducer.sum(torch.exp(local - top)))
 
@@ -226,6 +330,12 @@ class Segmented:
     def n_problems(self) -> int:
         return self.segments.n_groups
 
+    def view(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+    def batched(self, plan: torch.Tensor) -> torch.Tensor:
+        return plan
+
     def rows(self, values: torch.Tensor) -> torch.Tensor:
         """(N,) -> the row-vector shape (N, 1)."""
         return values.unsqueeze(-1)
@@ -269,4 +379,4 @@ class Segmented:
         return top + torch.log(self.segments.sum(torch.exp(values - self.spread(top))))
 
 
-Layout = Dense | Segmented
+Layout = Dense | Single | Segmented

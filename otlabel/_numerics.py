@@ -27,6 +27,7 @@ __all__ = [
     "Extrema",
     "StatusReader",
     "compute_dtype",
+    "health_limit",
     "healthy",
     "healthy_tensor",
     "log_kernel",
@@ -49,24 +50,29 @@ def safe_range(dtype: torch.dtype) -> tuple[float, float]:
     return lo, 1.0 / lo
 
 
-def healthy(negative_low: float, high: float, dtype: torch.dtype) -> bool:
-    """Whether every recorded sum (given as -min and max) stayed in the safe range (NaN is not)."""
-    lo, hi = safe_range(dtype)
-    return -negative_low >= lo and high <= hi
+def health_limit(dtype: torch.dtype) -> float:
+    """The largest |log(sum)| of a healthy sum: the safe range is [1 / e^limit, e^limit]."""
+    return math.log(safe_range(dtype)[1])
 
 
-def healthy_tensor(extremes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """:func:`healthy` on the device: a 0-d bool tensor from the (-min, max) pair of :class:`Extrema`."""
-    lo, hi = safe_range(dtype)
-    return (extremes[0] <= -lo) & (extremes[1] <= hi)
+def healthy(worst: float, dtype: torch.dtype) -> bool:
+    """Whether every recorded sum stayed in the safe range, given their largest |log| (NaN is not)."""
+    return worst <= health_limit(dtype)
+
+
+def healthy_tensor(worst: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """:func:`healthy` on the device: a 0-d bool tensor, never read back."""
+    return worst <= health_limit(dtype)
 
 
 class Extrema:
-    """The smallest and largest of every sum a scaling path computed, kept as (-min, max).
+    """How far from 1 the sums of a scaling path went: the largest |log(sum)| of all of them.
 
-    Sums are collected as they come and folded into the running pair every ``FOLD`` of them, so
-    that memory does not depend on the number of iterations while a short schedule (SwAV's three
-    iterations: six sums) still costs one concatenation and one reduction in all.
+    The safe range is symmetric in the logarithm, so one number says whether every sum stayed
+    inside it (0 and inf give inf, NaN gives NaN, both unhealthy), and distributed ranks combine
+    it with one max. Sums are collected as they come and folded into the running value every
+    ``FOLD`` of them, so that memory does not depend on the number of iterations while a short
+    schedule (SwAV's three iterations: six sums) still costs one concatenation and one reduction.
     """
 
     FOLD = 16
@@ -75,22 +81,26 @@ class Extrema:
         self._pending: list[torch.Tensor] = []
         self._folded: torch.Tensor | None = None
 
-    def add(self, *sums: torch.Tensor) -> None:
-        self._pending.extend(sums)
-        if len(self._pending) >= self.FOLD:
-            self._folded = self.pair()
+    def add(self, col_sums: torch.Tensor, row_sums: torch.Tensor) -> None:
+        pending = self._pending
+        pending.append(col_sums.reshape(-1))
+        pending.append(row_sums.reshape(-1))
+        if len(pending) >= self.FOLD:
+            self._folded = self.worst()
             self._pending = []
 
-    def pair(self) -> torch.Tensor:
-        """(-min, max) over every sum added so far, as a 2-vector on the sums' device."""
-        parts = [values.reshape(-1) for values in self._pending]
-        if self._folded is not None:
-            parts.append(self._folded * self._folded.new_tensor([-1.0, 1.0]))  # back to (min, max) values
-        values = torch.cat(parts) if len(parts) > 1 else parts[0]
+    def worst(self) -> torch.Tensor:
+        """max |log(sum)| over every sum added so far, as a 1-element tensor on the sums' device."""
+        pending = self._pending
+        if not pending:
+            assert self._folded is not None, "no sum was added"
+            return self._folded
+        values = torch.cat(pending) if len(pending) > 1 else pending[0]
         if values.numel() == 0:  # no rows on this rank of a distributed job: nothing can be unhealthy
-            return values.new_full((2,), -math.inf)
-        low, high = torch.aminmax(values)
-        return torch.stack((-low, high))
+            worst = values.new_zeros(1)
+        else:
+            worst = values.log().abs_().amax().reshape(1)
+        return worst if self._folded is None else torch.maximum(worst, self._folded)
 
 
 class StatusReader:
@@ -107,6 +117,8 @@ class StatusReader:
 
     def read(self, *values: torch.Tensor) -> list[float]:
         checks = self.checks
+        if len(values) == 1 and not checks.flags and not self.reducer.distributed:
+            return values[0].reshape(-1).tolist()
         parts = [v.reshape(-1) for v in values]
         if checks.flags:
             parts.insert(0, checks.as_tensor(self.device))

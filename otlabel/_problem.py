@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
@@ -40,7 +40,7 @@ class Reducer:
 
     def agreement(self) -> Agreement:
         """A context in which the arguments are validated; see :class:`Agreement`."""
-        return Agreement()
+        return _NOTHING_TO_AGREE
 
 
 class Agreement(AbstractContextManager):
@@ -58,8 +58,13 @@ class Agreement(AbstractContextManager):
         return None
 
 
-@dataclass(frozen=True)
-class Schedule:
+#: A single process's agreement holds no state: one instance serves every call.
+_NOTHING_TO_AGREE = Agreement()
+#: The reducer of every single-process call.
+SINGLE_PROCESS = Reducer()
+
+
+class Schedule(NamedTuple):
     """How a problem is iterated. ``tol=None``: the fixed-iteration mode (``n_iter`` iterations);
     otherwise the tolerance mode (until the column violation is at most ``tol``, within
     ``max_iter`` iterations, measured every ``check_every``)."""
@@ -74,7 +79,7 @@ class Schedule:
         return self.tol is None
 
 
-@dataclass
+@dataclass(slots=True)
 class Problem:
     """A validated entropic OT labelling problem in a :mod:`layout <otlabel._layout>`.
 

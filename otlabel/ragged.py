@@ -440,7 +440,7 @@ def _solve_dense(problem: Problem, schedule: Schedule, size: int) -> Solution:
         row_mass=batched(problem.row_mass),
         col_mass=problem.col_mass,
         dtype=problem.dtype,
-        layout=Dense(n_groups, size, n_cols),
+        layout=Dense(n_groups, size, n_cols, problem.dtype, problem.scores.device),
         checks=problem.checks,
         device_checks=problem.device_checks,
         score_range=problem.score_range,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -36,9 +36,9 @@ from ._checks import (
     require_reachable_columns,
     require_reachable_rows,
 )
-from ._layout import Dense
+from ._layout import Dense, Single
 from ._numerics import relative_violation
-from ._problem import Problem, Reducer, Schedule, Solution
+from ._problem import SINGLE_PROCESS, Problem, Reducer, Schedule, Solution
 from .distributed import GroupReducer, gather_rows
 from .errors import ConvergenceWarning, InvalidArgumentError
 
@@ -114,8 +114,7 @@ def _has_zeros(
     return bool(reducer.max(local.to(torch.float32).reshape(1)).item() > 0)
 
 
-@dataclass
-class Call:
+class Call(NamedTuple):
     """A validated call: the problem, its schedule, and how to hand the answer back."""
 
     problem: Problem
@@ -149,7 +148,7 @@ def build_problem(
     passed them and agree on the settings (``backend`` and ``return_info`` included), and only
     then run the checks that need the other ranks' rows (see :mod:`otlabel.distributed`).
     """
-    reducer = Reducer() if process_group is None else GroupReducer(process_group)
+    reducer = SINGLE_PROCESS if process_group is None else GroupReducer(process_group)
     split = reducer.distributed  # the rows are a slice of a global batch
     with reducer.agreement() as agreement:
         scores3, batched, was_numpy = check_scores(scores, allow_no_rows=split)
@@ -222,6 +221,12 @@ def build_problem(
         if split:
             support, rows = gather_rows(reducer.group, support, rows)
         require_feasible_support(support, rows, col_mass, dtype)
+    # zero masses need a tiny bias in every sum (0/0); without a prior or marginals there are none
+    bias = prior is not None or col_marginal is not None or row_marginal is not None
+    if batch == 1:
+        layout = Single(n_rows, n_cols, dtype, scores3.device, reducer, bias)
+    else:
+        layout = Dense(batch, n_rows, n_cols, dtype, scores3.device, reducer, bias)
     problem = Problem(
         scores=scores3.detach(),
         prior=None if prior3 is None else prior3.detach(),
@@ -230,7 +235,7 @@ def build_problem(
         row_mass=row_mass,
         col_mass=col_mass,
         dtype=dtype,
-        layout=Dense(batch, n_rows, n_cols, reducer),
+        layout=layout,
         checks=checks,
         device_checks=checks.device_mode,
         score_range=score_range,
