@@ -66,6 +66,7 @@ __all__ = [
     "require_reachable_rows",
     "to_tensor",
     "value_range",
+    "vector_tensor",
 ]
 
 
@@ -286,7 +287,7 @@ def check_backend(backend: Any) -> str:
     return backend
 
 
-def _vector_tensor(value: Any, name: str, like: torch.Tensor) -> torch.Tensor:
+def vector_tensor(value: Any, name: str, like: torch.Tensor) -> torch.Tensor:
     """A marginal given as a tensor, numpy array or sequence of numbers, as a tensor."""
     if isinstance(value, torch.Tensor):
         if value.device != like.device:
@@ -340,7 +341,7 @@ def check_marginal(
     validated but the sum is left to the caller (a slice of a larger marginal: see
     :func:`normalise_marginal`), and the tensor is returned as given.
     """
-    tensor = _vector_tensor(value, name, like)
+    tensor = vector_tensor(value, name, like)
     if tensor.dim() == 1:
         if tensor.shape[0] != length:
             raise InvalidArgumentError(f"{name} has {tensor.shape[0]} entries but scores have {length_name} = {length}")
@@ -438,12 +439,17 @@ def check_prior(
 
     low, high, known = value_range(tensor3, checks)
     if known is None:
-        finite_high = torch.isfinite(high)
-        checks.require(finite_high & (~torch.isnan(low) if log else torch.isfinite(low)), invalid)
-        if not log:
+        if log:  # NaN reaches both extremes; -inf is allowed (a hard zero), +inf is not
+            checks.require(~torch.isnan(low) & (high < math.inf), invalid)
+        else:
+            checks.require(torch.isfinite(low) & torch.isfinite(high), invalid)
             checks.require(low >= 0, negative)
     else:
-        if not math.isfinite(known[1]) or math.isnan(known[0]) or (not log and not math.isfinite(known[0])):
+        if log:
+            bad = math.isnan(known[0]) or math.isnan(known[1]) or known[1] == math.inf
+        else:
+            bad = not (math.isfinite(known[0]) and math.isfinite(known[1]))
+        if bad:
             raise invalid()
         if not log and known[0] < 0:
             raise negative()

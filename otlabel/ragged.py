@@ -38,6 +38,7 @@ from ._checks import (
     require_reachable_columns,
     require_reachable_rows,
     to_tensor,
+    vector_tensor,
 )
 from ._layout import Dense, Segmented, Segments
 from ._numerics import relative_violation
@@ -170,6 +171,8 @@ def _col_marginal(
 ) -> torch.Tensor:
     if value is None:
         return torch.full((n_groups, n_cols), 1.0 / n_cols, dtype=dtype, device=scores.device)
+    if isinstance(value, (list, tuple)):  # a (nested) sequence: its shape is known once it is an array
+        value = vector_tensor(value, "col_marginal", scores)
     shape = tuple(value.shape) if hasattr(value, "shape") else None
     if shape is not None and len(shape) == 2 and shape != (n_groups, n_cols):
         raise InvalidArgumentError(

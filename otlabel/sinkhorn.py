@@ -125,6 +125,122 @@ class Call(NamedTuple):
     backend: str
 
 
+class _Local(NamedTuple):
+    """The arguments of one call (one rank's part of it) after the checks that need no other rank."""
+
+    scores: torch.Tensor
+    batched: bool
+    was_numpy: bool
+    epsilon: float
+    schedule: Schedule
+    return_info: bool
+    log_prior: bool
+    backend: str
+    checks: DeferredChecks
+    dtype: torch.dtype
+    score_range: tuple[float, float] | None
+    prior: torch.Tensor | None
+    prior_range: tuple[float, float] | None
+    col: torch.Tensor | None
+    row: torch.Tensor | None
+    constrained: bool
+    live_rows: torch.Tensor | None
+    live_cols: torch.Tensor | None
+
+    def fingerprint(self, validate: str) -> tuple[Any, ...]:
+        """What the ranks of a process group must agree on (see ``GroupAgreement.settle``)."""
+        return (
+            self.scores,
+            self.prior,
+            self.epsilon,
+            self.schedule,
+            self.col,
+            self.row,
+            self.checks,
+            self.backend,
+            self.return_info,
+            self.log_prior,
+            validate,
+        )
+
+
+def _check_locally(
+    scores: Any,
+    prior: Any,
+    epsilon: Any,
+    col_marginal: Any,
+    row_marginal: Any,
+    n_iter: Any,
+    tol: Any,
+    max_iter: Any,
+    check_every: Any,
+    backend: Any,
+    return_info: Any,
+    validate: Any,
+    log_prior: Any,
+    *,
+    split: bool,
+) -> _Local:
+    """Every check one rank can make alone (``split``: its rows are a slice of a global batch)."""
+    scores3, batched, was_numpy = check_scores(scores, allow_no_rows=split)
+    epsilon = check_epsilon(epsilon)
+    schedule = check_schedule(n_iter, tol, max_iter, check_every)
+    return_info = check_bool(return_info, "return_info")
+    log_prior = check_bool(log_prior, "log_prior")
+    backend = check_backend(backend)
+    checks = DeferredChecks(device_checks(validate, scores3.device))
+    dtype = compute_dtype(scores3.dtype)
+    batch, n_rows, n_cols = scores3.shape
+    score_range = check_scores_finite(scores3, epsilon, dtype, checks)
+    prior3, prior_range = (
+        (None, None)
+        if prior is None
+        else check_prior(prior, scores3, batched, checks, log=log_prior, check_columns=not split)
+    )
+    if col_marginal is not None:
+        col = check_marginal(col_marginal, "col_marginal", n_cols, "K", batch, batched, scores3, dtype, checks)
+    elif split:  # the ranks compare their marginals
+        col = torch.full((batch, n_cols), 1.0 / n_cols, dtype=dtype, device=scores3.device)
+    else:  # equipartition, built directly as masses later
+        col = None
+    row = (  # a slice of a global row marginal is normalised once every rank's sum is known
+        None
+        if row_marginal is None
+        else check_marginal(
+            row_marginal, "row_marginal", n_rows, "N", batch, batched, scores3, dtype, checks, check_sum=not split
+        )
+    )
+    constrained = prior3 is not None and (col_marginal is not None or row_marginal is not None)
+    live_rows = live_cols = None
+    if constrained:
+        live_rows = torch.ones_like(scores3[..., 0], dtype=torch.bool) if row is None else row > 0
+        live_cols = torch.ones((batch, n_cols), dtype=torch.bool, device=scores3.device) if col is None else col > 0
+        support = prior_support(prior3, log_prior)
+        require_reachable_rows((support & live_cols.unsqueeze(-2)).any(-1), live_rows, checks)
+        if not split:
+            require_reachable_columns((support & live_rows.unsqueeze(-1)).any(-2), live_cols, checks)
+    return _Local(
+        scores3,
+        batched,
+        was_numpy,
+        epsilon,
+        schedule,
+        return_info,
+        log_prior,
+        backend,
+        checks,
+        dtype,
+        score_range,
+        prior3,
+        prior_range,
+        col,
+        row,
+        constrained,
+        live_rows,
+        live_cols,
+    )
+
+
 def build_problem(
     scores: Any,
     prior: Any,
@@ -150,50 +266,20 @@ def build_problem(
     """
     reducer = SINGLE_PROCESS if process_group is None else GroupReducer(process_group)
     split = reducer.distributed  # the rows are a slice of a global batch
-    with reducer.agreement() as agreement:
-        scores3, batched, was_numpy = check_scores(scores, allow_no_rows=split)
-        epsilon = check_epsilon(epsilon)
-        schedule = check_schedule(n_iter, tol, max_iter, check_every)
-        return_info = check_bool(return_info, "return_info")
-        log_prior = check_bool(log_prior, "log_prior")
-        backend = check_backend(backend)
-        checks = DeferredChecks(device_checks(validate, scores3.device))
-        dtype = compute_dtype(scores3.dtype)
-        batch, n_rows, n_cols = scores3.shape
-        score_range = check_scores_finite(scores3, epsilon, dtype, checks)
-        prior3, prior_range = (
-            (None, None)
-            if prior is None
-            else check_prior(prior, scores3, batched, checks, log=log_prior, check_columns=not split)
-        )
-        if col_marginal is not None:
-            col = check_marginal(col_marginal, "col_marginal", n_cols, "K", batch, batched, scores3, dtype, checks)
-        elif split:  # the ranks compare their marginals
-            col = torch.full((batch, n_cols), 1.0 / n_cols, dtype=dtype, device=scores3.device)
-        else:  # equipartition, built directly as masses below
-            col = None
-        row = (  # a slice of a global row marginal is normalised once every rank's sum is known
-            None
-            if row_marginal is None
-            else check_marginal(
-                row_marginal, "row_marginal", n_rows, "N", batch, batched, scores3, dtype, checks, check_sum=not split
-            )
-        )
-        constrained = prior3 is not None and (col_marginal is not None or row_marginal is not None)
-        live_rows = live_cols = support = None
-        if constrained:
-            live_rows = torch.ones_like(scores3[..., 0], dtype=torch.bool) if row is None else row > 0
-            live_cols = torch.ones((batch, n_cols), dtype=torch.bool, device=scores3.device) if col is None else col > 0
-            support = prior_support(prior3, log_prior)
-            require_reachable_rows((support & live_cols.unsqueeze(-2)).any(-1), live_rows, checks)
-            if not split:
-                require_reachable_columns((support & live_rows.unsqueeze(-1)).any(-2), live_cols, checks)
-        agreement.settle(
-            scores3, prior3, epsilon, schedule, col, row, checks, backend, return_info, log_prior, validate
-        )
+    arguments = (scores, prior, epsilon, col_marginal, row_marginal, n_iter, tol, max_iter, check_every)
+    if split:
+        with reducer.agreement() as agreement:
+            local = _check_locally(*arguments, backend, return_info, validate, log_prior, split=True)
+            agreement.settle(*local.fingerprint(validate))
+        n_total = agreement.total_rows
+    else:  # (no context manager: torch.compile traces this path)
+        local = _check_locally(*arguments, backend, return_info, validate, log_prior, split=False)
+        n_total = local.scores.shape[1]
+    scores3, batched, was_numpy, epsilon, schedule, return_info, log_prior, backend, checks = local[:9]
+    dtype, score_range, prior3, prior_range, col, row, constrained, live_rows, live_cols = local[9:]
+    batch, n_rows, n_cols = scores3.shape
     # From here on every rank of a process group is known to take the same branches; what
     # follows up to the Problem only matters for a slice of a global batch (process_group).
-    n_total = agreement.total_rows if split else n_rows
     if row is None:  # every row sums to 1
         row_mass = None
     elif split:

@@ -1,4 +1,5 @@
-"""The library on CUDA tensors: torch backend, deferred validation, auto dispatch, ragged.
+"""The library on CUDA tensors: torch backend, deferred validation, auto dispatch, ragged, and the
+path with no host synchronisation (``validate="device"``: sync debug mode, CUDA graph capture).
 
 Runs only where a GPU is present (the GPU check script, ``benchmarks/gpu_check.sh``); the
 same behaviour on CPU tensors is covered by the rest of the suite.
@@ -10,7 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from otlabel import InvalidArgumentError, sinkhorn, sinkhorn_ragged, sinkhorn_with_prior
+from otlabel import (
+    InvalidArgumentError,
+    colabel,
+    foreground_marginal,
+    gaussian_rank_prior,
+    sinkhorn,
+    sinkhorn_ragged,
+    sinkhorn_with_prior,
+)
 
 from .helpers import cosine_scores, feasible_prior
 
@@ -72,3 +81,76 @@ def test_ragged_on_cuda_equals_cpu(mode):
     cpu = sinkhorn_ragged(scores, ptr, 0.5, **MODES[mode])
     gpu = sinkhorn_ragged(scores.cuda(), ptr.cuda(), 0.5, **MODES[mode])
     torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-9)
+
+
+def _labelling_calls(backend: str) -> list:
+    """Fixed-iteration calls of every public labelling function, validate="device", on CUDA tensors."""
+    generator = torch.Generator(device="cuda").manual_seed(3)
+    scores = torch.randn(4096, 64, device="cuda", generator=generator)
+    fg = torch.rand(4096, device="cuda", generator=generator)
+    levels = torch.linspace(0, 1, 64, device="cuda")
+    fg_labels = (fg > 0.7).float()
+    two_way = torch.stack((scores[:, 0], scores[:, 1]), 1)
+    return [
+        lambda: sinkhorn(scores, 0.05, backend=backend, validate="device"),
+        lambda: sinkhorn(
+            two_way,
+            0.05,
+            col_marginal=foreground_marginal(fg_labels, validate="device"),
+            backend=backend,
+            validate="device",
+        ),
+        lambda: sinkhorn_with_prior(
+            colabel([scores, scores.flip(0)]),
+            gaussian_rank_prior(fg, levels, 0.2, validate="device"),
+            0.05,
+            backend=backend,
+            validate="device",
+        ),
+        lambda: sinkhorn(scores.view(4, 1024, 64), 0.05, n_iter=5, backend=backend, validate="device"),
+    ]
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_device_mode_never_synchronises(backend):
+    if backend == "triton":
+        pytest.importorskip("triton")
+    calls = _labelling_calls(backend)
+    for call in calls:  # warm-up: kernels compiled, caches filled (these may synchronise)
+        call()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        results = [call() for call in calls]
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    for labels in results:
+        assert torch.isfinite(labels).all()
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_a_call_is_captured_in_a_cuda_graph_and_replays_new_inputs(backend):
+    if backend == "triton":
+        pytest.importorskip("triton")
+    generator = torch.Generator(device="cuda").manual_seed(4)
+    static_scores = torch.randn(12000, 16, device="cuda", generator=generator)
+    static_prior = torch.rand(12000, 16, device="cuda", generator=generator) + 0.1
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up on a side stream, as CUDA graphs require
+        for validate in ("host", "device"):  # (device mode runs other kernel variants: compile them now)
+            sinkhorn_with_prior(static_scores, static_prior, 0.05, backend=backend, validate=validate)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):  # validate="auto" turns to device checks while capturing
+        static_labels = sinkhorn_with_prior(static_scores, static_prior, 0.05, backend=backend)
+    for seed in (5, 6):
+        fresh = torch.randn(12000, 16, device="cuda", generator=torch.Generator(device="cuda").manual_seed(seed))
+        static_scores.copy_(fresh)
+        graph.replay()
+        torch.testing.assert_close(
+            static_labels, sinkhorn_with_prior(fresh, static_prior, 0.05, backend=backend), rtol=1e-5, atol=1e-6
+        )
+    static_scores[0, 0] = float("nan")  # bad input inside a graph: NaN labels, never a silent answer
+    graph.replay()
+    assert torch.isnan(static_labels).all()

@@ -397,3 +397,18 @@ def test_peak_bandwidth_lookup():
     assert benchmark.peak_gbps("NVIDIA H100 PCIe") == 2000.0
     assert benchmark.peak_gbps("NVIDIA H200") == 4800.0
     assert benchmark.peak_gbps("Some future GPU") is None
+
+
+@pytest.mark.parametrize("path", ["single", "multi"])
+def test_device_checks_poison_the_labels_instead_of_reading_back(path, request):
+    if path == "multi":
+        request.getfixturevalue("multi_program")
+    scores = scores_of(1, 300, 7)[0]
+    host = sinkhorn(scores, 0.05, backend="triton")
+    device = sinkhorn(scores, 0.05, backend="triton", validate="device")
+    assert_close(device, host)  # log-sum-exp column sums at once: the same labels
+    bad = scores.clone()
+    bad[5, 2] = float("nan")
+    assert torch.isnan(sinkhorn(bad, 0.05, backend="triton", validate="device")).all()
+    with pytest.raises(InvalidArgumentError, match="scores contains NaN"):
+        sinkhorn(bad, 0.05, backend="triton")
