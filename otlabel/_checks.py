@@ -296,7 +296,7 @@ def vector_tensor(value: Any, name: str, like: torch.Tensor) -> torch.Tensor:
             )
         if not (value.dtype.is_floating_point or value.dtype in (torch.int32, torch.int64)):
             raise ArgumentTypeError(f"{name} must hold real numbers, got dtype {value.dtype}")
-        return value
+        return value.detach()
     if isinstance(value, np.ndarray):
         tensor, _ = to_tensor(value, name)
         return tensor.to(like.device)

@@ -26,6 +26,7 @@ import math
 
 import torch
 
+from ._layout import Layout
 from ._numerics import (
     Extrema,
     StatusReader,
@@ -108,8 +109,8 @@ class ScalingPath:
             kernel = layout.view(log_kernel(problem))
             g0 = -layout.col_max(kernel)
             kernel.add_(layout.spread(g0))
-            f0 = -kernel.amax(-1, keepdim=True)  # >= 0
-            kernel.add_(f0).exp_()
+            f0 = -layout.row_max(kernel)  # >= 0
+            kernel.add_(layout.on_kernel(f0)).exp_()
             self.f0, self.g0 = f0, g0
             # The first column step must see the unshifted rows (as the SwAV loop does): undo the
             # row shift in the starting row scaling. exp(-f0) lies in (0, 1], so nothing overflows,
@@ -123,7 +124,8 @@ class ScalingPath:
         self.col_mass = layout.cols(problem.col_mass)
 
     def _ones_rows(self) -> torch.Tensor:
-        return torch.ones(self.kernel.shape[:-1] + (1,), dtype=self.kernel.dtype, device=self.kernel.device)
+        kernel = self.kernel
+        return torch.ones(self.layout.row_shape(kernel), dtype=kernel.dtype, device=kernel.device)
 
     def col_sums(self, accurate: bool) -> torch.Tensor:
         """Column sums of diag(a) G per problem (over all ranks)."""
@@ -165,17 +167,18 @@ class ScalingPath:
 
     def plan(self) -> torch.Tensor:
         """The plan, in place of the kernel; entries never exceed their row's mass (rounding)."""
-        plan = self.kernel if self.a is None else self.kernel.mul_(self.a)
-        plan.mul_(self.layout.spread(self.b))
-        return _clamp_to_row_mass(plan, self.row_mass)
+        layout = self.layout
+        plan = self.kernel if self.a is None else self.kernel.mul_(layout.on_kernel(self.a))
+        plan.mul_(layout.spread(self.b))
+        return _clamp_to_row_mass(plan, self.row_mass, layout)
 
 
-def _clamp_to_row_mass(plan: torch.Tensor, row_mass: torch.Tensor | None) -> torch.Tensor:
+def _clamp_to_row_mass(plan: torch.Tensor, row_mass: torch.Tensor | None, layout: Layout) -> torch.Tensor:
     """An entry of a plan whose row sums to m lies in [0, m]; rounding can overshoot by an ulp
     (a label of 1.0000001), which probabilities downstream must not see."""
     if row_mass is None:
         return plan.clamp_(max=1.0)
-    return torch.minimum(plan, row_mass, out=plan)
+    return torch.minimum(plan, layout.on_kernel(row_mass), out=plan)
 
 
 class LogPath:
@@ -194,12 +197,12 @@ class LogPath:
 
     def col_lse(self) -> torch.Tensor:
         """log of the column sums of exp(L + f) per problem (over all ranks)."""
-        return self.layout.col_lse(self.kernel + self.f)
+        return self.layout.col_lse(self.kernel + self.layout.on_kernel(self.f))
 
     def step(self, col_lse: torch.Tensor, frozen: Frozen | None = None) -> None:
         g = torch.where(self.live_cols, self.log_col_mass - col_lse, -math.inf)
         self.g = g if frozen is None else torch.where(frozen.cols, self.g, g)
-        f = self.log_row_mass - torch.logsumexp(self.kernel + self.layout.spread(self.g), dim=-1, keepdim=True)
+        f = self.log_row_mass - self.layout.row_lse(self.kernel + self.layout.spread(self.g))
         self.f = f if frozen is None else torch.where(frozen.rows, self.f, f)
 
     def infeasible(self) -> torch.Tensor:
@@ -212,10 +215,11 @@ class LogPath:
     def plan(self) -> torch.Tensor:
         """The current plan, rows as a softmax: each row sums to its mass to rounding, however large
         the potentials (exp(L + f + g) would carry their rounding into the row sums)."""
-        plan = torch.softmax(self.kernel + self.layout.spread(self.g), dim=-1)
+        layout = self.layout
+        plan = torch.softmax(self.kernel + layout.spread(self.g), dim=-1)
         if self.row_mass is not None:
-            plan.mul_(self.row_mass)
-        return _clamp_to_row_mass(plan, self.row_mass)
+            plan.mul_(layout.on_kernel(self.row_mass))
+        return _clamp_to_row_mass(plan, self.row_mass, layout)
 
     def col_violation(self, plan: torch.Tensor) -> torch.Tensor:
         """Per-problem column violation of ``plan`` (the plan this path would return)."""
@@ -333,8 +337,10 @@ def fixed(problem: Problem, schedule: Schedule) -> Solution:
         )
     # Replay the same schedule in the log domain from the same (unshifted) start; the first column
     # step sets g.
-    f, g = torch.zeros_like(state.kernel[..., :1]), _cols_tensor(problem, 0.0)
-    del state
+    kernel = state.kernel
+    f = torch.zeros(problem.layout.row_shape(kernel), dtype=kernel.dtype, device=kernel.device)
+    g = _cols_tensor(problem, 0.0)
+    del state, kernel
     log_state = LogPath(problem, f, g)
     for _ in range(schedule.n_iter):
         log_state.step(log_state.col_lse())
@@ -404,8 +410,11 @@ def tolerance(problem: Problem, schedule: Schedule) -> Solution:
 
 
 def solve(problem: Problem, schedule: Schedule) -> Solution:
-    """Solve ``problem`` with plain PyTorch operations on its device."""
-    with torch.no_grad():
-        solution = fixed(problem, schedule) if schedule.fixed else tolerance(problem, schedule)
+    """Solve ``problem`` with plain PyTorch operations on its device.
+
+    Every tensor of a Problem is detached (the entry points see to it), so nothing here is
+    recorded for autograd without a ``no_grad`` context.
+    """
+    solution = fixed(problem, schedule) if schedule.fixed else tolerance(problem, schedule)
     solution.plan = problem.layout.batched(solution.plan)
     return solution

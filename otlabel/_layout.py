@@ -134,6 +134,21 @@ class Dense:
         """A column vector made broadcastable against the (B, N, K) kernel: it already is."""
         return cols
 
+    def on_kernel(self, rows: torch.Tensor) -> torch.Tensor:
+        """A row vector made broadcastable against the kernel: it already is."""
+        return rows
+
+    def row_shape(self, kernel: torch.Tensor) -> tuple[int, ...]:
+        return kernel.shape[:-1] + (1,)
+
+    def row_max(self, values: torch.Tensor) -> torch.Tensor:
+        """Row maxima of a kernel-shaped tensor, as a row vector."""
+        return values.amax(-1, keepdim=True)
+
+    def row_lse(self, values: torch.Tensor) -> torch.Tensor:
+        """Row log-sum-exp of a kernel-shaped tensor, as a row vector."""
+        return torch.logsumexp(values, dim=-1, keepdim=True)
+
     def problem_of_rows(self, per_problem: torch.Tensor) -> torch.Tensor:
         """A per-problem (B,) vector on the rows: (B, 1, 1) broadcasts."""
         return per_problem.reshape(-1, 1, 1)
@@ -180,7 +195,7 @@ class Dense:
 
 
 class Single(Dense):
-    """One dense problem (B = 1) held as (N, K): row vectors (N, 1), column vectors (K,).
+    """One dense problem (B = 1) held as (N, K): row vectors (N,), column vectors (K,).
 
     Matrix-vector products cost a fraction of batched ones per call, which is most of the time
     of a small problem (SwAV's and CASE's sizes on the CPU).
@@ -205,8 +220,20 @@ class Single(Dense):
         return plan.unsqueeze(0)
 
     def rows(self, values: torch.Tensor) -> torch.Tensor:
-        """(1, N) -> (N, 1)."""
-        return values.view(-1, 1)
+        """(1, N) -> (N,)."""
+        return values.view(-1)
+
+    def on_kernel(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows.unsqueeze(-1)
+
+    def row_shape(self, kernel: torch.Tensor) -> tuple[int, ...]:
+        return kernel.shape[:1]
+
+    def row_max(self, values: torch.Tensor) -> torch.Tensor:
+        return values.amax(-1)
+
+    def row_lse(self, values: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(values, dim=-1)
 
     def cols(self, values: torch.Tensor) -> torch.Tensor:
         """(1, K) -> (K,)."""
@@ -219,7 +246,7 @@ class Single(Dense):
         return values.view(1, -1)
 
     def problem_of_rows(self, per_problem: torch.Tensor) -> torch.Tensor:
-        return per_problem.view(1, 1)
+        return per_problem.view(1)
 
     def col_sums(self, kernel: torch.Tensor, a: torch.Tensor | None, accurate: bool) -> torch.Tensor:
         if a is None:
@@ -227,18 +254,18 @@ class Single(Dense):
         elif accurate:
             sums = _accurate_column_sums(a.view(1, -1, 1), kernel.unsqueeze(0), self._tiny).view(-1)
         elif self._bias is None:
-            sums = torch.mv(kernel.t(), a.view(-1))
+            sums = torch.mv(kernel.t(), a)
         else:
-            sums = torch.addmv(self._bias_vector, kernel.t(), a.view(-1))
+            sums = torch.addmv(self._bias_vector, kernel.t(), a)
         return self.reducer.sum(sums) if self._distributed else sums
 
     def exact_col_sums(self, kernel: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return self.reducer.sum((kernel * a).sum(0, dtype=torch.float64))
+        return self.reducer.sum((kernel * a.unsqueeze(-1)).sum(0, dtype=torch.float64))
 
     def row_sums(self, kernel: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if self._bias is None or kernel.shape[0] == 0:  # (addmv broadcasts its bias over no rows to one)
-            return torch.mv(kernel, b).view(-1, 1)
-        return torch.addmv(self._bias_vector, kernel, b).view(-1, 1)
+            return torch.mv(kernel, b)
+        return torch.addmv(self._bias_vector, kernel, b)
 
     def col_max(self, values: torch.Tensor) -> torch.Tensor:
         local = values.amax(0) if values.shape[0] else values.new_full((values.shape[1],), -math.inf)
@@ -358,6 +385,18 @@ class Segmented:
     def problem_of_rows(self, per_problem: torch.Tensor) -> torch.Tensor:
         """A per-group (G,) vector on the rows: (N, 1)."""
         return self.segments.expand(per_problem).unsqueeze(-1)
+
+    def on_kernel(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows
+
+    def row_shape(self, kernel: torch.Tensor) -> tuple[int, ...]:
+        return kernel.shape[:-1] + (1,)
+
+    def row_max(self, values: torch.Tensor) -> torch.Tensor:
+        return values.amax(-1, keepdim=True)
+
+    def row_lse(self, values: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(values, dim=-1, keepdim=True)
 
     def col_sums(self, kernel: torch.Tensor, a: torch.Tensor | None, accurate: bool) -> torch.Tensor:
         return self.segments.sum(kernel, a).add_(self.tiny)

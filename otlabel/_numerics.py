@@ -52,7 +52,7 @@ def safe_range(dtype: torch.dtype) -> tuple[float, float]:
 
 def health_limit(dtype: torch.dtype) -> float:
     """The largest |log(sum)| of a healthy sum: the safe range is [1 / e^limit, e^limit]."""
-    return math.log(safe_range(dtype)[1])
+    return _HEALTH_LIMIT[dtype]
 
 
 def healthy(worst: float, dtype: torch.dtype) -> bool:
@@ -63,6 +63,9 @@ def healthy(worst: float, dtype: torch.dtype) -> bool:
 def healthy_tensor(worst: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """:func:`healthy` on the device: a 0-d bool tensor, never read back."""
     return worst <= health_limit(dtype)
+
+
+_HEALTH_LIMIT = {dtype: math.log(safe_range(dtype)[1]) for dtype in (torch.float32, torch.float64)}
 
 
 class Extrema:
@@ -83,8 +86,8 @@ class Extrema:
 
     def add(self, col_sums: torch.Tensor, row_sums: torch.Tensor) -> None:
         pending = self._pending
-        pending.append(col_sums.reshape(-1))
-        pending.append(row_sums.reshape(-1))
+        pending.append(col_sums if col_sums.dim() == 1 else col_sums.reshape(-1))
+        pending.append(row_sums if row_sums.dim() == 1 else row_sums.reshape(-1))
         if len(pending) >= self.FOLD:
             self._folded = self.worst()
             self._pending = []
@@ -99,7 +102,7 @@ class Extrema:
         if values.numel() == 0:  # no rows on this rank of a distributed job: nothing can be unhealthy
             worst = values.new_zeros(1)
         else:
-            worst = values.log().abs_().amax().reshape(1)
+            worst = values.log().abs_().amax(0, keepdim=True)
         return worst if self._folded is None else torch.maximum(worst, self._folded)
 
 
@@ -118,7 +121,8 @@ class StatusReader:
     def read(self, *values: torch.Tensor) -> list[float]:
         checks = self.checks
         if len(values) == 1 and not checks.flags and not self.reducer.distributed:
-            return values[0].reshape(-1).tolist()
+            value = values[0]
+            return (value if value.dim() == 1 else value.reshape(-1)).tolist()
         parts = [v.reshape(-1) for v in values]
         if checks.flags:
             parts.insert(0, checks.as_tensor(self.device))
