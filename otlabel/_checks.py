@@ -39,6 +39,7 @@ BACKENDS = ("auto", "torch", "triton")
 VALIDATE = ("auto", "host", "device")
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_FLOAT_DTYPE_SET = frozenset(FLOAT_DTYPES)
 
 __all__ = [
     "Array",
@@ -70,21 +71,24 @@ __all__ = [
 ]
 
 
-def in_graph_capture(device: torch.device) -> bool:
-    """Whether the current code is being traced by ``torch.compile`` or captured in a CUDA graph,
-    where nothing may be read back to the host."""
+def in_graph_capture(tensor: torch.Tensor) -> bool:
+    """Whether the current code is being traced by ``torch.compile`` or captured in a CUDA graph
+    (judged for ``tensor``'s device), where nothing may be read back to the host."""
     if torch.compiler.is_compiling():
         return True
-    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    return tensor.is_cuda and torch.cuda.is_current_stream_capturing()
 
 
-def device_checks(validate: Any, device: torch.device) -> bool:
-    """Resolve ``validate`` ("auto", "host" or "device") to whether value checks stay on the device."""
-    if not isinstance(validate, str) or validate not in VALIDATE:
-        raise InvalidArgumentError(f"validate must be one of {VALIDATE}, got {validate!r}")
+def device_checks(validate: Any, like: torch.Tensor) -> bool:
+    """Resolve ``validate`` ("auto", "host" or "device") to whether value checks stay on the device
+    of the tensor ``like``."""
     if validate == "auto":
-        return in_graph_capture(device)
-    return validate == "device"
+        return in_graph_capture(like)
+    if validate == "host":
+        return False
+    if validate == "device":
+        return True
+    raise InvalidArgumentError(f"validate must be one of {VALIDATE}, got {validate!r}")
 
 
 class DeferredChecks:
@@ -154,7 +158,7 @@ def check_scores(scores: Any, name: str = "scores", *, allow_no_rows: bool = Fal
     ``allow_no_rows`` accepts N = 0: a rank of a distributed job may hold no rows of the global batch.
     """
     tensor, was_numpy = to_tensor(scores, name)
-    if tensor.dtype not in FLOAT_DTYPES:
+    if tensor.dtype not in _FLOAT_DTYPE_SET:
         raise ArgumentTypeError(
             f"{name} must be a floating-point tensor (float16, bfloat16, float32 or float64), got {tensor.dtype}"
         )
@@ -186,11 +190,10 @@ def value_range(
     are read at once (the caller checks the numbers); otherwise they stay on the device (the caller
     makes deferred checks of them) and the numbers are None.
     """
-    low, high = torch.aminmax(tensor.detach())
+    low, high = torch.aminmax(tensor)
     if checks.device_mode or tensor.device.type != "cpu":
         return low, high, None
-    low_value, high_value = torch.stack((low, high)).tolist()
-    return low, high, (low_value, high_value)
+    return low, high, (low.item(), high.item())
 
 
 #: |scores| / epsilon must stay below this fraction of the compute dtype's largest number: the

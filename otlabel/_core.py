@@ -413,8 +413,7 @@ def solve(problem: Problem, schedule: Schedule) -> Solution:
     """Solve ``problem`` with plain PyTorch operations on its device.
 
     Every tensor of a Problem is detached (the entry points see to it), so nothing here is
-    recorded for autograd without a ``no_grad`` context.
+    recorded for autograd without a ``no_grad`` context. The plan comes back in the layout's
+    shape ((N, K) for a single problem).
     """
-    solution = fixed(problem, schedule) if schedule.fixed else tolerance(problem, schedule)
-    solution.plan = problem.layout.batched(solution.plan)
-    return solution
+    return fixed(problem, schedule) if schedule.fixed else tolerance(problem, schedule)

@@ -98,8 +98,13 @@ class Dense:
         self.batch, self.n_rows, self.n_cols = batch, n_rows, n_cols
         self.reducer = Reducer() if reducer is None else reducer
         self._distributed = self.reducer.distributed
-        self._tiny = tiny_bias(dtype, device)
-        self._bias = self._tiny if bias else None
+        self._dtype, self._device = dtype, device
+        self._bias = tiny_bias(dtype, device) if bias else None
+
+    @property
+    def _tiny(self) -> torch.Tensor:
+        """The tiny bias, also where sums need none (the accurate column sums add it anyway)."""
+        return self._bias if self._bias is not None else tiny_bias(self._dtype, self._device)
 
     @property
     def n_problems(self) -> int:

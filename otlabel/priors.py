@@ -28,7 +28,7 @@ def _float_input(value: Any, name: str, on_device: bool | None = None) -> tuple[
     if not tensor.dtype.is_floating_point:
         tensor = tensor.to(torch.float64 if was_numpy else torch.get_default_dtype())
     if on_device is None:
-        on_device = device_checks("auto", tensor.device)
+        on_device = device_checks("auto", tensor)
     if not on_device and not bool(torch.isfinite(tensor).all()):
         raise InvalidArgumentError(f"{name} contains NaN or infinite values")
     return tensor, was_numpy, on_device
@@ -82,8 +82,10 @@ def fractional_ranks(values: Array, *, validate: str = "auto") -> Array:
 
 
 def _device_mode(validate: Any, value: Any) -> bool:
-    device = value.device if isinstance(value, torch.Tensor) else torch.device("cpu")
-    return device_checks(validate, device)
+    return device_checks(validate, value if isinstance(value, torch.Tensor) else _CPU_TENSOR)
+
+
+_CPU_TENSOR = torch.empty(0)
 
 
 def gaussian_rank_prior(

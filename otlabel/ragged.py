@@ -287,7 +287,7 @@ def sinkhorn_ragged(
     >>> torch.allclose(Q[:3].sum(0), torch.ones(3, dtype=torch.float64))  # 3 rows / K = 3 per column
     True
     """
-    with autocast_off(scores.device if isinstance(scores, torch.Tensor) else torch.device("cpu")):
+    with autocast_off(scores):
         problem, schedule, was_numpy, dense_size = _build(
             scores,
             ptr,
@@ -341,7 +341,7 @@ def _build(
     return_info = check_bool(return_info, "return_info")
     log_prior = check_bool(log_prior, "log_prior")
     implementation = _check_segments(segments)
-    checks = DeferredChecks(device_checks(validate, scores2.device))
+    checks = DeferredChecks(device_checks(validate, scores2))
     dtype = compute_dtype(scores2.dtype)
     ptr64 = check_ptr(ptr, n_rows, scores2, checks)
     seg = Segments(ptr64, n_rows, implementation, _torch_scatter() if implementation == "torch_scatter" else None)

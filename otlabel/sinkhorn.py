@@ -97,11 +97,15 @@ def check_schedule(n_iter: Any, tol: Any, max_iter: Any, check_every: Any) -> Sc
     return Schedule(n_iter, tol, check_int(max_iter, "max_iter", 1), check_int(check_every, "check_every", 1))
 
 
-def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+def autocast_off(scores: Any) -> contextlib.AbstractContextManager:
     """A context in which autocast does not lower the solver's products to half precision."""
-    if torch.is_autocast_enabled(device.type):
-        return torch.autocast(device.type, enabled=False)
-    return contextlib.nullcontext()
+    device_type = scores.device.type if isinstance(scores, torch.Tensor) else "cpu"
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return _NO_CONTEXT
+
+
+_NO_CONTEXT = contextlib.nullcontext()
 
 
 def _has_zeros(
@@ -188,7 +192,7 @@ def _check_locally(
     return_info = check_bool(return_info, "return_info")
     log_prior = check_bool(log_prior, "log_prior")
     backend = check_backend(backend)
-    checks = DeferredChecks(device_checks(validate, scores3.device))
+    checks = DeferredChecks(device_checks(validate, scores3))
     dtype = compute_dtype(scores3.dtype)
     batch, n_rows, n_cols = scores3.shape
     score_range = check_scores_finite(scores3, epsilon, dtype, checks)
@@ -332,6 +336,7 @@ def build_problem(
 
 
 def _output(tensor: torch.Tensor, batched: bool, was_numpy: bool, dtype: torch.dtype | None = None) -> Array:
+    """A (B, ...) result in the caller's shape, dtype and array type."""
     if not batched:
         tensor = tensor.squeeze(0)
     if dtype is not None and tensor.dtype != dtype:
@@ -339,10 +344,10 @@ def _output(tensor: torch.Tensor, batched: bool, was_numpy: bool, dtype: torch.d
     return tensor.numpy() if was_numpy else tensor
 
 
-def check_representable(plan: torch.Tensor, problem: Problem, dtype: torch.dtype) -> None:
-    """Raise when labels would overflow ``dtype`` (float16 holds up to 65504; an entry never exceeds
+def check_representable(plan: torch.Tensor, problem: Problem) -> None:
+    """Raise when float16 labels would overflow (float16 holds up to 65504; an entry never exceeds
     its row's mass, so only a custom row marginal over more than 65504 rows can get there)."""
-    if dtype != torch.float16 or problem.row_mass is None or problem.device_checks:
+    if problem.row_mass is None or problem.device_checks:
         return
     largest_mass = problem.row_mass.shape[-1] if not problem.reducer.distributed else float("inf")
     limit = torch.finfo(torch.float16).max
@@ -366,8 +371,12 @@ def finish(problem: Problem, schedule: Schedule, solution: Solution, call: Call)
             stacklevel=4,
         )
     plan = solution.plan
-    check_representable(plan, problem, problem.scores.dtype)
-    labels = _output(plan, call.batched, call.was_numpy, problem.scores.dtype)
+    dtype = problem.scores.dtype
+    if dtype == torch.float16:
+        check_representable(plan, problem)
+    if plan.dim() == 2:  # a single problem's layout, (N, K)
+        plan = plan.unsqueeze(0)
+    labels = _output(plan, call.batched, call.was_numpy, dtype)
     if not call.return_info:
         return labels
     # accumulate in float64 so that the reported errors are those of the returned plan,
@@ -392,7 +401,7 @@ def finish(problem: Problem, schedule: Schedule, solution: Solution, call: Call)
 
 def _label(scores: Any, *arguments: Any) -> Array | SinkhornResult:
     """Validate, build, solve, wrap: the body of both dense entry points."""
-    with autocast_off(scores.device if isinstance(scores, torch.Tensor) else torch.device("cpu")):
+    with autocast_off(scores):
         call = build_problem(scores, *arguments)
         problem, schedule = call.problem, call.schedule
         solution = backends.select(call.backend, problem, schedule)(problem, schedule)
