@@ -275,3 +275,13 @@ def test_a_checkpoint_alone_reproduces_the_run_s_predictions(reference_run: Path
     outputs = predict_dataset(model, dataset, cluster_fg, cfg, torch.device("cpu"))
     predictions = detect_dataset(outputs, dataset.class_names, cfg)
     assert json.loads(json.dumps(predictions)) == json.loads((reference_run / "predictions.json").read_text())
+
+
+def test_all_snippets_foreground_does_not_crash_the_labelling(smoke_data: Path, tmp_path: Path) -> None:
+    """``loss.topk_divisor=1`` makes every snippet foreground: Q^C[:, fg] is 1 for every cluster and
+    rounds to 1.0000001, which the rank prior refuses; the run crashed at step 10 (and at the same
+    step again on --resume, runs being deterministic)."""
+    run = tmp_path / "all-foreground"
+    _train(smoke_data, run, "--set", "loss.topk_divisor=1", "--set", "train.steps=12", "--set", "eval.plot_videos=0")
+    assert [r["step"] for r in _log(run)] == list(range(1, 13))
+    assert all(0 <= v <= 1 for r in _log(run) for v in r["QC_fg"])

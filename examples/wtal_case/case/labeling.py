@@ -430,7 +430,10 @@ def label_snippet_clusters(
             # the official code's value for snippet n is the position argsort(-fg)[n]; ranking
             # its negation reproduces that value (up to 1/N) through the same prior function
             all_fg = -torch.argsort(-all_fg).to(scores.dtype)
-        prior = gaussian_rank_prior(all_fg.to(scores.dtype), cluster_fg.to(scores.dtype), cfg.sigma)[mine]
+        # Q^C[:, fg] is a probability, but rounding can leave it at 1.0000001 (every cluster
+        # foreground) or just below 0; otlabel refuses levels outside [0, 1], so hand it exact bounds
+        levels = cluster_fg.to(scores.dtype).clamp(0.0, 1.0)
+        prior = gaussian_rank_prior(all_fg.to(scores.dtype), levels, cfg.sigma)[mine]
     return solve_labels(
         scores,
         epsilon=cfg.epsilon,
