@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -202,6 +203,33 @@ def run_checkpoint(args: argparse.Namespace) -> DetectionMetrics | None:
     return metrics
 
 
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (through links and ``..``; a missing file by its resolved path)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def check_outputs_spare_inputs(outputs: Mapping[str, str | Path], args: argparse.Namespace) -> None:
+    """Refuse to write a file the run reads (``--out g.json`` would silently replace the ground truth)."""
+    inputs = {
+        flag: getattr(args, name)
+        for flag, name in (
+            ("--gt", "gt"),
+            ("--pred", "pred"),
+            ("--ambiguous", "ambiguous"),
+            ("--checkpoint", "checkpoint"),
+            ("--config", "config"),
+        )
+        if getattr(args, name)
+    }
+    for out_flag, out_path in outputs.items():
+        for in_flag, in_path in inputs.items():
+            if _same_file(out_path, in_path):
+                raise ValueError(f"{out_flag} {out_path} is an input ({in_flag} {in_path}); write to another file")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
@@ -222,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if misplaced:
             parser.error(f"{', '.join(misplaced)} only apply with --checkpoint")
     try:
+        if args.out:
+            check_outputs_spare_inputs({"--out": args.out}, args)
         if args.checkpoint is not None:
             metrics = run_checkpoint(args)
             if metrics is None:
