@@ -133,8 +133,13 @@ def test_smoke_run_folder_is_complete_and_the_losses_fall(reference_run: Path) -
     # plots: a Fig. 5-style foreground figure of a test video and the Fig. 4-style entropy curves
     assert (run / "entropy.png").stat().st_size > 0
     assert len(list(run.glob("foreground_*.png"))) == cfg.eval.plot_videos
-    # no temporary files left behind by the atomic writes
+    # no temporary files left behind by the atomic writes, and every file readable as a plain write
+    # leaves it (atomic writes used to make config, checkpoints, predictions, metrics, plots 0600)
     assert not [p for p in run.rglob("*.tmp")]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    modes = {p.relative_to(run).as_posix(): oct(p.stat().st_mode & 0o777) for p in run.rglob("*") if p.is_file()}
+    assert set(modes.values()) == {oct(0o666 & ~umask)}, modes
 
 
 def test_resume_after_a_kill_ends_like_an_uninterrupted_run(
