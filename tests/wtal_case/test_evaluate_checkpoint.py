@@ -168,7 +168,9 @@ def test_bad_requests_fail_clearly(run: Path, tmp_path: Path, capsys: pytest.Cap
     assert code == 2 and "'model' section is fixed by the checkpoint" in err
     code, _, err = evaluate(capsys, "--checkpoint", str(tmp_path / "missing.pt"))
     assert code == 2 and "missing.pt does not exist" in err
-    code, _, err = evaluate(capsys, "--checkpoint", final, "--set", "data.feature_dim=1024")
+    code, _, err = evaluate(
+        capsys, "--checkpoint", final, "--set", "data.source=basnet", "--set", "data.feature_dim=1024"
+    )
     assert code == 2 and "trained on features of width 2048" in err
     code, _, err = evaluate(capsys, "--checkpoint", final, "--gt", str(tmp_path / "none.json"))
     assert code == 2 and "none.json: ground-truth file not found" in err

@@ -39,6 +39,7 @@ from torch import Tensor
 
 from . import checkpoint as ckpt
 from .config import Config, dump_config, to_dict
+from .data.constants import SNIPPET_SECONDS
 from .losses import case_objective, joint_objective, mil_pooling
 from .model import CASEModel
 
@@ -810,7 +811,7 @@ def _plots(outputs: list[dict[str, Any]], gt: dict, cfg: Config, paths: RunPaths
             cluster,
             ground_truth=gt["database"][p["video"]]["annotations"],
             index=p["index"],
-            snippet_seconds=cfg.postprocess.snippet_seconds,
+            snippet_seconds=SNIPPET_SECONDS,
             title=p["video"],
         )
     if cfg.labeling.scc.enabled:

@@ -69,11 +69,7 @@ Method = Literal["ot", "argmax"]
 Form = Literal["soft", "hard"]
 
 
-def _check_solver(section: str, method: str, form: str, epsilon: float, n_iter: int) -> None:
-    if method not in ("ot", "argmax"):
-        raise ValueError(f"{section}.method must be 'ot' or 'argmax', got {method!r}")
-    if form not in ("soft", "hard"):
-        raise ValueError(f"{section}.form must be 'soft' or 'hard', got {form!r}")
+def _check_solver(section: str, epsilon: float, n_iter: int) -> None:
     if not (epsilon > 0 and math.isfinite(epsilon)):
         raise ValueError(f"{section}.epsilon must be a finite number > 0, got {epsilon}")
     if n_iter < 1:
@@ -117,11 +113,7 @@ class SCCConfig:
     n_iter: int = 3
 
     def __post_init__(self) -> None:
-        _check_solver("labeling.scc", self.method, self.form, self.epsilon, self.n_iter)
-        if self.prior not in ("gaussian", "none"):
-            raise ValueError(f"labeling.scc.prior must be 'gaussian' or 'none', got {self.prior!r}")
-        if self.ranking not in ("rank", "argsort"):
-            raise ValueError(f"labeling.scc.ranking must be 'rank' or 'argsort', got {self.ranking!r}")
+        _check_solver("labeling.scc", self.epsilon, self.n_iter)
         if not (self.sigma > 0 and math.isfinite(self.sigma)):
             raise ValueError(f"labeling.scc.sigma must be a finite number > 0, got {self.sigma}")
 
@@ -155,9 +147,7 @@ class CCCConfig:
     n_iter: int = 3
 
     def __post_init__(self) -> None:
-        _check_solver("labeling.ccc", self.method, self.form, self.epsilon, self.n_iter)
-        if self.marginal not in ("estimated", "uniform"):
-            raise ValueError(f"labeling.ccc.marginal must be 'estimated' or 'uniform', got {self.marginal!r}")
+        _check_solver("labeling.ccc", self.epsilon, self.n_iter)
         if not self.temperature > 0:
             raise ValueError(f"labeling.ccc.temperature must be > 0, got {self.temperature}")
 
@@ -184,10 +174,6 @@ class LabelingConfig:
     ccc: CCCConfig = field(default_factory=CCCConfig)
 
     def __post_init__(self) -> None:
-        if self.fusion not in ("logits", "probs"):
-            raise ValueError(f"labeling.fusion must be 'logits' or 'probs', got {self.fusion!r}")
-        if self.scope not in ("global", "local"):
-            raise ValueError(f"labeling.scope must be 'global' or 'local', got {self.scope!r}")
         if self.ccc.enabled and not self.scc.enabled:
             raise ValueError(
                 "labeling.ccc.enabled needs labeling.scc.enabled: clusters are classified from SCC's labels"
@@ -345,6 +331,8 @@ def solve_labels(
     Labels
         This rank's labels and diagnostics computed over all labelled rows (every rank's).
     """
+    if method not in ("ot", "argmax") or form not in ("soft", "hard"):
+        raise ValueError(f"method must be 'ot' or 'argmax' and form 'soft' or 'hard', got {method!r}, {form!r}")
     scores = scores.detach()
     prior = None if prior is None else prior.detach()
     n_cols = scores.shape[-1]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -26,12 +26,13 @@ from .annotations import (
     read_activitynet_gt,
     read_wtalc_annotations,
 )
-from .constants import SNIPPET_SECONDS
+from .constants import SNIPPET_SECONDS, STREAM_DIM
 from .errors import DatasetError, DatasetFileNotFoundError
 from .sampling import SAMPLING_MODES, sample_indices
 from .synthetic import SyntheticConfig, ensure_synthetic
 
-SOURCES = ("synthetic", "basnet", "wtalc")
+Source = Literal["synthetic", "basnet", "wtalc"]
+SOURCES: tuple[str, ...] = get_args(Source)
 SPLITS = ("train", "test")
 
 
@@ -57,30 +58,22 @@ class DataConfig:
         Seed and size of the synthetic set.
     """
 
-    source: str = "synthetic"
+    source: Source = "synthetic"
     root: str = "data/synthetic-thumos14"
     num_segments: int = 750
     feature_dim: int = 2048
     wtalc_name: str = "Thumos14reduced"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
-    def validate(self) -> None:
-        """Raise :class:`DatasetError` naming the field for an invalid value."""
-        if self.source not in SOURCES:
-            raise DatasetError(f"data.source must be one of {SOURCES}, got {self.source!r}")
-        if isinstance(self.num_segments, bool) or not isinstance(self.num_segments, int) or self.num_segments < 1:
-            raise DatasetError(f"data.num_segments must be a positive integer, got {self.num_segments!r}")
-        if (
-            isinstance(self.feature_dim, bool)
-            or not isinstance(self.feature_dim, int)
-            or self.feature_dim < 2
-            or self.feature_dim % 2
-        ):
-            raise DatasetError(
-                f"data.feature_dim must be a positive even integer (RGB + flow), got {self.feature_dim!r}"
+    def __post_init__(self) -> None:
+        if self.num_segments < 1:
+            raise ValueError(f"data.num_segments must be >= 1, got {self.num_segments}")
+        if self.feature_dim < 2 or self.feature_dim % 2:
+            raise ValueError(f"data.feature_dim must be a positive even number (RGB + flow), got {self.feature_dim}")
+        if self.source == "synthetic" and self.feature_dim != 2 * STREAM_DIM:
+            raise ValueError(
+                f"data.feature_dim must be {2 * STREAM_DIM} for the synthetic source, got {self.feature_dim}"
             )
-        if self.source == "synthetic":
-            self.synthetic.validate()
 
 
 class VideoDataset(Dataset):
@@ -416,15 +409,12 @@ def build_dataset(cfg: DataConfig, split: str, sampling: str, seed: int = 0) -> 
     >>> item["features"].shape, item["label"].shape
     (torch.Size([32, 2048]), torch.Size([20]))
     """
-    cfg.validate()
     if split not in SPLITS:
         raise DatasetError(f"split must be one of {SPLITS}, got {split!r}")
     if sampling not in SAMPLING_MODES:
         raise DatasetError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
     root = Path(cfg.root)
     if cfg.source == "synthetic":
-        if cfg.feature_dim != 2048:
-            raise DatasetError(f"data.feature_dim must be 2048 for the synthetic source, got {cfg.feature_dim}")
         ensure_synthetic(cfg.synthetic, root)
         return _basnet(cfg, root, split, sampling, seed)
     if cfg.source == "basnet":
