@@ -166,3 +166,38 @@ def test_default_run_folder_never_reuses_a_run(tmp_path: Path, monkeypatch: pyte
     (tmp_path / "runs" / "synthetic-seed0" / "log.jsonl").write_text("")
     assert default_run_folder("synthetic", 0, resume=False) == Path("runs/synthetic-seed0-2")
     assert default_run_folder("synthetic", 0, resume=True) == Path("runs/synthetic-seed0")
+
+
+def _fields(cls: type, prefix: str = "") -> list[tuple[str, object, type]]:
+    """(dotted key, annotation, owning class) of every field of the configuration tree."""
+    import dataclasses
+    import typing
+
+    found = []
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(hint):
+            found += _fields(hint, key + ".")
+        else:
+            found.append((key, hint, cls))
+    return found
+
+
+def test_one_validation_convention_for_every_section() -> None:
+    """Choices are Literal annotations the loader checks, naming the full key; no section has its own
+    validate() or a second error class (DataConfig had both, PostprocessConfig checked plain strings)."""
+    import typing
+
+    fields = _fields(Config)
+    sections = {cls for _, _, cls in fields}
+    assert not [cls.__name__ for cls in sections if hasattr(cls, "validate")]
+    choices = [(key, hint) for key, hint, _ in fields if typing.get_origin(hint) is typing.Literal]
+    assert {key for key, _ in choices} >= {
+        "data.source", "data.synthetic.dtype", "eval.split", "eval.sampling", "labeling.scc.method",
+        "postprocess.foreground_mode", "postprocess.nms", "postprocess.time_mapping",
+    }  # fmt: skip
+    for key, hint in choices:
+        allowed = ", ".join(repr(a) for a in typing.get_args(hint))
+        with pytest.raises(ConfigError, match=re.escape(f"defaults: {key} must be one of {allowed}, got 'bogus'")):
+            load_config(None, [f"{key}=bogus"])

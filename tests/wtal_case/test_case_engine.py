@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from case.batching import BatchOrder
 from case.checkpoint import load_checkpoint
 from case.config import CONFIG_DIR, load_config
-from case.engine import BatchOrder
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ROOT / "examples" / "wtal_case" / "train.py"
@@ -253,8 +253,8 @@ def test_heldout_selection_uses_training_videos_only(reference_run: Path, smoke_
 
 
 def test_background_loading_gives_the_same_batches(smoke_data: Path, reference_run: Path) -> None:
+    from case.batching import iterate_batches
     from case.data import build_dataset
-    from case.engine import iterate_batches
 
     cfg = load_config(reference_run / "config.yaml")
     dataset = build_dataset(cfg.data, "train", "random", seed=0)
@@ -273,11 +273,12 @@ def test_background_loading_gives_the_same_batches(smoke_data: Path, reference_r
 
 def test_a_checkpoint_alone_reproduces_the_run_s_predictions(reference_run: Path) -> None:
     from case.data import build_dataset
-    from case.engine import detect_dataset, load_trained, predict_dataset
+    from case.inference import detect_dataset, load_for_inference, predict_dataset
 
-    model, cluster_fg, cfg = load_trained(reference_run / "checkpoints" / "final.pt")
+    trained = load_for_inference(reference_run / "checkpoints" / "final.pt")
+    cfg = trained.config
     dataset = build_dataset(cfg.data, cfg.eval.split, cfg.eval.sampling, seed=cfg.train.seed)
-    outputs = predict_dataset(model, dataset, cluster_fg, cfg, torch.device("cpu"))
+    outputs = predict_dataset(trained, dataset, cfg, torch.device("cpu"))
     predictions = detect_dataset(outputs, dataset.class_names, cfg)
     assert json.loads(json.dumps(predictions)) == json.loads((reference_run / "predictions.json").read_text())
 

@@ -46,8 +46,10 @@ from typing import Any
 
 import numpy as np
 
-from . import checkpoint as ckpt
+from .atomic import atomic_write_json, atomic_write_text
 from .config import Config, dump_config, load_config
+from .evaluation import evaluate_checkpoint
+from .trainer import train
 
 __all__ = [
     "AblationError",
@@ -329,8 +331,6 @@ def ensure_trained(cfg: Config, run: Path) -> bool:
     AblationError
         ``run`` holds a run of another configuration.
     """
-    from .engine import train
-
     config_file = run / "config.yaml"
     if config_file.is_file() and config_file.read_text() != dump_config(cfg):
         raise AblationError(
@@ -381,7 +381,7 @@ def ensure_evaluated(cfg: Config, run: Path, modes: Sequence[str]) -> dict[str, 
         results[cfg.postprocess.foreground_mode] = json.loads((run / "metrics.json").read_text())
         missing.remove(cfg.postprocess.foreground_mode)
     if missing:
-        results.update(_evaluate_modes(cfg, run, missing))
+        results.update(_evaluate_modes(run, missing))
     if "H_PS_usage" not in cache or "train_seconds" not in cache:
         log_lines = (run / "log.jsonl").read_text().splitlines()
         entropy, curve = _usage_entropy(log_lines)
@@ -389,25 +389,14 @@ def ensure_evaluated(cfg: Config, run: Path, modes: Sequence[str]) -> dict[str, 
         cache.update(H_PS_usage=entropy, H_PS_curve=curve, train_seconds=float(last.get("seconds", float("nan"))))
     cache["modes"] = results
     if cache != cached:
-        ckpt.atomic_write_json(cache_path, cache)
+        atomic_write_json(cache_path, cache)
     return cache
 
 
-def _evaluate_modes(cfg: Config, run: Path, modes: Sequence[str]) -> dict[str, dict[str, Any]]:
-    from .data import build_dataset
-    from .engine import evaluate_predictions, evaluation_ground_truth, load_for_inference, setup_runtime
-    from .inference import detections, inference_class_names, predict_outputs
-
-    device = setup_runtime(cfg)  # the device and threads the run's own evaluation used
-    trained = load_for_inference(run / "checkpoints" / "final.pt", device)
-    dataset = build_dataset(cfg.data, cfg.eval.split, cfg.eval.sampling, seed=cfg.train.seed)
-    outputs = predict_outputs(trained, dataset, cfg, device)
-    names = inference_class_names(trained, dataset.class_names)
-    gt = evaluation_ground_truth(cfg, dataset)
-    return {
-        mode: evaluate_predictions(gt, detections(outputs, names, cfg, mode), cfg.eval.split, cfg).to_dict()
-        for mode in modes
-    }
+def _evaluate_modes(run: Path, modes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The final checkpoint scored with each foreground mode (one forward pass; the run's own setup)."""
+    scored = evaluate_checkpoint(run / "checkpoints" / "final.pt", modes=modes)
+    return {mode: metrics.to_dict() for mode, metrics in scored.metrics.items()}
 
 
 @dataclass
@@ -482,7 +471,7 @@ def run_ablation(
             raise
         except Exception as err:  # a diverged or broken run must not lose the others
             record.status, record.error = "failed", f"{type(err).__name__}: {err}"
-            ckpt.atomic_write_text(path / "ablation_error.txt", traceback.format_exc())
+            atomic_write_text(path / "ablation_error.txt", traceback.format_exc())
         seconds = time.perf_counter() - started
         if record.status == "trained":
             trained_seconds.append(seconds)
@@ -787,9 +776,9 @@ def write_report(
             "train_seconds": r.result.get("train_seconds"),
         }
     results["wall_seconds"] = wall_seconds
-    ckpt.atomic_write_json(folder / "results.json", results)
+    atomic_write_json(folder / "results.json", results)
     report = folder / "report.md"
-    ckpt.atomic_write_text(report, "\n".join(lines).rstrip() + "\n")
+    atomic_write_text(report, "\n".join(lines).rstrip() + "\n")
     return report
 
 

@@ -43,6 +43,7 @@ from typing import Any, Literal
 import yaml
 
 from .data import DataConfig
+from .errors import ConfigError
 from .labeling import LabelingConfig
 from .losses import LossConfig
 from .metrics import DEFAULT_TIOU_THRESHOLDS
@@ -59,6 +60,7 @@ __all__ = [
     "from_dict",
     "to_dict",
     "apply_overrides",
+    "config_differences",
     "dump_config",
     "CONFIG_DIR",
 ]
@@ -71,10 +73,6 @@ MAX_SEED = 2**32 - 1
 
 #: A decimal number as a user writes it: 1e-4, 5E+3, .5, -2.5e-3 (YAML 1.1 reads some as strings).
 _DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
-
-
-class ConfigError(ValueError):
-    """A configuration file or override is malformed; the message names the key and the source."""
 
 
 @dataclass
@@ -325,6 +323,25 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, Mapping):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``"key: old -> new"`` for every value that differs between two configurations as plain data.
+
+    Examples
+    --------
+    >>> config_differences({"optim": {"lr": 0.1, "betas": [0.9, 0.99]}}, {"optim": {"lr": 0.5, "betas": [0.9, 0.99]}})
+    ['optim.lr: 0.1 -> 0.5']
+    """
+    found = []
+    for key in list(old) + [k for k in new if k not in old]:
+        path = f"{prefix}.{key}" if prefix else str(key)
+        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            found += config_differences(a, b, path)
+        elif a != b:
+            found.append(f"{path}: {a!r} -> {b!r}")
+    return found
 
 
 def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:

@@ -50,14 +50,13 @@ from torch import Tensor
 
 from otlabel import colabel, foreground_marginal, gaussian_rank_prior, hard_labels, sinkhorn, sinkhorn_with_prior
 
+from .distributed import gather_rows, world
+
 __all__ = [
     "SCCConfig",
     "CCCConfig",
     "LabelingConfig",
     "Labels",
-    "world",
-    "gather_rows",
-    "global_sum",
     "solve_labels",
     "label_snippet_clusters",
     "label_cluster_classes",
@@ -199,46 +198,6 @@ class Labels:
     entropy: float
     row_error: float
     col_error: float
-
-
-# --------------------------------------------------------------------------- distributed
-
-
-def world(scope: str = "global") -> tuple[int, int]:
-    """(rank, world size) that labelling spans: (0, 1) unless ``scope="global"`` under DDP."""
-    if scope == "global" and dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def gather_rows(tensor: Tensor, scope: str) -> tuple[Tensor, slice]:
-    """Concatenate every rank's rows (rank order) and say which rows are this rank's.
-
-    Every rank must pass the same number of rows (the engine's sampler guarantees equal
-    per-rank batches). Without a process group, or with ``scope="local"``, it returns the
-    tensor itself and ``slice(None)``.
-    """
-    rank, size = world(scope)
-    if size == 1:
-        return tensor, slice(None)
-    parts = [torch.empty_like(tensor) for _ in range(size)]
-    dist.all_gather(parts, tensor.contiguous())
-    n = tensor.shape[0]
-    return torch.cat(parts, dim=0), slice(rank * n, (rank + 1) * n)
-
-
-def global_sum(tensor: Tensor, scope: str) -> Tensor:
-    """Sum ``tensor`` over the ranks, differentiably (identity without a process group).
-
-    Used for the cluster and F&B prototypes (Eq. 4–5), which are sums over all snippets of
-    the batch: the backward pass sums the incoming gradients over the ranks, so that after
-    DDP's gradient averaging the update equals one process on the global batch.
-    """
-    if world(scope)[1] == 1:
-        return tensor
-    from torch.distributed.nn.functional import all_reduce
-
-    return all_reduce(tensor)
 
 
 # --------------------------------------------------------------------------- solving

@@ -31,13 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .labeling import (
-    LabelingConfig,
-    global_sum,
-    label_cluster_classes,
-    label_snippet_clusters,
-    usage_entropy,
-)
+from .distributed import global_sum
+from .labeling import LabelingConfig, label_cluster_classes, label_snippet_clusters, usage_entropy
 from .model import StreamOutput
 
 __all__ = [

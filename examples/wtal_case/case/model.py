@@ -162,6 +162,11 @@ class CASEModel(nn.Module):
             raise ValueError(f"feature_dim must be even (RGB half, flow half), got {feature_dim}")
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if cfg.num_classes is not None and cfg.num_classes != num_classes:
+            raise ValueError(
+                f"model.num_classes is {cfg.num_classes} but the data set has {num_classes} classes; "
+                "fix the config or leave model.num_classes unset"
+            )
         self.feature_dim = feature_dim
         self.num_classes = num_classes
         self.num_clusters = cfg.num_clusters

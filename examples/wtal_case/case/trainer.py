@@ -1,0 +1,404 @@
+"""Training CASE: from a configuration to a finished run folder (:mod:`case.runfolder`).
+
+:func:`train` reads in six sections:
+
+1. **Check everything** that can be checked before the first step, and before a run folder
+   exists (:func:`prepare_run`): the device, both splits' files (streamed through: present,
+   shapes, finite values), the annotations training and scoring need, the batch size
+   against the videos, ``eval.ambiguous``. A mistake ends here, with nothing to clean up.
+2. **The run folder**: locked, and either new or resumed with the same configuration.
+3. **Model, optimiser** and the checkpoint to resume from (the latest readable one).
+4. **Training**: one step is :func:`train_step`, the paper's Eq. 14; periodic checkpoints,
+   the held-out model selection (:func:`case.evaluation.valid_one_epoch`), the log.
+5. **The final checkpoint.**
+6. **Evaluation** of the final (or selected) checkpoint on ``eval.split`` through the one
+   evaluation path (:func:`case.evaluation.evaluate_checkpoint`, which ``evaluate.py
+   --checkpoint`` and the ablation use too): ``predictions.json``, ``metrics.json``, plots.
+
+Determinism: the model is initialised from ``train.seed`` and the data order and sampling
+are pure functions of it (:mod:`case.batching`), so a run resumed from a checkpoint ends on
+the CPU with the same weights and metrics as an uninterrupted one.
+
+Distributed: under ``torchrun`` each rank takes an equal slice of every global batch, the
+model is wrapped in DDP, and with ``labeling.scope="global"`` the OT problems are solved over
+the global batch on every rank (:mod:`case.distributed`); rank 0 writes the run folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import checkpoint as ckpt
+from . import viz
+from .atomic import atomic_write_json
+from .batching import BatchOrder, VideoSubset, iterate_batches, split_heldout
+from .config import Config, ConfigError, to_dict
+from .data import DatasetError, VideoDataset, build_dataset
+from .data.constants import SNIPPET_SECONDS
+from .distributed import Distributed, mean_over_ranks, setup_runtime
+from .errors import RunFolderError, RunWarning
+from .evaluation import evaluate_checkpoint, has_annotations, valid_one_epoch
+from .inference import TrainedModel
+from .losses import StepOutput, case_objective, joint_objective
+from .metrics import load_ambiguous, write_metrics
+from .model import CASEModel
+from .postprocess import foreground_for_testing
+from .runfolder import RunFolder, RunPaths
+
+__all__ = ["RunInputs", "prepare_run", "train_step", "train"]
+
+#: Q^C[:, fg] before the first cluster classification: equal levels make the prior flat.
+INITIAL_CLUSTER_FG = 0.5
+
+
+@dataclass
+class RunInputs:
+    """Everything a run reads, checked (:func:`prepare_run`).
+
+    Attributes
+    ----------
+    device : torch.device
+    class_names : list of str
+    train_set : dataset
+        The videos training draws batches from (the training split less any held-out slice).
+    order : BatchOrder
+        This rank's data order over ``train_set``.
+    evaluated : VideoDataset
+        The ``eval.split`` data set, sampled as ``eval.sampling``.
+    heldout : tuple or None
+        (data set, video indices, ground truth) of the held-out slice (``train.select="heldout"``).
+    """
+
+    device: torch.device
+    class_names: list[str]
+    train_set: Any
+    order: BatchOrder
+    evaluated: VideoDataset
+    heldout: tuple[VideoDataset, list[int], dict[str, Any]] | None
+
+
+def prepare_run(cfg: Config, env: Distributed) -> RunInputs:
+    """Section 1: check the machine, the data and every setting that depends on them.
+
+    Streams once through every feature file of both splits (a few seconds at THUMOS14
+    scale) so that a NaN, an infinity or an absurd magnitude is named with its file now
+    rather than found by otlabel in the middle of training.
+
+    Raises
+    ------
+    ConfigError
+        A setting the machine or the data cannot honour (``train.device``,
+        ``model.num_classes``, ``train.batch_size``, ``eval.ambiguous``).
+    DatasetError
+        A data file that is missing or malformed; no annotated video to train on or to score.
+    DetectionFileError
+        A malformed ``eval.ambiguous`` file.
+    """
+    device = setup_runtime(cfg.train.device, cfg.train.threads, env)
+    seed = cfg.train.seed
+    full_train = build_dataset(cfg.data, "train", "random", seed=seed)
+    if cfg.eval.split == "train":
+        evaluated = full_train.with_sampling(cfg.eval.sampling)
+    else:
+        evaluated = build_dataset(cfg.data, cfg.eval.split, cfg.eval.sampling, seed=seed)
+        evaluated.verify()
+    full_train.verify()
+    if not has_annotations(full_train.ground_truth()):
+        raise DatasetError(
+            f"{cfg.data.root}: none of the {len(full_train)} training videos has an annotation: nothing to learn from"
+        )
+    if not has_annotations(evaluated.ground_truth()):
+        raise DatasetError(
+            f"{cfg.data.root}: none of the {len(evaluated)} videos of eval.split {cfg.eval.split!r} has an "
+            "annotation to score against (evaluate.py --checkpoint predicts on videos without any)"
+        )
+    class_names = list(full_train.class_names)
+    if cfg.model.num_classes is not None and cfg.model.num_classes != len(class_names):
+        raise ConfigError(
+            f"model.num_classes is {cfg.model.num_classes} but the data set has {len(class_names)} classes; "
+            "fix the config or leave model.num_classes unset"
+        )
+    if cfg.eval.ambiguous is not None:
+        try:
+            load_ambiguous(cfg.eval.ambiguous)
+        except FileNotFoundError:
+            raise ConfigError(f"eval.ambiguous: file {cfg.eval.ambiguous} not found") from None
+    train_set: Any = full_train
+    heldout = None
+    if cfg.train.select == "heldout":
+        train_idx, held_idx = split_heldout(len(full_train), cfg.train.heldout_fraction, seed)
+        train_set = VideoSubset(full_train, train_idx)
+        held_set = full_train.with_sampling(cfg.eval.sampling)
+        held_videos = {held_set.videos[i] for i in held_idx}
+        database = held_set.ground_truth()["database"]
+        held_gt = {"database": {v: e for v, e in database.items() if v in held_videos}}
+        heldout = (held_set, held_idx, held_gt)
+    try:
+        order = BatchOrder(len(train_set), cfg.train.batch_size, seed, env.rank, env.world)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return RunInputs(device, class_names, train_set, order, evaluated, heldout)
+
+
+def train_step(
+    net: torch.nn.Module,
+    batch: dict[str, Any],
+    cluster_fg: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    cfg: Config,
+    device: torch.device,
+) -> StepOutput:
+    """One optimiser step on the paper's Eq. 14, L = L_cls + L_att + λ_S·L_S + λ_C·L_C.
+
+    :func:`case.losses.case_objective` computes the four terms, solving the step's two
+    labelling problems (SCC's Q^S with the rank prior of Q^C[:, fg] = ``cluster_fg``, and
+    CCC's Q^C) on the way; the returned ``cluster_fg`` feeds the next step's prior.
+    """
+    net.train()
+    outputs = net(batch["features"].to(device, non_blocking=True))
+    result = case_objective(outputs, batch["label"].to(device), cluster_fg, cfg.loss, cfg.labeling)
+    if not torch.isfinite(result.loss):
+        raise FloatingPointError(f"the loss is not finite ({result.parts}); lower optim.lr")
+    optimizer.zero_grad(set_to_none=True)
+    result.loss.backward()
+    optimizer.step()
+    return result
+
+
+def _checkpoint_state(
+    model: CASEModel,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    cluster_fg: torch.Tensor,
+    order: BatchOrder,
+    cfg: Config,
+    class_names: list[str],
+    best: dict[str, Any],
+) -> dict[str, Any]:
+    """What a checkpoint holds (:data:`case.checkpoint.REQUIRED_KEYS`)."""
+    return {
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "cluster_fg": cluster_fg.detach().cpu(),
+        "rng": ckpt.rng_state(),
+        "data_order": order.state(step),
+        "config": to_dict(cfg),
+        "class_names": class_names,  # what each classifier output means
+        "best": best,  # the held-out selection so far
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _warn(message: str) -> None:
+    warnings.warn(RunWarning(message), stacklevel=2)
+
+
+def train(cfg: Config, out: str | Path, resume: bool = False) -> dict[str, Any] | None:
+    """Train CASE as ``cfg`` says, then evaluate on ``eval.split``; everything lands in ``out``.
+
+    Parameters
+    ----------
+    cfg : Config
+    out : path
+        The run folder (created; an existing non-empty one needs ``resume=True``).
+    resume : bool
+        Continue from the latest readable checkpoint in ``out`` (a finished run is only re-evaluated).
+
+    Returns
+    -------
+    dict or None
+        On the main process, ``{"metrics": {...}, "steps": int, "seconds": float}`` (and
+        ``"selected_step"`` with held-out selection); None elsewhere.
+
+    Raises
+    ------
+    ConfigError, DatasetError, DetectionFileError, RunFolderError
+        Before the first step (and before any run folder is made, except for the last).
+    """
+    env = Distributed.setup(cfg.train.device)
+    try:
+        return _train(cfg, RunPaths(Path(out)), resume, env)
+    finally:
+        env.teardown()
+
+
+def _train(cfg: Config, paths: RunPaths, resume: bool, env: Distributed) -> dict[str, Any] | None:
+    started = time.perf_counter()
+
+    # 1. Check everything that can be checked before the first step (no run folder yet).
+    inputs = prepare_run(cfg, env)
+    device, class_names, order = inputs.device, inputs.class_names, inputs.order
+
+    # 2. The run folder: locked, and new or resumed with the same configuration (rank 0 writes it).
+    opened = RunFolder.open(paths, cfg, resume) if env.main else contextlib.nullcontext()
+    with opened as folder:
+        # 3. Model, optimiser, and the checkpoint to resume from.
+        torch.manual_seed(cfg.train.seed)
+        np.random.seed(cfg.train.seed)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        model = CASEModel(cfg.data.feature_dim, len(class_names), cfg.model).to(device)
+        optimizer = torch.optim.Adam(
+            model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
+        )
+        cluster_fg = torch.full((cfg.model.num_clusters,), INITIAL_CLUSTER_FG, device=device)
+        step, best, finished = 0, {"score": -math.inf, "step": None}, False
+        if resume:
+            found = ckpt.load_latest(paths.checkpoints, device, skipped=_warn if env.main else None)
+            if found is not None:
+                path, state = found
+                RunFolder.check_same_config(state["config"], cfg, str(path))
+                if state["data_order"] != order.state(state["step"]):
+                    raise RunFolderError(
+                        f"{path}: its data order {state['data_order']} does not match this run's "
+                        f"{order.state(state['step'])}"
+                    )
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                cluster_fg = state["cluster_fg"].to(device)
+                step, best, finished = int(state["step"]), state["best"], path.name == "final.pt"
+                ckpt.set_rng_state(state["rng"])
+            elif env.main and ckpt.resume_candidates(paths.checkpoints):
+                _warn(f"no checkpoint in {paths.checkpoints} reads back whole: training restarts from step 0")
+        if env.main:
+            folder.write_config(cfg)
+            folder.truncate_log(step)
+        env.barrier()
+
+        # 4. Training: one step = Eq. 14 (train_step); checkpoints, held-out selection, log.
+        net: torch.nn.Module = model
+        if env.world > 1:
+            net = torch.nn.parallel.DistributedDataParallel(
+                model,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=not cfg.labeling.scc.enabled,
+            )
+
+        def save(name: str) -> None:
+            state = _checkpoint_state(model, optimizer, step, cluster_fg, order, cfg, class_names, best)
+            ckpt.save_checkpoint(paths.checkpoints / name, state)
+
+        bar = tqdm(
+            total=cfg.train.steps,
+            initial=step,
+            disable=not (env.main and cfg.train.progress),
+            desc="train",
+            dynamic_ncols=True,
+        )
+        log = paths.log.open("a", encoding="utf-8") if env.main else None
+        try:
+            for batch in iterate_batches(inputs.train_set, order, step, cfg.train.steps, cfg.train.num_workers):
+                epoch, _ = order.position(step)
+                try:
+                    result = train_step(net, batch, cluster_fg, optimizer, cfg, device)
+                except FloatingPointError as err:
+                    raise FloatingPointError(f"step {step + 1}: {err}") from None
+                if result.cluster_fg is not None:
+                    cluster_fg = result.cluster_fg
+                step += 1
+                parts = mean_over_ranks(result.parts, device)
+                if env.main:
+                    bar.update(1)
+                    total = float(joint_objective(parts, cfg.loss))
+                    bar.set_postfix(loss=f"{total:.4f}", refresh=False)
+                    if step % cfg.train.log_every == 0 or step == cfg.train.steps:
+                        record = {"step": step, "epoch": epoch, "loss": total, **parts}
+                        record.update({k: _jsonable(v) for k, v in result.diagnostics.items()})
+                        record["seconds"] = round(time.perf_counter() - started, 3)
+                        log.write(json.dumps(record) + "\n")
+                        log.flush()
+                if inputs.heldout is not None and (step % cfg.train.eval_every == 0 or step == cfg.train.steps):
+                    if env.main:
+                        held_set, held_idx, held_gt = inputs.heldout
+                        trained = TrainedModel(model, cluster_fg, cfg, class_names, step)
+                        scored = valid_one_epoch(
+                            trained, held_set, cfg, device, ground_truth=held_gt, subset="train", indices=held_idx
+                        )
+                        score = scored.metrics[cfg.postprocess.foreground_mode].average
+                        if score > best["score"]:
+                            best = {"score": score, "step": step}
+                            save("best.pt")
+                if step < cfg.train.steps and cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
+                    if env.main:
+                        save(f"step_{step:06d}.pt")
+                        ckpt.prune_checkpoints(paths.checkpoints, cfg.train.keep_checkpoints)
+                    env.barrier()
+
+            # 5. The final checkpoint (a resume from final.pt trained nothing and keeps it).
+            if env.main and not finished:
+                save("final.pt")
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
+        env.barrier()
+        if not env.main:
+            return None
+
+        # 6. Evaluation of the final (or held-out selected) checkpoint: the one evaluation path.
+        chosen = "best.pt" if inputs.heldout is not None and best["step"] is not None else "final.pt"
+        ground_truth = inputs.evaluated.ground_truth()
+        drawn: list[dict[str, Any]] = []
+        evaluation = evaluate_checkpoint(
+            paths.checkpoints / chosen,
+            device=device,
+            dataset=inputs.evaluated,
+            observe=_first_annotated(drawn, ground_truth, cfg.eval.plot_videos),
+        )
+        mode = cfg.postprocess.foreground_mode
+        metrics = evaluation.metrics[mode]
+        atomic_write_json(paths.predictions, evaluation.predictions[mode])
+        write_metrics(paths.metrics, metrics)
+        _plot(drawn, ground_truth, cfg, paths)
+    summary = {"metrics": metrics.to_dict(), "steps": step, "seconds": round(time.perf_counter() - started, 2)}
+    if inputs.heldout is not None:
+        summary["selected_step"] = best["step"]
+    return summary
+
+
+def _first_annotated(
+    drawn: list[dict[str, Any]], ground_truth: dict[str, Any], limit: int
+) -> Callable[[dict[str, Any]], None]:
+    """An observer that keeps the model outputs of the first ``limit`` videos with annotations."""
+
+    def observe(output: dict[str, Any]) -> None:
+        if len(drawn) < limit and ground_truth["database"].get(output["video"], {}).get("annotations"):
+            drawn.append(output)
+
+    return observe
+
+
+def _plot(outputs: list[dict[str, Any]], gt: dict[str, Any], cfg: Config, paths: RunPaths) -> None:
+    """Fig. 5-style foreground plots of a few test videos and Fig. 4-style entropy curves."""
+    for p in outputs:
+        cluster = None
+        if cfg.labeling.ccc.enabled:  # without CCC, Q^C never leaves its flat start: no P^T to draw
+            cluster = foreground_for_testing(p["attention"], p["cluster_probs"], p["cluster_fg"], mode="cluster")
+        viz.plot_foreground(
+            paths.root / f"foreground_{p['video']}.png",
+            p["attention"],
+            cluster,
+            ground_truth=gt["database"][p["video"]]["annotations"],
+            index=p["index"],
+            snippet_seconds=SNIPPET_SECONDS,
+            title=p["video"],
+        )
+    if cfg.labeling.scc.enabled:
+        viz.plot_entropy_curves(paths.root / "entropy.png", paths.log)
