@@ -201,3 +201,15 @@ def test_one_validation_convention_for_every_section() -> None:
         allowed = ", ".join(repr(a) for a in typing.get_args(hint))
         with pytest.raises(ConfigError, match=re.escape(f"defaults: {key} must be one of {allowed}, got 'bogus'")):
             load_config(None, [f"{key}=bogus"])
+
+
+def test_no_float_setting_takes_nan_or_an_infinity() -> None:
+    """An infinite weight decay, cosine temperature or CCC temperature used to be accepted (each
+    check was `> 0` or `>= 0`, which inf passes) and turned the first step's loss into NaN."""
+    floats = [(key, hint) for key, hint, _ in _fields(Config) if "float" in str(hint)]
+    assert len(floats) > 20
+    for key, hint in floats:
+        for value in (".nan", ".inf", "-.inf"):
+            written = f"[{value}, 0.5]" if "tuple" in str(hint) or "list" in str(hint) else value
+            with pytest.raises(ConfigError, match=re.escape(key)):
+                load_config(None, [f"{key}={written}"])

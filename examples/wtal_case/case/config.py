@@ -86,8 +86,8 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"optim.lr must be a finite number > 0, got {self.lr}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"optim.weight_decay must be a finite number >= 0, got {self.weight_decay}")
         if not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"optim.betas must lie in [0, 1), got {list(self.betas)}")
 

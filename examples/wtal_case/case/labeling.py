@@ -147,8 +147,8 @@ class CCCConfig:
 
     def __post_init__(self) -> None:
         _check_solver("labeling.ccc", self.epsilon, self.n_iter)
-        if not self.temperature > 0:
-            raise ValueError(f"labeling.ccc.temperature must be > 0, got {self.temperature}")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ValueError(f"labeling.ccc.temperature must be a finite number > 0, got {self.temperature}")
 
 
 @dataclass
