@@ -227,3 +227,15 @@ def test_a_second_process_is_refused_and_a_dead_holder_s_lock_is_stale(data: Pat
     assert third.returncode == 0, third.stderr[-3000:]
     assert f"stale lock of pid {first.pid}" in third.stderr and "taken over" in third.stderr
     assert (out / "metrics.json").exists() and not (out / "run.lock").exists()
+
+
+def test_a_run_killed_while_writing_its_first_file_can_start_again(data: Path, tmp_path: Path) -> None:
+    """A kill inside an atomic write leaves its temporary file; that alone used to make the folder
+    "hold files" and refuse the rerun."""
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / ".config.yaml.k1ll3d.tmp").write_text("train: {steps: ")
+    (out / "checkpoints" / ".step_000002.pt.k1ll3d.tmp").write_bytes(b"PK")
+    result = _train(data, out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not list(out.rglob("*.tmp")) and (out / "metrics.json").exists()

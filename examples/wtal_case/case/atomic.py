@@ -18,7 +18,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "remove_temporaries"]
+
+#: A write of ``name`` goes through ``.<name>.<random>.tmp`` beside it.
+_SUFFIX = ".tmp"
 
 
 def _plain_write_mode(path: Path) -> int:
@@ -31,12 +34,27 @@ def _plain_write_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that writes killed mid-way left in ``folder``; return them.
+
+    Only for a folder no one else writes to (a locked run folder): a live writer's temporary
+    file would go too.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    left = [p for p in folder.iterdir() if p.is_file() and p.name.startswith(".") and p.name.endswith(_SUFFIX)]
+    for path in left:
+        path.unlink(missing_ok=True)
+    return left
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = _plain_write_mode(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)

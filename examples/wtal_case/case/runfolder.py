@@ -37,7 +37,7 @@ try:
 except ImportError:  # not POSIX: the lock record alone decides (see RunLock)
     fcntl = None
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, remove_temporaries
 from .config import Config, config_differences, dump_config
 from .errors import RunFolderError, RunWarning
 
@@ -246,7 +246,9 @@ class RunFolder:
         self.lock.release()
 
     def _check(self, cfg: Config, resume: bool) -> None:
-        held = [p for p in self.paths.root.iterdir() if p.name != LOCK_NAME]
+        for folder in (self.paths.root, self.paths.checkpoints):  # writes a kill cut short; we hold the lock
+            remove_temporaries(folder)
+        held = [p for p in self.paths.root.rglob("*") if p.is_file() and p != self.paths.lock]
         if held and not resume:
             raise RunFolderError(
                 f"run folder {self.paths.root} already holds files; pass --resume to continue that run, "
