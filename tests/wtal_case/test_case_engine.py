@@ -181,6 +181,10 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(
     assert torch.equal(resumed["cluster_fg"], reference["cluster_fg"])
     strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]  # noqa: E731
     assert strip(_log(run)) == strip(_log(reference_run))
+    # the log rewritten on resume (and every other file) keeps the mode a plain write gives
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert {oct(p.stat().st_mode & 0o777) for p in run.rglob("*") if p.is_file()} == {oct(0o666 & ~umask)}
 
 
 def test_resuming_a_finished_run_only_re_evaluates(reference_run: Path, smoke_data: Path, tmp_path: Path) -> None:
