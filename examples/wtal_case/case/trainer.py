@@ -32,7 +32,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,7 @@ from .model import CASEModel
 from .postprocess import foreground_for_testing
 from .runfolder import RunFolder, RunPaths
 
-__all__ = ["RunInputs", "prepare_run", "train_step", "train"]
+__all__ = ["RunInputs", "TrainingState", "prepare_run", "train_step", "train"]
 
 #: Q^C[:, fg] before the first cluster classification: equal levels make the prior flat.
 INITIAL_CLUSTER_FG = 0.5
@@ -177,28 +177,30 @@ def train_step(
     return result
 
 
-def _checkpoint_state(
-    model: CASEModel,
-    optimizer: torch.optim.Optimizer,
-    step: int,
-    cluster_fg: torch.Tensor,
-    order: BatchOrder,
-    cfg: Config,
-    class_names: list[str],
-    best: dict[str, Any],
-) -> dict[str, Any]:
-    """What a checkpoint holds (:data:`case.checkpoint.REQUIRED_KEYS`)."""
-    return {
-        "step": step,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "cluster_fg": cluster_fg.detach().cpu(),
-        "rng": ckpt.rng_state(),
-        "data_order": order.state(step),
-        "config": to_dict(cfg),
-        "class_names": class_names,  # what each classifier output means
-        "best": best,  # the held-out selection so far
-    }
+@dataclass
+class TrainingState:
+    """What training carries from step to step, and what a checkpoint saves of it."""
+
+    model: CASEModel
+    optimizer: torch.optim.Optimizer
+    cluster_fg: torch.Tensor  # Q^C[:, fg] of the last cluster classification: the next step's prior levels
+    step: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"score": -math.inf, "step": None})  # held-out selection
+    finished: bool = False  # resumed from final.pt: nothing left to train
+
+    def checkpoint(self, order: BatchOrder, cfg: Config, class_names: list[str]) -> dict[str, Any]:
+        """What a checkpoint holds (:data:`case.checkpoint.REQUIRED_KEYS`)."""
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "cluster_fg": self.cluster_fg.detach().cpu(),
+            "rng": ckpt.rng_state(),
+            "data_order": order.state(self.step),
+            "config": to_dict(cfg),
+            "class_names": class_names,  # what each classifier output means
+            "best": self.best,
+        }
 
 
 def _jsonable(value: Any) -> Any:
@@ -245,132 +247,149 @@ def _train(cfg: Config, paths: RunPaths, resume: bool, env: Distributed) -> dict
 
     # 1. Check everything that can be checked before the first step (no run folder yet).
     inputs = prepare_run(cfg, env)
-    device, class_names, order = inputs.device, inputs.class_names, inputs.order
 
     # 2. The run folder: locked, and new or resumed with the same configuration (rank 0 writes it).
-    opened = RunFolder.open(paths, cfg, resume) if env.main else contextlib.nullcontext()
-    with opened as folder:
+    with RunFolder.open(paths, cfg, resume) if env.main else contextlib.nullcontext() as folder:
         # 3. Model, optimiser, and the checkpoint to resume from.
-        torch.manual_seed(cfg.train.seed)
-        np.random.seed(cfg.train.seed)
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        model = CASEModel(cfg.data.feature_dim, len(class_names), cfg.model).to(device)
-        optimizer = torch.optim.Adam(
-            model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
-        )
-        cluster_fg = torch.full((cfg.model.num_clusters,), INITIAL_CLUSTER_FG, device=device)
-        step, best, finished = 0, {"score": -math.inf, "step": None}, False
-        if resume:
-            found = ckpt.load_latest(paths.checkpoints, device, skipped=_warn if env.main else None)
-            if found is not None:
-                path, state = found
-                RunFolder.check_same_config(state["config"], cfg, str(path))
-                if state["data_order"] != order.state(state["step"]):
-                    raise RunFolderError(
-                        f"{path}: its data order {state['data_order']} does not match this run's "
-                        f"{order.state(state['step'])}"
-                    )
-                model.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
-                cluster_fg = state["cluster_fg"].to(device)
-                step, best, finished = int(state["step"]), state["best"], path.name == "final.pt"
-                ckpt.set_rng_state(state["rng"])
-            elif env.main and ckpt.resume_candidates(paths.checkpoints):
-                _warn(f"no checkpoint in {paths.checkpoints} reads back whole: training restarts from step 0")
+        state = _start(cfg, inputs, paths, resume, env)
         if env.main:
             folder.write_config(cfg)
-            folder.truncate_log(step)
+            folder.truncate_log(state.step)
         env.barrier()
 
-        # 4. Training: one step = Eq. 14 (train_step); checkpoints, held-out selection, log.
-        net: torch.nn.Module = model
-        if env.world > 1:
-            net = torch.nn.parallel.DistributedDataParallel(
-                model,
-                device_ids=[device.index] if device.type == "cuda" else None,
-                find_unused_parameters=not cfg.labeling.scc.enabled,
-            )
-
-        def save(name: str) -> None:
-            state = _checkpoint_state(model, optimizer, step, cluster_fg, order, cfg, class_names, best)
-            ckpt.save_checkpoint(paths.checkpoints / name, state)
-
-        bar = tqdm(
-            total=cfg.train.steps,
-            initial=step,
-            disable=not (env.main and cfg.train.progress),
-            desc="train",
-            dynamic_ncols=True,
-        )
-        log = paths.log.open("a", encoding="utf-8") if env.main else None
-        try:
-            for batch in iterate_batches(inputs.train_set, order, step, cfg.train.steps, cfg.train.num_workers):
-                epoch, _ = order.position(step)
-                try:
-                    result = train_step(net, batch, cluster_fg, optimizer, cfg, device)
-                except FloatingPointError as err:
-                    raise FloatingPointError(f"step {step + 1}: {err}") from None
-                if result.cluster_fg is not None:
-                    cluster_fg = result.cluster_fg
-                step += 1
-                parts = mean_over_ranks(result.parts, device)
-                if env.main:
-                    bar.update(1)
-                    total = float(joint_objective(parts, cfg.loss))
-                    bar.set_postfix(loss=f"{total:.4f}", refresh=False)
-                    if step % cfg.train.log_every == 0 or step == cfg.train.steps:
-                        record = {"step": step, "epoch": epoch, "loss": total, **parts}
-                        record.update({k: _jsonable(v) for k, v in result.diagnostics.items()})
-                        record["seconds"] = round(time.perf_counter() - started, 3)
-                        log.write(json.dumps(record) + "\n")
-                        log.flush()
-                if inputs.heldout is not None and (step % cfg.train.eval_every == 0 or step == cfg.train.steps):
-                    if env.main:
-                        held_set, held_idx, held_gt = inputs.heldout
-                        trained = TrainedModel(model, cluster_fg, cfg, class_names, step)
-                        scored = valid_one_epoch(
-                            trained, held_set, cfg, device, ground_truth=held_gt, subset="train", indices=held_idx
-                        )
-                        score = scored.metrics[cfg.postprocess.foreground_mode].average
-                        if score > best["score"]:
-                            best = {"score": score, "step": step}
-                            save("best.pt")
-                if step < cfg.train.steps and cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
-                    if env.main:
-                        save(f"step_{step:06d}.pt")
-                        ckpt.prune_checkpoints(paths.checkpoints, cfg.train.keep_checkpoints)
-                    env.barrier()
-
-            # 5. The final checkpoint (a resume from final.pt trained nothing and keeps it).
-            if env.main and not finished:
-                save("final.pt")
-        finally:
-            bar.close()
-            if log is not None:
-                log.close()
+        # 4-5. Training (one step = Eq. 14, train_step) and the final checkpoint.
+        _train_steps(cfg, inputs, state, paths, env, started)
         env.barrier()
         if not env.main:
             return None
 
         # 6. Evaluation of the final (or held-out selected) checkpoint: the one evaluation path.
-        chosen = "best.pt" if inputs.heldout is not None and best["step"] is not None else "final.pt"
-        ground_truth = inputs.evaluated.ground_truth()
-        drawn: list[dict[str, Any]] = []
-        evaluation = evaluate_checkpoint(
-            paths.checkpoints / chosen,
-            device=device,
-            dataset=inputs.evaluated,
-            observe=_first_annotated(drawn, ground_truth, cfg.eval.plot_videos),
-        )
-        mode = cfg.postprocess.foreground_mode
-        metrics = evaluation.metrics[mode]
-        atomic_write_json(paths.predictions, evaluation.predictions[mode])
-        write_metrics(paths.metrics, metrics)
-        _plot(drawn, ground_truth, cfg, paths)
-    summary = {"metrics": metrics.to_dict(), "steps": step, "seconds": round(time.perf_counter() - started, 2)}
+        chosen = "best.pt" if inputs.heldout is not None and state.best["step"] is not None else "final.pt"
+        metrics = _evaluate(paths.checkpoints / chosen, cfg, inputs, paths)
+    summary = {"metrics": metrics, "steps": state.step, "seconds": round(time.perf_counter() - started, 2)}
     if inputs.heldout is not None:
-        summary["selected_step"] = best["step"]
+        summary["selected_step"] = state.best["step"]
     return summary
+
+
+def _start(cfg: Config, inputs: RunInputs, paths: RunPaths, resume: bool, env: Distributed) -> TrainingState:
+    """Section 3: a seeded model and optimiser, restored from the latest readable checkpoint on resume."""
+    torch.manual_seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    model = CASEModel(cfg.data.feature_dim, len(inputs.class_names), cfg.model).to(inputs.device)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
+    )
+    state = TrainingState(
+        model, optimizer, torch.full((cfg.model.num_clusters,), INITIAL_CLUSTER_FG, device=inputs.device)
+    )
+    if not resume:
+        return state
+    found = ckpt.load_latest(paths.checkpoints, inputs.device, skipped=_warn if env.main else None)
+    if found is None:
+        if env.main and ckpt.resume_candidates(paths.checkpoints):
+            _warn(f"no checkpoint in {paths.checkpoints} reads back whole: training restarts from step 0")
+        return state
+    path, saved = found
+    RunFolder.check_same_config(saved["config"], cfg, str(path))
+    if saved["data_order"] != inputs.order.state(saved["step"]):
+        raise RunFolderError(
+            f"{path}: its data order {saved['data_order']} does not match this run's "
+            f"{inputs.order.state(saved['step'])}"
+        )
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    ckpt.set_rng_state(saved["rng"])
+    state.cluster_fg = saved["cluster_fg"].to(inputs.device)
+    state.step, state.best, state.finished = int(saved["step"]), saved["best"], path.name == "final.pt"
+    return state
+
+
+def _train_steps(
+    cfg: Config, inputs: RunInputs, state: TrainingState, paths: RunPaths, env: Distributed, started: float
+) -> None:
+    """Sections 4 and 5: the steps left, with the log, periodic checkpoints and held-out selection; final.pt."""
+    device, train = inputs.device, cfg.train
+    net: torch.nn.Module = state.model
+    if env.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            state.model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=not cfg.labeling.scc.enabled,
+        )
+
+    def save(name: str) -> None:
+        ckpt.save_checkpoint(paths.checkpoints / name, state.checkpoint(inputs.order, cfg, inputs.class_names))
+
+    bar = tqdm(
+        total=train.steps,
+        initial=state.step,
+        disable=not (env.main and train.progress),
+        desc="train",
+        dynamic_ncols=True,
+    )
+    log = paths.log.open("a", encoding="utf-8") if env.main else None
+    try:
+        for batch in iterate_batches(inputs.train_set, inputs.order, state.step, train.steps, train.num_workers):
+            epoch, _ = inputs.order.position(state.step)
+            try:
+                result = train_step(net, batch, state.cluster_fg, state.optimizer, cfg, device)
+            except FloatingPointError as err:
+                raise FloatingPointError(f"step {state.step + 1}: {err}") from None
+            if result.cluster_fg is not None:
+                state.cluster_fg = result.cluster_fg
+            state.step += 1
+            step = state.step
+            parts = mean_over_ranks(result.parts, device)
+            if env.main:
+                bar.update(1)
+                total = float(joint_objective(parts, cfg.loss))
+                bar.set_postfix(loss=f"{total:.4f}", refresh=False)
+                if step % train.log_every == 0 or step == train.steps:
+                    record = {"step": step, "epoch": epoch, "loss": total, **parts}
+                    record.update({k: _jsonable(v) for k, v in result.diagnostics.items()})
+                    record["seconds"] = round(time.perf_counter() - started, 3)
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+            if inputs.heldout is not None and (step % train.eval_every == 0 or step == train.steps) and env.main:
+                held_set, held_idx, held_gt = inputs.heldout
+                trained = TrainedModel(state.model, state.cluster_fg, cfg, inputs.class_names, step)
+                scored = valid_one_epoch(
+                    trained, held_set, cfg, device, ground_truth=held_gt, subset="train", indices=held_idx
+                )
+                score = scored.metrics[cfg.postprocess.foreground_mode].average
+                if score > state.best["score"]:
+                    state.best = {"score": score, "step": step}
+                    save("best.pt")
+            if step < train.steps and train.checkpoint_every and step % train.checkpoint_every == 0:
+                if env.main:
+                    save(f"step_{step:06d}.pt")
+                    ckpt.prune_checkpoints(paths.checkpoints, train.keep_checkpoints)
+                env.barrier()
+        if env.main and not state.finished:  # a resume from final.pt trained nothing and keeps it
+            save("final.pt")
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+
+
+def _evaluate(checkpoint: Path, cfg: Config, inputs: RunInputs, paths: RunPaths) -> dict[str, Any]:
+    """Section 6: ``predictions.json``, ``metrics.json`` and the plots of ``checkpoint`` on ``eval.split``."""
+    ground_truth = inputs.evaluated.ground_truth()
+    drawn: list[dict[str, Any]] = []
+    evaluation = evaluate_checkpoint(
+        checkpoint,
+        device=inputs.device,
+        dataset=inputs.evaluated,
+        observe=_first_annotated(drawn, ground_truth, cfg.eval.plot_videos),
+    )
+    mode = cfg.postprocess.foreground_mode
+    atomic_write_json(paths.predictions, evaluation.predictions[mode])
+    write_metrics(paths.metrics, evaluation.metrics[mode])
+    _plot(drawn, ground_truth, cfg, paths)
+    return evaluation.metrics[mode].to_dict()
 
 
 def _first_annotated(
