@@ -88,12 +88,13 @@ def _process_start(pid: int) -> str | None:
 
 
 def _alive(holder: Mapping[str, Any]) -> bool:
-    """Whether the process a lock record names still runs (a process on another host is assumed to)."""
-    if holder.get("host") != socket.gethostname():
-        return True
+    """Whether the process a lock record names still runs (a process on another host is assumed to;
+    a record without a pid was cut short by a kill)."""
     pid = holder.get("pid")
     if not isinstance(pid, int) or pid <= 0:
         return False
+    if holder.get("host") != socket.gethostname():
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -184,7 +185,7 @@ class RunLock:
         try:
             record = json.loads(os.pread(fd, 4096, 0).decode("utf-8") or "{}")
         except (ValueError, UnicodeDecodeError):
-            return {"pid": "?", "host": "?", "since": "?"}  # cut short by a kill mid-write
+            return {"pid": None, "host": None, "since": None}  # cut short by a kill mid-write
         return record if isinstance(record, dict) else {}
 
     def release(self) -> None:
@@ -246,6 +247,8 @@ class RunFolder:
         self.lock.release()
 
     def _check(self, cfg: Config, resume: bool) -> None:
+        if self.paths.checkpoints.exists() and not self.paths.checkpoints.is_dir():
+            raise RunFolderError(f"{self.paths.checkpoints} is a file, not the run's checkpoint folder")
         for folder in (self.paths.root, self.paths.checkpoints):  # writes a kill cut short; we hold the lock
             remove_temporaries(folder)
         held = [p for p in self.paths.root.rglob("*") if p.is_file() and p != self.paths.lock]
