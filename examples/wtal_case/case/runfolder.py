@@ -115,8 +115,10 @@ class RunLock:
     The lock is an exclusive ``flock`` on that file, which the kernel releases when the
     holder dies however it dies, so a lock left by a killed process is found stale at once
     (and the takeover is reported). Where the file system cannot ``flock`` (some network
-    mounts, or a system without it), the record alone decides: a holder on this host whose process is gone is stale,
-    one on another host is assumed alive. :meth:`release` (on any normal exit) removes the file.
+    mounts, or a system without it), the record alone decides: a holder on this host whose
+    process is gone is stale, one on another host is assumed alive (two processes starting at
+    the same instant are not told apart there). :meth:`release` (on any normal exit) removes
+    the file.
     """
 
     def __init__(self, path: Path) -> None:
@@ -176,14 +178,16 @@ class RunLock:
                 stacklevel=2,
             )
         os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(self._record()) + "\n").encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, (json.dumps(self._record()) + "\n").encode())
         os.fsync(fd)
         self._fd = fd
 
     @staticmethod
     def _read(fd: int) -> dict[str, Any]:
         try:
-            record = json.loads(os.pread(fd, 4096, 0).decode("utf-8") or "{}")
+            os.lseek(fd, 0, os.SEEK_SET)
+            record = json.loads(os.read(fd, 4096).decode("utf-8") or "{}")
         except (ValueError, UnicodeDecodeError):
             return {"pid": None, "host": None, "since": None}  # cut short by a kill mid-write
         return record if isinstance(record, dict) else {}
