@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 from _common import median, time_call, write_json  # noqa: E402
 from case_reference import official_ot  # noqa: E402
 
+from case.batching import load_batch  # noqa: E402
 from case.config import load_config  # noqa: E402
-from case.engine import build_model, load_batch  # noqa: E402
 from case.labeling import label_cluster_classes, label_snippet_clusters  # noqa: E402
 from case.losses import (  # noqa: E402
     calibrated_cas,
@@ -51,6 +51,7 @@ from case.losses import (  # noqa: E402
     topk_count,
     topk_foreground_labels,
 )
+from case.model import CASEModel  # noqa: E402
 
 BATCH, SNIPPETS, FEATURES, CLASSES, CLUSTERS = 16, 750, 2048, 20, 16
 
@@ -104,7 +105,7 @@ def main() -> None:
         from case.data import build_dataset
 
         dataset = build_dataset(cfg.data, "train", "random", seed=0)
-        model = build_model(cfg, len(dataset.class_names))
+        model = CASEModel(cfg.data.feature_dim, len(dataset.class_names), cfg.model)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         cluster_fg = torch.linspace(0.05, 0.95, cfg.model.num_clusters)
         device = torch.device("cpu")

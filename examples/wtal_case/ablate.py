@@ -36,8 +36,9 @@ from case.ablation import (  # noqa: E402
     run_path,
     write_report,
 )
-from case.checkpoint import atomic_write_json  # noqa: E402
-from case.config import CONFIG_DIR, ConfigError  # noqa: E402
+from case.atomic import atomic_write_json  # noqa: E402
+from case.config import CONFIG_DIR, load_config  # noqa: E402
+from case.errors import SETUP_ERRORS, ConfigError, one_line_warnings  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -68,6 +69,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_seeds(config: str, seeds: list[int], overrides: list[str]) -> None:
+    """Every seed is one ``train.seed`` can take, and none is listed twice (it would count twice)."""
+    for position, seed in enumerate(seeds):
+        if seed in seeds[:position]:
+            raise ConfigError(f"--seeds lists {seed} twice")
+        load_config(config, [*overrides, f"train.seed={seed}"])
+
+
 def _command(argv: list[str]) -> str:
     return "python examples/wtal_case/ablate.py" + "".join(f" {shlex.quote(a)}" for a in argv)
 
@@ -78,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     try:
         tables, variants, modes = plan(args.tables, args.variants)
-    except AblationError as err:
+        check_seeds(args.config, args.seeds, args.set)
+    except (AblationError, ConfigError) as err:
         print(f"ablate.py: error: {err}", file=sys.stderr)
         return 2
     if args.list:
@@ -116,18 +126,19 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     try:
-        tables, records = run_ablation(
-            args.config,
-            out,
-            args.seeds,
-            tables=args.tables,
-            variants=args.variants,
-            overrides=args.set,
-            train_missing=not args.report_only,
-            log=lambda line: print(line, flush=True),
-            on_run=record_training,
-        )
-    except (AblationError, ConfigError) as err:
+        with one_line_warnings("ablate.py"):
+            tables, records = run_ablation(
+                args.config,
+                out,
+                args.seeds,
+                tables=args.tables,
+                variants=args.variants,
+                overrides=args.set,
+                train_missing=not args.report_only,
+                log=lambda line: print(line, flush=True),
+                on_run=record_training,
+            )
+    except (AblationError, *SETUP_ERRORS) as err:
         print(f"ablate.py: error: {err}", file=sys.stderr)
         return 2
     seconds = time.time() - started

@@ -27,18 +27,20 @@ scores as above; otherwise it only writes the predictions.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the `case` package beside this file
 
+from case.atomic import atomic_write_json  # noqa: E402
+from case.errors import SETUP_ERRORS, one_line_warnings  # noqa: E402
+from case.evaluation import evaluate_checkpoint  # noqa: E402
 from case.metrics import (  # noqa: E402
     DEFAULT_TIOU_THRESHOLDS,
-    DetectionFileError,
     DetectionMetrics,
     evaluate_detection,
     format_metrics,
@@ -146,60 +148,72 @@ def default_eval_dir(checkpoint: Path, config: str | None, split: str) -> Path:
     return run / f"eval-{checkpoint.stem}-{Path(config).stem if config else 'run'}-{split}"
 
 
-def _read_ground_truth(path: str) -> Mapping[str, Any]:
-    try:
-        gt = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DetectionFileError(f"{path}: ground-truth file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DetectionFileError(f"{path}: cannot read ground truth ({exc})") from None
-    if not (isinstance(gt, Mapping) and isinstance(gt.get("database"), Mapping)):
-        raise DetectionFileError(f"{path}: expected a 'database' object mapping video names to their entries")
-    return gt
-
-
 def run_checkpoint(args: argparse.Namespace) -> DetectionMetrics | None:
     """``--checkpoint``: predict on the data set, write predictions (and metrics when there is ground truth).
 
-    Returns the metrics, or None when the data set has no annotation and no ``--gt`` is given.
-    Progress notes go to stderr (stdout stays one JSON object with ``--json``).
+    One call of the evaluation path that ``train.py`` and the ablation use
+    (:func:`case.evaluation.evaluate_checkpoint`). Returns the metrics, or None when the data
+    set has no annotation and no ``--gt`` is given. Progress notes go to stderr (stdout stays
+    one JSON object with ``--json``).
     """
-    from case import checkpoint as ckpt
-    from case.data import build_dataset
-    from case.engine import evaluate_predictions, load_for_inference, predict_dataset, setup_runtime
-    from case.inference import detections, inference_class_names, inference_config
-
     checkpoint = Path(args.checkpoint)
-    trained = load_for_inference(checkpoint, "cpu")
-    overrides = list(args.set) + ([f"train.device={args.device}"] if args.device else [])
-    cfg = inference_config(trained.config, args.config, overrides)
-    if args.tiou is not None:
-        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, tiou=list(args.tiou)))
-    if args.ambiguous is not None:
-        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, ambiguous=args.ambiguous))
-    device = setup_runtime(cfg)
-    trained = dataclasses.replace(trained, model=trained.model.to(device), cluster_fg=trained.cluster_fg.to(device))
-
-    split = cfg.eval.split
-    dataset = build_dataset(cfg.data, split, cfg.eval.sampling, seed=cfg.train.seed)
-    class_names = inference_class_names(trained, dataset.class_names)
-    # one pass over the videos: each output is post-processed as it comes
-    outputs = predict_dataset(trained.model, dataset, trained.cluster_fg, cfg, device)
-    predictions = detections(outputs, class_names, cfg)
+    overrides = list(args.set)
+    # the flags as overrides (values as JSON, which YAML reads back exactly, paths included)
+    for key, value in (("train.device", args.device), ("eval.tiou", args.tiou), ("eval.ambiguous", args.ambiguous)):
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    if args.eval_dir:
+        check_outputs_spare_inputs(_eval_files(Path(args.eval_dir)), args)
+    result = evaluate_checkpoint(
+        checkpoint, config=args.config, overrides=overrides, ground_truth=args.gt, subset=args.subset
+    )
+    split = result.config.eval.split
     out_dir = Path(args.eval_dir) if args.eval_dir else default_eval_dir(checkpoint, args.config, split)
-    ckpt.atomic_write_json(out_dir / "predictions.json", predictions)
-    own = dataset.ground_truth()
-    gt = _read_ground_truth(args.gt) if args.gt else own
-    bare = sum(1 for e in own["database"].values() if not e["annotations"])
-    note = f"predictions for {len(dataset)} {split} videos ({bare} without ground truth): {out_dir}/predictions.json"
-    if not args.gt and bare == len(own["database"]):  # no annotation in the data set
+    check_outputs_spare_inputs(_eval_files(out_dir), args)
+    mode = result.config.postprocess.foreground_mode
+    atomic_write_json(out_dir / "predictions.json", result.predictions[mode])
+    bare = sum(1 for e in result.dataset.ground_truth()["database"].values() if not e["annotations"])
+    note = f"predictions for {len(result.dataset)} {split} videos ({bare} without ground truth)"
+    note += f": {out_dir}/predictions.json"
+    if not result.metrics:  # no annotation in the data set, and no --gt
         print(f"{note}; no annotation in the data set: nothing to evaluate", file=sys.stderr)
         return None
     args.subset = args.subset or split
-    metrics = evaluate_predictions(gt, predictions, args.subset, cfg)
-    write_metrics(out_dir / "metrics.json", metrics)
+    write_metrics(out_dir / "metrics.json", result.metrics[mode])
     print(f"{note}; metrics: {out_dir}/metrics.json", file=sys.stderr)
-    return metrics
+    return result.metrics[mode]
+
+
+def _eval_files(out_dir: Path) -> list[tuple[str, Path]]:
+    """What ``--checkpoint`` writes, with the flag that chose where."""
+    return [("--eval-dir", out_dir / "predictions.json"), ("--eval-dir", out_dir / "metrics.json")]
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (through links and ``..``; a missing file by its resolved path)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def check_outputs_spare_inputs(outputs: Iterable[tuple[str, str | Path]], args: argparse.Namespace) -> None:
+    """Refuse to write a file the run reads (``--out g.json`` would silently replace the ground truth)."""
+    inputs = {
+        flag: getattr(args, name)
+        for flag, name in (
+            ("--gt", "gt"),
+            ("--pred", "pred"),
+            ("--ambiguous", "ambiguous"),
+            ("--checkpoint", "checkpoint"),
+            ("--config", "config"),
+        )
+        if getattr(args, name)
+    }
+    for out_flag, out_path in outputs:
+        for in_flag, in_path in inputs.items():
+            if _same_file(out_path, in_path):
+                raise ValueError(f"{out_flag} {out_path} is an input ({in_flag} {in_path}); write to another file")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -222,22 +236,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         if misplaced:
             parser.error(f"{', '.join(misplaced)} only apply with --checkpoint")
     try:
-        if args.checkpoint is not None:
-            metrics = run_checkpoint(args)
-            if metrics is None:
-                return 0
-        else:
-            args.subset = args.subset or "test"
-            metrics = evaluate_detection(
-                args.gt,
-                args.pred,
-                subset=args.subset,
-                tiou_thresholds=args.tiou or DEFAULT_TIOU_THRESHOLDS,
-                ambiguous=args.ambiguous,
-            )
-        if args.out:
-            write_metrics(args.out, metrics)
-    except (DetectionFileError, FileNotFoundError, ValueError, OSError, RuntimeError) as exc:
+        with one_line_warnings("evaluate.py"):
+            if args.out:
+                check_outputs_spare_inputs([("--out", args.out)], args)
+            if args.checkpoint is not None:
+                metrics = run_checkpoint(args)
+                if metrics is None:
+                    return 0
+            else:
+                args.subset = args.subset or "test"
+                metrics = evaluate_detection(
+                    args.gt,
+                    args.pred,
+                    subset=args.subset,
+                    tiou_thresholds=args.tiou or DEFAULT_TIOU_THRESHOLDS,
+                    ambiguous=args.ambiguous,
+                )
+            if args.out:
+                write_metrics(args.out, metrics)
+    except (*SETUP_ERRORS, OSError, ValueError, RuntimeError) as exc:  # a missing or unreadable file too
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
     print(report(metrics, args))

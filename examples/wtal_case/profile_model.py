@@ -28,20 +28,22 @@ def main(argv: list[str] | None = None) -> int:
         "--config", default=str(CONFIG_DIR / "thumos14.yaml"), help="YAML config (default: thumos14.yaml)"
     )
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
-    parser.add_argument("--classes", type=int, default=None, help="number of classes when model.num_classes is unset")
+    parser.add_argument("--classes", type=int, default=None, help="number of classes (sets model.num_classes)")
     parser.add_argument("--snippets", type=int, default=None, help="video length T (default: data.num_segments)")
     args = parser.parse_args(argv)
+    overrides = list(args.set)
+    if args.classes is not None:  # checked like the config value it stands for
+        overrides.append(f"model.num_classes={args.classes}")
     try:
-        cfg = load_config(args.config, args.set)
+        cfg = load_config(args.config, overrides)
     except ConfigError as err:
         parser.error(str(err))
-    classes = args.classes if args.classes is not None else cfg.model.num_classes
-    if classes is None:
+    if cfg.model.num_classes is None:
         parser.error(f"{args.config} does not set model.num_classes; pass --classes")
     snippets = args.snippets if args.snippets is not None else cfg.data.num_segments
     if snippets < 1:
         parser.error(f"--snippets must be >= 1, got {snippets}")
-    model = CASEModel(cfg.data.feature_dim, classes, cfg.model)
+    model = CASEModel(cfg.data.feature_dim, cfg.model.num_classes, cfg.model)
     print(json.dumps(count_params_and_macs(model, snippets)))
     return 0
 

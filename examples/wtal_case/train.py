@@ -11,6 +11,11 @@ The run folder (``--out``; default ``runs/<config>-seed<seed>``, numbered ``-2``
 when that one already holds a run, and the unnumbered one with ``--resume``) receives config.yaml,
 log.jsonl, checkpoints/, predictions.json, metrics.json and plots. The last line printed is
 the metrics as JSON.
+
+Everything that can be wrong with the settings, the machine or the data is found before the
+first step and before the run folder exists: one line on stderr, exit status 2, nothing to
+clean up (``case.trainer.prepare_run``). Warnings (data oddities that real data has, a stale
+lock taken over, a damaged checkpoint passed over) are one line each and do not stop the run.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from case.config import CONFIG_DIR, ConfigError, load_config  # noqa: E402
+from case.config import CONFIG_DIR, load_config  # noqa: E402
+from case.errors import SETUP_ERRORS, ConfigError, one_line_warnings  # noqa: E402
+from case.trainer import train  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -55,13 +62,14 @@ def default_run_folder(config_name: str, seed: int, resume: bool) -> Path:
     if resume or int(os.environ.get("WORLD_SIZE", "1")) > 1:  # ranks must agree without talking: no numbering
         return base
     candidate, n = base, 1
-    while candidate.exists() and any(candidate.iterdir()):
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
         n += 1
         candidate = base.with_name(f"{base.name}-{n}")
     return candidate
 
 
 def main(argv: list[str] | None = None) -> int:
+    # 1. Arguments and configuration
     args = parse_args(argv)
     overrides = list(args.set)
     if args.seed is not None:
@@ -75,13 +83,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out) if args.out else default_run_folder(Path(args.config).stem, cfg.train.seed, args.resume)
 
-    from case.engine import RunFolderError, train
+    # 2. Train and evaluate (everything is checked before the first step)
+    with one_line_warnings("train.py"):
+        try:
+            summary = train(cfg, out, resume=args.resume)
+        except SETUP_ERRORS as err:
+            print(f"train.py: error: {err}", file=sys.stderr)
+            return 2
+        except FloatingPointError as err:  # diverged: the run folder keeps its checkpoints
+            print(f"train.py: error: {err}", file=sys.stderr)
+            return 1
 
-    try:
-        summary = train(cfg, out, resume=args.resume)
-    except RunFolderError as err:
-        print(f"train.py: error: {err}", file=sys.stderr)
-        return 2
+    # 3. Report
     if summary is not None:
         metrics = summary["metrics"]
         tious = " | ".join(f"{t:.2f}" for t in metrics["tiou"])

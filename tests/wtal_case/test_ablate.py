@@ -139,3 +139,21 @@ def test_orderings_are_judged_against_seed_noise() -> None:
     assert compare(rows(0.1), rows(0.3))[0] == "unresolved"  # one seed: no spread to judge by
     result = doctest.testmod(ablation, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+@pytest.mark.parametrize(
+    ("seeds", "message"),
+    [(["-1"], "train.seed must be an integer in [0, 2**32 - 1], got -1"), (["0", "1", "0"], "--seeds lists 0 twice")],
+)
+def test_seeds_every_run_would_fail_on_are_refused_even_for_list(
+    seeds: list[str], message: str, tmp_path: Path
+) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ABLATE), "--seeds", *seeds, "--list", "--out", str(tmp_path / "abl")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert result.stdout == "" and not (tmp_path / "abl").exists()

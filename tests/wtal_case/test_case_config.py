@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,14 +67,54 @@ def test_overrides_are_typed() -> None:
         ("train.steps.x=1", "'train.steps' is a value, not a section"),
         ("data.source=youtube", "data.source must be one of"),
         ("labeling.scc.enabled=false", "labeling.ccc.enabled needs labeling.scc.enabled"),
+        ("labeling.ccc.marginal=prior", "labeling.ccc.marginal must be one of 'estimated', 'uniform'"),
+        ("postprocess.nms=greedy", "postprocess.nms must be one of 'hard', 'soft', 'official'"),
+        ("postprocess.scale=2.5", "postprocess.scale must be an integer"),
+        ("data.synthetic.dtype=int8", "data.synthetic.dtype must be one of 'float16', 'float32'"),
+        # each a value that used to be accepted and crash or mislead later
+        ("postprocess.nms_iou=2", "postprocess.nms_iou must lie in [0, 1], got 2.0"),
+        ("eval.split=validation", "eval.split must be one of 'test', 'train', got 'validation'"),
+        ("train.seed=-1", "train.seed must be an integer in [0, 2**32 - 1], got -1"),
+        (f"train.seed={2**70}", "train.seed must be an integer in [0, 2**32 - 1]"),
+        ("train.device=gpu", "train.device must be 'cpu', 'cuda' or 'cuda:<index>'"),
+        ("optim.lr=1e-4x", "optim.lr must be a number, got '1e-4x'"),
     ],
 )
 def test_bad_overrides_name_the_key(override: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("(", r"\(")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(None, [override])
 
 
+@pytest.mark.parametrize("written", ["1e-4", "1E-4", "1e+4", "+2.5e-3", ".5", "5."])
+def test_every_float_a_user_writes_is_a_float(written: str, tmp_path: Path) -> None:
+    """YAML 1.1 reads 1e-4 (no dot) as a string: the loader must still take it where a number goes."""
+    assert load_config(None, [f"optim.lr={written}"]).optim.lr == float(written)
+    config = tmp_path / "lr.yaml"
+    config.write_text(
+        f"optim:\n  lr: {written}\n  betas: [9e-1, 0.99]\n"
+        f"postprocess:\n  cas_weight: 5e-2\n  act_thresholds: [-{written.lstrip('+')}, 1e0]\n"
+    )
+    cfg = load_config(config)
+    assert cfg.optim.lr == float(written) and cfg.optim.betas == (0.9, 0.99)
+    assert cfg.postprocess.cas_weight == 0.05 and cfg.postprocess.act_thresholds == (-abs(float(written)), 1.0)
+    (tmp_path / "resolved.yaml").write_text(dump_config(cfg))
+    assert load_config(tmp_path / "resolved.yaml") == cfg
+    with pytest.raises(ConfigError, match="train.steps must be an integer, got '1e3'"):
+        load_config(None, ["train.steps=1e3"])  # an integer is written as one
+
+
+def test_the_dead_optimiser_name_is_gone() -> None:
+    with pytest.raises(ConfigError, match="unknown key 'optim.name'"):
+        load_config(None, ["optim.name=adam"])
+    with pytest.raises(ConfigError, match="unknown key 'postprocess.feature_fps'"):
+        load_config(None, ["postprocess.feature_fps=30"])  # snippet timing: case.data.constants
+
+
 def test_bad_files_name_the_file(tmp_path: Path) -> None:
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("# réglages\ntrain:\n  steps: 3\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="latin1.yaml: not UTF-8 text"):
+        load_config(latin1)
     with pytest.raises(ConfigError, match="cannot read config file .*missing.yaml"):
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
@@ -125,3 +166,50 @@ def test_default_run_folder_never_reuses_a_run(tmp_path: Path, monkeypatch: pyte
     (tmp_path / "runs" / "synthetic-seed0" / "log.jsonl").write_text("")
     assert default_run_folder("synthetic", 0, resume=False) == Path("runs/synthetic-seed0-2")
     assert default_run_folder("synthetic", 0, resume=True) == Path("runs/synthetic-seed0")
+
+
+def _fields(cls: type, prefix: str = "") -> list[tuple[str, object, type]]:
+    """(dotted key, annotation, owning class) of every field of the configuration tree."""
+    import dataclasses
+    import typing
+
+    found = []
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(hint):
+            found += _fields(hint, key + ".")
+        else:
+            found.append((key, hint, cls))
+    return found
+
+
+def test_one_validation_convention_for_every_section() -> None:
+    """Choices are Literal annotations the loader checks, naming the full key; no section has its own
+    validate() or a second error class (DataConfig had both, PostprocessConfig checked plain strings)."""
+    import typing
+
+    fields = _fields(Config)
+    sections = {cls for _, _, cls in fields}
+    assert not [cls.__name__ for cls in sections if hasattr(cls, "validate")]
+    choices = [(key, hint) for key, hint, _ in fields if typing.get_origin(hint) is typing.Literal]
+    assert {key for key, _ in choices} >= {
+        "data.source", "data.synthetic.dtype", "eval.split", "eval.sampling", "labeling.scc.method",
+        "postprocess.foreground_mode", "postprocess.nms", "postprocess.time_mapping",
+    }  # fmt: skip
+    for key, hint in choices:
+        allowed = ", ".join(repr(a) for a in typing.get_args(hint))
+        with pytest.raises(ConfigError, match=re.escape(f"defaults: {key} must be one of {allowed}, got 'bogus'")):
+            load_config(None, [f"{key}=bogus"])
+
+
+def test_no_float_setting_takes_nan_or_an_infinity() -> None:
+    """An infinite weight decay, cosine temperature or CCC temperature used to be accepted (each
+    check was `> 0` or `>= 0`, which inf passes) and turned the first step's loss into NaN."""
+    floats = [(key, hint) for key, hint, _ in _fields(Config) if "float" in str(hint)]
+    assert len(floats) > 20
+    for key, hint in floats:
+        for value in (".nan", ".inf", "-.inf"):
+            written = f"[{value}, 0.5]" if "tuple" in str(hint) or "list" in str(hint) else value
+            with pytest.raises(ConfigError, match=re.escape(key)):
+                load_config(None, [f"{key}={written}"])

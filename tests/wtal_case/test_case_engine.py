@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from case.batching import BatchOrder
 from case.checkpoint import load_checkpoint
 from case.config import CONFIG_DIR, load_config
-from case.engine import BatchOrder
 
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ROOT / "examples" / "wtal_case" / "train.py"
@@ -133,8 +133,13 @@ def test_smoke_run_folder_is_complete_and_the_losses_fall(reference_run: Path) -
     # plots: a Fig. 5-style foreground figure of a test video and the Fig. 4-style entropy curves
     assert (run / "entropy.png").stat().st_size > 0
     assert len(list(run.glob("foreground_*.png"))) == cfg.eval.plot_videos
-    # no temporary files left behind by the atomic writes
+    # no temporary files left behind by the atomic writes, and every file readable as a plain write
+    # leaves it (atomic writes used to make config, checkpoints, predictions, metrics, plots 0600)
     assert not [p for p in run.rglob("*.tmp")]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    modes = {p.relative_to(run).as_posix(): oct(p.stat().st_mode & 0o777) for p in run.rglob("*") if p.is_file()}
+    assert set(modes.values()) == {oct(0o666 & ~umask)}, modes
 
 
 def test_resume_after_a_kill_ends_like_an_uninterrupted_run(
@@ -176,6 +181,10 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(
     assert torch.equal(resumed["cluster_fg"], reference["cluster_fg"])
     strip = lambda log: [{k: v for k, v in r.items() if k != "seconds"} for r in log]  # noqa: E731
     assert strip(_log(run)) == strip(_log(reference_run))
+    # the log rewritten on resume (and every other file) keeps the mode a plain write gives
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert {oct(p.stat().st_mode & 0o777) for p in run.rglob("*") if p.is_file()} == {oct(0o666 & ~umask)}
 
 
 def test_resuming_a_finished_run_only_re_evaluates(reference_run: Path, smoke_data: Path, tmp_path: Path) -> None:
@@ -248,8 +257,8 @@ def test_heldout_selection_uses_training_videos_only(reference_run: Path, smoke_
 
 
 def test_background_loading_gives_the_same_batches(smoke_data: Path, reference_run: Path) -> None:
+    from case.batching import iterate_batches
     from case.data import build_dataset
-    from case.engine import iterate_batches
 
     cfg = load_config(reference_run / "config.yaml")
     dataset = build_dataset(cfg.data, "train", "random", seed=0)
@@ -268,10 +277,21 @@ def test_background_loading_gives_the_same_batches(smoke_data: Path, reference_r
 
 def test_a_checkpoint_alone_reproduces_the_run_s_predictions(reference_run: Path) -> None:
     from case.data import build_dataset
-    from case.engine import detect_dataset, load_trained, predict_dataset
+    from case.inference import detect_dataset, load_for_inference, predict_dataset
 
-    model, cluster_fg, cfg = load_trained(reference_run / "checkpoints" / "final.pt")
+    trained = load_for_inference(reference_run / "checkpoints" / "final.pt")
+    cfg = trained.config
     dataset = build_dataset(cfg.data, cfg.eval.split, cfg.eval.sampling, seed=cfg.train.seed)
-    outputs = predict_dataset(model, dataset, cluster_fg, cfg, torch.device("cpu"))
+    outputs = predict_dataset(trained, dataset, cfg, torch.device("cpu"))
     predictions = detect_dataset(outputs, dataset.class_names, cfg)
     assert json.loads(json.dumps(predictions)) == json.loads((reference_run / "predictions.json").read_text())
+
+
+def test_all_snippets_foreground_does_not_crash_the_labelling(smoke_data: Path, tmp_path: Path) -> None:
+    """``loss.topk_divisor=1`` makes every snippet foreground: Q^C[:, fg] is 1 for every cluster and
+    rounds to 1.0000001, which the rank prior refuses; the run crashed at step 10 (and at the same
+    step again on --resume, runs being deterministic)."""
+    run = tmp_path / "all-foreground"
+    _train(smoke_data, run, "--set", "loss.topk_divisor=1", "--set", "train.steps=12", "--set", "eval.plot_videos=0")
+    assert [r["step"] for r in _log(run)] == list(range(1, 13))
+    assert all(0 <= v <= 1 for r in _log(run) for v in r["QC_fg"])

@@ -90,6 +90,19 @@ def test_scc_pulls_foreground_snippets_to_foreground_clusters() -> None:
     assert labels.argmax(1).tolist() == [0] * 5 + [1] * 5
 
 
+def test_scc_takes_cluster_levels_that_rounding_put_just_outside_0_1(problem) -> None:
+    """Q^C[:, fg] is a probability, but float rounding can leave it at 1.0000001 (all clusters
+    foreground, e.g. ``loss.topk_divisor=1``) or -1e-8; the prior must treat it as 1 or 0."""
+    logits, att, _ = problem
+    k = logits.shape[1]
+    cfg = SCCConfig(sigma=0.2)
+    for value in (1.0, 0.0):
+        exact = torch.full((k,), value, dtype=torch.float64)
+        rounded = torch.full((k,), float(np.float32(value) + (1.2e-7 if value else -1e-8)), dtype=torch.float64)
+        got = label_snippet_clusters([logits], att, rounded, cfg).labels
+        assert torch.equal(got, label_snippet_clusters([logits], att, exact, cfg).labels)
+
+
 def test_co_labelling_fuses_the_streams(problem) -> None:
     logits, att, cluster_fg = problem
     other = logits.flip(0)
@@ -141,12 +154,9 @@ def test_entropies() -> None:
 
 
 def test_labelling_config_rejects_bad_values() -> None:
-    with pytest.raises(ValueError, match="labeling.scc.method"):
-        SCCConfig(method="kmeans")
+    # values are the sections' own checks; choices are the loader's (test_case_config)
     with pytest.raises(ValueError, match="labeling.scc.sigma"):
         SCCConfig(sigma=0.0)
-    with pytest.raises(ValueError, match="labeling.ccc.marginal"):
-        CCCConfig(marginal="prior")
     with pytest.raises(ValueError, match="labeling.ccc.epsilon"):
         CCCConfig(epsilon=-1.0)
     with pytest.raises(ValueError, match="needs labeling.scc.enabled"):

@@ -94,3 +94,22 @@ def test_bad_model_arguments_are_named() -> None:
     model = CASEModel(8, 2, ModelConfig(hidden_dim=4, num_clusters=2))
     with pytest.raises(ValueError, match=r"features must have shape \(B, T, 8\)"):
         model(torch.rand(3, 8))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--classes", "0"], "model.num_classes must be >= 1"),
+        (["--classes", "-3"], "model.num_classes must be >= 1"),
+        (["--snippets", "0"], "--snippets must be >= 1"),
+    ],
+)
+def test_profile_model_refuses_bad_sizes_in_one_line(extra: list[str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "wtal_case" / "profile_model.py"), *extra],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""

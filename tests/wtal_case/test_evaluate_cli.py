@@ -98,21 +98,36 @@ def test_ambiguous_option(files: tuple[Path, Path], tmp_path: Path, capsys: pyte
 
 
 @pytest.mark.parametrize(
-    ("pred", "message"),
+    ("pred", "subset", "message"),
     [
-        ({"results": {"v": [{"label": "A", "score": 0.5, "segment": [3, 1]}]}}, "end 1.0 < start 3.0"),
-        ({"results": {"v": [{"label": "Q", "score": 0.5, "segment": [0, 1]}]}}, "unknown"),
-        ({"results": {"v": [{"label": "A", "score": None, "segment": [0, 1]}]}}, "'score'"),
+        ({"results": {"v": [{"label": "A", "score": 0.5, "segment": [3, 1]}]}}, "test", "end 1.0 < start 3.0"),
+        ({"results": {"v": [{"label": "Q", "score": 0.5, "segment": [0, 1]}]}}, "test", "unknown"),
+        ({"results": {"v": [{"label": "A", "score": None, "segment": [0, 1]}]}}, "test", "'score'"),
+        # B is in the database (video v) but not in the 'train' subset: still validated
+        ({"results": {"w": [{"label": "B", "score": "garbage", "segment": [0, 1]}]}}, "train", "'score' must be a"),
+        ({"results": {"w": [{"label": "B", "score": 0.5, "segment": "garbage"}]}}, "train", "must be [start, end]"),
+        ({"results": {"w": [{"label": "B", "score": 0.5, "segment": [2, 1]}]}}, "train", "end 1.0 < start 2.0"),
+        # a 400-digit integer is a real number that no float holds
+        ({"results": {"v": [{"label": "A", "score": 10**400, "segment": [0, 1]}]}}, "train", "'score' must be a"),
+        ({"results": {"v": [{"label": "A", "score": 0.5, "segment": [0, 10**400]}]}}, "train", "bounds must be finite"),
     ],
-)
+    ids=["reversed", "unknown", "no-score", "other-garbage-score", "other-garbage-segment", "other-reversed",
+         "huge-score", "huge-bound"],
+)  # fmt: skip
 def test_bad_files_exit_with_status_2(
-    files: tuple[Path, Path], tmp_path: Path, pred: dict, message: str, capsys: pytest.CaptureFixture[str]
+    files: tuple[Path, Path],
+    tmp_path: Path,
+    pred: dict,
+    subset: str,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     gt, _ = files
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(pred))
-    code, out, err = run(capsys, "--gt", str(gt), "--pred", str(bad))
-    assert code == 2 and out == "" and message in err and "bad.json" in err
+    code, out, err = run(capsys, "--gt", str(gt), "--pred", str(bad), "--subset", subset)
+    assert code == 2 and out == "" and message in err and "bad.json" in err, err
+    assert err.count("\n") == 1  # one line, no traceback (a 400-digit score was an OverflowError)
     code, _, err = run(capsys, "--gt", str(gt), "--pred", str(tmp_path / "none.json"))
     assert code == 2 and "not found" in err
 
@@ -167,3 +182,30 @@ def test_script_on_real_thumos14(thumos14_dir: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     obj = json.loads(result.stdout)
     assert obj["mAP"] == pytest.approx([1.0] * 7, abs=1e-12) and obj["average"] == pytest.approx(1)
+
+
+def test_a_deeply_nested_file_is_refused_naming_it(
+    files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    gt, pred = files
+    deep = pred.with_name("deep.json")
+    deep.write_text('{"results": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    code, out, err = run(capsys, "--gt", str(gt), "--pred", str(deep))
+    assert code == 2 and out == "" and "deep.json" in err and "nested" in err, err
+    code, out, err = run(capsys, "--gt", str(deep), "--pred", str(pred))
+    assert code == 2 and out == "" and "deep.json" in err and "nested" in err, err
+
+
+def test_out_may_not_replace_an_input(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gt, pred = files
+    amb = tmp_path / "amb.txt"
+    amb.write_text("v 25 26\n")
+    for target in (gt, pred, amb, tmp_path / "." / "gt.json"):
+        before = {p: p.read_bytes() for p in (gt, pred, amb)}
+        code, out, err = run(
+            capsys, "--gt", str(gt), "--pred", str(pred), "--ambiguous", str(amb), "--out", str(target)
+        )
+        assert code == 2 and out == "" and "--out" in err and "is an input" in err, err
+        assert {p: p.read_bytes() for p in (gt, pred, amb)} == before

@@ -1,13 +1,20 @@
 """CASE (Liu et al., ICCV 2023) re-implemented on otlabel: weakly-supervised temporal action localisation.
 
-Sub-modules (import what you need; nothing is imported eagerly so that each part stays
-usable on its own):
+Sub-modules, one job each (import what you need; nothing is imported eagerly):
 
-* :mod:`case.data` — data sets (CASE/BaSNet layout, W-TALC layout, synthetic THUMOS14-like);
 * :mod:`case.config` — the YAML configuration mapped to dataclasses, with ``--set`` overrides;
+* :mod:`case.errors` — the errors that stop a run before it starts, and its warnings;
+* :mod:`case.data` — data sets (CASE/BaSNet layout, W-TALC layout, synthetic THUMOS14-like);
 * :mod:`case.model` — the two-stream model of the paper's Table 9;
 * :mod:`case.losses` — MIL top-k video loss, GBCE attention loss, SCC and CCC losses, Eq. 14;
 * :mod:`case.labeling` — every optimal-transport labelling call, through otlabel's public API;
-* :mod:`case.engine` — training, checkpoints, resume, DDP, test-time inference;
-* :mod:`case.postprocess`, :mod:`case.metrics`, :mod:`case.viz` — detections, mAP, plots.
+* :mod:`case.distributed` — processes, devices and the collectives of a DDP step;
+* :mod:`case.batching` — the data order, the held-out slice, batch loading;
+* :mod:`case.atomic`, :mod:`case.checkpoint`, :mod:`case.runfolder` — atomic files,
+  checkpoints, and the locked run folder with its resume checks;
+* :mod:`case.trainer` — training: checks, run folder, the Eq. 14 step, the loop;
+* :mod:`case.inference` — a trained model on videos: outputs and detections;
+* :mod:`case.evaluation` — the one evaluation path of train.py, evaluate.py and the ablation;
+* :mod:`case.postprocess`, :mod:`case.metrics`, :mod:`case.viz` — detections, mAP, plots;
+* :mod:`case.ablation` — the reproduction report.
 """

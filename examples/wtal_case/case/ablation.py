@@ -1,7 +1,9 @@
 r"""The reproduction report: CASE's ablations (paper Tables 4–7, Fig. 3) and a σ sweep, over seeds.
 
 ``examples/wtal_case/ablate.py`` is the command line; this module holds the grid, the runner
-that trains (or finds) every run, the test-time evaluations, and the report.
+that trains (or finds) every run, the test-time evaluations, and the report — its numbers
+collected first (:func:`collect_results`), then drawn, serialised (:func:`results_json`) and
+rendered (:func:`render_markdown`) by :func:`write_report`.
 
 **Grid.** A *variant* is one training configuration: the base config (``configs/ablation.yaml``)
 plus ``--set`` overrides (:data:`VARIANTS`). A *row* of a table is a variant evaluated with
@@ -45,9 +47,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
-from . import checkpoint as ckpt
+from .atomic import atomic_write_json, atomic_write_text
 from .config import Config, dump_config, load_config
+from .evaluation import evaluate_checkpoint
+from .trainer import train
+from .viz import save_figure
 
 __all__ = [
     "AblationError",
@@ -65,6 +71,13 @@ __all__ = [
     "summarize",
     "compare",
     "run_ablation",
+    "RowResult",
+    "Ordering",
+    "TableResult",
+    "AblationResults",
+    "collect_results",
+    "render_markdown",
+    "results_json",
     "write_report",
 ]
 
@@ -329,8 +342,6 @@ def ensure_trained(cfg: Config, run: Path) -> bool:
     AblationError
         ``run`` holds a run of another configuration.
     """
-    from .engine import train
-
     config_file = run / "config.yaml"
     if config_file.is_file() and config_file.read_text() != dump_config(cfg):
         raise AblationError(
@@ -381,7 +392,7 @@ def ensure_evaluated(cfg: Config, run: Path, modes: Sequence[str]) -> dict[str, 
         results[cfg.postprocess.foreground_mode] = json.loads((run / "metrics.json").read_text())
         missing.remove(cfg.postprocess.foreground_mode)
     if missing:
-        results.update(_evaluate_modes(cfg, run, missing))
+        results.update(_evaluate_modes(run, missing))
     if "H_PS_usage" not in cache or "train_seconds" not in cache:
         log_lines = (run / "log.jsonl").read_text().splitlines()
         entropy, curve = _usage_entropy(log_lines)
@@ -389,25 +400,14 @@ def ensure_evaluated(cfg: Config, run: Path, modes: Sequence[str]) -> dict[str, 
         cache.update(H_PS_usage=entropy, H_PS_curve=curve, train_seconds=float(last.get("seconds", float("nan"))))
     cache["modes"] = results
     if cache != cached:
-        ckpt.atomic_write_json(cache_path, cache)
+        atomic_write_json(cache_path, cache)
     return cache
 
 
-def _evaluate_modes(cfg: Config, run: Path, modes: Sequence[str]) -> dict[str, dict[str, Any]]:
-    from .data import build_dataset
-    from .engine import evaluate_predictions, evaluation_ground_truth, load_for_inference, setup_runtime
-    from .inference import detections, inference_class_names, predict_outputs
-
-    device = setup_runtime(cfg)  # the device and threads the run's own evaluation used
-    trained = load_for_inference(run / "checkpoints" / "final.pt", device)
-    dataset = build_dataset(cfg.data, cfg.eval.split, cfg.eval.sampling, seed=cfg.train.seed)
-    outputs = predict_outputs(trained, dataset, cfg, device)
-    names = inference_class_names(trained, dataset.class_names)
-    gt = evaluation_ground_truth(cfg, dataset)
-    return {
-        mode: evaluate_predictions(gt, detections(outputs, names, cfg, mode), cfg.eval.split, cfg).to_dict()
-        for mode in modes
-    }
+def _evaluate_modes(run: Path, modes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The final checkpoint scored with each foreground mode (one forward pass; the run's own setup)."""
+    scored = evaluate_checkpoint(run / "checkpoints" / "final.pt", modes=modes)
+    return {mode: metrics.to_dict() for mode, metrics in scored.metrics.items()}
 
 
 @dataclass
@@ -482,7 +482,7 @@ def run_ablation(
             raise
         except Exception as err:  # a diverged or broken run must not lose the others
             record.status, record.error = "failed", f"{type(err).__name__}: {err}"
-            ckpt.atomic_write_text(path / "ablation_error.txt", traceback.format_exc())
+            atomic_write_text(path / "ablation_error.txt", traceback.format_exc())
         seconds = time.perf_counter() - started
         if record.status == "trained":
             trained_seconds.append(seconds)
@@ -567,7 +567,93 @@ def compare(lower: Summary, higher: Summary) -> tuple[str, float, float]:
     return "unresolved", d, se
 
 
-# --------------------------------------------------------------------------- report
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """One row of a table over seeds: its mAP summary and, where the table reports it, H(P̄^S).
+
+    ``entropy`` is (mean, sample std, number of runs) of the runs' H(P̄^S), or None.
+    """
+
+    row: Row
+    summary: Summary
+    entropy: tuple[float, float, int] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.summary
+        entry: dict[str, Any] = {
+            "label": self.row.label,
+            "variant": self.row.variant,
+            "mode": self.row.mode,
+            "x": self.row.x,
+            "n": s.n,
+            "mAP_mean": s.mean,
+            "mAP_std": s.std,
+            "average_mean": s.avg_mean,
+            "average_std": s.avg_std,
+        }
+        if self.entropy is not None:
+            entry.update(H_PS_usage_mean=self.entropy[0], H_PS_usage_std=self.entropy[1])
+        return entry
+
+
+@dataclass(frozen=True)
+class Ordering:
+    """An ordering the paper reports (``lower`` < ``higher`` on average mAP), judged by :func:`compare`."""
+
+    lower: str
+    higher: str
+    verdict: str
+    d: float
+    se: float
+
+    def sentence(self) -> str:
+        return (
+            f"paper: “{self.lower}” < “{self.higher}”; here the difference is {100 * self.d:+.1f} points "
+            f"(2·se = {200 * self.se:.1f}): **{self.verdict}**"
+        )
+
+
+@dataclass(frozen=True)
+class TableResult:
+    """A table's rows that have results, and its orderings between them."""
+
+    table: Table
+    rows: tuple[RowResult, ...]
+    orderings: tuple[Ordering, ...]
+
+    @property
+    def summaries(self) -> dict[str, Summary]:
+        return {r.row.label: r.summary for r in self.rows}
+
+
+@dataclass(frozen=True)
+class AblationResults:
+    """Every number of the report, before any of it is written down (:func:`collect_results`)."""
+
+    tiou: list[float]
+    tables: tuple[TableResult, ...]
+    records: tuple[RunRecord, ...]
+
+    @property
+    def done(self) -> list[RunRecord]:
+        """The runs with results."""
+        return [r for r in self.records if r.result.get("modes")]
+
+    @property
+    def problems(self) -> list[RunRecord]:
+        """The runs that failed or are missing."""
+        return [r for r in self.records if r.status in ("failed", "missing")]
+
+    def verdicts(self) -> dict[str, int]:
+        """How many orderings agree, disagree and are unresolved."""
+        counts = {"agrees": 0, "disagrees": 0, "unresolved": 0}
+        for table in self.tables:
+            for ordering in table.orderings:
+                counts[ordering.verdict] += 1
+        return counts
 
 
 def _row_results(row: Row, records: Iterable[RunRecord]) -> list[dict[str, Any]]:
@@ -578,10 +664,41 @@ def _row_results(row: Row, records: Iterable[RunRecord]) -> list[dict[str, Any]]
     ]
 
 
-def _row_entropy(row: Row, records: Iterable[RunRecord]) -> list[float]:
-    return [
+def _row_entropy(row: Row, records: Iterable[RunRecord]) -> tuple[float, float, int] | None:
+    values = [
         r.result["H_PS_usage"] for r in records if r.variant == row.variant and r.result.get("H_PS_usage") is not None
     ]
+    if not values:
+        return None
+    return float(np.mean(values)), float(np.std(values, ddof=1 if len(values) > 1 else 0)), len(values)
+
+
+def collect_results(tables: Sequence[Table], records: Sequence[RunRecord], tiou: Sequence[float]) -> AblationResults:
+    """Summarise every row over seeds and judge every ordering: the report's numbers, not yet rendered.
+
+    ``tiou`` is used when no run has results (the runs' own thresholds otherwise).
+    """
+    done = [r for r in records if r.result.get("modes")]
+    if done:
+        tiou = next(iter(done[0].result["modes"].values()))["tiou"]
+    results = []
+    for table in tables:
+        rows = tuple(
+            RowResult(row, summarize(found), _row_entropy(row, records) if table.entropy else None)
+            for row in table.rows
+            if (found := _row_results(row, records))
+        )
+        summaries = {r.row.label: r.summary for r in rows}
+        orderings = tuple(
+            Ordering(lower, higher, *compare(summaries[lower], summaries[higher]))
+            for lower, higher in table.expected
+            if lower in summaries and higher in summaries
+        )
+        results.append(TableResult(table, rows, orderings))
+    return AblationResults(list(tiou), tuple(results), tuple(records))
+
+
+# --------------------------------------------------------------------------- rendering
 
 
 def _pm(mean: float, std: float, n: int, scale: float = 100.0, digits: int = 1) -> str:
@@ -634,6 +751,110 @@ def _format_seconds(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min {sec:02d} s" if hours else f"{minutes} min {sec:02d} s"
 
 
+def _table_lines(result: TableResult, tiou: Sequence[float], cfg: Config, figure: Path | None) -> list[str]:
+    table = result.table
+    lines = [f"## {table.title}", "", table.paper, ""]
+    header = "| | " + " | ".join(f"{t:g}" for t in tiou) + " | avg |" + (" H(P̄^S) |" if table.entropy else "")
+    lines += [header, "|---" * (len(tiou) + 2 + int(table.entropy)) + "|"]
+    for r in result.rows:
+        s = r.summary
+        cells = [_pm(m, sd, s.n) for m, sd in zip(s.mean, s.std, strict=True)]
+        cells.append(f"**{_pm(s.avg_mean, s.avg_std, s.n)}**")
+        if table.entropy:
+            cells.append("–" if r.entropy is None else _pm(*r.entropy, scale=1.0, digits=2))
+        lines.append(f"| {r.row.label} | " + " | ".join(cells) + " |")
+    lines.append("")
+    if table.entropy:
+        lines += [f"H(P̄^S) is at most log K = {math.log(cfg.model.num_clusters):.2f} nats here.", ""]
+    lines += [f"* {o.sentence()}" for o in result.orderings]
+    if table.expected:
+        lines.append("")
+    if figure is not None:
+        lines += [f"![{table.title}]({figure.name})", ""]
+    return lines
+
+
+def render_markdown(
+    results: AblationResults,
+    figures: Mapping[str, Path],
+    cfg: Config,
+    *,
+    base_config: Path,
+    seeds: Sequence[int],
+    command: str,
+    overrides: Sequence[str] = (),
+    wall_seconds: float | None = None,
+    invocations: int = 1,
+) -> str:
+    """The report as Markdown; ``figures`` maps a table key (and ``"entropy"``) to its PNG."""
+    done = results.done
+    where = "the synthetic THUMOS14-like set" if cfg.data.source == "synthetic" else f"`{cfg.data.root}`"
+    lines = [f"# CASE ablations on {where}", ""]
+    lines += [
+        f"{len(done)} runs ({len({r.variant for r in done})} training configurations × {len(seeds)} seeds), trained by",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+    ]
+    if wall_seconds is not None:
+        train_total = sum(r.result.get("train_seconds", 0.0) for r in done)
+        spread = f" ({invocations} invocations)" if invocations > 1 else ""
+        lines += [
+            f"Wall time{spread}: {_format_seconds(wall_seconds)}; training alone, summed over the runs: "
+            f"{_format_seconds(train_total)}.",
+            "",
+        ]
+    if results.problems:
+        details = "; ".join(f"{r.variant} seed {r.seed}: {r.error or r.status}" for r in results.problems)
+        lines += ["**Incomplete**: " + details, ""]
+    lines += _protocol(cfg, base_config, seeds, overrides)
+    for result in results.tables:
+        lines += _table_lines(result, results.tiou, cfg, figures.get(result.table.key))
+    if "entropy" in figures:
+        lines += [
+            "## Cluster usage during training (Table 5 variants)",
+            "",
+            f"![H(P̄^S) over training]({figures['entropy'].name})",
+            "",
+        ]
+    judged = [(r.table, o) for r in results.tables for o in r.orderings]
+    if judged:
+        counts = results.verdicts()
+        lines += [
+            "## Orderings of the paper, checked",
+            "",
+            f"{counts['agrees']} agree, {counts['disagrees']} disagree, {counts['unresolved']} are unresolved "
+            "(within seed noise):",
+            "",
+            *[f"* {table.title.split(':')[0]}: {o.sentence()}" for table, o in judged],
+            "",
+        ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def results_json(results: AblationResults, seeds: Sequence[int], wall_seconds: float | None) -> dict[str, Any]:
+    """``results.json``: every table's rows and every run's results."""
+    runs = {
+        f"{r.variant}-seed{r.seed}": {
+            "status": r.status,
+            "error": r.error,
+            "modes": r.result.get("modes"),
+            "H_PS_usage": r.result.get("H_PS_usage"),
+            "train_seconds": r.result.get("train_seconds"),
+        }
+        for r in results.records
+    }
+    return {
+        "seeds": list(seeds),
+        "tiou": results.tiou,
+        "tables": {t.table.key: [r.to_json() for r in t.rows] for t in results.tables},
+        "runs": runs,
+        "wall_seconds": wall_seconds,
+    }
+
+
 def write_report(
     folder: str | Path,
     tables: Sequence[Table],
@@ -647,6 +868,9 @@ def write_report(
     invocations: int = 1,
 ) -> Path:
     """Write ``report.md``, ``results.json`` and the PNG figures into ``folder``.
+
+    The numbers are collected first (:func:`collect_results`), then drawn (figures),
+    serialised (:func:`results_json`) and rendered (:func:`render_markdown`).
 
     Parameters
     ----------
@@ -670,142 +894,43 @@ def write_report(
         The report file.
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     base_config = Path(base_config)
     cfg = load_config(base_config, overrides)
-    done = [r for r in records if r.result.get("modes")]
-    tiou = cfg.eval.tiou
-    if done:
-        tiou = next(iter(done[0].result["modes"].values()))["tiou"]
-    where = "the synthetic THUMOS14-like set" if cfg.data.source == "synthetic" else f"`{cfg.data.root}`"
-    lines = [f"# CASE ablations on {where}", ""]
-    lines += [
-        f"{len(done)} runs ({len({r.variant for r in done})} training configurations × {len(seeds)} seeds), trained by",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
-    ]
-    if wall_seconds is not None:
-        train_total = sum(r.result.get("train_seconds", 0.0) for r in done)
-        spread = f" ({invocations} invocations)" if invocations > 1 else ""
-        lines += [
-            f"Wall time{spread}: {_format_seconds(wall_seconds)}; training alone, summed over the runs: "
-            f"{_format_seconds(train_total)}.",
-            "",
-        ]
-    problems = [r for r in records if r.status in ("failed", "missing")]
-    if problems:
-        lines += [
-            "**Incomplete**: " + "; ".join(f"{r.variant} seed {r.seed}: {r.error or r.status}" for r in problems),
-            "",
-        ]
-    lines += _protocol(cfg, base_config, seeds, overrides)
-
-    results: dict[str, Any] = {"seeds": list(seeds), "tiou": tiou, "tables": {}, "runs": {}}
-    verdicts: list[str] = []
-    for table in tables:
-        lines += [f"## {table.title}", "", table.paper, ""]
-        header = "| | " + " | ".join(f"{t:g}" for t in tiou) + " | avg |" + (" H(P̄^S) |" if table.entropy else "")
-        lines += [header, "|---" * (len(tiou) + 2 + int(table.entropy)) + "|"]
-        summaries: dict[str, Summary] = {}
-        table_json = []
-        for row in table.rows:
-            found = _row_results(row, records)
-            if not found:
-                continue
-            s = summarize(found)
-            summaries[row.label] = s
-            cells = [_pm(m, sd, s.n) for m, sd in zip(s.mean, s.std, strict=True)]
-            cells.append(f"**{_pm(s.avg_mean, s.avg_std, s.n)}**")
-            entry: dict[str, Any] = {
-                "label": row.label,
-                "variant": row.variant,
-                "mode": row.mode,
-                "x": row.x,
-                "n": s.n,
-                "mAP_mean": s.mean,
-                "mAP_std": s.std,
-                "average_mean": s.avg_mean,
-                "average_std": s.avg_std,
-            }
-            if table.entropy:
-                ent = _row_entropy(row, records)
-                if ent:
-                    e_mean, e_std = float(np.mean(ent)), float(np.std(ent, ddof=1 if len(ent) > 1 else 0))
-                    cells.append(_pm(e_mean, e_std, len(ent), scale=1.0, digits=2))
-                    entry.update(H_PS_usage_mean=e_mean, H_PS_usage_std=e_std)
-                else:
-                    cells.append("–")
-            lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
-            table_json.append(entry)
-        lines.append("")
-        if table.entropy:
-            lines += [f"H(P̄^S) is at most log K = {math.log(cfg.model.num_clusters):.2f} nats here.", ""]
-        for lower, higher in table.expected:
-            if lower in summaries and higher in summaries:
-                verdict, d, se = compare(summaries[lower], summaries[higher])
-                text = (
-                    f"paper: “{lower}” < “{higher}”; here the difference is {100 * d:+.1f} points "
-                    f"(2·se = {200 * se:.1f}): **{verdict}**"
-                )
-                lines.append(f"* {text}")
-                verdicts.append(f"{table.title.split(':')[0]}: {text}")
-        if table.expected:
-            lines.append("")
-        figure = _table_figure(folder, table, summaries, tiou)
-        if figure is not None:
-            lines += [f"![{table.title}]({figure.name})", ""]
-        results["tables"][table.key] = table_json
-    if any(t.entropy for t in tables):
-        figure = _entropy_figure(folder, [t for t in tables if t.entropy][0], records)
-        if figure is not None:
-            lines += [
-                "## Cluster usage during training (Table 5 variants)",
-                "",
-                f"![H(P̄^S) over training]({figure.name})",
-                "",
-            ]
-    if verdicts:
-        counts = {v: sum(f"**{v}**" in line for line in verdicts) for v in ("agrees", "disagrees", "unresolved")}
-        lines += [
-            "## Orderings of the paper, checked",
-            "",
-            f"{counts['agrees']} agree, {counts['disagrees']} disagree, {counts['unresolved']} are unresolved "
-            "(within seed noise):",
-            "",
-            *[f"* {v}" for v in verdicts],
-            "",
-        ]
-    for r in records:
-        results["runs"][f"{r.variant}-seed{r.seed}"] = {
-            "status": r.status,
-            "error": r.error,
-            "modes": r.result.get("modes"),
-            "H_PS_usage": r.result.get("H_PS_usage"),
-            "train_seconds": r.result.get("train_seconds"),
-        }
-    results["wall_seconds"] = wall_seconds
-    ckpt.atomic_write_json(folder / "results.json", results)
+    results = collect_results(tables, records, cfg.eval.tiou)
+    figures = {
+        r.table.key: figure
+        for r in results.tables
+        if (figure := _table_figure(folder, r.table, r.summaries, results.tiou)) is not None
+    }
+    entropy_tables = [t for t in tables if t.entropy]
+    if entropy_tables and (figure := _entropy_figure(folder, entropy_tables[0], records)) is not None:
+        figures["entropy"] = figure
+    atomic_write_json(folder / "results.json", results_json(results, seeds, wall_seconds))
+    markdown = render_markdown(
+        results,
+        figures,
+        cfg,
+        base_config=base_config,
+        seeds=seeds,
+        command=command,
+        overrides=overrides,
+        wall_seconds=wall_seconds,
+        invocations=invocations,
+    )
     report = folder / "report.md"
-    ckpt.atomic_write_text(report, "\n".join(lines).rstrip() + "\n")
+    atomic_write_text(report, markdown)
     return report
 
 
 # --------------------------------------------------------------------------- figures
 
 
-def _figure(width: float = 5.0, height: float = 3.2) -> Any:
-    from matplotlib.figure import Figure
-
+def _figure(width: float = 5.0, height: float = 3.2) -> Figure:
     return Figure(figsize=(width, height))
 
 
 def _table_figure(folder: Path, table: Table, summaries: Mapping[str, Summary], tiou: Sequence[float]) -> Path | None:
     """A sweep: average mAP against the swept value; otherwise mAP against tIoU, one line per row."""
-    from .viz import save_figure
-
     rows = [r for r in table.rows if r.label in summaries]
     if not rows or (table.sweep and len(rows) < 2):
         return None
@@ -836,8 +961,6 @@ def _table_figure(folder: Path, table: Table, summaries: Mapping[str, Summary], 
 
 def _entropy_figure(folder: Path, table: Table, records: Sequence[RunRecord]) -> Path | None:
     """H(P̄^S) over training for each row of ``table`` (mean over seeds)."""
-    from .viz import save_figure
-
     fig = _figure()
     ax = fig.add_subplot()
     drawn = 0

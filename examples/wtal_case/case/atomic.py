@@ -1,6 +1,10 @@
 """Atomic file writes: a temporary file in the same folder, flushed and fsynced, then renamed
 over the target, so a reader (or a run killed mid-write) never sees a partial file.
 
+The file gets the permissions a plain ``open(path, "w")`` would give it: those of the file it
+replaces, or ``0o666`` less the umask for a new one (a temporary file is created ``0o600``,
+which would hide every run file from colleagues on a shared machine).
+
 Free of torch, so that the numpy-only modules (metrics, plots) use the same writes as the
 engine's checkpoints.
 """
@@ -9,20 +13,51 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "remove_temporaries"]
+
+#: A write of ``name`` goes through ``.<name>.<random>.tmp`` beside it.
+_SUFFIX = ".tmp"
+
+
+def _plain_write_mode(path: Path) -> int:
+    """The permission bits ``open(path, "w")`` leaves: the existing file's, else 0o666 less the umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0o077)  # reading the umask means setting it; put it back at once
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files that writes killed mid-way left in ``folder``; return them.
+
+    Only for a folder no one else writes to (a locked run folder): a live writer's temporary
+    file would go too.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    left = [p for p in folder.iterdir() if p.is_file() and p.name.startswith(".") and p.name.endswith(_SUFFIX)]
+    for path in left:
+        path.unlink(missing_ok=True)
+    return left
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    mode = _plain_write_mode(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

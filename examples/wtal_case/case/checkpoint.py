@@ -1,14 +1,14 @@
-"""Atomic files and checkpoints of a run folder.
-
-Everything the engine writes goes through :func:`atomic_write_bytes` (a temporary file in
-the same folder, flushed and fsynced, then :func:`os.replace`), so a run killed at any
-instant leaves either the previous version of a file or the new one, never half of it.
+"""Checkpoints of a run folder: written atomically, found, pruned, and read back for a resume.
 
 Checkpoints live in ``<run>/checkpoints/``: periodic ones ``step_000500.pt`` (the oldest
 pruned beyond ``keep``), the final one ``final.pt``, and ``best.pt`` when a held-out slice
 selects the model. Each holds the model and optimiser states, the step, the cluster
 classification result Q^C[:, fg] (needed to resume SCC's prior and for clustering-assisted
-testing), the RNG states, the data-order state and the resolved configuration.
+testing), the RNG states, the data-order state, the resolved configuration, the class names
+and the held-out selection so far (:data:`REQUIRED_KEYS`). They are written through
+:func:`case.atomic.atomic_write_bytes`, so a run killed at any instant leaves either the
+previous version of a file or the new one, never half of it; a file damaged otherwise (a
+disk error, a copy cut short) is skipped by :func:`load_latest` in favour of the one before.
 """
 
 from __future__ import annotations
@@ -16,28 +16,31 @@ from __future__ import annotations
 import io
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from .atomic import atomic_write_bytes
 
 __all__ = [
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "atomic_write_json",
+    "REQUIRED_KEYS",
     "save_checkpoint",
     "load_checkpoint",
     "periodic_checkpoints",
-    "latest_checkpoint",
+    "resume_candidates",
+    "load_latest",
     "prune_checkpoints",
     "rng_state",
     "set_rng_state",
 ]
 
 _PERIODIC = re.compile(r"^step_(\d+)\.pt$")
+
+#: What every checkpoint of a run holds (a file without one of them cannot resume a run).
+REQUIRED_KEYS = ("step", "model", "optimizer", "cluster_fg", "rng", "data_order", "config", "class_names", "best")
 
 
 def rng_state() -> dict[str, Any]:
@@ -74,7 +77,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         # state is not on torch's weights-only allow-list
         return torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # torch raises several types for a corrupt file
-        raise RuntimeError(f"checkpoint {path} is unreadable ({type(err).__name__}: {err})") from err
+        first_line = (str(err).strip().splitlines() or [""])[0]  # some run over many lines
+        raise RuntimeError(f"checkpoint {path} is unreadable ({type(err).__name__}: {first_line})") from err
 
 
 def periodic_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
@@ -90,13 +94,33 @@ def periodic_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def latest_checkpoint(folder: str | Path) -> Path | None:
-    """``final.pt`` if present, else the periodic checkpoint of the highest step, else None."""
+def resume_candidates(folder: str | Path) -> list[Path]:
+    """The checkpoints a run can resume from, latest first: ``final.pt``, then ``step_*.pt`` by decreasing step."""
     folder = Path(folder)
-    if (folder / "final.pt").is_file():
-        return folder / "final.pt"
-    found = periodic_checkpoints(folder)
-    return found[-1][1] if found else None
+    final = [folder / "final.pt"] if (folder / "final.pt").is_file() else []
+    return final + [path for _, path in reversed(periodic_checkpoints(folder))]
+
+
+def load_latest(
+    folder: str | Path, map_location: str | torch.device = "cpu", skipped: Callable[[str], None] | None = None
+) -> tuple[Path, dict[str, Any]] | None:
+    """The latest checkpoint of ``folder`` that reads back whole, with its path; None if there is none.
+
+    A checkpoint that cannot be read, or lacks one of :data:`REQUIRED_KEYS`, is passed over
+    for the one before it, and ``skipped`` receives a line saying so.
+    """
+    for path in resume_candidates(folder):
+        try:
+            state = load_checkpoint(path, map_location)
+            missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
+            if missing:
+                raise RuntimeError(f"checkpoint {path} lacks {', '.join(missing)}")
+        except RuntimeError as err:
+            if skipped is not None:
+                skipped(f"{err}; passing over it for the checkpoint before it")
+            continue
+        return path, state
+    return None
 
 
 def prune_checkpoints(folder: str | Path, keep: int) -> None:

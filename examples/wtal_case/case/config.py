@@ -2,11 +2,23 @@
 
 A config file holds any subset of the sections of :class:`Config` (missing keys keep their
 defaults); ``--set section.key=value`` overrides (values parsed as YAML) are applied on top.
-Every value is checked against the dataclass field's type — ``int``, ``float`` (an integer
-is accepted), ``bool``, ``str``, ``Literal[...]`` choices, optional values, lists and tuples —
-and an unknown key is an error naming the key, the file, and the keys that exist. The
-resolved configuration is written to the run folder (``config.yaml``) and reloads to the
+The resolved configuration is written to the run folder (``config.yaml``) and reloads to the
 same object.
+
+One validation convention, for every section:
+
+* **types and choices** are checked here, by the loader, from each field's annotation:
+  ``int``, ``float`` (an integer is accepted, and so is a numeric string such as ``1e-4``,
+  which YAML 1.1 reads as a string), ``bool``, ``str``, ``Literal[...]`` choices, optional
+  values, lists and tuples; an unknown key is an error naming the key and the keys that exist;
+* **values** (ranges, and rules between fields) are checked by the section's
+  ``__post_init__``, which raises :class:`ValueError` naming the full key
+  (``postprocess.nms_iou must lie in [0, 1], got 2.0``);
+* either way the caller gets one :class:`ConfigError` naming the source (file or defaults).
+
+What depends on the machine or the data (a GPU for ``train.device=cuda``, the data set's files,
+``eval.ambiguous``) is checked before training starts (:mod:`case.trainer`), not here, so that
+a run folder's ``config.yaml`` always reloads.
 
 Examples
 --------
@@ -20,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -30,6 +43,7 @@ from typing import Any, Literal
 import yaml
 
 from .data import DataConfig
+from .errors import ConfigError
 from .labeling import LabelingConfig
 from .losses import LossConfig
 from .metrics import DEFAULT_TIOU_THRESHOLDS
@@ -46,6 +60,7 @@ __all__ = [
     "from_dict",
     "to_dict",
     "apply_overrides",
+    "config_differences",
     "dump_config",
     "CONFIG_DIR",
 ]
@@ -53,16 +68,17 @@ __all__ = [
 #: The example's shipped configurations (``synthetic.yaml`` is the default).
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
+#: The largest ``train.seed``: NumPy seeds are 32-bit.
+MAX_SEED = 2**32 - 1
 
-class ConfigError(ValueError):
-    """A configuration file or override is malformed; the message names the key and the source."""
+#: A decimal number as a user writes it: 1e-4, 5E+3, .5, -2.5e-3 (YAML 1.1 reads some as strings).
+_DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 @dataclass
 class OptimConfig:
-    """Optimiser (paper: Adam, learning rate 1e-4, weight decay 5e-4, β = (0.9, 0.999))."""
+    """Adam (the paper's optimiser; learning rate 1e-4, weight decay 5e-4, β = (0.9, 0.999))."""
 
-    name: Literal["adam"] = "adam"
     lr: float = 1e-4
     weight_decay: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.999)
@@ -70,8 +86,8 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"optim.lr must be a finite number > 0, got {self.lr}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"optim.weight_decay must be >= 0, got {self.weight_decay}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"optim.weight_decay must be a finite number >= 0, got {self.weight_decay}")
         if not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"optim.betas must lie in [0, 1), got {list(self.betas)}")
 
@@ -88,9 +104,10 @@ class TrainConfig:
         Videos per step over all processes (paper: 16); under DDP each of W ranks takes
         ``batch_size / W`` of them.
     seed : int
-        Seeds the model's initialisation and the data order and sampling.
+        Seeds the model's initialisation and the data order and sampling; in [0, 2**32 - 1]
+        (NumPy's seed range).
     device : str
-        ``"cpu"`` or ``"cuda"`` (``train.py --device``).
+        ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"`` (``train.py --device``).
     checkpoint_every : int
         Steps between periodic checkpoints (0: only the final one).
     keep_checkpoints : int
@@ -136,8 +153,10 @@ class TrainConfig:
         for name in ("log_every", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        if self.device.split(":")[0] not in ("cpu", "cuda"):
-            raise ValueError(f"train.device must be 'cpu' or 'cuda[:i]', got {self.device!r}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"train.seed must be an integer in [0, 2**32 - 1], got {self.seed}")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"train.device must be 'cpu', 'cuda' or 'cuda:<index>', got {self.device!r}")
         if self.select == "heldout" and not 0 < self.heldout_fraction < 1:
             raise ValueError(
                 f"train.select='heldout' needs 0 < train.heldout_fraction < 1, got {self.heldout_fraction}"
@@ -152,7 +171,7 @@ class EvalConfig:
 
     Attributes
     ----------
-    split : str
+    split : {"test", "train"}
         Split evaluated at the end of training.
     sampling : {"uniform", "all"}
         Snippets fed to the model per test video: ``data.num_segments`` uniformly spaced
@@ -165,7 +184,7 @@ class EvalConfig:
         Test videos drawn in the run folder's foreground plots.
     """
 
-    split: str = "test"
+    split: Literal["test", "train"] = "test"
     sampling: Literal["uniform", "all"] = "uniform"
     tiou: list[float] = field(default_factory=lambda: list(DEFAULT_TIOU_THRESHOLDS))
     ambiguous: str | None = None
@@ -254,6 +273,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {value!r}")
         return float(value)
@@ -286,11 +307,7 @@ def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
             )
         kwargs[key] = _convert(value, hints[key], path)
     try:
-        obj = cls(**kwargs)
-        validate = getattr(obj, "validate", None)  # the data part checks in validate(), not __post_init__
-        if callable(validate):
-            validate()
-        return obj
+        return cls(**kwargs)  # __post_init__ checks the values
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:
@@ -306,6 +323,25 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, Mapping):
         return {k: to_dict(v) for k, v in obj.items()}
     return obj
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``"key: old -> new"`` for every value that differs between two configurations as plain data.
+
+    Examples
+    --------
+    >>> config_differences({"optim": {"lr": 0.1, "betas": [0.9, 0.99]}}, {"optim": {"lr": 0.5, "betas": [0.9, 0.99]}})
+    ['optim.lr: 0.1 -> 0.5']
+    """
+    found = []
+    for key in list(old) + [k for k in new if k not in old]:
+        path = f"{prefix}.{key}" if prefix else str(key)
+        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            found += config_differences(a, b, path)
+        elif a != b:
+            found.append(f"{path}: {a!r} -> {b!r}")
+    return found
 
 
 def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -368,9 +404,11 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     if path is not None:
         source = str(path)
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as err:
             raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from err
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as err:

@@ -1,10 +1,10 @@
-"""Run a trained checkpoint on a data set: its configuration there, detections, and their scores.
+"""A trained model on videos: its checkpoint, its test-time configuration, its outputs, detections.
 
-``evaluate.py --checkpoint`` and the reproduction report (:mod:`case.ablation`) use this module.
 A checkpoint fixes what was *trained* — the model, the losses that defined its video scores
 and its labelling (config sections ``model``, ``loss``, ``labeling``) — while the data set it
 runs on and the test-time settings (``data``, ``eval``, ``postprocess``, ``train.device``)
-may come from another configuration file or from ``--set`` overrides.
+may come from another configuration file or from ``--set`` overrides
+(:func:`inference_config`). Scoring the detections is :mod:`case.evaluation`'s job.
 
 Examples
 --------
@@ -18,26 +18,87 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 
+from . import checkpoint as ckpt
 from .config import Config, ConfigError, apply_overrides, from_dict, load_config, to_dict
-from .engine import TrainedModel, detect_dataset, predict_dataset
+from .losses import mil_pooling
+from .model import CASEModel
+from .postprocess import detect_video, foreground_for_testing
 
 __all__ = [
     "TRAINED_SECTIONS",
+    "TrainedModel",
+    "load_for_inference",
     "inference_config",
     "inference_class_names",
-    "predict_outputs",
-    "detections",
+    "predict_video",
+    "predict_dataset",
+    "detect_dataset",
 ]
 
 #: Config sections that a checkpoint fixes: they describe the trained model and how its
 #: outputs are read (``loss.topk_divisor`` and ``loss.calibration`` set the video scores).
 TRAINED_SECTIONS = ("model", "loss", "labeling")
+
+
+@dataclass
+class TrainedModel:
+    """A model ready for inference, with what its outputs mean.
+
+    Attributes
+    ----------
+    model : CASEModel
+        In eval mode, on the requested device.
+    cluster_fg : Tensor (K,)
+        Q^C[:, fg] of the last cluster classification (clustering-assisted testing).
+    config : Config
+        The configuration the model was trained with.
+    class_names : list of str
+        The class of each classifier output, in order.
+    step : int
+        Training steps behind the weights.
+    path : Path or None
+        The checkpoint file (None for a model still in training).
+    """
+
+    model: CASEModel
+    cluster_fg: Tensor
+    config: Config
+    class_names: list[str]
+    step: int
+    path: Path | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """C, the number of classifier outputs."""
+        return self.model.num_classes
+
+
+def load_for_inference(checkpoint: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
+    """The model, Q^C[:, fg], configuration and class names saved in a checkpoint.
+
+    Examples
+    --------
+    >>> trained = load_for_inference("runs/synthetic-seed0/checkpoints/final.pt")  # doctest: +SKIP
+    >>> trained.class_names[:2], trained.cluster_fg.shape  # doctest: +SKIP
+    (['BaseballPitch', 'BasketballDunk'], torch.Size([16]))
+    """
+    state = ckpt.load_checkpoint(checkpoint, map_location=device)
+    cfg = from_dict(Config, state["config"])
+    names = list(state["class_names"])
+    model = CASEModel(cfg.data.feature_dim, len(names), cfg.model).to(device)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return TrainedModel(model, state["cluster_fg"].to(device), cfg, names, int(state["step"]), Path(checkpoint))
 
 
 def inference_config(trained: Config, config: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
@@ -91,21 +152,13 @@ def inference_class_names(trained: TrainedModel, dataset_classes: Sequence[str])
 
     A data set may know fewer classes than the model (a test set without some class, or
     videos without annotations: their classes come from the annotations); it may not know a
-    class the model was not trained on. Checkpoints written before class names were saved
-    fall back to the data set's list, which must then have one name per output.
+    class the model was not trained on.
 
     Raises
     ------
     ValueError
-        The data set has classes the model does not, or (old checkpoints) a different count.
+        The data set has classes the model does not.
     """
-    if trained.class_names is None:
-        if len(dataset_classes) != trained.num_classes:
-            raise ValueError(
-                f"{trained.path} has no class names and the data set has {len(dataset_classes)} classes, but the "
-                f"model has {trained.num_classes} outputs"
-            )
-        return list(dataset_classes)
     unknown = sorted(set(dataset_classes) - set(trained.class_names))
     if unknown:
         raise ValueError(
@@ -115,25 +168,88 @@ def inference_class_names(trained: TrainedModel, dataset_classes: Sequence[str])
     return list(trained.class_names)
 
 
-def predict_outputs(trained: TrainedModel, dataset: Any, cfg: Config, device: torch.device) -> list[dict[str, Any]]:
-    """The model's outputs on every video of ``dataset`` (:func:`case.engine.predict_dataset`), kept in memory.
+@torch.no_grad()
+def predict_video(model: CASEModel, features: Tensor, cluster_fg: Tensor, cfg: Config) -> dict[str, np.ndarray]:
+    """What the model says about one video, in the form post-processing takes.
 
-    Post-processing them several times (:func:`detections` with different foreground modes)
-    costs one forward pass per video in all.
+    Parameters
+    ----------
+    model : CASEModel
+        In eval mode.
+    features : Tensor (T, D)
+    cluster_fg : Tensor (K,)
+        Q^C[:, fg] saved with the checkpoint.
+    cfg : Config
+
+    Returns
+    -------
+    dict of ndarray
+        ``cas`` (T, C): softmax over classes, streams averaged; ``attention`` (T,): P^A,
+        streams averaged; ``cluster_probs`` (T, K): P^S, streams averaged; ``cluster_fg``
+        (K,); ``video_scores`` (C,): each stream's softmax of its top-k pooled logits
+        (k = ⌊T / loss.topk_divisor⌋, chosen on the training calibration), averaged.
     """
-    return list(predict_dataset(trained.model, dataset, trained.cluster_fg, cfg, device))
+    outputs = model(features.unsqueeze(0))
+    cas_probs, attentions, video_logits, _ = mil_pooling(outputs, cfg.loss)
+    video_scores = torch.stack([F.softmax(v, dim=-1) for v in video_logits]).mean(0)
+    cluster_probs = torch.stack([F.softmax(o.cluster_logits, dim=-1) for o in outputs]).mean(0)
+    return {
+        "cas": cas_probs[0].float().cpu().numpy(),
+        "attention": torch.stack(attentions).mean(0)[0].float().cpu().numpy(),
+        "cluster_probs": cluster_probs[0].float().cpu().numpy(),
+        "cluster_fg": cluster_fg.float().cpu().numpy(),
+        "video_scores": video_scores[0].float().cpu().numpy(),
+    }
 
 
-def detections(
+def predict_dataset(
+    trained: TrainedModel,
+    dataset: Any,
+    cfg: Config,
+    device: torch.device,
+    indices: Sequence[int] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """:func:`predict_video` for each video of ``dataset`` (or of ``indices``), with its metadata."""
+    trained.model.eval()
+    cluster_fg = trained.cluster_fg.to(device)
+    for i in range(len(dataset)) if indices is None else indices:
+        item = dataset[i]
+        out = predict_video(trained.model, item["features"].to(device), cluster_fg, cfg)
+        index = item["index"]
+        out.update(
+            video=item["video"],
+            index=index.numpy() if isinstance(index, Tensor) else np.asarray(index),
+            num_snippets=int(item["num_snippets"]),
+            duration=float(item["duration"]),
+        )
+        yield out
+
+
+def detect_dataset(
     outputs: Iterable[Mapping[str, Any]], class_names: Sequence[str], cfg: Config, foreground_mode: str | None = None
 ) -> dict[str, Any]:
-    """Detections (ActivityNet results format) from :func:`predict_outputs`.
+    """Detections of every video (ActivityNet results format) from :func:`predict_dataset`'s outputs.
 
     ``foreground_mode`` replaces ``cfg.postprocess.foreground_mode`` (``"attention"``: P^A,
-    ``"cluster"``: P^T, ``"mixed"``: P^M, ``"official"``), for the paper's Table 7.
+    ``"cluster"``: P^T, ``"mixed"``: P^M, ``"official"``), for the paper's Table 7; the CAS
+    weight that follows the mode (``postprocess.cas_weight`` unset) follows it too.
     """
+    post = cfg.postprocess
     if foreground_mode is not None:
-        cfg = dataclasses.replace(
-            cfg, postprocess=dataclasses.replace(cfg.postprocess, foreground_mode=foreground_mode)
+        post = dataclasses.replace(post, foreground_mode=foreground_mode)
+    results = {}
+    for p in outputs:
+        foreground = foreground_for_testing(
+            p["attention"], p["cluster_probs"], p["cluster_fg"], mode=post.foreground_mode
         )
-    return detect_dataset(iter(outputs), class_names, cfg)
+        results[p["video"]] = detect_video(
+            p["cas"],
+            foreground,
+            p["video_scores"],
+            p["index"],
+            p["num_snippets"],
+            p["duration"],
+            list(class_names),
+            post,
+        )
+    return {"results": results}

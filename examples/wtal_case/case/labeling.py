@@ -50,14 +50,13 @@ from torch import Tensor
 
 from otlabel import colabel, foreground_marginal, gaussian_rank_prior, hard_labels, sinkhorn, sinkhorn_with_prior
 
+from .distributed import gather_rows, world
+
 __all__ = [
     "SCCConfig",
     "CCCConfig",
     "LabelingConfig",
     "Labels",
-    "world",
-    "gather_rows",
-    "global_sum",
     "solve_labels",
     "label_snippet_clusters",
     "label_cluster_classes",
@@ -69,11 +68,7 @@ Method = Literal["ot", "argmax"]
 Form = Literal["soft", "hard"]
 
 
-def _check_solver(section: str, method: str, form: str, epsilon: float, n_iter: int) -> None:
-    if method not in ("ot", "argmax"):
-        raise ValueError(f"{section}.method must be 'ot' or 'argmax', got {method!r}")
-    if form not in ("soft", "hard"):
-        raise ValueError(f"{section}.form must be 'soft' or 'hard', got {form!r}")
+def _check_solver(section: str, epsilon: float, n_iter: int) -> None:
     if not (epsilon > 0 and math.isfinite(epsilon)):
         raise ValueError(f"{section}.epsilon must be a finite number > 0, got {epsilon}")
     if n_iter < 1:
@@ -117,11 +112,7 @@ class SCCConfig:
     n_iter: int = 3
 
     def __post_init__(self) -> None:
-        _check_solver("labeling.scc", self.method, self.form, self.epsilon, self.n_iter)
-        if self.prior not in ("gaussian", "none"):
-            raise ValueError(f"labeling.scc.prior must be 'gaussian' or 'none', got {self.prior!r}")
-        if self.ranking not in ("rank", "argsort"):
-            raise ValueError(f"labeling.scc.ranking must be 'rank' or 'argsort', got {self.ranking!r}")
+        _check_solver("labeling.scc", self.epsilon, self.n_iter)
         if not (self.sigma > 0 and math.isfinite(self.sigma)):
             raise ValueError(f"labeling.scc.sigma must be a finite number > 0, got {self.sigma}")
 
@@ -155,11 +146,9 @@ class CCCConfig:
     n_iter: int = 3
 
     def __post_init__(self) -> None:
-        _check_solver("labeling.ccc", self.method, self.form, self.epsilon, self.n_iter)
-        if self.marginal not in ("estimated", "uniform"):
-            raise ValueError(f"labeling.ccc.marginal must be 'estimated' or 'uniform', got {self.marginal!r}")
-        if not self.temperature > 0:
-            raise ValueError(f"labeling.ccc.temperature must be > 0, got {self.temperature}")
+        _check_solver("labeling.ccc", self.epsilon, self.n_iter)
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ValueError(f"labeling.ccc.temperature must be a finite number > 0, got {self.temperature}")
 
 
 @dataclass
@@ -184,10 +173,6 @@ class LabelingConfig:
     ccc: CCCConfig = field(default_factory=CCCConfig)
 
     def __post_init__(self) -> None:
-        if self.fusion not in ("logits", "probs"):
-            raise ValueError(f"labeling.fusion must be 'logits' or 'probs', got {self.fusion!r}")
-        if self.scope not in ("global", "local"):
-            raise ValueError(f"labeling.scope must be 'global' or 'local', got {self.scope!r}")
         if self.ccc.enabled and not self.scc.enabled:
             raise ValueError(
                 "labeling.ccc.enabled needs labeling.scc.enabled: clusters are classified from SCC's labels"
@@ -213,46 +198,6 @@ class Labels:
     entropy: float
     row_error: float
     col_error: float
-
-
-# --------------------------------------------------------------------------- distributed
-
-
-def world(scope: str = "global") -> tuple[int, int]:
-    """(rank, world size) that labelling spans: (0, 1) unless ``scope="global"`` under DDP."""
-    if scope == "global" and dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def gather_rows(tensor: Tensor, scope: str) -> tuple[Tensor, slice]:
-    """Concatenate every rank's rows (rank order) and say which rows are this rank's.
-
-    Every rank must pass the same number of rows (the engine's sampler guarantees equal
-    per-rank batches). Without a process group, or with ``scope="local"``, it returns the
-    tensor itself and ``slice(None)``.
-    """
-    rank, size = world(scope)
-    if size == 1:
-        return tensor, slice(None)
-    parts = [torch.empty_like(tensor) for _ in range(size)]
-    dist.all_gather(parts, tensor.contiguous())
-    n = tensor.shape[0]
-    return torch.cat(parts, dim=0), slice(rank * n, (rank + 1) * n)
-
-
-def global_sum(tensor: Tensor, scope: str) -> Tensor:
-    """Sum ``tensor`` over the ranks, differentiably (identity without a process group).
-
-    Used for the cluster and F&B prototypes (Eq. 4–5), which are sums over all snippets of
-    the batch: the backward pass sums the incoming gradients over the ranks, so that after
-    DDP's gradient averaging the update equals one process on the global batch.
-    """
-    if world(scope)[1] == 1:
-        return tensor
-    from torch.distributed.nn.functional import all_reduce
-
-    return all_reduce(tensor)
 
 
 # --------------------------------------------------------------------------- solving
@@ -345,6 +290,8 @@ def solve_labels(
     Labels
         This rank's labels and diagnostics computed over all labelled rows (every rank's).
     """
+    if method not in ("ot", "argmax") or form not in ("soft", "hard"):
+        raise ValueError(f"method must be 'ot' or 'argmax' and form 'soft' or 'hard', got {method!r}, {form!r}")
     scores = scores.detach()
     prior = None if prior is None else prior.detach()
     n_cols = scores.shape[-1]
@@ -430,7 +377,10 @@ def label_snippet_clusters(
             # the official code's value for snippet n is the position argsort(-fg)[n]; ranking
             # its negation reproduces that value (up to 1/N) through the same prior function
             all_fg = -torch.argsort(-all_fg).to(scores.dtype)
-        prior = gaussian_rank_prior(all_fg.to(scores.dtype), cluster_fg.to(scores.dtype), cfg.sigma)[mine]
+        # Q^C[:, fg] is a probability, but rounding can leave it at 1.0000001 (every cluster
+        # foreground) or just below 0; otlabel refuses levels outside [0, 1], so hand it exact bounds
+        levels = cluster_fg.to(scores.dtype).clamp(0.0, 1.0)
+        prior = gaussian_rank_prior(all_fg.to(scores.dtype), levels, cfg.sigma)[mine]
     return solve_labels(
         scores,
         epsilon=cfg.epsilon,

@@ -31,13 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .labeling import (
-    LabelingConfig,
-    global_sum,
-    label_cluster_classes,
-    label_snippet_clusters,
-    usage_entropy,
-)
+from .distributed import global_sum
+from .labeling import LabelingConfig, label_cluster_classes, label_snippet_clusters, usage_entropy
 from .model import StreamOutput
 
 __all__ = [
@@ -89,8 +84,6 @@ class LossConfig:
     def __post_init__(self) -> None:
         if self.topk_divisor < 1:
             raise ValueError(f"loss.topk_divisor must be >= 1, got {self.topk_divisor}")
-        if self.calibration not in ("code", "paper"):
-            raise ValueError(f"loss.calibration must be 'code' or 'paper', got {self.calibration!r}")
         if not 0 <= self.omega <= 1:
             raise ValueError(f"loss.omega must lie in [0, 1], got {self.omega}")
         if not 0 < self.gbce_q <= 1:

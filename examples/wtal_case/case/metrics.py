@@ -214,6 +214,8 @@ def _read_json(source: Source, what: str) -> tuple[Mapping[str, Any], str]:
         raise FileNotFoundError(f"{what} file not found: {name}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DetectionFileError(f"{name}: not valid JSON ({exc})") from None
+    except RecursionError:  # json recurses once per nesting level
+        raise DetectionFileError(f"{name}: nested too deeply to be a {what} file") from None
     if not isinstance(data, Mapping):
         raise DetectionFileError(f"{name}: expected a JSON object at the top level, got {type(data).__name__}")
     return data, name
@@ -224,11 +226,25 @@ def _is_real_type(kind: type) -> bool:
     return issubclass(kind, numbers.Real) and not issubclass(kind, (bool, np.bool_))
 
 
+def _to_float(value: Any) -> float:
+    """``float(value)``, with ±inf for an integer beyond the float range (JSON allows 400 digits)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def _bound(value: Any) -> float:
     """A segment bound: a real number or a numeric string (gt.json stores strings)."""
     if isinstance(value, str) or _is_real_type(type(value)):
-        return float(value)
+        return _to_float(value)
     raise ValueError(f"expected a number or a numeric string, got {value!r}")
+
+
+def _score(value: Any, where: str) -> float:
+    if not _is_real_type(type(value)) or not math.isfinite(_to_float(value)):
+        raise DetectionFileError(f"{where}: 'score' must be a finite number, got {value!r}")
+    return _to_float(value)
 
 
 def _segment(seg: Any, where: str) -> tuple[float, float]:
@@ -427,6 +443,9 @@ def _predictions_checked(
             where = f"{name}: results[{vid!r}][{j}]"
             _entry(item, where, ("label", "score", "segment"))
             lab = item["label"]
+            # every detection is validated, also one that is dropped below for its label
+            sc = _score(item["score"], where)
+            s, e = _segment(item["segment"], where)
             if lab not in class_code:
                 if lab in known:
                     other += 1
@@ -434,15 +453,11 @@ def _predictions_checked(
                 raise DetectionFileError(
                     f"{where}: label {lab!r} is unknown to the ground truth (classes: {sorted(known)})"
                 )
-            sc = item["score"]
-            if not _is_real_type(type(sc)) or not math.isfinite(sc):
-                raise DetectionFileError(f"{where}: 'score' must be a finite number, got {sc!r}")
-            s, e = _segment(item["segment"], where)
             video.append(code)
             label.append(class_code[lab])
             start.append(s)
             end.append(e)
-            score.append(float(sc))
+            score.append(sc)
     return Predictions(
         video=np.asarray(video, np.int64),
         label=np.asarray(label, np.int64),

@@ -17,6 +17,7 @@ parameters and 1.60 GMACs for one video of T = 750 snippets (paper Table 1: 2.13
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -65,8 +66,8 @@ class ModelConfig:
             raise ValueError(f"model.hidden_dim must be >= 1, got {self.hidden_dim}")
         if self.num_clusters < 2:
             raise ValueError(f"model.num_clusters must be >= 2, got {self.num_clusters}")
-        if not self.temperature > 0:
-            raise ValueError(f"model.temperature must be > 0, got {self.temperature}")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ValueError(f"model.temperature must be a finite number > 0, got {self.temperature}")
         if self.num_classes is not None and self.num_classes < 1:
             raise ValueError(f"model.num_classes must be >= 1 (or null), got {self.num_classes}")
 
@@ -162,6 +163,11 @@ class CASEModel(nn.Module):
             raise ValueError(f"feature_dim must be even (RGB half, flow half), got {feature_dim}")
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if cfg.num_classes is not None and cfg.num_classes != num_classes:
+            raise ValueError(
+                f"model.num_classes is {cfg.num_classes} but the data set has {num_classes} classes; "
+                "fix the config or leave model.num_classes unset"
+            )
         self.feature_dim = feature_dim
         self.num_classes = num_classes
         self.num_clusters = cfg.num_clusters

@@ -47,9 +47,11 @@ import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
+
+from .data.constants import FEATURE_FPS, FRAMES_PER_SNIPPET, SNIPPET_SECONDS
 
 __all__ = [
     "FOREGROUND_MODES",
@@ -68,12 +70,15 @@ __all__ = [
 
 #: ``attention``: P^A; ``cluster``: P^T; ``mixed``: P^M (paper); ``official``: the official
 #: inference's average of the per-stream attentions and P^T (equal to P^M on stream averages).
-FOREGROUND_MODES = ("attention", "cluster", "mixed", "official")
+ForegroundMode = Literal["attention", "cluster", "mixed", "official"]
 #: ``hard``: greedy NMS; ``soft``: Gaussian soft-NMS; ``official``: the CASE/BaSNet variant.
-NMS_KINDS = ("hard", "soft", "official")
+NmsKind = Literal["hard", "soft", "official"]
 #: ``index``: through the sampled snippets' original indices; ``stretch``: the official
 #: uniform stretch (row u -> u * num_snippets / T).
-TIME_MAPPINGS = ("index", "stretch")
+TimeMapping = Literal["index", "stretch"]
+FOREGROUND_MODES: tuple[str, ...] = get_args(ForegroundMode)
+NMS_KINDS: tuple[str, ...] = get_args(NmsKind)
+TIME_MAPPINGS: tuple[str, ...] = get_args(TimeMapping)
 
 
 @dataclass
@@ -119,58 +124,45 @@ class PostprocessConfig:
         ``"index"`` (default) maps rows back to time through the original snippet indices;
         ``"stretch"`` is the official ``t = u * num_snippets / T * 16 / 25``. They agree when all
         snippets are kept, and differ by under one snippet for uniform sampling.
-    frames_per_snippet, feature_fps : int, float
-        Snippet length in frames and the features' frame rate: 16 and 25 (0.64 s a snippet).
     clip_to_duration : bool
         Clip detections to [0, duration] when the duration is known (a no-op for features
         that cover whole 16-frame snippets only).
     """
 
-    foreground_mode: str = "mixed"
+    foreground_mode: ForegroundMode = "mixed"
     cas_weight: float | None = None
     class_threshold: float = 0.25
     act_thresholds: tuple[float, ...] = field(default=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9))
     scale: int = 24
     outer_ratio: float = 0.15
     video_score_weight: float = 0.2
-    nms: str = "official"
+    nms: NmsKind = "official"
     nms_iou: float = 0.4
     soft_nms_sigma: float = 0.35
     max_detections: int | None = None
-    time_mapping: str = "index"
-    frames_per_snippet: int = 16
-    feature_fps: float = 25.0
+    time_mapping: TimeMapping = "index"
     clip_to_duration: bool = True
 
     def __post_init__(self) -> None:
         self.act_thresholds = tuple(float(t) for t in self.act_thresholds)
-        _choice("foreground_mode", self.foreground_mode, FOREGROUND_MODES)
-        _choice("nms", self.nms, NMS_KINDS)
-        _choice("time_mapping", self.time_mapping, TIME_MAPPINGS)
         if self.cas_weight is not None and not 0.0 <= self.cas_weight <= 1.0:
-            raise ValueError(f"cas_weight must be in [0, 1] or None, got {self.cas_weight}")
+            raise ValueError(f"postprocess.cas_weight must lie in [0, 1] or be null, got {self.cas_weight}")
         if not self.act_thresholds or not all(math.isfinite(t) for t in self.act_thresholds):
-            raise ValueError(f"act_thresholds must be a non-empty list of finite numbers, got {self.act_thresholds}")
-        if isinstance(self.scale, bool) or not isinstance(self.scale, int) or self.scale < 1:
-            raise ValueError(f"scale must be an integer >= 1, got {self.scale!r}")
-        for name in ("class_threshold", "outer_ratio", "video_score_weight", "nms_iou"):
+            raise ValueError(
+                f"postprocess.act_thresholds must be a non-empty list of finite numbers, got {self.act_thresholds}"
+            )
+        if self.scale < 1:
+            raise ValueError(f"postprocess.scale must be >= 1, got {self.scale}")
+        for name in ("class_threshold", "outer_ratio", "video_score_weight"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+                raise ValueError(f"postprocess.{name} must be a finite number >= 0, got {value}")
+        if not 0 <= self.nms_iou <= 1:  # a tIoU: 2 would silently switch suppression off
+            raise ValueError(f"postprocess.nms_iou must lie in [0, 1], got {self.nms_iou}")
         if not (math.isfinite(self.soft_nms_sigma) and self.soft_nms_sigma > 0):
-            raise ValueError(f"soft_nms_sigma must be > 0, got {self.soft_nms_sigma}")
+            raise ValueError(f"postprocess.soft_nms_sigma must be a finite number > 0, got {self.soft_nms_sigma}")
         if self.max_detections is not None and self.max_detections < 1:
-            raise ValueError(f"max_detections must be >= 1 or None, got {self.max_detections}")
-        if self.frames_per_snippet < 1 or not self.feature_fps > 0:
-            raise ValueError(
-                "frames_per_snippet and feature_fps must be positive, got "
-                f"{self.frames_per_snippet} and {self.feature_fps}"
-            )
-
-    @property
-    def snippet_seconds(self) -> float:
-        """Duration of one snippet in seconds (16 / 25 = 0.64 by default)."""
-        return self.frames_per_snippet / self.feature_fps
+            raise ValueError(f"postprocess.max_detections must be >= 1 or null, got {self.max_detections}")
 
     @property
     def resolved_cas_weight(self) -> float:
@@ -410,10 +402,10 @@ def positions_to_seconds(
     """
     t = index.shape[0]
     if cfg.time_mapping == "stretch":
-        factor = (cfg.frames_per_snippet * num_snippets) / (scale * t * cfg.feature_fps)
+        factor = (FRAMES_PER_SNIPPET * num_snippets) / (scale * t * FEATURE_FPS)
         return positions * factor
     knots = np.append(index.astype(np.float64), float(num_snippets))
-    return np.interp(positions / scale, np.arange(t + 1, dtype=np.float64), knots) * cfg.snippet_seconds
+    return np.interp(positions / scale, np.arange(t + 1, dtype=np.float64), knots) * SNIPPET_SECONDS
 
 
 # --------------------------------------------------------------------------------------------

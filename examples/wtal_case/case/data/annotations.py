@@ -105,9 +105,27 @@ def _number(value: Any, where: str) -> float:
         out = float(decode(value) if isinstance(value, (bytes, np.bytes_)) else value)
     except (TypeError, ValueError):
         raise DatasetError(f"{where}: {value!r} is not a number") from None
+    except OverflowError:  # an integer of hundreds of digits
+        out = math.inf
     if not math.isfinite(out):
         raise DatasetError(f"{where}: {value!r} is not finite")
     return out
+
+
+def _duration(value: Any, where: str) -> float:
+    seconds = _number(value, where)
+    if seconds <= 0:
+        raise DatasetError(f"{where}: duration {seconds} s must be > 0")
+    return seconds
+
+
+def check_unique(names: Sequence[str], what: str, source: str | Path) -> None:
+    """Raise :class:`DatasetError` naming ``source`` if a name appears twice (classes, a split's videos)."""
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names, 1):
+        if name in seen:
+            raise DatasetError(f"{source}: {what} {name!r} is listed twice (entries {seen[name]} and {position})")
+        seen[name] = position
 
 
 def parse_segment(bounds: Any, label: Any, where: str) -> Segment:
@@ -155,6 +173,8 @@ def read_activitynet_gt(path: str | Path) -> dict[str, VideoRecord]:
             payload = json.load(fh)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: not a valid JSON file ({exc})") from None
+    except RecursionError:  # json recurses once per nesting level
+        raise DatasetError(f"{path}: nested too deeply to be an annotation file") from None
     database = payload.get("database") if isinstance(payload, dict) else None
     if not isinstance(database, dict):
         raise DatasetError(f"{path}: expected a top-level {{'database': {{video: ...}}}} mapping")
@@ -172,7 +192,7 @@ def read_activitynet_gt(path: str | Path) -> dict[str, VideoRecord]:
         records[video] = VideoRecord(
             name=video,
             subset=str(entry.get("subset", "")),
-            duration=None if duration is None else _number(duration, f"{where} duration"),
+            duration=None if duration is None else _duration(duration, where),
             segments=segments,
         )
     return records
@@ -226,8 +246,10 @@ def read_wtalc_annotations(
         for key in ("videoname", "subset", "duration", "segments", "labels", "classlist")
     }
     class_names = [decode(c) for c in np.ravel(arrays["classlist"])]
+    check_unique(class_names, "class", folder / "classlist.npy")
     known = set(class_names)
     names = [decode(v) for v in np.ravel(arrays["videoname"])]
+    check_unique(names, "video", folder / "videoname.npy")
     durations = np.reshape(arrays["duration"], (len(arrays["duration"]), -1))
     for key in ("subset", "segments", "labels"):
         if len(arrays[key]) != len(names):
@@ -257,7 +279,7 @@ def read_wtalc_annotations(
                     f"(not in {folder / 'classlist.npy'})"
                 )
             segments.append(seg)
-        duration = _number(durations[i, 0], f"{folder / 'duration.npy'} (video {name!r})")
+        duration = _duration(durations[i, 0], f"{folder / 'duration.npy'} (video {name!r})")
         records.append(VideoRecord(name, subset if subsets is None else subsets[subset], duration, segments))
     return class_names, records
 

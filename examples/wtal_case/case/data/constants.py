@@ -32,6 +32,10 @@ FEATURE_FPS: float = 25.0
 SNIPPET_SECONDS: float = FRAMES_PER_SNIPPET / FEATURE_FPS
 #: Feature width of one stream (RGB or optical flow) of I3D.
 STREAM_DIM: int = 1024
+#: The largest feature magnitude a data set may hold. I3D features lie within a few tens (the
+#: synthetic set within 10); a value beyond this is a corrupt or foreign file, which would
+#: otherwise train on, logging losses of 1e29. Features scaled otherwise need rescaling first.
+MAX_FEATURE_MAGNITUDE: float = 1e4
 
 #: The 20 THUMOS14 classes; label index = position (alphabetical: W-TALC's classlist
 #: and the official CASE code use this order).

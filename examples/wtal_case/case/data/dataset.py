@@ -3,16 +3,21 @@
 :func:`build_dataset` reads a :class:`DataConfig` and returns a :class:`VideoDataset` whose
 items are a video's sampled snippet features (RGB then flow), its multi-hot video label and
 where its rows come from. All files are checked when the dataset is built (existence,
-readable ``.npy`` header, shape, RGB/flow agreement, known videos and labels), so a broken
-data set fails at once with the file's name instead of in the middle of training.
+readable ``.npy`` header, shape, RGB/flow agreement, known videos and labels, a split file
+listing each video once, ``classes.txt`` each class once), so a broken data set fails at once
+with the file's name instead of in the middle of training; :meth:`VideoDataset.verify` also
+reads every feature value (finite, within :data:`~case.data.constants.MAX_FEATURE_MAGNITUDE`),
+and every item read is checked the same way. Annotations that run past their video's end,
+as a few of THUMOS14's do, are kept and named in a :class:`~case.data.errors.DatasetWarning`.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -22,16 +27,18 @@ from .annotations import (
     VideoRecord,
     activitynet_entry,
     check_labels,
+    check_unique,
     load_pickled_npy,
     read_activitynet_gt,
     read_wtalc_annotations,
 )
-from .constants import SNIPPET_SECONDS
-from .errors import DatasetError, DatasetFileNotFoundError
+from .constants import MAX_FEATURE_MAGNITUDE, SNIPPET_SECONDS, STREAM_DIM
+from .errors import DatasetError, DatasetFileNotFoundError, DatasetWarning
 from .sampling import SAMPLING_MODES, sample_indices
 from .synthetic import SyntheticConfig, ensure_synthetic
 
-SOURCES = ("synthetic", "basnet", "wtalc")
+Source = Literal["synthetic", "basnet", "wtalc"]
+SOURCES: tuple[str, ...] = get_args(Source)
 SPLITS = ("train", "test")
 
 
@@ -57,30 +64,22 @@ class DataConfig:
         Seed and size of the synthetic set.
     """
 
-    source: str = "synthetic"
+    source: Source = "synthetic"
     root: str = "data/synthetic-thumos14"
     num_segments: int = 750
     feature_dim: int = 2048
     wtalc_name: str = "Thumos14reduced"
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
-    def validate(self) -> None:
-        """Raise :class:`DatasetError` naming the field for an invalid value."""
-        if self.source not in SOURCES:
-            raise DatasetError(f"data.source must be one of {SOURCES}, got {self.source!r}")
-        if isinstance(self.num_segments, bool) or not isinstance(self.num_segments, int) or self.num_segments < 1:
-            raise DatasetError(f"data.num_segments must be a positive integer, got {self.num_segments!r}")
-        if (
-            isinstance(self.feature_dim, bool)
-            or not isinstance(self.feature_dim, int)
-            or self.feature_dim < 2
-            or self.feature_dim % 2
-        ):
-            raise DatasetError(
-                f"data.feature_dim must be a positive even integer (RGB + flow), got {self.feature_dim!r}"
+    def __post_init__(self) -> None:
+        if self.num_segments < 1:
+            raise ValueError(f"data.num_segments must be >= 1, got {self.num_segments}")
+        if self.feature_dim < 2 or self.feature_dim % 2:
+            raise ValueError(f"data.feature_dim must be a positive even number (RGB + flow), got {self.feature_dim}")
+        if self.source == "synthetic" and self.feature_dim != 2 * STREAM_DIM:
+            raise ValueError(
+                f"data.feature_dim must be {2 * STREAM_DIM} for the synthetic source, got {self.feature_dim}"
             )
-        if self.source == "synthetic":
-            self.synthetic.validate()
 
 
 class VideoDataset(Dataset):
@@ -185,14 +184,42 @@ class VideoDataset(Dataset):
             }
         }
 
+    def verify(self) -> None:
+        """Read every video's features once and check each value: finite, and at most
+        :data:`~case.data.constants.MAX_FEATURE_MAGNITUDE` in magnitude.
+
+        Raises
+        ------
+        DatasetError
+            Naming the file, the snippet and the column of the first bad value.
+        """
+        for i in range(len(self)):
+            self._check_values(i, self._load(i).astype(np.float32, copy=False), None)
+
+    def _check_values(self, i: int, features: np.ndarray, index: np.ndarray | None) -> None:
+        """Raise :class:`DatasetError` at the first NaN, infinity or absurd magnitude of video ``i``'s rows."""
+        if features.max(initial=0.0) <= MAX_FEATURE_MAGNITUDE and -features.min(initial=0.0) <= MAX_FEATURE_MAGNITUDE:
+            return  # the common case, in two fast reductions (a NaN fails both comparisons)
+        row, col = np.argwhere(~(np.abs(features) <= MAX_FEATURE_MAGNITUDE))[0]
+        value = features[row, col]
+        width = features.shape[1] // 2
+        what = "NaN" if np.isnan(value) else "an infinity" if np.isinf(value) else f"the value {value:.3g}"
+        snippet = int(row if index is None else index[row])
+        raise DatasetError(
+            f"{self._load.describe(i, col // width)}: {what} at snippet {snippet}, column {col % width} "
+            f"(features must be finite and within ±{MAX_FEATURE_MAGNITUDE:g}); re-extract or fix that file"
+        )
+
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not 0 <= i < len(self):
             raise IndexError(f"video index {i} out of range for {len(self)} videos")
         features = self._load(i)
         rng = np.random.default_rng([self.seed, self.epoch, i]) if self.sampling == "random" else None
         index = sample_indices(len(features), self.num_segments, self.sampling, rng)
+        rows = np.ascontiguousarray(features[index], dtype=np.float32)
+        self._check_values(i, rows, index)  # a file changed since verify() is named, not trained on
         return {
-            "features": torch.from_numpy(np.ascontiguousarray(features[index], dtype=np.float32)),
+            "features": torch.from_numpy(rows),
             "label": self._labels[i].clone(),
             "video": self.videos[i],
             "index": torch.from_numpy(index),
@@ -273,10 +300,18 @@ def _load_npy(path: Path, width: int) -> np.ndarray:
     return arr
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_names(path: Path, item: str) -> list[str]:
+    """The ``item`` names of a split file or ``classes.txt``, one per non-empty line: at least one, each once."""
     if not path.is_file():
-        raise DatasetFileNotFoundError(f"split file {path} not found")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        raise DatasetFileNotFoundError(f"{item} list {path} not found")
+    try:
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not names:
+        raise DatasetError(f"{path} is empty: it must list at least one {item}")
+    check_unique(names, item, path)
+    return names
 
 
 class _StreamPairLoader:
@@ -294,6 +329,23 @@ class _StreamPairLoader:
             raise DatasetError(f"feature files {rgb_path} and {flow_path} have {len(rgb)} and {len(flow)} snippets")
         return np.concatenate([rgb, flow], axis=1)
 
+    def describe(self, i: int, stream: int) -> str:
+        """The file that holds column block ``stream`` (0: RGB, 1: flow) of video ``i``."""
+        return f"feature file {self.paths[i][stream]}"
+
+
+class _ArrayLoader:
+    """Video i's (T, D) array, held in memory (W-TALC's joint feature file)."""
+
+    def __init__(self, arrays: list[np.ndarray], path: Path, videos: list[str]) -> None:
+        self.arrays, self.path, self.videos = arrays, path, videos
+
+    def __call__(self, i: int) -> np.ndarray:
+        return self.arrays[i]
+
+    def describe(self, i: int, stream: int) -> str:
+        return f"feature file {self.path} (video {self.videos[i]!r}, {('RGB', 'flow')[stream]} half)"
+
 
 def _basnet(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) -> VideoDataset:
     """CASE/BaSNet layout: ``features/<split>/{rgb,flow}/<video>.npy``, split files, gt.json.
@@ -307,12 +359,12 @@ def _basnet(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) -
     gt = read_activitynet_gt(gt_path)
     classes_path = root / "classes.txt"
     if classes_path.is_file():
-        class_names = _read_lines(classes_path)
+        class_names = _read_names(classes_path, "class")
         check_labels(gt.values(), class_names, gt_path)
     else:
         class_names = sorted({s.label for rec in gt.values() for s in rec.segments})
     split_path = root / f"split_{split}.txt"
-    names = _read_lines(split_path)
+    names = _read_names(split_path, "video")
     width = cfg.feature_dim // 2
     records, lengths, paths = [], [], []
     for name in names:
@@ -367,11 +419,13 @@ def _wtalc(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) ->
         _check_feature(arr.shape, arr.dtype, cfg.feature_dim, f"{path} (video {rec.name!r})")
         records.append(rec)
         arrays.append(arr)
+    if not records:
+        raise DatasetError(f"{root / (cfg.wtalc_name + '-Annotations')}: no video of split {split!r}")
     return VideoDataset(
         class_names=class_names,
         records=records,
         lengths=[len(a) for a in arrays],
-        load=arrays.__getitem__,
+        load=_ArrayLoader(arrays, path, [r.name for r in records]),
         split=split,
         sampling=sampling,
         num_segments=cfg.num_segments,
@@ -416,17 +470,38 @@ def build_dataset(cfg: DataConfig, split: str, sampling: str, seed: int = 0) -> 
     >>> item["features"].shape, item["label"].shape
     (torch.Size([32, 2048]), torch.Size([20]))
     """
-    cfg.validate()
     if split not in SPLITS:
         raise DatasetError(f"split must be one of {SPLITS}, got {split!r}")
     if sampling not in SAMPLING_MODES:
         raise DatasetError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
     root = Path(cfg.root)
     if cfg.source == "synthetic":
-        if cfg.feature_dim != 2048:
-            raise DatasetError(f"data.feature_dim must be 2048 for the synthetic source, got {cfg.feature_dim}")
         ensure_synthetic(cfg.synthetic, root)
-        return _basnet(cfg, root, split, sampling, seed)
-    if cfg.source == "basnet":
-        return _basnet(cfg, root, split, sampling, seed)
-    return _wtalc(cfg, root, split, sampling, seed)
+    dataset = (_wtalc if cfg.source == "wtalc" else _basnet)(cfg, root, split, sampling, seed)
+    _warn_segments_past_the_end(dataset, root)
+    return dataset
+
+
+def _warn_segments_past_the_end(dataset: VideoDataset, root: Path) -> None:
+    """A :class:`DatasetWarning` naming the annotations that end after their video does.
+
+    THUMOS14 has a few (video_test_0000814's last three start 50 s after its end); they are
+    kept, as the official evaluation keeps them. Ends within one snippet of the video's end
+    are not reported: features drop a trailing partial snippet.
+    """
+    past = [
+        (rec.name, seg, dataset.duration(i))
+        for i, rec in enumerate(dataset.records)
+        for seg in rec.segments
+        if seg.end > dataset.duration(i) + SNIPPET_SECONDS
+    ]
+    if past:
+        worst = max(seg.end - duration for _, seg, duration in past)
+        examples = ", ".join(f"{v} [{seg.start:g}, {seg.end:g}] > {d:.1f} s" for v, seg, d in past[:3])
+        warnings.warn(
+            DatasetWarning(
+                f"{root}: {len(past)} annotated segment(s) of split {dataset.split!r} end after their video "
+                f"(by up to {worst:.1f} s), kept as annotated: {examples}{', ...' if len(past) > 3 else ''}"
+            ),
+            stacklevel=3,
+        )

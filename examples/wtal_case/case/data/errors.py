@@ -1,4 +1,4 @@
-"""Errors raised by the data readers and the synthetic generator."""
+"""Errors and warnings of the data readers and the synthetic generator."""
 
 from __future__ import annotations
 
@@ -9,3 +9,8 @@ class DatasetError(ValueError):
 
 class DatasetFileNotFoundError(DatasetError, FileNotFoundError):
     """A file the data set needs is missing; the message names the path."""
+
+
+class DatasetWarning(UserWarning):
+    """An oddity of a data set that real data has too (e.g. THUMOS14 annotations that run past
+    their video's end): the data set is used as it is, and the warning names what is odd."""

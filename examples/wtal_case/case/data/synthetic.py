@@ -88,7 +88,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -149,20 +149,19 @@ class SyntheticConfig:
     scale: float = 1.0
     max_snippets: int = 0
     num_classes: int = 20
-    dtype: str = "float16"
+    dtype: Literal["float16", "float32"] = "float16"
 
-    def validate(self) -> None:
-        """Raise :class:`DatasetError` naming the field for an invalid value."""
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise DatasetError(f"synthetic.seed must be a non-negative integer, got {self.seed!r}")
-        if not isinstance(self.scale, (int, float)) or not 0 < self.scale <= 1:
-            raise DatasetError(f"synthetic.scale must be in (0, 1], got {self.scale!r}")
-        if isinstance(self.max_snippets, bool) or not isinstance(self.max_snippets, int) or self.max_snippets < 0:
-            raise DatasetError(f"synthetic.max_snippets must be an integer >= 0, got {self.max_snippets!r}")
-        if not isinstance(self.num_classes, int) or not 1 <= self.num_classes <= len(THUMOS14_CLASSES):
-            raise DatasetError(f"synthetic.num_classes must be in 1..{len(THUMOS14_CLASSES)}, got {self.num_classes!r}")
-        if self.dtype not in ("float16", "float32"):
-            raise DatasetError(f"synthetic.dtype must be 'float16' or 'float32', got {self.dtype!r}")
+    def __post_init__(self) -> None:
+        if self.seed < 0:
+            raise ValueError(f"data.synthetic.seed must be >= 0, got {self.seed}")
+        if not 0 < self.scale <= 1:
+            raise ValueError(f"data.synthetic.scale must lie in (0, 1], got {self.scale}")
+        if self.max_snippets < 0:
+            raise ValueError(f"data.synthetic.max_snippets must be >= 0, got {self.max_snippets}")
+        if not 1 <= self.num_classes <= len(THUMOS14_CLASSES):
+            raise ValueError(
+                f"data.synthetic.num_classes must lie in 1..{len(THUMOS14_CLASSES)}, got {self.num_classes}"
+            )
 
     def num_videos(self, split: str) -> int:
         """Videos in ``split`` at this scale: ``max(1, round(scale * THUMOS14 count))``."""
@@ -483,7 +482,6 @@ def _features(
 def _videos(
     cfg: SyntheticConfig, model: FeatureModel, features: bool
 ) -> Iterator[tuple[str, VideoRecord, dict[str, np.ndarray] | None]]:
-    cfg.validate()
     world = _build_world(cfg, model)
     for split in _SPLITS:
         class_sets = _class_sets(cfg, split)
@@ -622,7 +620,6 @@ def ensure_synthetic(cfg: SyntheticConfig, root: str | Path, model: FeatureModel
     >>> sorted(p.name for p in root.iterdir())
     ['classes.txt', 'features', 'gt.json', 'manifest.json', 'split_test.txt', 'split_train.txt']
     """
-    cfg.validate()
     root = Path(root)
     wanted = parameter_hash(parameters(cfg, model))
 

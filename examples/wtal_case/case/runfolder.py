@@ -1,0 +1,300 @@
+"""The run folder: what it holds, who may write it, and whether a resume may continue it.
+
+A run folder (``train.py --out``) holds::
+
+    <out>/config.yaml        the resolved configuration
+    <out>/log.jsonl          one JSON record per logged step: losses, OT diagnostics, Q^C
+    <out>/checkpoints/       step_XXXXXX.pt (periodic), final.pt, best.pt (held-out selection)
+    <out>/predictions.json   {"results": {video: [{"label", "score", "segment"}]}} on eval.split
+    <out>/metrics.json       {"tiou": [...], "mAP": [...], "average": ...} (fractions)
+    <out>/*.png              foreground plots (Fig. 5 style) and entropy curves (Fig. 4 style)
+    <out>/run.lock           while a process works in it: that process's pid and host
+
+Every file is written atomically (:mod:`case.atomic`). One process at a time works in a
+folder (:class:`RunLock`); a new run needs an empty folder, and ``--resume`` continues only
+a run of the same configuration — compared with ``config.yaml`` and with the configuration
+saved in the checkpoint it resumes from, so that deleting ``config.yaml`` cannot smuggle
+another learning rate onto old weights.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: the lock record alone decides (see RunLock)
+    fcntl = None
+
+from .atomic import atomic_write_text, remove_temporaries
+from .config import Config, config_differences, dump_config
+from .errors import RunFolderError, RunWarning
+
+__all__ = ["LOCK_NAME", "RunPaths", "RunLock", "RunFolder"]
+
+#: The lock file's name inside a run folder.
+LOCK_NAME = "run.lock"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a run folder keeps each file."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / LOCK_NAME
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, Linux), to tell it from a later one with its pid."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]  # field 22; the name in parentheses may hold spaces
+
+
+def _alive(holder: Mapping[str, Any]) -> bool:
+    """Whether the process a lock record names still runs (a process on another host is assumed to;
+    a record without a pid was cut short by a kill)."""
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    started = holder.get("started")
+    return started is None or _process_start(pid) in (None, started)
+
+
+def _describe(holder: Mapping[str, Any]) -> str:
+    return f"pid {holder.get('pid')} on {holder.get('host')} (since {holder.get('since')})"
+
+
+class RunLock:
+    """One process at a time in a run folder: ``run.lock`` names it (pid, host, start time).
+
+    The lock is an exclusive ``flock`` on that file, which the kernel releases when the
+    holder dies however it dies, so a lock left by a killed process is found stale at once
+    (and the takeover is reported). Where the file system cannot ``flock`` (some network
+    mounts, or a system without it), the record alone decides: a holder on this host whose
+    process is gone is stale, one on another host is assumed alive (two processes starting at
+    the same instant are not told apart there). :meth:`release` (on any normal exit) removes
+    the file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    def _record(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": _process_start(os.getpid()),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+
+    def acquire(self) -> None:
+        """Take the lock, or raise :class:`RunFolderError` naming the process that holds it."""
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as err:  # a read-only or foreign folder
+                raise RunFolderError(f"cannot write the lock file {self.path}: {err.strerror or err}") from None
+            try:
+                if fcntl is None:
+                    raise OSError(errno.ENOSYS, "no flock on this platform")
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                kernel_lock = True
+            except BlockingIOError:
+                holder = self._read(fd)
+                os.close(fd)
+                raise RunFolderError(
+                    f"run folder {self.path.parent} is in use by {_describe(holder)} (lock file {self.path}); "
+                    "wait for that run to end, or stop it"
+                ) from None
+            except OSError as err:
+                if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    os.close(fd)
+                    raise
+                kernel_lock = False
+            try:  # a holder that released meanwhile removed the file we opened: lock the new one
+                current = os.stat(self.path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current != os.fstat(fd).st_ino:
+                os.close(fd)
+                continue
+            break
+        previous = self._read(fd)
+        if previous and not kernel_lock and _alive(previous):
+            os.close(fd)
+            raise RunFolderError(
+                f"run folder {self.path.parent} is in use by {_describe(previous)} (lock file {self.path}); "
+                "wait for that run to end, or stop it (delete the lock file if that process is gone)"
+            )
+        if previous:
+            warnings.warn(
+                RunWarning(f"{self.path}: stale lock of {_describe(previous)}, a process that is gone; taken over"),
+                stacklevel=2,
+            )
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, (json.dumps(self._record()) + "\n").encode())
+        os.fsync(fd)
+        self._fd = fd
+
+    @staticmethod
+    def _read(fd: int) -> dict[str, Any]:
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            record = json.loads(os.read(fd, 4096).decode("utf-8") or "{}")
+        except (ValueError, UnicodeDecodeError):
+            return {"pid": None, "host": None, "since": None}  # cut short by a kill mid-write
+        return record if isinstance(record, dict) else {}
+
+    def release(self) -> None:
+        """Give the lock up and remove the file (unlinked while still held, so no one locks a stale inode)."""
+        if self._fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+
+class RunFolder:
+    """A locked run folder, checked for the run about to be written into it.
+
+    Use as a context manager (the lock is released on exit, whatever the exit)::
+
+        with RunFolder.open(paths, cfg, resume) as folder:
+            state = folder.resume_state(...)
+            folder.write_config(cfg)
+    """
+
+    def __init__(self, paths: RunPaths, lock: RunLock) -> None:
+        self.paths, self.lock = paths, lock
+
+    @classmethod
+    def open(cls, paths: RunPaths, cfg: Config, resume: bool) -> RunFolder:
+        """Create (if needed) and lock the folder; refuse what would damage it.
+
+        Raises
+        ------
+        RunFolderError
+            ``--out`` is a file or cannot be created; another process works in the folder;
+            the folder holds files and ``resume`` is False; its ``config.yaml`` differs from
+            ``cfg``.
+        """
+        root = paths.root
+        if root.exists() and not root.is_dir():
+            raise RunFolderError(f"run folder {root} is a file, not a folder; choose another --out")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise RunFolderError(f"cannot create run folder {root}: {err.strerror or err}") from None
+        lock = RunLock(paths.lock)
+        lock.acquire()
+        folder = cls(paths, lock)
+        try:
+            folder._check(cfg, resume)
+        except BaseException:
+            lock.release()
+            raise
+        return folder
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock.release()
+
+    def _check(self, cfg: Config, resume: bool) -> None:
+        if self.paths.checkpoints.exists() and not self.paths.checkpoints.is_dir():
+            raise RunFolderError(f"{self.paths.checkpoints} is a file, not the run's checkpoint folder")
+        for folder in (self.paths.root, self.paths.checkpoints):  # writes a kill cut short; we hold the lock
+            remove_temporaries(folder)
+        held = [p for p in self.paths.root.rglob("*") if p.is_file() and p != self.paths.lock]
+        if held and not resume:
+            raise RunFolderError(
+                f"run folder {self.paths.root} already holds files; pass --resume to continue that run, "
+                "or --out to start a new one"
+            )
+        if self.paths.config.exists():
+            try:
+                saved = yaml.safe_load(self.paths.config.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+                raise RunFolderError(f"{self.paths.config} cannot be read ({err}); restore it or delete it") from None
+            self.check_same_config(saved, cfg, str(self.paths.config))
+
+    @staticmethod
+    def check_same_config(saved: Any, cfg: Config, source: str) -> None:
+        """Raise :class:`RunFolderError` naming the keys in which ``cfg`` differs from a saved configuration."""
+        current = yaml.safe_load(dump_config(cfg))  # the same plain data a saved one reads back as
+        if isinstance(saved, Mapping) and saved == current:
+            return
+        differences = config_differences(saved, current) if isinstance(saved, Mapping) else ["(not a mapping)"]
+        raise RunFolderError(
+            f"--resume: the configuration differs from the one in {source} ({'; '.join(differences[:5])}); "
+            "resume with the same --config/--set/--seed, or start a new run with --out"
+        )
+
+    def write_config(self, cfg: Config) -> None:
+        """Write ``config.yaml`` (and make ``checkpoints/``)."""
+        self.paths.checkpoints.mkdir(exist_ok=True)
+        atomic_write_text(self.paths.config, dump_config(cfg))
+
+    def truncate_log(self, last_step: int) -> None:
+        """Keep the log records of steps <= ``last_step`` (a killed run may have logged past its checkpoint)."""
+        if not self.paths.log.exists():
+            return
+        kept = []
+        for line in self.paths.log.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # an empty line, or one cut by the kill
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= last_step:
+                kept.append(record)
+        atomic_write_text(self.paths.log, "".join(json.dumps(r) + "\n" for r in kept))

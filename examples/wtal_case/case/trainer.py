@@ -1,0 +1,423 @@
+"""Training CASE: from a configuration to a finished run folder (:mod:`case.runfolder`).
+
+:func:`train` reads in six sections:
+
+1. **Check everything** that can be checked before the first step, and before a run folder
+   exists (:func:`prepare_run`): the device, both splits' files (streamed through: present,
+   shapes, finite values), the annotations training and scoring need, the batch size
+   against the videos, ``eval.ambiguous``. A mistake ends here, with nothing to clean up.
+2. **The run folder**: locked, and either new or resumed with the same configuration.
+3. **Model, optimiser** and the checkpoint to resume from (the latest readable one).
+4. **Training**: one step is :func:`train_step`, the paper's Eq. 14; periodic checkpoints,
+   the held-out model selection (:func:`case.evaluation.valid_one_epoch`), the log.
+5. **The final checkpoint.**
+6. **Evaluation** of the final (or selected) checkpoint on ``eval.split`` through the one
+   evaluation path (:func:`case.evaluation.evaluate_checkpoint`, which ``evaluate.py
+   --checkpoint`` and the ablation use too): ``predictions.json``, ``metrics.json``, plots.
+
+Determinism: the model is initialised from ``train.seed`` and the data order and sampling
+are pure functions of it (:mod:`case.batching`), so a run resumed from a checkpoint ends on
+the CPU with the same weights and metrics as an uninterrupted one.
+
+Distributed: under ``torchrun`` each rank takes an equal slice of every global batch, the
+model is wrapped in DDP, and with ``labeling.scope="global"`` the OT problems are solved over
+the global batch on every rank (:mod:`case.distributed`); rank 0 writes the run folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import checkpoint as ckpt
+from . import viz
+from .atomic import atomic_write_json
+from .batching import BatchOrder, VideoSubset, iterate_batches, split_heldout
+from .config import Config, ConfigError, to_dict
+from .data import DatasetError, VideoDataset, build_dataset
+from .data.constants import SNIPPET_SECONDS
+from .distributed import Distributed, mean_over_ranks, setup_runtime
+from .errors import RunFolderError, RunWarning
+from .evaluation import evaluate_checkpoint, has_annotations, valid_one_epoch
+from .inference import TrainedModel
+from .losses import StepOutput, case_objective, joint_objective
+from .metrics import load_ambiguous, write_metrics
+from .model import CASEModel
+from .postprocess import foreground_for_testing
+from .runfolder import RunFolder, RunPaths
+
+__all__ = ["RunInputs", "TrainingState", "prepare_run", "train_step", "train"]
+
+#: Q^C[:, fg] before the first cluster classification: equal levels make the prior flat.
+INITIAL_CLUSTER_FG = 0.5
+
+
+@dataclass
+class RunInputs:
+    """Everything a run reads, checked (:func:`prepare_run`).
+
+    Attributes
+    ----------
+    device : torch.device
+    class_names : list of str
+    train_set : dataset
+        The videos training draws batches from (the training split less any held-out slice).
+    order : BatchOrder
+        This rank's data order over ``train_set``.
+    evaluated : VideoDataset
+        The ``eval.split`` data set, sampled as ``eval.sampling``.
+    heldout : tuple or None
+        (data set, video indices, ground truth) of the held-out slice (``train.select="heldout"``).
+    """
+
+    device: torch.device
+    class_names: list[str]
+    train_set: Any
+    order: BatchOrder
+    evaluated: VideoDataset
+    heldout: tuple[VideoDataset, list[int], dict[str, Any]] | None
+
+
+def prepare_run(cfg: Config, env: Distributed) -> RunInputs:
+    """Section 1: check the machine, the data and every setting that depends on them.
+
+    Streams once through every feature file of both splits (a few seconds at THUMOS14
+    scale) so that a NaN, an infinity or an absurd magnitude is named with its file now
+    rather than found by otlabel in the middle of training.
+
+    Raises
+    ------
+    ConfigError
+        A setting the machine or the data cannot honour (``train.device``,
+        ``model.num_classes``, ``train.batch_size``, ``eval.ambiguous``).
+    DatasetError
+        A data file that is missing or malformed; no annotated video to train on or to score.
+    DetectionFileError
+        A malformed ``eval.ambiguous`` file.
+    """
+    device = setup_runtime(cfg.train.device, cfg.train.threads, env)
+    seed = cfg.train.seed
+    full_train = build_dataset(cfg.data, "train", "random", seed=seed)
+    if cfg.eval.split == "train":
+        evaluated = full_train.with_sampling(cfg.eval.sampling)
+    else:
+        evaluated = build_dataset(cfg.data, cfg.eval.split, cfg.eval.sampling, seed=seed)
+        evaluated.verify()
+    full_train.verify()
+    if not has_annotations(full_train.ground_truth()):
+        raise DatasetError(
+            f"{cfg.data.root}: none of the {len(full_train)} training videos has an annotation: nothing to learn from"
+        )
+    if not has_annotations(evaluated.ground_truth()):
+        raise DatasetError(
+            f"{cfg.data.root}: none of the {len(evaluated)} videos of eval.split {cfg.eval.split!r} has an "
+            "annotation to score against (evaluate.py --checkpoint predicts on videos without any)"
+        )
+    class_names = list(full_train.class_names)
+    if cfg.model.num_classes is not None and cfg.model.num_classes != len(class_names):
+        raise ConfigError(
+            f"model.num_classes is {cfg.model.num_classes} but the data set has {len(class_names)} classes; "
+            "fix the config or leave model.num_classes unset"
+        )
+    if cfg.eval.ambiguous is not None:
+        try:
+            load_ambiguous(cfg.eval.ambiguous)
+        except FileNotFoundError:
+            raise ConfigError(f"eval.ambiguous: file {cfg.eval.ambiguous} not found") from None
+    train_set: Any = full_train
+    heldout = None
+    if cfg.train.select == "heldout":
+        train_idx, held_idx = split_heldout(len(full_train), cfg.train.heldout_fraction, seed)
+        train_set = VideoSubset(full_train, train_idx)
+        held_set = full_train.with_sampling(cfg.eval.sampling)
+        held_videos = {held_set.videos[i] for i in held_idx}
+        database = held_set.ground_truth()["database"]
+        held_gt = {"database": {v: e for v, e in database.items() if v in held_videos}}
+        heldout = (held_set, held_idx, held_gt)
+    try:
+        order = BatchOrder(len(train_set), cfg.train.batch_size, seed, env.rank, env.world)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return RunInputs(device, class_names, train_set, order, evaluated, heldout)
+
+
+def train_step(
+    net: torch.nn.Module,
+    batch: dict[str, Any],
+    cluster_fg: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    cfg: Config,
+    device: torch.device,
+) -> StepOutput:
+    """One optimiser step on the paper's Eq. 14, L = L_cls + L_att + λ_S·L_S + λ_C·L_C.
+
+    :func:`case.losses.case_objective` computes the four terms, solving the step's two
+    labelling problems (SCC's Q^S with the rank prior of Q^C[:, fg] = ``cluster_fg``, and
+    CCC's Q^C) on the way; the returned ``cluster_fg`` feeds the next step's prior.
+    """
+    net.train()
+    outputs = net(batch["features"].to(device, non_blocking=True))
+    result = case_objective(outputs, batch["label"].to(device), cluster_fg, cfg.loss, cfg.labeling)
+    if not torch.isfinite(result.loss):
+        raise FloatingPointError(f"the loss is not finite ({result.parts}); lower optim.lr")
+    optimizer.zero_grad(set_to_none=True)
+    result.loss.backward()
+    optimizer.step()
+    return result
+
+
+@dataclass
+class TrainingState:
+    """What training carries from step to step, and what a checkpoint saves of it."""
+
+    model: CASEModel
+    optimizer: torch.optim.Optimizer
+    cluster_fg: torch.Tensor  # Q^C[:, fg] of the last cluster classification: the next step's prior levels
+    step: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"score": -math.inf, "step": None})  # held-out selection
+    finished: bool = False  # resumed from final.pt: nothing left to train
+
+    def checkpoint(self, order: BatchOrder, cfg: Config, class_names: list[str]) -> dict[str, Any]:
+        """What a checkpoint holds (:data:`case.checkpoint.REQUIRED_KEYS`)."""
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "cluster_fg": self.cluster_fg.detach().cpu(),
+            "rng": ckpt.rng_state(),
+            "data_order": order.state(self.step),
+            "config": to_dict(cfg),
+            "class_names": class_names,  # what each classifier output means
+            "best": self.best,
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _warn(message: str) -> None:
+    warnings.warn(RunWarning(message), stacklevel=2)
+
+
+def train(cfg: Config, out: str | Path, resume: bool = False) -> dict[str, Any] | None:
+    """Train CASE as ``cfg`` says, then evaluate on ``eval.split``; everything lands in ``out``.
+
+    Parameters
+    ----------
+    cfg : Config
+    out : path
+        The run folder (created; an existing non-empty one needs ``resume=True``).
+    resume : bool
+        Continue from the latest readable checkpoint in ``out`` (a finished run is only re-evaluated).
+
+    Returns
+    -------
+    dict or None
+        On the main process, ``{"metrics": {...}, "steps": int, "seconds": float}`` (and
+        ``"selected_step"`` with held-out selection); None elsewhere.
+
+    Raises
+    ------
+    ConfigError, DatasetError, DetectionFileError, RunFolderError
+        Before the first step (and before any run folder is made, except for the last).
+    """
+    env = Distributed.setup(cfg.train.device)
+    try:
+        return _train(cfg, RunPaths(Path(out)), resume, env)
+    finally:
+        env.teardown()
+
+
+def _train(cfg: Config, paths: RunPaths, resume: bool, env: Distributed) -> dict[str, Any] | None:
+    started = time.perf_counter()
+
+    # 1. Check everything that can be checked before the first step (no run folder yet).
+    inputs = prepare_run(cfg, env)
+
+    # 2. The run folder: locked, and new or resumed with the same configuration (rank 0 writes it).
+    with RunFolder.open(paths, cfg, resume) if env.main else contextlib.nullcontext() as folder:
+        # 3. Model, optimiser, and the checkpoint to resume from.
+        state = _start(cfg, inputs, paths, resume, env)
+        if env.main:
+            folder.write_config(cfg)
+            folder.truncate_log(state.step)
+        env.barrier()
+
+        # 4-5. Training (one step = Eq. 14, train_step) and the final checkpoint.
+        _train_steps(cfg, inputs, state, paths, env, started)
+        env.barrier()
+        if not env.main:
+            return None
+
+        # 6. Evaluation of the final (or held-out selected) checkpoint: the one evaluation path.
+        chosen = "best.pt" if inputs.heldout is not None and state.best["step"] is not None else "final.pt"
+        metrics = _evaluate(paths.checkpoints / chosen, cfg, inputs, paths)
+    summary = {"metrics": metrics, "steps": state.step, "seconds": round(time.perf_counter() - started, 2)}
+    if inputs.heldout is not None:
+        summary["selected_step"] = state.best["step"]
+    return summary
+
+
+def _start(cfg: Config, inputs: RunInputs, paths: RunPaths, resume: bool, env: Distributed) -> TrainingState:
+    """Section 3: a seeded model and optimiser, restored from the latest readable checkpoint on resume."""
+    torch.manual_seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    model = CASEModel(cfg.data.feature_dim, len(inputs.class_names), cfg.model).to(inputs.device)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
+    )
+    state = TrainingState(
+        model, optimizer, torch.full((cfg.model.num_clusters,), INITIAL_CLUSTER_FG, device=inputs.device)
+    )
+    if not resume:
+        return state
+    found = ckpt.load_latest(paths.checkpoints, inputs.device, skipped=_warn if env.main else None)
+    if found is None:
+        if env.main and ckpt.resume_candidates(paths.checkpoints):
+            _warn(f"no checkpoint in {paths.checkpoints} reads back whole: training restarts from step 0")
+        return state
+    path, saved = found
+    RunFolder.check_same_config(saved["config"], cfg, str(path))
+    if saved["data_order"] != inputs.order.state(saved["step"]):
+        raise RunFolderError(
+            f"{path}: its data order {saved['data_order']} does not match this run's "
+            f"{inputs.order.state(saved['step'])}"
+        )
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    ckpt.set_rng_state(saved["rng"])
+    state.cluster_fg = saved["cluster_fg"].to(inputs.device)
+    state.step, state.best, state.finished = int(saved["step"]), saved["best"], path.name == "final.pt"
+    return state
+
+
+def _train_steps(
+    cfg: Config, inputs: RunInputs, state: TrainingState, paths: RunPaths, env: Distributed, started: float
+) -> None:
+    """Sections 4 and 5: the steps left, with the log, periodic checkpoints and held-out selection; final.pt."""
+    device, train = inputs.device, cfg.train
+    net: torch.nn.Module = state.model
+    if env.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            state.model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=not cfg.labeling.scc.enabled,
+        )
+
+    def save(name: str) -> None:
+        ckpt.save_checkpoint(paths.checkpoints / name, state.checkpoint(inputs.order, cfg, inputs.class_names))
+
+    bar = tqdm(
+        total=train.steps,
+        initial=state.step,
+        disable=not (env.main and train.progress),
+        desc="train",
+        dynamic_ncols=True,
+    )
+    log = paths.log.open("a", encoding="utf-8") if env.main else None
+    try:
+        for batch in iterate_batches(inputs.train_set, inputs.order, state.step, train.steps, train.num_workers):
+            epoch, _ = inputs.order.position(state.step)
+            try:
+                result = train_step(net, batch, state.cluster_fg, state.optimizer, cfg, device)
+            except FloatingPointError as err:
+                raise FloatingPointError(f"step {state.step + 1}: {err}") from None
+            if result.cluster_fg is not None:
+                state.cluster_fg = result.cluster_fg
+            state.step += 1
+            step = state.step
+            parts = mean_over_ranks(result.parts, device)
+            if env.main:
+                bar.update(1)
+                total = float(joint_objective(parts, cfg.loss))
+                bar.set_postfix(loss=f"{total:.4f}", refresh=False)
+                if step % train.log_every == 0 or step == train.steps:
+                    record = {"step": step, "epoch": epoch, "loss": total, **parts}
+                    record.update({k: _jsonable(v) for k, v in result.diagnostics.items()})
+                    record["seconds"] = round(time.perf_counter() - started, 3)
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+            if inputs.heldout is not None and (step % train.eval_every == 0 or step == train.steps) and env.main:
+                held_set, held_idx, held_gt = inputs.heldout
+                trained = TrainedModel(state.model, state.cluster_fg, cfg, inputs.class_names, step)
+                scored = valid_one_epoch(
+                    trained, held_set, cfg, device, ground_truth=held_gt, subset="train", indices=held_idx
+                )
+                score = scored.metrics[cfg.postprocess.foreground_mode].average
+                if score > state.best["score"]:
+                    state.best = {"score": score, "step": step}
+                    save("best.pt")
+            if step < train.steps and train.checkpoint_every and step % train.checkpoint_every == 0:
+                if env.main:
+                    save(f"step_{step:06d}.pt")
+                    ckpt.prune_checkpoints(paths.checkpoints, train.keep_checkpoints)
+                env.barrier()
+        if env.main and not state.finished:  # a resume from final.pt trained nothing and keeps it
+            save("final.pt")
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+
+
+def _evaluate(checkpoint: Path, cfg: Config, inputs: RunInputs, paths: RunPaths) -> dict[str, Any]:
+    """Section 6: ``predictions.json``, ``metrics.json`` and the plots of ``checkpoint`` on ``eval.split``."""
+    ground_truth = inputs.evaluated.ground_truth()
+    drawn: list[dict[str, Any]] = []
+    evaluation = evaluate_checkpoint(
+        checkpoint,
+        device=inputs.device,
+        dataset=inputs.evaluated,
+        observe=_first_annotated(drawn, ground_truth, cfg.eval.plot_videos),
+    )
+    mode = cfg.postprocess.foreground_mode
+    atomic_write_json(paths.predictions, evaluation.predictions[mode])
+    write_metrics(paths.metrics, evaluation.metrics[mode])
+    _plot(drawn, ground_truth, cfg, paths)
+    return evaluation.metrics[mode].to_dict()
+
+
+def _first_annotated(
+    drawn: list[dict[str, Any]], ground_truth: dict[str, Any], limit: int
+) -> Callable[[dict[str, Any]], None]:
+    """An observer that keeps the model outputs of the first ``limit`` videos with annotations."""
+
+    def observe(output: dict[str, Any]) -> None:
+        if len(drawn) < limit and ground_truth["database"].get(output["video"], {}).get("annotations"):
+            drawn.append(output)
+
+    return observe
+
+
+def _plot(outputs: list[dict[str, Any]], gt: dict[str, Any], cfg: Config, paths: RunPaths) -> None:
+    """Fig. 5-style foreground plots of a few test videos and Fig. 4-style entropy curves."""
+    for p in outputs:
+        cluster = None
+        if cfg.labeling.ccc.enabled:  # without CCC, Q^C never leaves its flat start: no P^T to draw
+            cluster = foreground_for_testing(p["attention"], p["cluster_probs"], p["cluster_fg"], mode="cluster")
+        viz.plot_foreground(
+            paths.root / f"foreground_{p['video']}.png",
+            p["attention"],
+            cluster,
+            ground_truth=gt["database"][p["video"]]["annotations"],
+            index=p["index"],
+            snippet_seconds=SNIPPET_SECONDS,
+            title=p["video"],
+        )
+    if cfg.labeling.scc.enabled:
+        viz.plot_entropy_curves(paths.root / "entropy.png", paths.log)

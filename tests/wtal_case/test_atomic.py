@@ -1,0 +1,49 @@
+"""Atomic writes (``case.atomic``): whole files or none, with the permissions a plain write gives."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from case.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+
+@pytest.fixture()
+def umask() -> object:
+    """Set the process umask for one test and restore it after."""
+    saved = os.umask(0o022)
+    os.umask(saved)
+    yield lambda mask: os.umask(mask)
+    os.umask(saved)
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027, 0o002])
+def test_a_new_file_gets_the_mode_a_plain_write_gives(tmp_path: Path, umask, mask: int) -> None:
+    umask(mask)
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    for write, name, payload in (
+        (atomic_write_bytes, "a.bin", b"x"),
+        (atomic_write_text, "a.txt", "x"),
+        (atomic_write_json, "a.json", {"x": 1}),
+    ):
+        target = tmp_path / name
+        write(target, payload)
+        assert _mode(target) == _mode(plain) == 0o666 & ~mask, (name, oct(_mode(target)))
+
+
+def test_replacing_a_file_keeps_its_mode(tmp_path: Path, umask) -> None:
+    umask(0o022)
+    target = tmp_path / "shared.json"
+    target.write_text("{}")
+    target.chmod(0o664)  # made group-writable on purpose: a rewrite must not undo it
+    atomic_write_json(target, {"x": 2})
+    assert _mode(target) == 0o664 and target.read_text() == '{\n "x": 2\n}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["shared.json"]

@@ -1,0 +1,151 @@
+"""What the data readers refuse (errors naming the file) and what they only report (real data has it).
+
+Each case here used to be accepted silently, or to fail deep inside training: an empty or
+repeated split entry, a class listed twice, a non-positive duration, a number of 400 digits,
+a file nested 100,000 deep, features holding NaN, infinities or 1e30. Annotations that end
+after their video are in the real THUMOS14 files, so they are a warning naming them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_data_readers import basnet_cfg, make_basnet  # tests/wtal_case is on sys.path
+
+from case.data import DataConfig, DatasetError, build_dataset
+from case.data.annotations import decode, num_snippets
+from case.data.errors import DatasetWarning
+
+
+@pytest.fixture()
+def root(tmp_path: Path) -> Path:
+    return make_basnet(tmp_path / "set")
+
+
+def test_an_empty_split_file_is_an_error(root: Path) -> None:
+    (root / "split_test.txt").write_text("\n  \n")
+    with pytest.raises(DatasetError, match=r"split_test\.txt is empty: it must list at least one video"):
+        build_dataset(basnet_cfg(root), "test", "all")
+
+
+def test_a_video_listed_twice_in_a_split_is_an_error(root: Path) -> None:
+    with (root / "split_train.txt").open("a") as fh:
+        fh.write("v_train_a\n")  # it would be trained on twice as often, and scored twice
+    with pytest.raises(DatasetError, match=r"split_train\.txt: video 'v_train_a' is listed twice \(entries 1 and 3\)"):
+        build_dataset(basnet_cfg(root), "train", "random")
+
+
+def test_a_class_listed_twice_is_an_error(tmp_path: Path) -> None:
+    root = make_basnet(tmp_path / "set", classes=["Jump", "Run", "Swim", "Run"])
+    with pytest.raises(DatasetError, match=r"classes\.txt: class 'Run' is listed twice \(entries 2 and 4\)"):
+        build_dataset(basnet_cfg(root), "train", "all")
+
+
+@pytest.mark.parametrize(
+    ("duration", "message"),
+    [("-3.2", "duration -3.2 s must be > 0"), (0, "duration 0.0 s must be > 0"), (10**400, "is not finite")],
+    ids=["negative", "zero", "400-digit"],
+)
+def test_gt_durations_must_be_positive_numbers(root: Path, duration: object, message: str) -> None:
+    payload = json.loads((root / "gt.json").read_text())
+    payload["database"]["v_train_b"]["duration"] = duration
+    (root / "gt.json").write_text(json.dumps(payload))
+    with pytest.raises(DatasetError, match=message) as info:
+        build_dataset(basnet_cfg(root), "train", "all")
+    assert "gt.json" in str(info.value) and "v_train_b" in str(info.value)
+
+
+def test_a_400_digit_bound_and_a_deep_file_are_named(root: Path) -> None:
+    payload = json.loads((root / "gt.json").read_text())
+    payload["database"]["v_train_b"]["annotations"][0]["segment"] = [0, 10**400]
+    (root / "gt.json").write_text(json.dumps(payload))
+    with pytest.raises(DatasetError, match=r"gt\.json.*is not finite"):
+        build_dataset(basnet_cfg(root), "train", "all")
+    (root / "gt.json").write_text('{"database": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(DatasetError, match=r"gt\.json: nested too deeply"):
+        build_dataset(basnet_cfg(root), "train", "all")
+
+
+@pytest.mark.parametrize(
+    ("value", "what"), [(np.nan, "NaN"), (np.inf, "an infinity"), (-np.inf, "an infinity"), (1e30, "the value 1e")]
+)
+@pytest.mark.parametrize("stream", ["rgb", "flow"])
+def test_bad_feature_values_are_named_with_their_file(root: Path, value: float, what: str, stream: str) -> None:
+    path = root / "features" / "test" / stream / "v_test_a.npy"
+    features = np.load(path)
+    features[6, 3] = value
+    np.save(path, features)
+    test = build_dataset(basnet_cfg(root), "test", "all")  # headers are fine: building passes
+    with pytest.raises(DatasetError, match=f"{path}: {what}.* at snippet 6, column 3") as info:
+        test.verify()
+    assert "within ±10000" in str(info.value)
+    with pytest.raises(DatasetError, match=f"{path}: {what}.* at snippet 6, column 3"):
+        test[0]  # a read is checked too (a file changed after verify() is named, not trained on)
+    assert build_dataset(basnet_cfg(root), "train", "all").verify() is None  # the other split is fine
+
+
+def test_values_at_the_magnitude_bound_are_accepted(root: Path) -> None:
+    path = root / "features" / "train" / "rgb" / "v_train_b.npy"
+    features = np.load(path)
+    features[0, 0], features[1, 1] = 1e4, -1e4
+    np.save(path, features)
+    train = build_dataset(basnet_cfg(root), "train", "all")
+    train.verify()
+    assert train[1]["features"][0, 0].item() == 1e4
+
+
+def _basnet_on_real_thumos14(thumos14_dir: Path, root: Path, videos: list[str]) -> Path:
+    """A CASE/BaSNet folder over the real gt.json (linked, never copied) with zero features of the
+    real lengths (from W-TALC's durations) for ``videos``, all in the training split."""
+    wtalc = thumos14_dir / "wtalc-annotations"
+    names = [decode(v) for v in np.load(wtalc / "videoname.npy", allow_pickle=True)]
+    durations = dict(zip(names, np.load(wtalc / "duration.npy", allow_pickle=True).reshape(-1), strict=True))
+    for name in videos:
+        for stream in ("rgb", "flow"):
+            folder = root / "features" / "train" / stream
+            folder.mkdir(parents=True, exist_ok=True)
+            np.save(folder / f"{name}.npy", np.zeros((num_snippets(durations[name]), 1024), np.float16))
+    os.symlink(thumos14_dir / "gt.json", root / "gt.json")
+    (root / "split_train.txt").write_text("".join(f"{v}\n" for v in videos))
+    return root
+
+
+def test_thumos14_segments_past_the_video_end_are_a_warning(thumos14_dir: Path, tmp_path: Path) -> None:
+    odd = ["video_validation_0000364", "video_validation_0000856"]  # annotations run up to 14 s past the end
+    root = _basnet_on_real_thumos14(thumos14_dir, tmp_path / "set", [*odd, "video_validation_0000051"])
+    with pytest.warns(DatasetWarning) as caught:
+        train = build_dataset(basnet_cfg(root), "train", "random")
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert "4 annotated segment(s) of split 'train' end after their video" in message
+    assert "video_validation_0000364 [113.6, 117.3] > 112.0 s" in message and "kept as annotated" in message
+    assert len(train) == 3 and sum(len(r.segments) for r in train.records) > 4  # nothing dropped
+
+
+def test_a_thumos14_split_without_odd_segments_is_silent(thumos14_dir: Path, tmp_path: Path, recwarn) -> None:
+    root = _basnet_on_real_thumos14(thumos14_dir, tmp_path / "set", ["video_validation_0000051"])
+    build_dataset(basnet_cfg(root), "train", "random")
+    assert not [w for w in recwarn if issubclass(w.category, DatasetWarning)]
+
+
+def test_wtalc_durations_and_class_list_are_checked(thumos14_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "Thumos14reduced-Annotations"
+    shutil.copytree(thumos14_dir / "wtalc-annotations", folder)  # a test-time copy, never in the repo
+    np.save(tmp_path / "Thumos14reduced-I3D-JOINTFeatures.npy", np.empty(0, dtype=object), allow_pickle=True)
+    cfg = DataConfig(source="wtalc", root=str(tmp_path), feature_dim=16)
+    durations = np.load(folder / "duration.npy", allow_pickle=True)
+    durations[5, 0] = -durations[5, 0]
+    np.save(folder / "duration.npy", durations, allow_pickle=True)
+    with pytest.raises(DatasetError, match=r"duration\.npy \(video '.*'\): duration -.* s must be > 0"):
+        build_dataset(cfg, "train", "all")
+    np.save(folder / "duration.npy", np.abs(durations), allow_pickle=True)
+    classes = np.load(folder / "classlist.npy", allow_pickle=True)
+    classes[3] = classes[0]
+    np.save(folder / "classlist.npy", classes, allow_pickle=True)
+    with pytest.raises(DatasetError, match=r"classlist\.npy: class 'BaseballPitch' is listed twice"):
+        build_dataset(cfg, "train", "all")

@@ -1,0 +1,241 @@
+"""``train.py`` refuses what cannot work before the first step, and never loses a run after it.
+
+Every mistake below used to surface only after training (a traceback once the run was over),
+inside a step (otlabel's message about NaN scores), or as a traceback that left a run folder
+blocking the corrected rerun. Now each one is a single line on stderr with exit status 2, it
+names the setting or the file, and no run folder is left behind, so rerunning the corrected
+command just works. The runs are real ``train.py`` processes on a three-video CASE/BaSNet set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_data_readers import make_basnet  # tests/wtal_case is on sys.path
+
+from case.config import CONFIG_DIR
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN = ROOT / "examples" / "wtal_case" / "train.py"
+STEPS = 6
+
+
+def _command(data: Path, out: Path, *extra: str) -> list[str]:
+    tiny = [
+        f"data.root={data}", "data.source=basnet", "data.num_segments=4", "train.batch_size=2",
+        f"train.steps={STEPS}", "train.checkpoint_every=2", "train.progress=false", "eval.plot_videos=0",
+    ]  # fmt: skip
+    sets = [arg for item in tiny for arg in ("--set", item)]
+    return [sys.executable, str(TRAIN), "--config", str(CONFIG_DIR / "smoke.yaml"), *sets, "--out", str(out), *extra]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_"))}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def _train(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(_command(data, out, *extra), capture_output=True, text=True, env=_env(), cwd=out.parent)
+
+
+def _refused(result: subprocess.CompletedProcess, out: Path, *words: str) -> None:
+    """Exit status 2, one error line naming ``words``, no traceback, no run folder."""
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("train.py: warning:")]
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert len(errors) == 1 and errors[0].startswith("train.py: error: "), result.stderr
+    assert all(word in errors[0] for word in words), (words, errors[0])
+    assert not out.exists(), f"{out} was left behind"
+
+
+@pytest.fixture()
+def data(tmp_path: Path) -> Path:
+    return make_basnet(tmp_path / "data")
+
+
+def _poke(path: Path, value: float) -> None:
+    features = np.load(path)
+    features[2, 5] = value
+    np.save(path, features)
+
+
+# --------------------------------------------------------------------------- refused before the first step
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--set", "eval.split=validation"], ["eval.split must be one of 'test', 'train'"]),
+        (["--set", "eval.ambiguous=/nonexistent/Ambiguous_test.txt"], ["eval.ambiguous", "/nonexistent"]),
+        (["--set", "train.batch_size=8"], ["train.batch_size (8) exceeds the 2 training videos"]),
+        (["--seed", "-1"], ["train.seed must be an integer in [0, 2**32 - 1], got -1"]),
+        (["--seed", str(2**70)], ["train.seed must be an integer in [0, 2**32 - 1]"]),
+        (["--set", "postprocess.nms_iou=2"], ["postprocess.nms_iou must lie in [0, 1], got 2.0"]),
+        (["--set", "model.num_classes=5"], ["model.num_classes is 5 but the data set has 3 classes"]),
+        (["--device", f"cuda:{torch.cuda.device_count()}"], ["train.device", "cuda"]),  # a GPU this machine lacks
+    ],
+    ids=["split", "ambiguous", "batch", "seed-1", "seed2**70", "nms_iou", "classes", "device"],
+)
+def test_bad_settings_are_refused_at_once(data: Path, tmp_path: Path, extra: list[str], words: list[str]) -> None:
+    out = tmp_path / "run"
+    _refused(_train(data, out, *extra), out, *words)
+
+
+@pytest.mark.parametrize(
+    ("damage", "words"),
+    [
+        (lambda root: _poke(root / "features/test/flow/v_test_a.npy", np.nan), ["test/flow/v_test_a.npy", "NaN"]),
+        (lambda root: _poke(root / "features/train/rgb/v_train_b.npy", np.inf), ["rgb/v_train_b.npy", "infinity"]),
+        (lambda root: _poke(root / "features/train/rgb/v_train_a.npy", 1e30), ["v_train_a.npy", "1e+30"]),
+        (lambda root: (root / "split_test.txt").write_text(""), ["split_test.txt is empty"]),
+        (lambda root: (root / "gt.json").unlink(), ["gt.json not found"]),
+        (lambda root: (root / "split_train.txt").write_text("v_train_a\nv_train_b\nv_train_a\n"), ["listed twice"]),
+    ],
+    ids=["nan-test-features", "inf-train-features", "1e30-features", "empty-test-split", "no-gt", "repeated-video"],
+)  # fmt: skip
+def test_bad_data_is_refused_at_once_naming_the_file(data: Path, tmp_path: Path, damage, words: list[str]) -> None:
+    damage(data)
+    out = tmp_path / "run"
+    _refused(_train(data, out), out, *words)
+
+
+def test_a_training_split_without_annotations_is_refused(data: Path, tmp_path: Path) -> None:
+    gt = json.loads((data / "gt.json").read_text())
+    for entry in gt["database"].values():
+        if entry["subset"] == "train":
+            entry["annotations"] = []
+    (data / "gt.json").write_text(json.dumps(gt))
+    out = tmp_path / "run"
+    _refused(_train(data, out), out, "none of the 2 training videos has an annotation")
+
+
+def test_a_config_that_is_not_utf8_and_an_out_that_is_a_file(data: Path, tmp_path: Path) -> None:
+    config = tmp_path / "latin1.yaml"
+    config.write_bytes("# réglages\ntrain:\n  steps: 3\n".encode("latin-1"))
+    out = tmp_path / "run"
+    command = _command(data, out)
+    command[command.index("--config") + 1] = str(config)
+    result = subprocess.run(command, capture_output=True, text=True, env=_env(), cwd=tmp_path)
+    _refused(result, out, "latin1.yaml: not UTF-8 text")
+    out.write_text("a file, not a folder")
+    result = _train(data, out)
+    assert result.returncode == 2 and "is a file, not a folder" in result.stderr and "Traceback" not in result.stderr
+    assert out.read_text() == "a file, not a folder"
+
+
+def test_after_a_refusal_the_corrected_command_just_works(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    _refused(_train(data, out, "--set", "train.batch_size=8"), out, "train.batch_size")
+    result = _train(data, out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "metrics.json").exists() and not (out / "run.lock").exists()  # the lock goes with the process
+
+
+# --------------------------------------------------------------------------- resume: never on another run
+
+
+@pytest.fixture()
+def finished(data: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "finished"
+    result = _train(data, out, "--set", "train.keep_checkpoints=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_a_resume_compares_with_the_checkpoint_s_configuration(finished: Path, data: Path) -> None:
+    """With config.yaml deleted, --resume --set optim.lr=0.5 used to continue old weights at another rate."""
+    (finished / "config.yaml").unlink()
+    result = _train(data, finished, "--resume", "--set", "optim.lr=0.5")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "configuration differs" in result.stderr and "final.pt" in result.stderr
+    assert "optim.lr: 0.001 -> 0.5" in result.stderr
+    assert not (finished / "config.yaml").exists()  # the folder keeps describing its own run
+    assert _train(data, finished, "--resume").returncode == 0  # the same configuration still resumes
+
+
+def test_a_damaged_latest_checkpoint_is_passed_over_saying_so(finished: Path, data: Path) -> None:
+    before = (finished / "metrics.json").read_text()
+    log = [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in open(finished / "log.jsonl")]
+    final = finished / "checkpoints" / "final.pt"
+    final.write_bytes(final.read_bytes()[: final.stat().st_size // 2])  # a copy cut short, a disk error
+    (finished / "metrics.json").unlink()
+    result = _train(data, finished, "--resume")
+    assert result.returncode == 0, result.stderr[-3000:]
+    warning = [line for line in result.stderr.splitlines() if "final.pt" in line]
+    assert len(warning) == 1 and warning[0].startswith("train.py: warning: ") and "unreadable" in warning[0]
+    assert "passing over it for the checkpoint before it" in warning[0]
+    # resumed from step 4 (the last periodic checkpoint): the same run, the same numbers
+    assert (finished / "metrics.json").read_text() == before
+    assert [
+        {k: v for k, v in json.loads(line).items() if k != "seconds"} for line in open(finished / "log.jsonl")
+    ] == log
+    torch.load(final, weights_only=False)  # rewritten whole
+
+
+def test_when_no_checkpoint_reads_back_training_restarts_saying_so(finished: Path, data: Path) -> None:
+    before = (finished / "metrics.json").read_text()
+    for path in (finished / "checkpoints").iterdir():
+        path.write_bytes(b"not a checkpoint")
+    result = _train(data, finished, "--resume")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "training restarts from step 0" in result.stderr
+    assert (finished / "metrics.json").read_text() == before
+
+
+# --------------------------------------------------------------------------- one process per run folder
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert path.exists(), f"{path} did not appear"
+
+
+def test_a_second_process_is_refused_and_a_dead_holder_s_lock_is_stale(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = subprocess.Popen(
+        _command(data, out), env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait_for(out / "config.yaml", first)  # written after the lock is taken
+        os.kill(first.pid, signal.SIGSTOP)  # holds the lock, mid-run, for as long as the test needs
+        holder = json.loads((out / "run.lock").read_text())
+        assert holder["pid"] == first.pid
+        started = time.monotonic()
+        second = _train(data, out, "--resume")
+        assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
+        assert f"is in use by pid {first.pid} on {holder['host']}" in second.stderr and "run.lock" in second.stderr
+        assert time.monotonic() - started < 60  # refused at once, not after a run
+        os.kill(first.pid, signal.SIGKILL)  # killed holding the lock: the file stays, the lock is stale
+        first.wait()
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert json.loads((out / "run.lock").read_text())["pid"] == first.pid
+    third = _train(data, out, "--resume")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert f"stale lock of pid {first.pid}" in third.stderr and "taken over" in third.stderr
+    assert (out / "metrics.json").exists() and not (out / "run.lock").exists()
+
+
+def test_a_run_killed_while_writing_its_first_file_can_start_again(data: Path, tmp_path: Path) -> None:
+    """A kill inside an atomic write leaves its temporary file; that alone used to make the folder
+    "hold files" and refuse the rerun."""
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / ".config.yaml.k1ll3d.tmp").write_text("train: {steps: ")
+    (out / "checkpoints" / ".step_000002.pt.k1ll3d.tmp").write_bytes(b"PK")
+    result = _train(data, out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not list(out.rglob("*.tmp")) and (out / "metrics.json").exists()
