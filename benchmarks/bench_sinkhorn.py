@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -76,8 +77,11 @@ def wide_scores(n_rows: int, n_cols: int, generator: torch.Generator) -> torch.T
     return 3 * torch.randn(n_rows, n_cols, generator=generator)
 
 
-def methods(n_cols: int, max_iter: int, pot_max_iter: int, tolerance: bool) -> dict[str, Callable[[torch.Tensor], Any]]:
-    """The peers; ``tolerance=False`` keeps only the fixed-iteration ones (for huge sizes)."""
+def methods(
+    n_cols: int, max_iter: int, pot_max_iter: int, tolerance: bool, pot: bool = True
+) -> dict[str, Callable[[torch.Tensor], Any]]:
+    """The peers; ``tolerance=False`` keeps only the fixed-iteration ones (for huge sizes),
+    ``pot=False`` leaves POT out."""
     table: dict[str, Callable[[torch.Tensor], Any]] = {
         "otlabel fixed (3 it)": lambda s: sinkhorn(s, EPSILON),
         "otlabel tol 1e-6": lambda s: sinkhorn(s, EPSILON, tol=TOL, max_iter=max_iter),
@@ -86,13 +90,15 @@ def methods(n_cols: int, max_iter: int, pot_max_iter: int, tolerance: bool) -> d
     if not tolerance:
         del table["otlabel tol 1e-6"]
         return table
+    if not pot:
+        return table
     try:
         import ot
     except ImportError:  # POT is optional for this script
         return table
     stop = TOL / n_cols
 
-    def pot(backend: str, method: str) -> Callable[[torch.Tensor], Any]:
+    def pot_solver(backend: str, method: str) -> Callable[[torch.Tensor], Any]:
         def run(s: torch.Tensor) -> Any:
             cost = (-s).numpy() if backend == "numpy" else -s
             n_rows = s.shape[0]
@@ -105,9 +111,9 @@ def methods(n_cols: int, max_iter: int, pot_max_iter: int, tolerance: bool) -> d
 
         return run
 
-    table["POT sinkhorn (numpy)"] = pot("numpy", "sinkhorn")
-    table["POT sinkhorn (torch)"] = pot("torch", "sinkhorn")
-    table["POT sinkhorn_log (torch)"] = pot("torch", "sinkhorn_log")
+    table["POT sinkhorn (numpy)"] = pot_solver("numpy", "sinkhorn")
+    table["POT sinkhorn (torch)"] = pot_solver("torch", "sinkhorn")
+    table["POT sinkhorn_log (torch)"] = pot_solver("torch", "sinkhorn_log")
     return table
 
 
@@ -149,6 +155,7 @@ def main() -> None:
         default=10_000_000,
         help="skip POT's sinkhorn_log above this many entries (too slow to wait for)",
     )
+    parser.add_argument("--no-pot", action="store_true", help="leave POT out (otlabel and the SwAV loop only)")
     parser.add_argument(
         "--threads",
         type=int,
@@ -172,10 +179,12 @@ def main() -> None:
                 args.wide_max_iter if wide else args.max_iter,
                 args.wide_max_iter if wide else args.pot_max_iter,
                 tolerance=n_rows * n_cols <= args.tol_max_entries,
+                pot=not args.no_pot,
             )
             if n_rows * n_cols > args.pot_log_max_entries:
                 table.pop("POT sinkhorn_log (torch)", None)  # would run for tens of minutes
             times: dict[str, list[float]] = {name: [] for name in table}
+            cpu_times: dict[str, list[float]] = {name: [] for name in table}
             outputs: dict[str, Any] = {}
             first: dict[str, float] = {}
             for name, fn in table.items():  # warm-up, and the output whose error is reported
@@ -188,11 +197,14 @@ def main() -> None:
                     # fast calls are timed as the mean of a burst lasting ~20 ms, so that one cold
                     # call after another method's multi-second run does not decide the median
                     burst = max(1, min(100, int(0.02 / max(first[name], 1e-6))))
+                    start_cpu = time.process_time()
                     elapsed, _ = time_call(lambda: [fn(scores) for _ in range(burst)])
+                    cpu_times[name].append((time.process_time() - start_cpu) / burst)
                     times[name].append(elapsed / burst)
             for name in table:
                 if not times[name]:
                     times[name].append(first[name])
+                    cpu_times[name].append(first[name])
             for name in table:
                 error, finite = column_error(outputs[name])
                 results.append(
@@ -201,6 +213,7 @@ def main() -> None:
                         "size": size,
                         "method": name,
                         "median_s": median(times[name]),
+                        "median_cpu_s": median(cpu_times[name]),
                         "times_s": times[name],
                         "col_error": error,
                         "finite": finite,

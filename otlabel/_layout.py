@@ -74,7 +74,31 @@ def _accurate_column_sums(a: torch.Tensor, kernel: torch.Tensor, bias: torch.Ten
     return total.to(kernel.dtype)
 
 
-class Dense:
+class _Layout:
+    """What every layout shares: tensors kept as given, row vectors with a trailing axis of 1
+    ((B, N, 1) or (N, 1)), which broadcast against the kernel as they are."""
+
+    def view(self, tensor: torch.Tensor) -> torch.Tensor:
+        """A (B, N, K) tensor (or a segmented (N, K) one) in the layout's own shape: as it is."""
+        return tensor
+
+    def on_kernel(self, rows: torch.Tensor) -> torch.Tensor:
+        """A row vector made broadcastable against the kernel: it already is."""
+        return rows
+
+    def row_shape(self, kernel: torch.Tensor) -> tuple[int, ...]:
+        return kernel.shape[:-1] + (1,)
+
+    def row_max(self, values: torch.Tensor) -> torch.Tensor:
+        """Row maxima of a kernel-shaped tensor, as a row vector."""
+        return values.amax(-1, keepdim=True)
+
+    def row_lse(self, values: torch.Tensor) -> torch.Tensor:
+        """Row log-sum-exp of a kernel-shaped tensor, as a row vector."""
+        return torch.logsumexp(values, dim=-1, keepdim=True)
+
+
+class Dense(_Layout):
     """B problems of N rows each, stored as (B, N, K); the problems of a batch iterate together.
 
     ``bias=True`` adds the smallest normal number to every sum (a tiny bias that keeps 0/0 out of
@@ -110,15 +134,6 @@ class Dense:
     def n_problems(self) -> int:
         return self.batch
 
-    # shapes -------------------------------------------------------------------------------
-    def view(self, tensor: torch.Tensor) -> torch.Tensor:
-        """A (B, N, K) tensor in the layout's own shape: as it is."""
-        return tensor
-
-    def batched(self, plan: torch.Tensor) -> torch.Tensor:
-        """A plan in the layout's shape as (B, N, K): as it is."""
-        return plan
-
     def rows(self, values: torch.Tensor) -> torch.Tensor:
         """(B, N) -> the row-vector shape (B, N, 1)."""
         return values.unsqueeze(-1)
@@ -138,21 +153,6 @@ class Dense:
     def spread(self, cols: torch.Tensor) -> torch.Tensor:
         """A column vector made broadcastable against the (B, N, K) kernel: it already is."""
         return cols
-
-    def on_kernel(self, rows: torch.Tensor) -> torch.Tensor:
-        """A row vector made broadcastable against the kernel: it already is."""
-        return rows
-
-    def row_shape(self, kernel: torch.Tensor) -> tuple[int, ...]:
-        return kernel.shape[:-1] + (1,)
-
-    def row_max(self, values: torch.Tensor) -> torch.Tensor:
-        """Row maxima of a kernel-shaped tensor, as a row vector."""
-        return values.amax(-1, keepdim=True)
-
-    def row_lse(self, values: torch.Tensor) -> torch.Tensor:
-        """Row log-sum-exp of a kernel-shaped tensor, as a row vector."""
-        return torch.logsumexp(values, dim=-1, keepdim=True)
 
     def problem_of_rows(self, per_problem: torch.Tensor) -> torch.Tensor:
         """A per-problem (B,) vector on the rows: (B, 1, 1) broadcasts."""
@@ -220,9 +220,6 @@ class Single(Dense):
 
     def view(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor[0]
-
-    def batched(self, plan: torch.Tensor) -> torch.Tensor:
-        return plan.unsqueeze(0)
 
     def rows(self, values: torch.Tensor) -> torch.Tensor:
         """(1, N) -> (N,)."""
@@ -343,7 +340,7 @@ class Segments:
         return torch.index_select(per_group, 0, self.group, out=out)
 
 
-class Segmented:
+class Segmented(_Layout):
     """G problems of different sizes packed row-wise, (N, K); each problem stops on its own."""
 
     independent = True
@@ -361,12 +358,6 @@ class Segmented:
     @property
     def n_problems(self) -> int:
         return self.segments.n_groups
-
-    def view(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor
-
-    def batched(self, plan: torch.Tensor) -> torch.Tensor:
-        return plan
 
     def rows(self, values: torch.Tensor) -> torch.Tensor:
         """(N,) -> the row-vector shape (N, 1)."""
@@ -390,18 +381,6 @@ class Segmented:
     def problem_of_rows(self, per_problem: torch.Tensor) -> torch.Tensor:
         """A per-group (G,) vector on the rows: (N, 1)."""
         return self.segments.expand(per_problem).unsqueeze(-1)
-
-    def on_kernel(self, rows: torch.Tensor) -> torch.Tensor:
-        return rows
-
-    def row_shape(self, kernel: torch.Tensor) -> tuple[int, ...]:
-        return kernel.shape[:-1] + (1,)
-
-    def row_max(self, values: torch.Tensor) -> torch.Tensor:
-        return values.amax(-1, keepdim=True)
-
-    def row_lse(self, values: torch.Tensor) -> torch.Tensor:
-        return torch.logsumexp(values, dim=-1, keepdim=True)
 
     def col_sums(self, kernel: torch.Tensor, a: torch.Tensor | None, accurate: bool) -> torch.Tensor:
         return self.segments.sum(kernel, a).add_(self.tiny)

@@ -23,8 +23,6 @@ from . import _core
 from ._checks import (
     Array,
     DeferredChecks,
-    check_bool,
-    check_epsilon,
     check_marginal,
     check_prior,
     check_scores,
@@ -44,7 +42,7 @@ from ._layout import Dense, Segmented, Segments
 from ._numerics import relative_violation
 from ._problem import Problem, Schedule, Solution
 from .errors import ArgumentTypeError, BackendUnavailableError, ConvergenceWarning, InvalidArgumentError
-from .sinkhorn import autocast_off, check_schedule
+from .sinkhorn import autocast_off, check_settings
 
 __all__ = ["RaggedSinkhornResult", "sinkhorn_ragged"]
 
@@ -262,6 +260,12 @@ def sinkhorn_ragged(
         says ``"dense"``).
     return_info : bool, default False
         Return a :class:`RaggedSinkhornResult` with per-group diagnostics.
+    log_prior : bool, default False
+        ``prior`` holds the log of the prior (-inf for a hard zero), as in
+        :func:`~otlabel.sinkhorn_with_prior`.
+    validate : {"auto", "host", "device"}, default "auto"
+        As in :func:`~otlabel.sinkhorn` (device checks turn every label NaN on failure;
+        equal-size groups then take the segment path, whose check needs no read-back).
 
     Returns
     -------
@@ -336,10 +340,9 @@ def _build(
         )
     scores2 = check_scores(tensor)[0][0]
     n_rows, n_cols = scores2.shape
-    epsilon = check_epsilon(epsilon)
-    schedule = check_schedule(n_iter, tol, max_iter, check_every)
-    return_info = check_bool(return_info, "return_info")
-    log_prior = check_bool(log_prior, "log_prior")
+    epsilon, schedule, return_info, log_prior = check_settings(
+        epsilon, n_iter, tol, max_iter, check_every, return_info, log_prior
+    )
     implementation = _check_segments(segments)
     checks = DeferredChecks(device_checks(validate, scores2))
     dtype = compute_dtype(scores2.dtype)

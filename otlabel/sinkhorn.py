@@ -97,6 +97,18 @@ def check_schedule(n_iter: Any, tol: Any, max_iter: Any, check_every: Any) -> Sc
     return Schedule(n_iter, tol, check_int(max_iter, "max_iter", 1), check_int(check_every, "check_every", 1))
 
 
+def check_settings(
+    epsilon: Any, n_iter: Any, tol: Any, max_iter: Any, check_every: Any, return_info: Any, log_prior: Any
+) -> tuple[float, Schedule, bool, bool]:
+    """Validate the settings every labelling entry point shares."""
+    return (
+        check_epsilon(epsilon),
+        check_schedule(n_iter, tol, max_iter, check_every),
+        check_bool(return_info, "return_info"),
+        check_bool(log_prior, "log_prior"),
+    )
+
+
 def autocast_off(scores: Any) -> contextlib.AbstractContextManager:
     """A context in which autocast does not lower the solver's products to half precision."""
     device_type = scores.device.type if isinstance(scores, torch.Tensor) else "cpu"
@@ -187,10 +199,9 @@ def _check_locally(
 ) -> _Local:
     """Every check one rank can make alone (``split``: its rows are a slice of a global batch)."""
     scores3, batched, was_numpy = check_scores(scores, allow_no_rows=split)
-    epsilon = check_epsilon(epsilon)
-    schedule = check_schedule(n_iter, tol, max_iter, check_every)
-    return_info = check_bool(return_info, "return_info")
-    log_prior = check_bool(log_prior, "log_prior")
+    epsilon, schedule, return_info, log_prior = check_settings(
+        epsilon, n_iter, tol, max_iter, check_every, return_info, log_prior
+    )
     backend = check_backend(backend)
     checks = DeferredChecks(device_checks(validate, scores3))
     dtype = compute_dtype(scores3.dtype)
@@ -448,7 +459,8 @@ def sinkhorn(
         Entropic regularisation (POT's ``reg``, SwAV's ``epsilon``); must be > 0.
         Smaller is sharper. The CASE paper's "ε = 20" is ``epsilon=0.05`` on cosine scores.
     col_marginal : array-like, shape (K,) or (B, K), optional
-        Class proportions c (non-negative, summing to 1 within 1e-4, then renormalised).
+        Class proportions c (non-negative, summing to 1 within 1e-4 — within the machine
+        epsilon of its dtype for a float16/bfloat16 tensor — then renormalised).
         Default: uniform 1/K.
     row_marginal : array-like, shape (N,) or (B, N), optional
         Sample weights r (same rules). Default: uniform 1/N, i.e. rows sum to 1.
@@ -477,16 +489,25 @@ def sinkhorn(
         1 together). Every rank of the group must make the call, with the same settings
         (checked). Pass ``torch.distributed.group.WORLD`` for all ranks. See
         :mod:`otlabel.distributed` and the guide page "Labelling a global batch across GPUs".
+    validate : {"auto", "host", "device"}, default "auto"
+        How bad values are reported. ``"host"``: checked on the host, raising a clear error
+        (on a GPU read back with the solver's one status read-back). ``"device"``: no host
+        synchronisation in the fixed-iteration mode — a failed check, or a scaling path that
+        left the safe range, makes every label NaN instead. ``"auto"``: ``"device"`` while
+        ``torch.compile`` traces or a CUDA graph captures the call, else ``"host"``. See the
+        conventions page, "Bad input without a host synchronisation".
 
     Returns
     -------
     Tensor, ndarray or SinkhornResult
-        Q with the shape, dtype, device and array type of ``scores`` (no gradient).
+        Q with the shape, dtype, device and array type of ``scores`` (no gradient). Every
+        entry lies in [0, its row's mass]: [0, 1] with the default marginals.
 
     Raises
     ------
     InvalidArgumentError, ArgumentTypeError
-        On bad input; the message names the argument.
+        On bad input; the message names the argument (``scores / epsilon`` beyond the compute
+        dtype's range included; float16 labels that would overflow 65504).
 
     Examples
     --------
@@ -553,8 +574,16 @@ def sinkhorn_with_prior(
     scores : Tensor or ndarray, shape (N, K) or (B, N, K)
         As in :func:`sinkhorn`.
     prior : Tensor or ndarray, same shape as ``scores``
-        Non-negative and finite, with no all-zero row or column (no broadcasting).
-    epsilon, col_marginal, row_marginal, n_iter, tol, max_iter, check_every, backend, return_info, process_group
+        Non-negative and finite, with no all-zero row or column (no broadcasting). Its zeros
+        must admit the marginals (decided exactly by a maximum flow before iterating; an
+        infeasible support raises :class:`~otlabel.InfeasibleProblemError` naming the rows and
+        columns).
+    log_prior : bool, default False
+        ``prior`` holds :math:`\log \hat Q` instead: finite, or -inf for a hard zero. For
+        priors too sharp for their dtype (see :func:`gaussian_rank_prior` with ``log=True``).
+    epsilon, col_marginal, row_marginal, n_iter, tol, max_iter, check_every, backend, return_info
+        As in :func:`sinkhorn`.
+    process_group, validate
         As in :func:`sinkhorn` (with ``process_group``, ``prior`` holds this rank's rows too).
 
     Returns
