@@ -30,7 +30,6 @@ from ._layout import Layout
 from ._numerics import (
     Extrema,
     StatusReader,
-    healthy,
     healthy_tensor,
     log_kernel,
     raise_infeasible,
@@ -321,7 +320,7 @@ def fixed(problem: Problem, schedule: Schedule) -> Solution:
     for _ in range(schedule.n_iter):
         state.step(state.col_sums(accurate=False), extrema)
     if problem.device_checks:  # no read-back: failures poison the labels instead
-        ok = healthy_tensor(extrema.worst()[0], problem.dtype)
+        ok = healthy_tensor(*extrema.bounds(), problem.dtype)
         if problem.checks.flags:
             ok = ok & problem.checks.all_passed()
         state.poison(ok)
@@ -330,7 +329,7 @@ def fixed(problem: Problem, schedule: Schedule) -> Solution:
             state.plan(), *potentials, n_iter=schedule.n_iter, converged=None, log_domain=False, backend="torch"
         )
     status = _status(problem)
-    if healthy(status.read(extrema.worst())[0], problem.dtype):
+    if status.read_health(extrema, problem.dtype)[0]:
         potentials = state.potentials()
         return Solution(
             state.plan(), *potentials, n_iter=schedule.n_iter, converged=None, log_domain=False, backend="torch"
@@ -370,8 +369,8 @@ def tolerance(problem: Problem, schedule: Schedule) -> Solution:
         col_sums = state.col_sums(accurate=True)
         if iteration > 0 and (iteration % every == 0 or iteration == max_iter):
             summary, candidate = progress.update(state.col_violation(col_sums), iteration)
-            largest, remaining, worst, stopped = status.read(extrema.worst(), summary)
-            if not healthy(largest, problem.dtype):
+            is_healthy, (remaining, worst, stopped) = status.read_health(extrema, problem.dtype, summary)
+            if not is_healthy:
                 break
             if stopped and problem.dtype != torch.float64:
                 # The float32 measurement is good to ~1e-7; before calling a float32 problem

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import torch
@@ -27,7 +26,6 @@ __all__ = [
     "Extrema",
     "StatusReader",
     "compute_dtype",
-    "health_limit",
     "healthy",
     "healthy_tensor",
     "log_kernel",
@@ -50,60 +48,48 @@ def safe_range(dtype: torch.dtype) -> tuple[float, float]:
     return lo, 1.0 / lo
 
 
-def health_limit(dtype: torch.dtype) -> float:
-    """The largest |log(sum)| of a healthy sum: the safe range is [1 / e^limit, e^limit]."""
-    return _HEALTH_LIMIT[dtype]
+def healthy(low: float, high: float, dtype: torch.dtype) -> bool:
+    """Whether every recorded sum, from ``low`` to ``high``, stayed in the safe range (NaN is not)."""
+    lo, hi = safe_range(dtype)
+    return lo <= low and high <= hi
 
 
-def healthy(worst: float, dtype: torch.dtype) -> bool:
-    """Whether every recorded sum stayed in the safe range, given their largest |log| (NaN is not)."""
-    return worst <= health_limit(dtype)
-
-
-def healthy_tensor(worst: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def healthy_tensor(low: torch.Tensor, high: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """:func:`healthy` on the device: a 0-d bool tensor, never read back."""
-    return worst <= health_limit(dtype)
-
-
-_HEALTH_LIMIT = {dtype: math.log(safe_range(dtype)[1]) for dtype in (torch.float32, torch.float64)}
+    lo, hi = safe_range(dtype)
+    return (low >= lo) & (high <= hi)
 
 
 class Extrema:
-    """How far from 1 the sums of a scaling path went: the largest |log(sum)| of all of them.
+    """The smallest and the largest of every sum a scaling path computed.
 
-    The safe range is symmetric in the logarithm, so one number says whether every sum stayed
-    inside it (0 and inf give inf, NaN gives NaN, both unhealthy), and distributed ranks combine
-    it with one max. Sums are collected as they come and folded into the running value every
-    ``FOLD`` of them, so that memory does not depend on the number of iterations while a short
-    schedule (SwAV's three iterations: six sums) still costs one concatenation and one reduction.
+    Sums are collected as they come and folded into a running (min, max) pair every ``FOLD`` of
+    them, so that memory does not depend on the number of iterations while a short schedule
+    (SwAV's three iterations: six sums) still costs one concatenation and one reduction.
     """
 
     FOLD = 16
 
     def __init__(self) -> None:
         self._pending: list[torch.Tensor] = []
-        self._folded: torch.Tensor | None = None
+        self._folded: torch.Tensor | None = None  # (min, max) of the sums folded so far
 
     def add(self, col_sums: torch.Tensor, row_sums: torch.Tensor) -> None:
         pending = self._pending
         pending.append(col_sums if col_sums.dim() == 1 else col_sums.reshape(-1))
         pending.append(row_sums if row_sums.dim() == 1 else row_sums.reshape(-1))
         if len(pending) >= self.FOLD:
-            self._folded = self.worst()
+            self._folded = torch.stack(self.bounds())
             self._pending = []
 
-    def worst(self) -> torch.Tensor:
-        """max |log(sum)| over every sum added so far, as a 1-element tensor on the sums' device."""
-        pending = self._pending
-        if not pending:
-            assert self._folded is not None, "no sum was added"
-            return self._folded
-        values = torch.cat(pending) if len(pending) > 1 else pending[0]
+    def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(min, max) over every sum added so far, as 0-d tensors on the sums' device."""
+        parts = self._pending if self._folded is None else [*self._pending, self._folded]
+        values = torch.cat(parts) if len(parts) > 1 else parts[0]
         if values.numel() == 0:  # no rows on this rank of a distributed job: nothing can be unhealthy
-            worst = values.new_zeros(1)
-        else:
-            worst = values.log().abs_().amax(0, keepdim=True)
-        return worst if self._folded is None else torch.maximum(worst, self._folded)
+            one = values.new_ones(())
+            return one, one
+        return torch.aminmax(values)
 
 
 class StatusReader:
@@ -133,6 +119,15 @@ class StatusReader:
         n_checks = len(checks.flags)
         checks.raise_from(numbers[:n_checks])
         return numbers[n_checks:]
+
+    def read_health(self, extrema: Extrema, dtype: torch.dtype, *values: torch.Tensor) -> tuple[bool, list[float]]:
+        """Whether every sum of ``extrema`` stayed in the safe range, and ``values``, in one read-back."""
+        low, high = extrema.bounds()
+        if not values and not self.checks.flags and not self.reducer.distributed:  # the common case
+            return healthy(low.item(), high.item(), dtype), []
+        # (-min, max): both combine over ranks with a max
+        numbers = self.read(torch.stack((-low, high)).to(torch.float64), *values)
+        return healthy(-numbers[0], numbers[1], dtype), numbers[2:]
 
 
 def scaled_scores(problem: Problem) -> torch.Tensor:
