@@ -23,9 +23,11 @@ need to know, on the host, that it is needed).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
+from ._acceleration import Anderson
 from ._layout import Layout
 from ._numerics import (
     Extrema,
@@ -36,9 +38,13 @@ from ._numerics import (
     relative_violation,
     scaled_scores,
 )
-from ._problem import Problem, Schedule, Solution
+from ._problem import HARD, Problem, Rule, Schedule, Solution
 
 __all__ = ["GLOBAL_SHIFT_SPAN", "UNSHIFTED_BOUND", "solve"]
+
+#: Anderson acceleration (``acceleration="anderson"``) starts at the first check where the error
+#: fell by less than this factor since the previous one: problems that converge fast never pay for it.
+SLOW = 0.1
 
 #: Largest range of scores / epsilon (+ log prior), max - min, that a single global shift handles:
 #: every kernel entry then stays a normal number with room to spare for the scalings.
@@ -80,12 +86,18 @@ def _global_shift(problem: Problem) -> float | None:
 
 
 class ScalingPath:
-    """plan = a * G * b, G = exp(L + f0 + g0) with L = scores / epsilon + log prior."""
+    """plan = a * G * b, G = exp(L + f_init + g_init + f0 + g0) with L = scores / epsilon + log prior.
+
+    ``f_init``, ``g_init`` are a warm start's potentials (zero for a cold start), ``f0``, ``g0`` the
+    shifts that keep the kernel in range.
+    """
 
     def __init__(self, problem: Problem, materialise: bool = False):
         self.problem = problem
         layout = self.layout = problem.layout
-        shift = _global_shift(problem)
+        shift = _global_shift(problem) if problem.init is None else None
+        self.f_init: torch.Tensor | float = 0.0
+        self.g_init: torch.Tensor | float = 0.0
         if shift is not None:
             # Well-scaled scores: one global shift keeps every entry in range, and the per-row and
             # per-column maxima (slow small-axis reductions on the CPU) are not needed; a prior
@@ -104,8 +116,15 @@ class ScalingPath:
             self.g0: torch.Tensor | float = shift
             self.a: torch.Tensor | None = None  # all ones until the first row step
         else:
-            # Shift columns, then rows, so that every row and every column has maximum exactly 1.
             kernel = layout.view(log_kernel(problem))
+            if problem.init is not None:  # a warm start: iterate on the kernel its potentials scale
+                f_init, g_init = problem.init
+                self.g_init = layout.cols(g_init)
+                kernel.add_(layout.spread(self.g_init))
+                if f_init is not None:
+                    self.f_init = layout.rows(f_init)
+                    kernel.add_(layout.on_kernel(self.f_init))
+            # Shift columns, then rows, so that every row and every column has maximum exactly 1.
             g0 = -layout.col_max(kernel)
             kernel.add_(layout.spread(g0))
             f0 = -layout.row_max(kernel)  # >= 0
@@ -121,24 +140,73 @@ class ScalingPath:
         self.b: torch.Tensor | None = None  # all ones until the first column step
         self.row_mass = None if problem.row_mass is None else layout.rows(problem.row_mass)
         self.col_mass = layout.cols(problem.col_mass)
+        self.balanced = problem.balanced
+        if not self.balanced:
+            self.row_rule = _rule_in(problem.row_rule, layout.rows)
+            self.col_rule = _rule_in(problem.col_rule, layout.cols)
+            self.total = problem.total_mass
+            self.q_rows = self.q_cols = self.q_total = None  # Dykstra's corrections
+        if problem.init is not None and problem.init[0] is None:
+            # only a column potential: the rows follow from it by a first row step
+            self.b = self._ones_cols()
+            self.row_step(self.layout.row_sums(self.kernel, self.b))
 
     def _ones_rows(self) -> torch.Tensor:
         kernel = self.kernel
         return torch.ones(self.layout.row_shape(kernel), dtype=kernel.dtype, device=kernel.device)
 
+    def _ones_cols(self) -> torch.Tensor:
+        return torch.ones_like(self.col_mass)
+
     def col_sums(self, accurate: bool) -> torch.Tensor:
         """Column sums of diag(a) G per problem (over all ranks)."""
         return self.layout.col_sums(self.kernel, self.a, accurate)
 
-    def step(self, col_sums: torch.Tensor, extrema: Extrema, frozen: Frozen | None = None) -> None:
-        """Scale columns to their mass using ``col_sums``, then rows to theirs; ``frozen`` problems
-        keep their scalings."""
-        b = torch.div(self.col_mass, col_sums)
+    def step(
+        self,
+        col_sums: torch.Tensor,
+        extrema: Extrema,
+        frozen: Frozen | None = None,
+        accelerator: Anderson | None = None,
+    ) -> None:
+        """Scale columns using ``col_sums``, then rows (then the total mass, in partial transport);
+        ``frozen`` problems keep their scalings; an ``accelerator`` replaces the column step's
+        scalings by its proposal."""
+        if self.balanced and accelerator is None:  # the classical step, kept lean (SwAV's sizes)
+            b = torch.div(self.col_mass, col_sums)
+            self.b = b if frozen is None else torch.where(frozen.cols, self.b, b)
+            row_sums = self.layout.row_sums(self.kernel, self.b)
+            a = torch.reciprocal(row_sums) if self.row_mass is None else torch.div(self.row_mass, row_sums)
+            self.a = a if frozen is None else torch.where(frozen.rows, self.a, a)
+            extrema.add(col_sums, row_sums)
+            return
+        rule = self.col_rule if not self.balanced else HARD
+        b, q_cols = _scaling_step(rule, self.col_mass, col_sums, self.b, getattr(self, "q_cols", None))
+        if accelerator is not None:
+            old = torch.ones_like(b) if self.b is None else self.b
+            log_ratio = torch.where(self.col_mass > 0, torch.log(b / old), -math.inf)
+            b = torch.exp(accelerator.propose(torch.log(old), log_ratio))
         self.b = b if frozen is None else torch.where(frozen.cols, self.b, b)
+        if not self.balanced:
+            self.q_cols = q_cols
         row_sums = self.layout.row_sums(self.kernel, self.b)
-        a = torch.reciprocal(row_sums) if self.row_mass is None else torch.div(self.row_mass, row_sums)
-        self.a = a if frozen is None else torch.where(frozen.rows, self.a, a)
+        self.row_step(row_sums, frozen)
         extrema.add(col_sums, row_sums)
+
+    def row_step(self, row_sums: torch.Tensor, frozen: Frozen | None = None) -> None:
+        """Scale rows using the row sums of G diag(b) (then fix the total mass, if it is fixed)."""
+        mass = 1.0 if self.row_mass is None else self.row_mass
+        rule = self.row_rule if not self.balanced else HARD
+        a, q_rows = _scaling_step(rule, mass, row_sums, self.a, getattr(self, "q_rows", None))
+        if not self.balanced:
+            self.q_rows = q_rows
+            if self.total is not None:  # partial transport: scale the whole plan to its total
+                if self.q_total is not None:
+                    a = a * self.layout.problem_of_rows(self.q_total)
+                scale = self.total / self.layout.row_total(a * row_sums)
+                a = a * self.layout.problem_of_rows(scale)
+                self.q_total = torch.reciprocal(scale)
+        self.a = a if frozen is None else torch.where(frozen.rows, self.a, a)
 
     def col_violation(self, col_sums: torch.Tensor) -> torch.Tensor:
         """Per-problem column violation of the plan a G b, from the column sums of diag(a) G."""
@@ -149,6 +217,13 @@ class ScalingPath:
         col_sums = self.layout.exact_col_sums(self.kernel, self.a) * self.b
         return relative_violation(col_sums, self.col_mass).reshape(-1)
 
+    def snapshot(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.a, self.b
+
+    def change(self, before: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Per-problem stationarity: the largest relative change of a scaling since ``before``."""
+        return _largest_change(self.layout, self.a, before[0], self.b, before[1], logs=False)
+
     def poison(self, ok: torch.Tensor) -> None:
         """Make the plan (and potentials) NaN unless the 0-d bool ``ok`` holds, without a sync."""
         self.b = torch.where(ok, self.b, math.nan)
@@ -156,7 +231,12 @@ class ScalingPath:
     def log_scalings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(f, g) in the layout's row and column shapes: plan = exp(f + L + g)."""
         a = self._ones_rows() if self.a is None else self.a
-        return self.f0 + torch.log(a), self.g0 + torch.log(self.b)
+        return self.f_init + self.f0 + torch.log(a), self.g_init + self.g0 + torch.log(self.b)
+
+    def log_corrections(self) -> tuple[torch.Tensor | None, ...]:
+        if self.balanced:
+            return None, None, None
+        return tuple(None if q is None else torch.log(q) for q in (self.q_rows, self.q_cols, self.q_total))
 
     def potentials(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if not self.problem.return_potentials:
@@ -169,12 +249,81 @@ class ScalingPath:
         layout = self.layout
         plan = self.kernel if self.a is None else self.kernel.mul_(layout.on_kernel(self.a))
         plan.mul_(layout.spread(self.b))
-        return _clamp_to_row_mass(plan, self.row_mass, layout)
+        return _clamp_to_row_mass(plan, self.row_mass, self.problem.row_rule, layout)
 
 
-def _clamp_to_row_mass(plan: torch.Tensor, row_mass: torch.Tensor | None, layout: Layout) -> torch.Tensor:
+def _rule_in(rule: Rule, shape: Callable[[torch.Tensor], torch.Tensor]) -> Rule:
+    """``rule`` with its bounds in the layout's vector shape."""
+    if not rule.bounded:
+        return rule
+    return Rule(
+        rule.exponent,
+        None if rule.lower is None else shape(rule.lower),
+        None if rule.upper is None else shape(rule.upper),
+    )
+
+
+def _scaling_step(
+    rule: Rule,
+    mass: torch.Tensor | float,
+    sums: torch.Tensor,
+    old: torch.Tensor | None,
+    correction: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The new scaling of one side from ``sums`` (the other side's scaled kernel summed), and
+    Dykstra's correction for a bounded side.
+
+    Hard: mass / sums. KL-penalised: (mass / sums) ** exponent. Bounded: the plan's sums
+    (``old * correction * sums``) are clipped into [lower, upper], and the correction remembers
+    the factor (Dykstra's algorithm: Bregman projections onto convex, non-affine sets need it).
+    """
+    if rule.bounded:
+        trial = torch.ones_like(sums) if old is None else old
+        if correction is not None:
+            trial = trial * correction
+        plan_sums = trial * sums
+        target = plan_sums
+        if rule.lower is not None:
+            target = torch.maximum(target, rule.lower)
+        if rule.upper is not None:
+            target = torch.minimum(target, rule.upper)
+        factor = torch.where(plan_sums > 0, target / plan_sums, 1.0)
+        # a side held at 0 stays at 0, with a neutral correction
+        return trial * factor, torch.where(factor > 0, torch.reciprocal(factor), 1.0)
+    new = mass / sums
+    if rule.exponent != 1.0:
+        new = new.pow(rule.exponent)
+    return new, None
+
+
+def _largest_change(
+    layout: Layout,
+    rows: torch.Tensor,
+    rows_before: torch.Tensor,
+    cols: torch.Tensor,
+    cols_before: torch.Tensor,
+    logs: bool,
+) -> torch.Tensor:
+    """Per problem, the largest relative change of a row or column scaling (``logs``: the scalings
+    are log-potentials, and the change is their difference, a relative change to first order)."""
+
+    def change(now: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+        if logs:
+            moved = (now - before).abs()
+            return torch.where(torch.isfinite(now) & torch.isfinite(before), moved, 0.0)
+        return torch.where(before > 0, (now / before - 1).abs(), 0.0)
+
+    col_change = change(cols, cols_before).amax(-1).reshape(-1)
+    row_change = layout.row_extreme(change(rows, rows_before))
+    return torch.maximum(col_change, row_change)
+
+
+def _clamp_to_row_mass(plan: torch.Tensor, row_mass: torch.Tensor | None, rule: Rule, layout: Layout) -> torch.Tensor:
     """An entry of a plan whose row sums to m lies in [0, m]; rounding can overshoot by an ulp
-    (a label of 1.0000001), which probabilities downstream must not see."""
+    (a label of 1.0000001), which probabilities downstream must not see. (A KL-penalised row may
+    sum to more than its mass: nothing to clamp.)"""
+    if rule.exponent != 1.0:
+        return plan
     if row_mass is None:
         return plan.clamp_(max=1.0)
     return torch.minimum(plan, layout.on_kernel(row_mass), out=plan)
@@ -183,7 +332,13 @@ def _clamp_to_row_mass(plan: torch.Tensor, row_mass: torch.Tensor | None, layout
 class LogPath:
     """plan = exp(L + f + g), iterated with log-sum-exp."""
 
-    def __init__(self, problem: Problem, f: torch.Tensor, g: torch.Tensor):
+    def __init__(
+        self,
+        problem: Problem,
+        f: torch.Tensor,
+        g: torch.Tensor,
+        corrections: tuple[torch.Tensor | None, ...] = (None, None, None),
+    ):
         self.problem = problem
         layout = self.layout = problem.layout
         self.kernel = layout.view(log_kernel(problem))
@@ -193,15 +348,50 @@ class LogPath:
         col_mass = layout.cols(problem.col_mass)
         self.log_col_mass = torch.log(col_mass)
         self.live_cols = col_mass > 0
+        self.balanced = problem.balanced
+        if not self.balanced:
+            self.row_rule = _log_rule(_rule_in(problem.row_rule, layout.rows))
+            self.col_rule = _log_rule(_rule_in(problem.col_rule, layout.cols))
+            self.live_rows = torch.ones_like(f, dtype=torch.bool) if self.row_mass is None else self.row_mass > 0
+            self.log_total = None if problem.total_mass is None else torch.log(problem.total_mass)
+            self.lq_rows, self.lq_cols, self.lq_total = corrections  # Dykstra's corrections, as logs
 
     def col_lse(self) -> torch.Tensor:
         """log of the column sums of exp(L + f) per problem (over all ranks)."""
         return self.layout.col_lse(self.kernel + self.layout.on_kernel(self.f))
 
-    def step(self, col_lse: torch.Tensor, frozen: Frozen | None = None) -> None:
-        g = torch.where(self.live_cols, self.log_col_mass - col_lse, -math.inf)
+    def step(self, col_lse: torch.Tensor, frozen: Frozen | None = None, accelerator: Anderson | None = None) -> None:
+        layout = self.layout
+        if self.balanced and accelerator is None:
+            g = torch.where(self.live_cols, self.log_col_mass - col_lse, -math.inf)
+            self.g = g if frozen is None else torch.where(frozen.cols, self.g, g)
+            f = self.log_row_mass - layout.row_lse(self.kernel + layout.spread(self.g))
+            self.f = f if frozen is None else torch.where(frozen.rows, self.f, f)
+            return
+        col_rule = HARD if self.balanced else self.col_rule
+        lq_cols = None if self.balanced else self.lq_cols
+        g, lq_cols = _log_step(col_rule, self.log_col_mass, col_lse, self.g, lq_cols, self.live_cols)
+        if accelerator is not None:
+            g = accelerator.propose(self.g, torch.where(self.live_cols, g - self.g, -math.inf))
         self.g = g if frozen is None else torch.where(frozen.cols, self.g, g)
-        f = self.log_row_mass - self.layout.row_lse(self.kernel + self.layout.spread(self.g))
+        if not self.balanced:
+            self.lq_cols = lq_cols
+        self.row_step(frozen)
+
+    def row_step(self, frozen: Frozen | None = None) -> None:
+        """The row step from the current column potentials (then the total mass, if it is fixed)."""
+        layout = self.layout
+        row_lse = layout.row_lse(self.kernel + layout.spread(self.g))
+        if self.balanced:
+            f, _ = _log_step(HARD, self.log_row_mass, row_lse, self.f, None, torch.ones_like(row_lse, dtype=torch.bool))
+        else:
+            f, self.lq_rows = _log_step(self.row_rule, self.log_row_mass, row_lse, self.f, self.lq_rows, self.live_rows)
+            if self.log_total is not None:  # partial transport: scale the whole plan to its total
+                if self.lq_total is not None:
+                    f = f + layout.problem_of_rows(self.lq_total)
+                shift = self.log_total - layout.row_total_lse(f + row_lse)
+                f = f + layout.problem_of_rows(shift)
+                self.lq_total = -shift
         self.f = f if frozen is None else torch.where(frozen.rows, self.f, f)
 
     def infeasible(self) -> torch.Tensor:
@@ -212,23 +402,66 @@ class LogPath:
         return (bad_rows | bad_cols).reshape(1).to(torch.float32)
 
     def plan(self) -> torch.Tensor:
-        """The current plan, rows as a softmax: each row sums to its mass to rounding, however large
-        the potentials (exp(L + f + g) would carry their rounding into the row sums)."""
+        """The current plan. With rows held at their mass, rows as a softmax: each row sums to its
+        mass to rounding, however large the potentials (exp(L + f + g) would carry their rounding
+        into the row sums)."""
         layout = self.layout
+        if not self.problem.row_rule.hard or self.problem.total_mass is not None:
+            return torch.exp(self.kernel + layout.on_kernel(self.f) + layout.spread(self.g))
         plan = torch.softmax(self.kernel + layout.spread(self.g), dim=-1)
         if self.row_mass is not None:
             plan.mul_(layout.on_kernel(self.row_mass))
-        return _clamp_to_row_mass(plan, self.row_mass, layout)
+        return _clamp_to_row_mass(plan, self.row_mass, self.problem.row_rule, layout)
 
     def col_violation(self, plan: torch.Tensor) -> torch.Tensor:
         """Per-problem column violation of ``plan`` (the plan this path would return)."""
         col_sums = self.layout.col_sums(plan, None, accurate=False)
         return relative_violation(col_sums, self.layout.cols(self.problem.col_mass)).reshape(-1)
 
+    def snapshot(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.f, self.g
+
+    def change(self, before: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return _largest_change(self.layout, self.f, before[0], self.g, before[1], logs=True)
+
     def potentials(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if not self.problem.return_potentials:
             return None, None
         return self.layout.row_output(self.f), self.layout.col_output(self.g)
+
+
+def _log_rule(rule: Rule) -> Rule:
+    """``rule`` with its bounds as logarithms (the log-domain path compares log sums)."""
+    if not rule.bounded:
+        return rule
+    return Rule(
+        rule.exponent,
+        None if rule.lower is None else torch.log(rule.lower),
+        None if rule.upper is None else torch.log(rule.upper),
+    )
+
+
+def _log_step(
+    rule: Rule,
+    log_mass: torch.Tensor | float,
+    lse: torch.Tensor,
+    old: torch.Tensor,
+    correction: torch.Tensor | None,
+    live: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`_scaling_step` on log-potentials (``lse``: log of the sums; bounds as logs)."""
+    if rule.bounded:
+        trial = old if correction is None else old + correction
+        plan_sums = trial + lse
+        target = plan_sums
+        if rule.lower is not None:
+            target = torch.maximum(target, rule.lower)
+        if rule.upper is not None:
+            target = torch.minimum(target, rule.upper)
+        step = torch.where(torch.isfinite(plan_sums), target - plan_sums, 0.0)
+        new = torch.where(torch.isfinite(target), trial + step, -math.inf)
+        return new, torch.where(torch.isfinite(step), -step, 0.0)
+    return torch.where(live, rule.exponent * (log_mass - lse), -math.inf), None
 
 
 class Frozen:
@@ -313,6 +546,21 @@ def _cols_tensor(problem: Problem, value: torch.Tensor | float) -> torch.Tensor:
     return torch.full(shape, value, dtype=problem.dtype, device=problem.scores.device)
 
 
+def _log_start(problem: Problem, kernel: torch.Tensor) -> LogPath:
+    """The log-domain path at the start of the schedule: a warm start's potentials, or the
+    unshifted start of the SwAV loop (the first column step sets g)."""
+    layout = problem.layout
+    f = torch.zeros(layout.row_shape(kernel), dtype=kernel.dtype, device=kernel.device)
+    g = _cols_tensor(problem, 0.0)
+    if problem.init is None:
+        return LogPath(problem, f, g)
+    f_init, g_init = problem.init
+    log_state = LogPath(problem, f if f_init is None else layout.rows(f_init), layout.cols(g_init))
+    if f_init is None:  # only a column potential: the rows follow from it
+        log_state.row_step()
+    return log_state
+
+
 def fixed(problem: Problem, schedule: Schedule) -> Solution:
     """The fixed-iteration mode: ``schedule.n_iter`` iterations, rows last."""
     state = ScalingPath(problem)
@@ -334,13 +582,11 @@ def fixed(problem: Problem, schedule: Schedule) -> Solution:
         return Solution(
             state.plan(), *potentials, n_iter=schedule.n_iter, converged=None, log_domain=False, backend="torch"
         )
-    # Replay the same schedule in the log domain from the same (unshifted) start; the first column
-    # step sets g.
+    # Replay the same schedule in the log domain from the same start.
     kernel = state.kernel
-    f = torch.zeros(problem.layout.row_shape(kernel), dtype=kernel.dtype, device=kernel.device)
-    g = _cols_tensor(problem, 0.0)
-    del state, kernel
-    log_state = LogPath(problem, f, g)
+    del state
+    log_state = _log_start(problem, kernel)
+    del kernel
     for _ in range(schedule.n_iter):
         log_state.step(log_state.col_lse())
     (infeasible,) = status.read(log_state.infeasible())
@@ -357,22 +603,32 @@ def fixed(problem: Problem, schedule: Schedule) -> Solution:
 
 
 def tolerance(problem: Problem, schedule: Schedule) -> Solution:
-    """The tolerance mode: until every problem's column violation is at most ``schedule.tol``."""
+    """The tolerance mode: until every problem meets ``schedule.tol``.
+
+    The balanced problem stops on the column-marginal violation; the others (KL-penalised,
+    bounded or partial) on stationarity: the largest relative change of a scaling over the last
+    iteration (POT's criterion for its unbalanced solver).
+    """
     status = _status(problem)
     state = ScalingPath(problem, materialise=True)
     max_iter, every = schedule.max_iter, schedule.check_every
     progress = Progress(problem, schedule)
+    accelerator = None  # Anderson acceleration, once the plain iterations prove slow
+    previous_error = math.inf
+    balanced = problem.balanced
     iteration = 0
-    saved = (state.a, state.b, progress, 0)  # last state known to be healthy
+    saved = (state.a, state.b, state.log_corrections(), progress, 0)  # last state known to be healthy
     extrema = Extrema()
+    before = None
     while True:
         col_sums = state.col_sums(accurate=True)
         if iteration > 0 and (iteration % every == 0 or iteration == max_iter):
-            summary, candidate = progress.update(state.col_violation(col_sums), iteration)
+            measure = state.col_violation(col_sums) if balanced else state.change(before)
+            summary, candidate = progress.update(measure, iteration)
             is_healthy, (remaining, worst, stopped) = status.read_health(extrema, problem.dtype, summary)
             if not is_healthy:
                 break
-            if stopped and problem.dtype != torch.float64:
+            if stopped and balanced and problem.dtype != torch.float64:
                 # The float32 measurement is good to ~1e-7; before calling a float32 problem
                 # converged, measure the plan it would return exactly (one pass).
                 summary, candidate = progress.update(state.exact_violation(), iteration)
@@ -380,23 +636,31 @@ def tolerance(problem: Problem, schedule: Schedule) -> Solution:
             progress = candidate
             if remaining == 0 or iteration == max_iter:
                 return progress.solution(state.plan(), state.potentials(), iteration, remaining, worst, False)
-            saved = (state.a, state.b, progress, iteration)
+            saved = (state.a, state.b, state.log_corrections(), progress, iteration)
             extrema = Extrema()
-        state.step(col_sums, extrema, progress.frozen)
+            if schedule.accelerate and accelerator is None and worst > SLOW * previous_error:
+                accelerator = Anderson()
+            previous_error = worst
+        if not balanced and ((iteration + 1) % every == 0 or iteration + 1 == max_iter):
+            before = state.snapshot()
+        state.step(col_sums, extrema, progress.frozen, accelerator)
         iteration += 1
 
     # The scaling path left the safe range: restart from the last healthy state in the log domain.
-    a, b, progress, iteration = saved
-    f = state.f0 + torch.log(a)
-    g = _cols_tensor(problem, state.g0) + (0.0 if b is None else torch.log(b))
+    a, b, corrections, progress, iteration = saved
+    f = state.f_init + state.f0 + torch.log(a)
+    g = state.g_init + _cols_tensor(problem, state.g0) + (0.0 if b is None else torch.log(b))
     del state, col_sums
-    log_state = LogPath(problem, f, g)
+    log_state = LogPath(problem, f, g, corrections)
+    accelerator = Anderson() if schedule.accelerate else None
+    before = None
     while True:
         if iteration > 0 and (iteration % every == 0 or iteration == max_iter):
             # Measure the plan that would be returned: with potentials in the thousands, float32
             # rounding of the exponents is itself ~1e-5, so only the returned plan's sums count.
             plan = log_state.plan()
-            summary, candidate = progress.update(log_state.col_violation(plan), iteration)
+            measure = log_state.col_violation(plan) if balanced else log_state.change(before)
+            summary, candidate = progress.update(measure, iteration)
             infeasible, remaining, worst, _ = status.read(log_state.infeasible(), summary)
             if infeasible:
                 raise_infeasible(problem.prior is not None)
@@ -404,7 +668,9 @@ def tolerance(problem: Problem, schedule: Schedule) -> Solution:
             if remaining == 0 or iteration == max_iter:
                 return progress.solution(plan, log_state.potentials(), iteration, remaining, worst, True)
             del plan
-        log_state.step(log_state.col_lse(), progress.frozen)
+        if not balanced and ((iteration + 1) % every == 0 or iteration + 1 == max_iter):
+            before = log_state.snapshot()
+        log_state.step(log_state.col_lse(), progress.frozen, accelerator)
         iteration += 1
 
 

@@ -158,6 +158,34 @@ class Dense(_Layout):
         """A per-problem (B,) vector on the rows: (B, 1, 1) broadcasts."""
         return per_problem.reshape(-1, 1, 1)
 
+    def cols_of_problem(self, per_problem: torch.Tensor) -> torch.Tensor:
+        """A per-problem (B,) vector on the column vectors: (B, 1, 1)."""
+        return per_problem.reshape(-1, 1, 1)
+
+    def row_total(self, rows: torch.Tensor) -> torch.Tensor:
+        """Per-problem sums of a row vector, (B,), over all ranks."""
+        total = rows.sum((-2, -1))
+        return self.reducer.sum(total) if self._distributed else total
+
+    def row_total_lse(self, rows: torch.Tensor) -> torch.Tensor:
+        """Per-problem log-sum-exp of a row vector of logs, (B,), over all ranks."""
+        local = (
+            torch.logsumexp(rows.flatten(-2), dim=-1) if rows.shape[-2] else rows.new_full(rows.shape[:1], -math.inf)
+        )
+        return self._combine_lse(local)
+
+    def row_extreme(self, rows: torch.Tensor) -> torch.Tensor:
+        """Per-problem maximum of a row vector, (B,), over all ranks (0 for no rows)."""
+        local = rows.flatten(-2).amax(-1) if rows.shape[-2] else rows.new_zeros(rows.shape[:1])
+        return self.reducer.max(local) if self._distributed else local
+
+    def _combine_lse(self, local: torch.Tensor) -> torch.Tensor:
+        if not self._distributed:
+            return local
+        top = self.reducer.max(local)
+        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+        return top + torch.log(self.reducer.sum(torch.exp(local - top)))
+
     # reductions ---------------------------------------------------------------------------
     def col_sums(self, kernel: torch.Tensor, a: torch.Tensor | None, accurate: bool) -> torch.Tensor:
         """Column sums of diag(a) G per problem, (B, 1, K), over all ranks (``a=None``: all ones)."""
@@ -191,12 +219,7 @@ class Dense(_Layout):
 
     def col_lse(self, values: torch.Tensor) -> torch.Tensor:
         """log of the column sums of exp(values) per problem, (B, 1, K), over all ranks."""
-        local = torch.logsumexp(values, dim=-2, keepdim=True)
-        top = self.reducer.max(local)
-        if not self.reducer.distributed:
-            return top
-        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-        return top + torch.log(self.reducer.sum(torch.exp(local - top)))
+        return self._combine_lse(torch.logsumexp(values, dim=-2, keepdim=True))
 
 
 class Single(Dense):
@@ -250,6 +273,21 @@ class Single(Dense):
     def problem_of_rows(self, per_problem: torch.Tensor) -> torch.Tensor:
         return per_problem.view(1)
 
+    def cols_of_problem(self, per_problem: torch.Tensor) -> torch.Tensor:
+        return per_problem.view(1)
+
+    def row_total(self, rows: torch.Tensor) -> torch.Tensor:
+        total = rows.sum().reshape(1)
+        return self.reducer.sum(total) if self._distributed else total
+
+    def row_total_lse(self, rows: torch.Tensor) -> torch.Tensor:
+        local = torch.logsumexp(rows, dim=0).reshape(1) if rows.shape[0] else rows.new_full((1,), -math.inf)
+        return self._combine_lse(local)
+
+    def row_extreme(self, rows: torch.Tensor) -> torch.Tensor:
+        local = rows.amax().reshape(1) if rows.shape[0] else rows.new_zeros(1)
+        return self.reducer.max(local) if self._distributed else local
+
     def col_sums(self, kernel: torch.Tensor, a: torch.Tensor | None, accurate: bool) -> torch.Tensor:
         if a is None:
             sums = kernel.sum(0)
@@ -274,12 +312,7 @@ class Single(Dense):
         return self.reducer.max(local)
 
     def col_lse(self, values: torch.Tensor) -> torch.Tensor:
-        local = torch.logsumexp(values, dim=0)
-        if not self._distributed:
-            return local
-        top = self.reducer.max(local)
-        top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-        return top + torch.log(self.reducer.sum(torch.exp(local - top)))
+        return self._combine_lse(torch.logsumexp(values, dim=0))
 
 
 class Segments:
@@ -381,6 +414,19 @@ class Segmented(_Layout):
     def problem_of_rows(self, per_problem: torch.Tensor) -> torch.Tensor:
         """A per-group (G,) vector on the rows: (N, 1)."""
         return self.segments.expand(per_problem).unsqueeze(-1)
+
+    def cols_of_problem(self, per_problem: torch.Tensor) -> torch.Tensor:
+        """A per-group (G,) vector on the column vectors: (G, 1)."""
+        return per_problem.unsqueeze(-1)
+
+    def row_total(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.segments.sum(rows).squeeze(-1)
+
+    def row_total_lse(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.col_lse(rows).squeeze(-1)
+
+    def row_extreme(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.segments.max(rows).squeeze(-1)
 
     def col_sums(self, kernel: torch.Tensor, a: torch.Tensor | None, accurate: bool) -> torch.Tensor:
         return self.segments.sum(kernel, a).add_(self.tiny)

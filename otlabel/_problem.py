@@ -67,16 +67,44 @@ SINGLE_PROCESS = Reducer()
 class Schedule(NamedTuple):
     """How a problem is iterated. ``tol=None``: the fixed-iteration mode (``n_iter`` iterations);
     otherwise the tolerance mode (until the column violation is at most ``tol``, within
-    ``max_iter`` iterations, measured every ``check_every``)."""
+    ``max_iter`` iterations, measured every ``check_every``). ``accelerate``: the tolerance mode
+    takes Anderson-accelerated column steps (see :mod:`otlabel._acceleration`)."""
 
     n_iter: int
     tol: float | None
     max_iter: int
     check_every: int
+    accelerate: bool = False
 
     @property
     def fixed(self) -> bool:
         return self.tol is None
+
+
+class Rule(NamedTuple):
+    """How the sums of one side (rows or columns) are held, beyond the hard constraint.
+
+    * ``exponent`` < 1: KL-penalised sums (strength tau: exponent = tau / (tau + epsilon)); the
+      scaling step raises the hard step's ratio to this power.
+    * ``lower`` / ``upper``: masses the sums must stay between (in the layout-independent shape of
+      the masses; None: no bound). A bounded side is projected with Dykstra's corrections.
+    """
+
+    exponent: float = 1.0
+    lower: torch.Tensor | None = None
+    upper: torch.Tensor | None = None
+
+    @property
+    def bounded(self) -> bool:
+        return self.lower is not None or self.upper is not None
+
+    @property
+    def hard(self) -> bool:
+        return self.exponent == 1.0 and not self.bounded
+
+
+#: Rows or columns held at their masses exactly (the balanced problem).
+HARD = Rule()
 
 
 @dataclass(slots=True)
@@ -102,10 +130,22 @@ class Problem:
     score_range: tuple[float, float] | None = None  #: (min, max) of the scores, when known for free
     prior_range: tuple[float, float] | None = None  #: (min, max) of the prior (or log prior), when known
     return_potentials: bool = False  #: whether the caller wants the dual potentials
+    row_rule: Rule = HARD  #: how row sums are held (see :class:`Rule`)
+    col_rule: Rule = HARD  #: how column sums are held
+    #: partial transport: the total mass of each problem's plan, (B,) / (G,); None: not fixed
+    total_mass: torch.Tensor | None = None
+    #: warm start: dual potentials (f, g) absorbed into the kernel before iterating (f may be None:
+    #: derived from g by a first row step); None: a cold start
+    init: tuple[torch.Tensor | None, torch.Tensor] | None = None
 
     @property
     def reducer(self) -> Reducer:
         return self.layout.reducer
+
+    @property
+    def balanced(self) -> bool:
+        """Both sides hard and no fixed total: the classical problem and its stopping rule."""
+        return self.row_rule.hard and self.col_rule.hard and self.total_mass is None
 
     def rows_mass(self) -> torch.Tensor:
         """The row masses as a tensor (made when needed: the default all-ones costs nothing)."""

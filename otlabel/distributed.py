@@ -132,6 +132,12 @@ _FIELDS: tuple[tuple[str, str | None, Callable[[float], str]], ...] = (
     ("return_info", "return_info", lambda v: str(bool(v))),
     ("backend", "backend", lambda v: repr(BACKENDS[int(v)])),
     ("validate", "validate", lambda v: repr(VALIDATE[int(v)])),
+    ("row_exponent", "row_penalty", lambda v: "None" if v == 1 else f"exponent {v:g}"),
+    ("col_exponent", "col_penalty", lambda v: "None" if v == 1 else f"exponent {v:g}"),
+    ("mass", "mass", lambda v: "None" if v < 0 else f"{v:g}"),
+    ("col_bounds", "whether col_bounds is given", lambda v: str(bool(v))),
+    ("init", "whether init is given (and its row potential)", lambda v: ("no", "column only", "both")[int(v)]),
+    ("accelerate", "acceleration", lambda v: "'anderson'" if v else "None"),
     ("col_marginal", "col_marginal", str),  # a checksum: its values are shown as A, B, ...
 )
 _INDEX = {name: i for i, (name, _, _) in enumerate(_FIELDS)}
@@ -179,6 +185,7 @@ class GroupAgreement(Agreement):
         return_info: bool,
         log_prior: bool,
         validate: str,
+        resolved: Any,
     ) -> None:
         """Record this rank's fingerprint (validated arguments; called last inside the context)."""
         backend = check_backend(backend)
@@ -202,6 +209,12 @@ class GroupAgreement(Agreement):
             "return_info": return_info,
             "backend": BACKENDS.index(backend),
             "validate": VALIDATE.index(validate),
+            "row_exponent": resolved.row_rule.exponent,
+            "col_exponent": resolved.col_rule.exponent,
+            "mass": -1.0 if resolved.total_fraction is None else resolved.total_fraction,
+            "col_bounds": resolved.col_rule.bounded,
+            "init": 0 if resolved.init is None else (1 if resolved.init[0] is None else 2),
+            "accelerate": resolved.accelerate,
         }
         self.values = [float(values.get(name, 0.0)) for name, _, _ in _FIELDS]
         # values that live on the scores' device join without a host synchronisation

@@ -37,8 +37,9 @@ from ._checks import (
     require_reachable_rows,
 )
 from ._layout import Dense, Single
+from ._marginals import NO_OPTIONS, Options, Resolved, resolve
 from ._numerics import relative_violation
-from ._problem import SINGLE_PROCESS, Problem, Reducer, Schedule, Solution
+from ._problem import SINGLE_PROCESS, Problem, Reducer, Rule, Schedule, Solution
 from .distributed import GroupReducer, gather_rows
 from .errors import ConvergenceWarning, InvalidArgumentError
 
@@ -162,6 +163,7 @@ class _Local(NamedTuple):
     constrained: bool
     live_rows: torch.Tensor | None
     live_cols: torch.Tensor | None
+    resolved: Resolved
 
     def fingerprint(self, validate: str) -> tuple[Any, ...]:
         """What the ranks of a process group must agree on (see ``GroupAgreement.settle``)."""
@@ -177,6 +179,7 @@ class _Local(NamedTuple):
             self.return_info,
             self.log_prior,
             validate,
+            self.resolved,
         )
 
 
@@ -194,6 +197,7 @@ def _check_locally(
     return_info: Any,
     validate: Any,
     log_prior: Any,
+    options: Options,
     *,
     split: bool,
 ) -> _Local:
@@ -234,6 +238,19 @@ def _check_locally(
         require_reachable_rows((support & live_cols.unsqueeze(-2)).any(-1), live_rows, checks)
         if not split:
             require_reachable_columns((support & live_rows.unsqueeze(-1)).any(-2), live_cols, checks)
+    resolved = resolve(
+        options,
+        fixed=schedule.fixed,
+        epsilon=epsilon,
+        batch=batch,
+        n_rows=n_rows,
+        n_cols=n_cols,
+        batched=batched,
+        like=scores3,
+        dtype=dtype,
+        checks=checks,
+        col_marginal_given=col_marginal is not None,
+    )
     return _Local(
         scores3,
         batched,
@@ -253,6 +270,7 @@ def _check_locally(
         constrained,
         live_rows,
         live_cols,
+        resolved,
     )
 
 
@@ -271,6 +289,7 @@ def build_problem(
     return_info: Any = False,
     validate: Any = "auto",
     log_prior: Any = False,
+    options: Options = NO_OPTIONS,
 ) -> Call:
     """Validate the arguments shared by every dense entry point.
 
@@ -284,14 +303,14 @@ def build_problem(
     arguments = (scores, prior, epsilon, col_marginal, row_marginal, n_iter, tol, max_iter, check_every)
     if split:
         with reducer.agreement() as agreement:
-            local = _check_locally(*arguments, backend, return_info, validate, log_prior, split=True)
+            local = _check_locally(*arguments, backend, return_info, validate, log_prior, options, split=True)
             agreement.settle(*local.fingerprint(validate))
         n_total = agreement.total_rows
     else:  # (no context manager: torch.compile traces this path)
-        local = _check_locally(*arguments, backend, return_info, validate, log_prior, split=False)
+        local = _check_locally(*arguments, backend, return_info, validate, log_prior, options, split=False)
         n_total = local.scores.shape[1]
     scores3, batched, was_numpy, epsilon, schedule, return_info, log_prior, backend, checks = local[:9]
-    dtype, score_range, prior3, prior_range, col, row, constrained, live_rows, live_cols = local[9:]
+    dtype, score_range, prior3, prior_range, col, row, constrained, live_rows, live_cols, resolved = local[9:]
     batch, n_rows, n_cols = scores3.shape
     # From here on every rank of a process group is known to take the same branches; what
     # follows up to the Problem only matters for a slice of a global batch (process_group).
@@ -314,7 +333,14 @@ def build_problem(
         if col is None
         else col * n_total
     )
-    if prior3 is not None and not checks.device_mode and _has_zeros(prior3, prior_range, log_prior, reducer):
+    row_rule, col_rule, total_mass = _rules(resolved, row_mass, col_mass, n_rows, n_total)
+    balanced = total_mass is None and row_rule.hard and col_rule.hard
+    if (
+        balanced
+        and prior3 is not None
+        and not checks.device_mode
+        and _has_zeros(prior3, prior_range, log_prior, reducer)
+    ):
         # zeros are hard constraints: decide exactly whether the marginals fit on the support
         checks.raise_now()  # a bad marginal gets its own message first
         rows = row_mass if row_mass is not None else torch.ones_like(scores3[..., 0], dtype=dtype)
@@ -323,7 +349,7 @@ def build_problem(
             support, rows = gather_rows(reducer.group, support, rows)
         require_feasible_support(support, rows, col_mass, dtype)
     # zero masses need a tiny bias in every sum (0/0); without a prior or marginals there are none
-    bias = prior is not None or col_marginal is not None or row_marginal is not None
+    bias = prior is not None or col_marginal is not None or row_marginal is not None or options is not NO_OPTIONS
     if batch == 1:
         layout = Single(n_rows, n_cols, dtype, scores3.device, reducer, bias)
     else:
@@ -342,8 +368,32 @@ def build_problem(
         score_range=score_range,
         prior_range=prior_range,
         return_potentials=return_info,
+        row_rule=row_rule,
+        col_rule=col_rule,
+        total_mass=total_mass,
+        init=resolved.init,
     )
+    if resolved.accelerate:
+        schedule = schedule._replace(accelerate=True)
     return Call(problem, schedule, batched, was_numpy, return_info, backend)
+
+
+def _rules(
+    resolved: Resolved, row_mass: torch.Tensor | None, col_mass: torch.Tensor, n_rows: int, n_total: int
+) -> tuple[Rule, Rule, torch.Tensor | None]:
+    """The rules of the problem with their bounds as masses (proportions times the row count)."""
+    row_rule, col_rule = resolved.row_rule, resolved.col_rule
+    if resolved.total_fraction is not None:  # partial transport: at most each marginal, m of it in all
+        batch = col_mass.shape[0]
+        like = {"dtype": col_mass.dtype, "device": col_mass.device}
+        rows = row_mass if row_mass is not None else torch.ones((batch, n_rows), **like)
+        total = torch.full((batch,), resolved.total_fraction * n_total, **like)
+        return Rule(1.0, None, rows), Rule(1.0, None, col_mass), total
+    if col_rule.bounded:
+        lower = None if col_rule.lower is None else col_rule.lower * n_total
+        upper = None if col_rule.upper is None else col_rule.upper * n_total
+        col_rule = Rule(1.0, lower, upper)
+    return row_rule, col_rule, None
 
 
 def _output(tensor: torch.Tensor, batched: bool, was_numpy: bool, dtype: torch.dtype | None = None) -> Array:
@@ -410,6 +460,11 @@ def finish(problem: Problem, schedule: Schedule, solution: Solution, call: Call)
     )
 
 
+def _options(*values: Any) -> Options:
+    """The options beyond the classical problem; the shared empty one when none is given."""
+    return NO_OPTIONS if all(value is None for value in values) else Options(*values)
+
+
 def _label(scores: Any, *arguments: Any) -> Array | SinkhornResult:
     """Validate, build, solve, wrap: the body of both dense entry points."""
     with autocast_off(scores):
@@ -433,6 +488,12 @@ def sinkhorn(
     return_info: bool = False,
     process_group: Any = None,
     validate: str = "auto",
+    col_penalty: float | None = None,
+    row_penalty: float | None = None,
+    mass: float | None = None,
+    col_bounds: Any = None,
+    init: Any = None,
+    acceleration: str | None = None,
 ) -> Array | SinkhornResult:
     r"""Soft pseudo-labels with prescribed class proportions (entropic optimal transport).
 
@@ -496,6 +557,29 @@ def sinkhorn(
         left the safe range, makes every label NaN instead. ``"auto"``: ``"device"`` while
         ``torch.compile`` traces or a CUDA graph captures the call, else ``"host"``. See the
         conventions page, "Bad input without a host synchronisation".
+    col_penalty, row_penalty : float, optional
+        Relax that side's marginal into a KL penalty of strength tau:
+        :math:`\tau\, \mathrm{KL}(Q^\top \mathbf{1} \,\|\, N c)` (resp. for the rows) replaces
+        the constraint; tau -> inf (or None, the default) is the hard constraint. POT's
+        ``ot.unbalanced.sinkhorn_unbalanced`` with ``M = -scores``, ``reg = epsilon``,
+        ``reg_m = (row_penalty, col_penalty)`` solves the same problem. See the guide page
+        "Choosing a marginal".
+    mass : float in (0, 1], optional
+        Partial transport: label only the fraction m of the mass — rows and columns receive at
+        most their marginal's mass, m N in all (POT's ``ot.partial.entropic_partial_wasserstein``
+        with ``m = mass * N``). Default: all of it.
+    col_bounds : (lower, upper), optional
+        Class proportions each column's mass must stay between (times N; either may be None),
+        instead of a ``col_marginal`` (Sinkhorn Label Allocation); rows keep their mass.
+    init : SinkhornResult, (log_row_scaling, log_col_scaling) or log_col_scaling, optional
+        Warm start from the potentials of a previous call (e.g. the previous training step's);
+        with the column potential alone the rows follow from it. Never changes the converged
+        answer (tolerance mode); in fixed-iteration mode the iterations start from it.
+    acceleration : {None, "anderson"}, default None
+        Tolerance mode: Anderson-accelerated column steps (a small least-squares problem per
+        iteration, on the device; restarts when the residual grows): 10-25x fewer iterations on
+        slowly converging problems. See the guide page "Choosing a marginal", "Faster
+        convergence".
 
     Returns
     -------
@@ -535,6 +619,7 @@ def sinkhorn(
         return_info,
         validate,
         False,
+        _options(col_penalty, row_penalty, mass, col_bounds, init, acceleration),
     )
 
 
@@ -554,6 +639,12 @@ def sinkhorn_with_prior(
     return_info: bool = False,
     process_group: Any = None,
     validate: str = "auto",
+    col_penalty: float | None = None,
+    row_penalty: float | None = None,
+    mass: float | None = None,
+    col_bounds: Any = None,
+    init: Any = None,
+    acceleration: str | None = None,
 ) -> Array | SinkhornResult:
     r"""Pseudo-labels pulled toward a prior :math:`\hat Q` (CASE Eq. 12).
 
@@ -583,7 +674,7 @@ def sinkhorn_with_prior(
         priors too sharp for their dtype (see :func:`gaussian_rank_prior` with ``log=True``).
     epsilon, col_marginal, row_marginal, n_iter, tol, max_iter, check_every, backend, return_info
         As in :func:`sinkhorn`.
-    process_group, validate
+    process_group, validate, col_penalty, row_penalty, mass, col_bounds, init, acceleration
         As in :func:`sinkhorn` (with ``process_group``, ``prior`` holds this rank's rows too).
 
     Returns
@@ -616,4 +707,5 @@ def sinkhorn_with_prior(
         return_info,
         validate,
         log_prior,
+        _options(col_penalty, row_penalty, mass, col_bounds, init, acceleration),
     )

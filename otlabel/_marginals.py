@@ -1,0 +1,204 @@
+"""Marginals beyond the hard constraint, warm starts and acceleration: validated into the solver
+core's :class:`~otlabel._problem.Rule` objects, shared by every entry point.
+
+* ``col_penalty`` / ``row_penalty`` (tau): the side's marginal becomes a KL penalty
+  ``tau * KL(sums || N * marginal)``; tau -> inf is the hard constraint.
+* ``mass`` (m in (0, 1]): partial transport; only a fraction m of the mass is labelled, rows and
+  columns may receive at most their marginal's mass.
+* ``col_bounds`` ((lower, upper) proportions): every column's mass between N * lower and
+  N * upper (Sinkhorn Label Allocation), rows held at their mass.
+* ``init``: a warm start, from the potentials a previous call returned.
+* ``acceleration="anderson"``: Anderson acceleration of the tolerance mode.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, NamedTuple
+
+import torch
+
+from ._checks import MARGINAL_SUM_ATOL, DeferredChecks, check_marginal, vector_tensor
+from ._problem import HARD, Rule
+from .errors import ArgumentTypeError, InvalidArgumentError
+
+__all__ = ["ACCELERATIONS", "NO_OPTIONS", "Options", "Resolved", "resolve"]
+
+ACCELERATIONS = ("anderson",)
+
+
+class Options(NamedTuple):
+    """The options of a call beyond the classical problem, as the user passed them."""
+
+    col_penalty: Any = None
+    row_penalty: Any = None
+    mass: Any = None
+    col_bounds: Any = None
+    init: Any = None
+    acceleration: Any = None
+
+
+#: No option given: the classical problem (every entry point checks ``options is NO_OPTIONS`` first).
+NO_OPTIONS = Options()
+
+
+class Resolved(NamedTuple):
+    """Validated options, in the shapes of the masses: rows (B, N), columns (B, K)."""
+
+    row_rule: Rule = HARD
+    col_rule: Rule = HARD
+    total_fraction: float | None = None  #: partial transport: the fraction m of the mass
+    init: tuple[torch.Tensor | None, torch.Tensor] | None = None
+    accelerate: bool = False
+
+
+NOTHING = Resolved()
+
+
+def check_penalty(value: Any, name: str) -> float | None:
+    """A KL penalty strength tau > 0 (None or inf: the hard constraint)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(f"{name} must be a real number (the KL penalty's strength tau) or None, got {value!r}")
+    value = float(value)
+    if math.isnan(value) or value <= 0:
+        raise InvalidArgumentError(f"{name} must be > 0 (tau; None or inf for the hard constraint), got {value}")
+    return None if math.isinf(value) else value
+
+
+def check_mass(value: Any) -> float | None:
+    """The labelled fraction m in (0, 1] (None or 1: all of it)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(f"mass must be a real number in (0, 1] or None, got {value!r}")
+    value = float(value)
+    if not 0 < value <= 1:
+        raise InvalidArgumentError(f"mass must lie in (0, 1] (the fraction of the mass to label), got {value}")
+    return None if value == 1 else value
+
+
+def _bounds(
+    value: Any, batch: int, n_cols: int, batched: bool, like: torch.Tensor, dtype: torch.dtype, checks: DeferredChecks
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise ArgumentTypeError(
+            "col_bounds must be a pair (lower, upper) of class proportions (each array-like of K entries, or None)"
+        )
+    parts = []
+    for name, part in zip(("lower", "upper"), value):
+        if part is None:
+            parts.append(None)
+            continue
+        tensor = check_marginal(
+            part, f"col_bounds {name}", n_cols, "K", batch, batched, like, dtype, checks, check_sum=False
+        )
+        parts.append(tensor)
+    lower, upper = parts
+    if lower is None and upper is None:
+        raise InvalidArgumentError("col_bounds needs a lower or an upper bound (got (None, None))")
+    if lower is not None:
+        checks.require(
+            (lower.sum(-1) <= 1 + MARGINAL_SUM_ATOL).all(),
+            lambda: InvalidArgumentError("col_bounds: the lower bounds sum to more than 1 (no labelling fits)"),
+        )
+    if upper is not None:
+        checks.require(
+            (upper.sum(-1) >= 1 - MARGINAL_SUM_ATOL).all(),
+            lambda: InvalidArgumentError("col_bounds: the upper bounds sum to less than 1 (no labelling fits)"),
+        )
+    if lower is not None and upper is not None:
+        checks.require(
+            (lower <= upper).all(), lambda: InvalidArgumentError("col_bounds: a lower bound exceeds its upper bound")
+        )
+    return lower, upper
+
+
+def _init(
+    value: Any, batch: int, n_rows: int, n_cols: int, batched: bool, like: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """A warm start: a result with potentials, (log_row_scaling, log_col_scaling), or the column
+    potential alone; returned as (f (B, N) or None, g (B, K)) in ``dtype``."""
+    if hasattr(value, "log_row_scaling") and hasattr(value, "log_col_scaling"):
+        value = (value.log_row_scaling, value.log_col_scaling)
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ArgumentTypeError("init must be (log_row_scaling, log_col_scaling), a result, or log_col_scaling")
+        f, g = value
+    else:
+        f, g = None, value
+    if g is None:
+        raise ArgumentTypeError("init needs the column potential log_col_scaling (the row one may be None)")
+
+    def tensor_of(part: Any, name: str, length: int, length_name: str) -> torch.Tensor:
+        tensor = vector_tensor(part, f"init {name}", like).to(dtype)
+        if tensor.dim() == 1 and tensor.shape[0] == length:
+            return tensor.unsqueeze(0).expand(batch, length)
+        if tensor.dim() == 2 and batched and tuple(tensor.shape) == (batch, length):
+            return tensor
+        expected = f"({length},)" + (f" or ({batch}, {length})" if batched else "")
+        raise InvalidArgumentError(
+            f"init {name} must have shape {expected} ({length_name} = {length}), got {tuple(tensor.shape)}"
+        )
+
+    g_tensor = tensor_of(g, "log_col_scaling", n_cols, "K")
+    f_tensor = None if f is None else tensor_of(f, "log_row_scaling", n_rows, "N")
+    return f_tensor, g_tensor
+
+
+def resolve(
+    options: Options,
+    *,
+    fixed: bool,
+    epsilon: float,
+    batch: int,
+    n_rows: int,
+    n_cols: int,
+    batched: bool,
+    like: torch.Tensor,
+    dtype: torch.dtype,
+    checks: DeferredChecks,
+    col_marginal_given: bool,
+) -> Resolved:
+    """Validate ``options`` (shapes and Python values at once, tensor values as ``checks``)."""
+    if options is NO_OPTIONS:
+        return NOTHING
+    col_tau = check_penalty(options.col_penalty, "col_penalty")
+    row_tau = check_penalty(options.row_penalty, "row_penalty")
+    fraction = check_mass(options.mass)
+    bounds = (
+        None if options.col_bounds is None else _bounds(options.col_bounds, batch, n_cols, batched, like, dtype, checks)
+    )
+    if fraction is not None and (col_tau is not None or row_tau is not None or bounds is not None):
+        raise InvalidArgumentError(
+            "mass (partial transport) cannot be combined with col_penalty, row_penalty or col_bounds"
+        )
+    if bounds is not None and (col_tau is not None or row_tau is not None or col_marginal_given):
+        raise InvalidArgumentError(
+            "col_bounds replaces col_marginal and cannot be combined with it, nor with col_penalty or row_penalty"
+        )
+    acceleration = options.acceleration
+    if acceleration is not None:
+        if acceleration not in ACCELERATIONS:
+            raise InvalidArgumentError(f"acceleration must be None or one of {ACCELERATIONS}, got {acceleration!r}")
+        if fixed:
+            raise InvalidArgumentError("acceleration applies to the tolerance mode (tol=...), not to n_iter iterations")
+        if fraction is not None or bounds is not None:
+            raise InvalidArgumentError(
+                "acceleration='anderson' does not apply to mass or col_bounds (Dykstra's projections)"
+            )
+    init = None if options.init is None else _init(options.init, batch, n_rows, n_cols, batched, like, dtype)
+    if init is not None:
+        for part, name in ((init[0], "log_row_scaling"), (init[1], "log_col_scaling")):
+            if part is not None:
+                checks.require(
+                    (~torch.isnan(part)).all() & (part < math.inf).all(),
+                    lambda name=name: InvalidArgumentError(f"init {name} contains NaN or +inf"),
+                )
+    row_rule = HARD if row_tau is None else Rule(row_tau / (row_tau + epsilon))
+    col_rule = HARD if col_tau is None else Rule(col_tau / (col_tau + epsilon))
+    if bounds is not None:
+        col_rule = Rule(1.0, bounds[0], bounds[1])  # proportions; scaled to masses by the entry point
+    return Resolved(row_rule, col_rule, fraction, init, acceleration == "anderson")
