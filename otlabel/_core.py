@@ -474,11 +474,11 @@ class Frozen:
 
 
 class Progress:
-    """Per-problem stopping state of the tolerance mode.
+    """Per-problem stopping state of the tolerance mode, for independent problems (a ragged call):
+    each stops at the first check where it meets ``tol``, as it would if solved alone.
 
-    Independent problems (a ragged call) stop one by one, each at the first check where it meets
-    ``tol``, as it would if solved alone; the problems of a dense batch stop together, when all
-    of them meet it.
+    ``update`` gives what to read back and the candidate next state; ``outcome`` turns the numbers
+    read into (problems still iterating, the worst error among them, problems stopped now).
     """
 
     def __init__(self, problem: Problem, schedule: Schedule):
@@ -491,25 +491,20 @@ class Progress:
         self.frozen: Frozen | None = None
 
     def update(self, violation: torch.Tensor, iteration: int) -> tuple[torch.Tensor, Progress]:
-        """Stop the problems that meet tol; return (what to read back, the candidate new progress).
-
-        Read back: how many problems still iterate, the worst error among them, and how many
-        stopped at this check.
-        """
-        met = violation <= self.tol
-        if not self.problem.layout.independent:
-            met = met.all().expand_as(met)
-        met = met & self.active
+        met = (violation <= self.tol) & self.active
         new = Progress.__new__(Progress)
         new.problem, new.tol = self.problem, self.tol
         new.error = torch.where(self.active, violation.to(self.error.dtype), self.error)
         new.stopped_at = torch.where(met, iteration, self.stopped_at)
         new.active = self.active & ~met
-        # a dense batch stops as a whole, so it never freezes part of itself
-        new.frozen = Frozen(~new.active, self.problem) if self.problem.layout.independent else None
+        new.frozen = Frozen(~new.active, self.problem)
         worst = torch.where(new.active, new.error, torch.zeros_like(new.error)).amax()
         summary = torch.stack((new.active.sum().to(worst.dtype), worst, met.sum().to(worst.dtype)))
         return summary, new
+
+    def outcome(self, numbers: list[float]) -> tuple[float, float, float]:
+        remaining, worst, stopped = numbers
+        return remaining, worst, stopped
 
     def solution(
         self,
@@ -531,6 +526,44 @@ class Progress:
             worst_error=worst,
             problem_n_iter=self.stopped_at,
             problem_converged=~self.active,
+        )
+
+
+class Together:
+    """The stopping state of a dense batch, whose problems iterate and stop together: only the
+    worst violation is read back (one number)."""
+
+    frozen = None  # a batch stops as a whole, so it never freezes part of itself
+
+    def __init__(self, problem: Problem, schedule: Schedule):
+        self.tol, self.n_problems = schedule.tol, problem.layout.n_problems
+
+    def update(self, violation: torch.Tensor, iteration: int) -> tuple[torch.Tensor, Together]:
+        return violation.amax().reshape(1), self
+
+    def outcome(self, numbers: list[float]) -> tuple[float, float, float]:
+        (worst,) = numbers
+        met = worst <= self.tol
+        return (0 if met else self.n_problems), worst, (self.n_problems if met else 0)
+
+    def solution(
+        self,
+        plan: torch.Tensor,
+        potentials: tuple[torch.Tensor | None, torch.Tensor | None],
+        iteration: int,
+        remaining: float,
+        worst: float,
+        log_domain: bool,
+    ) -> Solution:
+        return Solution(
+            plan,
+            *potentials,
+            n_iter=iteration,
+            converged=remaining == 0,
+            log_domain=log_domain,
+            backend="torch",
+            unconverged=int(remaining),
+            worst_error=worst,
         )
 
 
@@ -612,7 +645,7 @@ def tolerance(problem: Problem, schedule: Schedule) -> Solution:
     status = _status(problem)
     state = ScalingPath(problem, materialise=True)
     max_iter, every = schedule.max_iter, schedule.check_every
-    progress = Progress(problem, schedule)
+    progress: Progress | Together = (Progress if problem.layout.independent else Together)(problem, schedule)
     accelerator = None  # Anderson acceleration, once the plain iterations prove slow
     previous_error = math.inf
     balanced = problem.balanced
@@ -625,14 +658,15 @@ def tolerance(problem: Problem, schedule: Schedule) -> Solution:
         if iteration > 0 and (iteration % every == 0 or iteration == max_iter):
             measure = state.col_violation(col_sums) if balanced else state.change(before)
             summary, candidate = progress.update(measure, iteration)
-            is_healthy, (remaining, worst, stopped) = status.read_health(extrema, problem.dtype, summary)
+            is_healthy, numbers = status.read_health(extrema, problem.dtype, summary)
             if not is_healthy:
                 break
+            remaining, worst, stopped = candidate.outcome(numbers)
             if stopped and balanced and problem.dtype != torch.float64:
                 # The float32 measurement is good to ~1e-7; before calling a float32 problem
                 # converged, measure the plan it would return exactly (one pass).
                 summary, candidate = progress.update(state.exact_violation(), iteration)
-                remaining, worst, _ = status.read(summary)
+                remaining, worst, _ = candidate.outcome(status.read(summary))
             progress = candidate
             if remaining == 0 or iteration == max_iter:
                 return progress.solution(state.plan(), state.potentials(), iteration, remaining, worst, False)
@@ -661,7 +695,8 @@ def tolerance(problem: Problem, schedule: Schedule) -> Solution:
             plan = log_state.plan()
             measure = log_state.col_violation(plan) if balanced else log_state.change(before)
             summary, candidate = progress.update(measure, iteration)
-            infeasible, remaining, worst, _ = status.read(log_state.infeasible(), summary)
+            infeasible, *numbers = status.read(log_state.infeasible(), summary)
+            remaining, worst, _ = candidate.outcome(numbers)
             if infeasible:
                 raise_infeasible(problem.prior is not None)
             progress = candidate

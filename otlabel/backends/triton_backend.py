@@ -102,6 +102,11 @@ def unavailable_reason(problem: Problem, schedule: Schedule) -> str | None:
         return f"N * K = {n_rows * n_cols} elements per problem exceed the triton backend's 32-bit indexing"
     if problem.reducer.distributed:
         return "labelling over a process group needs all-reduced column sums between passes (use backend='torch')"
+    if not problem.balanced or problem.init is not None or schedule.accelerate:
+        return (
+            "penalised, bounded or partial marginals, warm starts and acceleration run on the torch backend "
+            "(backend='torch')"
+        )
     return None
 
 
