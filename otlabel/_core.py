@@ -146,6 +146,10 @@ class ScalingPath:
             self.col_rule = _rule_in(problem.col_rule, layout.cols)
             self.total = problem.total_mass
             self.q_rows = self.q_cols = self.q_total = None  # Dykstra's corrections
+            # A penalised step is not invariant to the kernel's shifts (its exponent is < 1): in the
+            # shifted variables it gains the factor exp((exponent - 1) * shift).
+            self.row_offset = _penalty_offset(self.row_rule, self.f_init + self.f0)
+            self.col_offset = _penalty_offset(self.col_rule, self.g_init + self.g0)
         if problem.init is not None and problem.init[0] is None:
             # only a column potential: the rows follow from it by a first row step
             self.b = self._ones_cols()
@@ -181,7 +185,8 @@ class ScalingPath:
             extrema.add(col_sums, row_sums)
             return
         rule = self.col_rule if not self.balanced else HARD
-        b, q_cols = _scaling_step(rule, self.col_mass, col_sums, self.b, getattr(self, "q_cols", None))
+        offset = None if self.balanced else self.col_offset
+        b, q_cols = _scaling_step(rule, self.col_mass, col_sums, self.b, getattr(self, "q_cols", None), offset)
         if accelerator is not None:
             old = torch.ones_like(b) if self.b is None else self.b
             log_ratio = torch.where(self.col_mass > 0, torch.log(b / old), -math.inf)
@@ -197,7 +202,8 @@ class ScalingPath:
         """Scale rows using the row sums of G diag(b) (then fix the total mass, if it is fixed)."""
         mass = 1.0 if self.row_mass is None else self.row_mass
         rule = self.row_rule if not self.balanced else HARD
-        a, q_rows = _scaling_step(rule, mass, row_sums, self.a, getattr(self, "q_rows", None))
+        offset = None if self.balanced else self.row_offset
+        a, q_rows = _scaling_step(rule, mass, row_sums, self.a, getattr(self, "q_rows", None), offset)
         if not self.balanced:
             self.q_rows = q_rows
             if self.total is not None:  # partial transport: scale the whole plan to its total
@@ -263,17 +269,25 @@ def _rule_in(rule: Rule, shape: Callable[[torch.Tensor], torch.Tensor]) -> Rule:
     )
 
 
+def _penalty_offset(rule: Rule, shift: torch.Tensor | float) -> torch.Tensor | float | None:
+    """(exponent - 1) * shift for a penalised side, else None (see :func:`_scaling_step`)."""
+    return None if rule.exponent == 1.0 else (rule.exponent - 1.0) * shift
+
+
 def _scaling_step(
     rule: Rule,
     mass: torch.Tensor | float,
     sums: torch.Tensor,
     old: torch.Tensor | None,
     correction: torch.Tensor | None,
+    offset: torch.Tensor | float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The new scaling of one side from ``sums`` (the other side's scaled kernel summed), and
     Dykstra's correction for a bounded side.
 
-    Hard: mass / sums. KL-penalised: (mass / sums) ** exponent. Bounded: the plan's sums
+    Hard: mass / sums. KL-penalised: (mass / sums) ** exponent in the unshifted variables, that is
+    exp(exponent * log(mass / sums) + ``offset``) with offset = (exponent - 1) * (the side's shift)
+    in the kernel's shifted ones. Bounded: the plan's sums
     (``old * correction * sums``) are clipped into [lower, upper], and the correction remembers
     the factor (Dykstra's algorithm: Bregman projections onto convex, non-affine sets need it).
     """
@@ -292,7 +306,7 @@ def _scaling_step(
         return trial * factor, torch.where(factor > 0, torch.reciprocal(factor), 1.0)
     new = mass / sums
     if rule.exponent != 1.0:
-        new = new.pow(rule.exponent)
+        new = torch.exp(rule.exponent * torch.log(new) + offset)
     return new, None
 
 
@@ -688,8 +702,9 @@ def tolerance(problem: Problem, schedule: Schedule) -> Solution:
     log_state = LogPath(problem, f, g, corrections)
     accelerator = Anderson() if schedule.accelerate else None
     before = None
+    restart = iteration  # the check there was made (on the scaling path): the next one comes after a step
     while True:
-        if iteration > 0 and (iteration % every == 0 or iteration == max_iter):
+        if iteration > restart and (iteration % every == 0 or iteration == max_iter):
             # Measure the plan that would be returned: with potentials in the thousands, float32
             # rounding of the exponents is itself ~1e-5, so only the returned plan's sums count.
             plan = log_state.plan()

@@ -117,10 +117,18 @@ def _bounds(
 
 
 def _init(
-    value: Any, batch: int, n_rows: int, n_cols: int, batched: bool, like: torch.Tensor, dtype: torch.dtype
+    value: Any,
+    batch: int,
+    n_rows: int,
+    n_cols: int,
+    batched: bool,
+    like: torch.Tensor,
+    dtype: torch.dtype,
+    packed_rows: bool = False,
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """A warm start: a result with potentials, (log_row_scaling, log_col_scaling), or the column
-    potential alone; returned as (f (B, N) or None, g (B, K)) in ``dtype``."""
+    potential alone; returned as (f (B, N) or None, g (B, K)) in ``dtype`` (``packed_rows``: the
+    rows of every problem packed, f (N,), as in :func:`~otlabel.sinkhorn_ragged`)."""
     if hasattr(value, "log_row_scaling") and hasattr(value, "log_col_scaling"):
         value = (value.log_row_scaling, value.log_col_scaling)
     if isinstance(value, (tuple, list)):
@@ -132,8 +140,14 @@ def _init(
     if g is None:
         raise ArgumentTypeError("init needs the column potential log_col_scaling (the row one may be None)")
 
-    def tensor_of(part: Any, name: str, length: int, length_name: str) -> torch.Tensor:
+    def tensor_of(part: Any, name: str, length: int, length_name: str, packed: bool = False) -> torch.Tensor:
         tensor = vector_tensor(part, f"init {name}", like).to(dtype)
+        if packed:
+            if tensor.dim() == 1 and tensor.shape[0] == length:
+                return tensor
+            raise InvalidArgumentError(
+                f"init {name} must have shape ({length},) ({length_name} = {length}), got {tuple(tensor.shape)}"
+            )
         if tensor.dim() == 1 and tensor.shape[0] == length:
             return tensor.unsqueeze(0).expand(batch, length)
         if tensor.dim() == 2 and batched and tuple(tensor.shape) == (batch, length):
@@ -144,7 +158,7 @@ def _init(
         )
 
     g_tensor = tensor_of(g, "log_col_scaling", n_cols, "K")
-    f_tensor = None if f is None else tensor_of(f, "log_row_scaling", n_rows, "N")
+    f_tensor = None if f is None else tensor_of(f, "log_row_scaling", n_rows, "N", packed_rows)
     return f_tensor, g_tensor
 
 
@@ -161,6 +175,7 @@ def resolve(
     dtype: torch.dtype,
     checks: DeferredChecks,
     col_marginal_given: bool,
+    packed_rows: bool = False,
 ) -> Resolved:
     """Validate ``options`` (shapes and Python values at once, tensor values as ``checks``)."""
     if options is NO_OPTIONS:
@@ -189,7 +204,9 @@ def resolve(
             raise InvalidArgumentError(
                 "acceleration='anderson' does not apply to mass or col_bounds (Dykstra's projections)"
             )
-    init = None if options.init is None else _init(options.init, batch, n_rows, n_cols, batched, like, dtype)
+    init = (
+        None if options.init is None else _init(options.init, batch, n_rows, n_cols, batched, like, dtype, packed_rows)
+    )
     if init is not None:
         for part, name in ((init[0], "log_row_scaling"), (init[1], "log_col_scaling")):
             if part is not None:

@@ -39,10 +39,11 @@ from ._checks import (
     vector_tensor,
 )
 from ._layout import Dense, Segmented, Segments
+from ._marginals import NO_OPTIONS, Options, Resolved, resolve
 from ._numerics import relative_violation
-from ._problem import Problem, Schedule, Solution
+from ._problem import Problem, Rule, Schedule, Solution
 from .errors import ArgumentTypeError, BackendUnavailableError, ConvergenceWarning, InvalidArgumentError
-from .sinkhorn import autocast_off, check_settings
+from .sinkhorn import _options, autocast_off, check_settings
 
 __all__ = ["RaggedSinkhornResult", "sinkhorn_ragged"]
 
@@ -211,6 +212,12 @@ def sinkhorn_ragged(
     segments: str = "auto",
     return_info: bool = False,
     validate: str = "auto",
+    col_penalty: float | None = None,
+    row_penalty: float | None = None,
+    mass: float | None = None,
+    col_bounds: Any = None,
+    init: Any = None,
+    acceleration: str | None = None,
 ) -> Array | RaggedSinkhornResult:
     r"""Label G independent problems of different sizes, packed row-wise, in one call.
 
@@ -266,6 +273,10 @@ def sinkhorn_ragged(
     validate : {"auto", "host", "device"}, default "auto"
         As in :func:`~otlabel.sinkhorn` (device checks turn every label NaN on failure;
         equal-size groups then take the segment path, whose check needs no read-back).
+    col_penalty, row_penalty, mass, col_bounds, init, acceleration
+        As in :func:`~otlabel.sinkhorn`, per group: ``col_bounds`` are proportions of each
+        group's rows, ``mass`` a fraction of each group's mass; ``init`` takes the
+        ``log_row_scaling`` (N,) and ``log_col_scaling`` (G, K) or (K,) of a previous call.
 
     Returns
     -------
@@ -307,6 +318,7 @@ def sinkhorn_ragged(
             segments,
             return_info,
             validate,
+            _options(col_penalty, row_penalty, mass, col_bounds, init, acceleration),
         )
         if dense_size is not None:  # equal-size groups, fixed mode: one batched dense problem
             solution = _solve_dense(problem, schedule, dense_size)
@@ -330,6 +342,7 @@ def _build(
     segments: Any,
     return_info: Any,
     validate: Any,
+    options: Options = NO_OPTIONS,
 ) -> tuple[Problem, Schedule, bool, int | None]:
     """Validate a ragged call; return (problem, schedule, was_numpy, dense size or None)."""
     tensor, was_numpy = to_tensor(scores, "scores")
@@ -383,6 +396,22 @@ def _build(
         row = row_tensor / seg.expand(totals)
         row_mass = row * seg.expand(sizes)
     col_mass = col * sizes.unsqueeze(-1)
+    resolved = resolve(
+        options,
+        fixed=schedule.fixed,
+        epsilon=epsilon,
+        batch=n_groups,
+        n_rows=n_rows,
+        n_cols=n_cols,
+        batched=True,
+        like=scores2.unsqueeze(0),
+        dtype=dtype,
+        checks=checks,
+        col_marginal_given=col_marginal is not None,
+        packed_rows=True,
+    )
+    row_rule, col_rule, total_mass = _rules(resolved, row_mass, col_mass, sizes, n_rows)
+    balanced = total_mass is None and row_rule.hard and col_rule.hard
     if prior2 is not None:
         support = prior_support(prior2, log_prior)
         if col_marginal is not None or row_marginal is not None:
@@ -390,7 +419,8 @@ def _build(
             live_rows = torch.ones(n_rows, dtype=torch.bool, device=scores2.device) if row is None else row > 0
             require_reachable_rows((support & seg.expand(live_cols)).any(-1), live_rows, checks)
             require_reachable_columns(seg.max((support & live_rows.unsqueeze(-1)).to(dtype)) > 0, live_cols, checks)
-        if not checks.device_mode and (prior_range is None or prior_range[0] <= (-np.inf if log_prior else 0)):
+        zeros_possible = prior_range is None or prior_range[0] <= (-np.inf if log_prior else 0)
+        if balanced and not checks.device_mode and zeros_possible:
             if prior_range is not None or bool((~support).any()):
                 checks.raise_now()
                 _require_feasible_groups(support, row_mass, col_mass, ptr64, dtype)
@@ -409,12 +439,33 @@ def _build(
         score_range=score_range,
         prior_range=prior_range,
         return_potentials=return_info,
+        row_rule=row_rule,
+        col_rule=col_rule,
+        total_mass=total_mass,
+        init=resolved.init,
     )
+    if resolved.accelerate:
+        schedule = schedule._replace(accelerate=True)
     # "auto" labels equal-size groups in fixed-iteration mode as one batched dense problem
     dense_size = None
-    if segments == "auto" and schedule.fixed and not checks.device_mode:
+    if segments == "auto" and schedule.fixed and not checks.device_mode and options is NO_OPTIONS:
         dense_size = _equal_size(ptr64, n_rows)
     return problem, schedule, was_numpy, dense_size
+
+
+def _rules(
+    resolved: Resolved, row_mass: torch.Tensor | None, col_mass: torch.Tensor, sizes: torch.Tensor, n_rows: int
+) -> tuple[Rule, Rule, torch.Tensor | None]:
+    """The rules with their bounds as masses: each group's proportions times its row count."""
+    row_rule, col_rule = resolved.row_rule, resolved.col_rule
+    if resolved.total_fraction is not None:  # partial transport: at most each marginal, m of it in all
+        rows = row_mass if row_mass is not None else torch.ones(n_rows, dtype=col_mass.dtype, device=col_mass.device)
+        return Rule(1.0, None, rows), Rule(1.0, None, col_mass), resolved.total_fraction * sizes
+    if col_rule.bounded:
+        lower = None if col_rule.lower is None else col_rule.lower * sizes.unsqueeze(-1)
+        upper = None if col_rule.upper is None else col_rule.upper * sizes.unsqueeze(-1)
+        col_rule = Rule(1.0, lower, upper)
+    return row_rule, col_rule, None
 
 
 def _require_feasible_groups(
