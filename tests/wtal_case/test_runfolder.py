@@ -69,3 +69,16 @@ def test_a_checkpoint_folder_that_is_a_file_is_refused_and_the_lock_released(tmp
     with pytest.raises(RunFolderError, match="checkpoints is a file"):
         RunFolder.open(RunPaths(root), Config(), resume=True)
     assert sorted(p.name for p in root.iterdir()) == ["checkpoints"]
+
+
+@pytest.mark.parametrize("text", ["train: [1, 2\n", "train:\n  steps: 3\n  steps: 4\n"], ids=["syntax", "repeated-key"])
+def test_a_damaged_config_yaml_is_named_in_one_line(tmp_path: Path, text: str) -> None:
+    """PyYAML's message ran over four lines with a caret; a repeated key was read silently."""
+    root = tmp_path / "run"
+    root.mkdir()
+    (root / "config.yaml").write_text(text)
+    with pytest.raises(RunFolderError) as caught:
+        RunFolder.open(RunPaths(root), Config(), resume=True)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{root / 'config.yaml'} cannot be read") and "(line " in message
+    assert not (root / "run.lock").exists()

@@ -30,15 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 try:
     import fcntl
 except ImportError:  # not POSIX: the lock record alone decides (see RunLock)
     fcntl = None
 
 from .atomic import atomic_write_text, remove_temporaries
-from .config import Config, config_differences, dump_config
+from .config import Config, ConfigError, config_differences, dump_config, parse_yaml
 from .errors import RunFolderError, RunWarning
 
 __all__ = ["LOCK_NAME", "RunPaths", "RunLock", "RunFolder"]
@@ -263,15 +261,15 @@ class RunFolder:
             )
         if self.paths.config.exists():
             try:
-                saved = yaml.safe_load(self.paths.config.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+                saved = parse_yaml(self.paths.config.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ConfigError) as err:
                 raise RunFolderError(f"{self.paths.config} cannot be read ({err}); restore it or delete it") from None
             self.check_same_config(saved, cfg, str(self.paths.config))
 
     @staticmethod
     def check_same_config(saved: Any, cfg: Config, source: str) -> None:
         """Raise :class:`RunFolderError` naming the keys in which ``cfg`` differs from a saved configuration."""
-        current = yaml.safe_load(dump_config(cfg))  # the same plain data a saved one reads back as
+        current = parse_yaml(dump_config(cfg))  # the same plain data a saved one reads back as
         if isinstance(saved, Mapping) and saved == current:
             return
         differences = config_differences(saved, current) if isinstance(saved, Mapping) else ["(not a mapping)"]
