@@ -82,8 +82,24 @@ def _poke(path: Path, value: float) -> None:
         (["--set", "postprocess.nms_iou=2"], ["postprocess.nms_iou must lie in [0, 1], got 2.0"]),
         (["--set", "model.num_classes=5"], ["model.num_classes is 5 but the data set has 3 classes"]),
         (["--device", f"cuda:{torch.cuda.device_count()}"], ["train.device", "cuda"]),  # a GPU this machine lacks
+        # sizes a typo makes absurd: the allocator refused them after the run folder existed
+        (["--set", f"model.hidden_dim={2**40}"], [f"the model (model.hidden_dim={2**40}", "does not fit", "GiB"]),
+        (["--set", f"model.num_clusters={2**40}"], ["model.num_clusters", "does not fit in this machine's memory"]),
+        (["--set", f"data.num_segments={2**40}"], [f"data.num_segments={2**40} snippets does not fit", "TiB"]),
     ],
-    ids=["split", "ambiguous", "batch", "seed-1", "seed2**70", "nms_iou", "classes", "device"],
+    ids=[
+        "split",
+        "ambiguous",
+        "batch",
+        "seed-1",
+        "seed2**70",
+        "nms_iou",
+        "classes",
+        "device",
+        "hidden",
+        "K",
+        "T",
+    ],
 )
 def test_bad_settings_are_refused_at_once(data: Path, tmp_path: Path, extra: list[str], words: list[str]) -> None:
     out = tmp_path / "run"
