@@ -76,6 +76,7 @@ def _poke(path: Path, value: float) -> None:
     [
         (["--set", "eval.split=validation"], ["eval.split must be one of 'test', 'train'"]),
         (["--set", "eval.ambiguous=/nonexistent/Ambiguous_test.txt"], ["eval.ambiguous", "/nonexistent"]),
+        (["--set", "eval.ambiguous=/"], ["ambiguous-segment file / cannot be read: Is a directory"]),
         (["--set", "train.batch_size=8"], ["train.batch_size (8) exceeds the 2 training videos"]),
         (["--seed", "-1"], ["train.seed must be an integer in [0, 2**32 - 1], got -1"]),
         (["--seed", str(2**70)], ["train.seed must be an integer in [0, 2**32 - 1]"]),
@@ -90,6 +91,7 @@ def _poke(path: Path, value: float) -> None:
     ids=[
         "split",
         "ambiguous",
+        "ambiguous-folder",
         "batch",
         "seed-1",
         "seed2**70",

@@ -481,6 +481,13 @@ def load_ambiguous(source: PathLike | Mapping[str, Iterable[Sequence[float]]]) -
     Returns
     -------
     dict of str to ndarray, shape (n, 2)
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    DetectionFileError
+        A file that cannot be read (a folder, no permission, not UTF-8) or a malformed line.
     """
     pairs: dict[str, list[tuple[float, float]]] = {}
     if isinstance(source, Mapping):
@@ -493,6 +500,10 @@ def load_ambiguous(source: PathLike | Mapping[str, Iterable[Sequence[float]]]) -
             lines = Path(name).read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
             raise FileNotFoundError(f"ambiguous-segment file not found: {name}") from None
+        except UnicodeDecodeError as exc:
+            raise DetectionFileError(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        except OSError as exc:  # a folder, an unreadable file
+            raise DetectionFileError(f"ambiguous-segment file {name} cannot be read: {exc.strerror or exc}") from None
         for n, line in enumerate(lines, 1):
             parts = line.split()
             if not parts:
