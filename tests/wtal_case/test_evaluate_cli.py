@@ -184,6 +184,29 @@ def test_script_on_real_thumos14(thumos14_dir: Path, tmp_path: Path) -> None:
     assert obj["mAP"] == pytest.approx([1.0] * 7, abs=1e-12) and obj["average"] == pytest.approx(1)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # json keeps the last of two equal keys: v's first detections vanished and its mAP fell to 0
+        (json.dumps(PRED)[:-2] + ', "v": []}}', "the key 'v' is written twice in one object"),
+        ('{"results": {"v": [{"label": "A", "score": ' + "9" * 5000 + ', "segment": [0, 1]}]}}',
+         "holds an integer of more than 4300 digits"),  # the ValueError named no file
+    ],
+    ids=["repeated-video", "5000-digits"],
+)  # fmt: skip
+@pytest.mark.parametrize("role", ["--pred", "--gt"])
+def test_what_the_json_reader_would_misread_is_named(
+    files: tuple[Path, Path], text: str, message: str, role: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gt, pred = files
+    bad = gt.with_name("bad.json")
+    bad.write_text(text if role == "--pred" else text.replace('"results"', '"database"'))
+    args = {"--gt": str(gt), "--pred": str(pred), role: str(bad)}
+    code, out, err = run(capsys, *[a for pair in args.items() for a in pair])
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith(f"evaluate.py: error: {bad}: {message}"), err
+
+
 def test_a_deeply_nested_file_is_refused_naming_it(
     files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -45,6 +45,7 @@ from typing import Any, Union
 import numpy as np
 
 from .atomic import atomic_write_text
+from .jsonfile import read_json
 
 __all__ = [
     "DEFAULT_TIOU_THRESHOLDS",
@@ -208,14 +209,9 @@ def _read_json(source: Source, what: str) -> tuple[Mapping[str, Any], str]:
         raise TypeError(f"{what} must be a path or a mapping, got {type(source).__name__}")
     name = os.fspath(source)
     try:
-        with open(name, encoding="utf-8") as f:
-            data = json.load(f)
+        data = read_json(name, f"a {what} file", DetectionFileError)
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} file not found: {name}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DetectionFileError(f"{name}: not valid JSON ({exc})") from None
-    except RecursionError:  # json recurses once per nesting level
-        raise DetectionFileError(f"{name}: nested too deeply to be a {what} file") from None
     if not isinstance(data, Mapping):
         raise DetectionFileError(f"{name}: expected a JSON object at the top level, got {type(data).__name__}")
     return data, name

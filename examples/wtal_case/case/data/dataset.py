@@ -456,7 +456,8 @@ def build_dataset(cfg: DataConfig, split: str, sampling: str, seed: int = 0) -> 
     Raises
     ------
     DatasetError
-        Invalid arguments or a malformed data set (the message names the file).
+        Invalid arguments, a malformed data set, or a file or folder that cannot be read (or,
+        for the synthetic source, written); the message names the file.
     DatasetFileNotFoundError
         A missing file or folder.
 
@@ -475,9 +476,14 @@ def build_dataset(cfg: DataConfig, split: str, sampling: str, seed: int = 0) -> 
     if sampling not in SAMPLING_MODES:
         raise DatasetError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
     root = Path(cfg.root)
-    if cfg.source == "synthetic":
-        ensure_synthetic(cfg.synthetic, root)
-    dataset = (_wtalc if cfg.source == "wtalc" else _basnet)(cfg, root, split, sampling, seed)
+    try:
+        if cfg.source == "synthetic":
+            ensure_synthetic(cfg.synthetic, root)
+        dataset = (_wtalc if cfg.source == "wtalc" else _basnet)(cfg, root, split, sampling, seed)
+    except DatasetError:
+        raise
+    except OSError as err:  # no permission on a file or folder, a read-only root for the synthetic set
+        raise DatasetError(f"data set {root}: {err.filename or root}: {err.strerror or err}") from None
     _warn_segments_past_the_end(dataset, root)
     return dataset
 
