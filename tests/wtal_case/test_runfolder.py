@@ -82,3 +82,39 @@ def test_a_damaged_config_yaml_is_named_in_one_line(tmp_path: Path, text: str) -
     message = str(caught.value)
     assert "\n" not in message and message.startswith(f"{root / 'config.yaml'} cannot be read") and "(line " in message
     assert not (root / "run.lock").exists()
+
+
+def test_a_folder_that_holds_no_run_is_left_as_it_is(tmp_path: Path) -> None:
+    """--out naming a folder of other files by mistake: its hidden .tmp files were deleted before the
+    refusal, and --resume wrote a run into it (truncating a log.jsonl there, replacing metrics.json)."""
+    root = tmp_path / "thesis"
+    root.mkdir()
+    files = {".notes.tmp": "draft", ".notes.txt.x1y2z3.tmp": "autosave", "log.jsonl": "my own log\n"}
+    for name, text in files.items():
+        (root / name).write_text(text)
+    with pytest.raises(RunFolderError, match="already holds files"):
+        RunFolder.open(RunPaths(root), Config(), resume=False)
+    with pytest.raises(RunFolderError, match=r"--resume: .*thesis holds files but no run of train.py"):
+        RunFolder.open(RunPaths(root), Config(), resume=True)
+    assert {p.name: p.read_text() for p in root.iterdir()} == files
+
+
+def test_only_the_run_s_own_temporary_files_are_removed(tmp_path: Path) -> None:
+    root = tmp_path / "run"
+    (root / "checkpoints").mkdir(parents=True)
+    cut_short = [root / ".metrics.json.a1b2c3d4.tmp", root / "checkpoints" / ".step_000010.pt.zz_9y8x7.tmp"]
+    kept = [root / ".photo.jpg.a1b2c3d4.tmp", root / "checkpoints" / ".metrics.json.a1b2c3d4.tmp"]
+    for path in cut_short + kept:
+        path.write_text("partial")
+    with pytest.raises(RunFolderError, match="already holds files"):  # the user's temporary files are files
+        RunFolder.open(RunPaths(root), Config(), resume=False)
+    assert not any(p.exists() for p in cut_short) and all(p.exists() for p in kept)
+
+
+def test_resume_where_there_is_no_run_yet_says_so(tmp_path: Path) -> None:
+    root = tmp_path / "not" / "there" / "yet"
+    with pytest.warns(RunWarning, match=r"--resume: .*yet holds no run yet; a new one starts"):
+        folder = RunFolder.open(RunPaths(root), Config(), resume=True)
+    with folder:
+        assert root.is_dir()
+    assert not (root / "run.lock").exists()

@@ -350,6 +350,7 @@ def ensure_trained(cfg: Config, run: Path) -> bool:
         )
     if run_finished(run):
         return False
+    (run / "ablation_error.txt").unlink(missing_ok=True)  # a failure of an earlier attempt, retried now
     train(cfg, run, resume=run.is_dir() and any(run.iterdir()))
     return True
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
@@ -34,16 +35,27 @@ def _plain_write_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
-def remove_temporaries(folder: str | Path) -> list[Path]:
-    """Delete the temporary files that writes killed mid-way left in ``folder``; return them.
+#: The name of such a temporary file: ``.<target>.<mkstemp's random letters>.tmp``.
+_TEMPORARY = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]+" + re.escape(_SUFFIX))
 
+
+def remove_temporaries(folder: str | Path, targets: str | re.Pattern[str]) -> list[Path]:
+    """Delete the temporary files that writes of ``targets`` killed mid-way left in ``folder``; return them.
+
+    ``targets`` is a regular expression that the whole name of a written file matches (e.g.
+    ``config\\.yaml|log\\.jsonl``): a hidden ``.tmp`` file that is not the temporary file of
+    one of them — a user's own, in a folder given as ``--out`` by mistake — is left alone.
     Only for a folder no one else writes to (a locked run folder): a live writer's temporary
     file would go too.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    left = [p for p in folder.iterdir() if p.is_file() and p.name.startswith(".") and p.name.endswith(_SUFFIX)]
+    left = []
+    for path in folder.iterdir():
+        match = _TEMPORARY.fullmatch(path.name)
+        if match and re.fullmatch(targets, match["target"]) and path.is_file():
+            left.append(path)
     for path in left:
         path.unlink(missing_ok=True)
     return left
