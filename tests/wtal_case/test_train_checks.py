@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_data_readers import make_basnet  # tests/wtal_case is on sys.path
+from test_data_readers import VIDEOS, make_basnet  # tests/wtal_case is on sys.path
 
 from case.config import CONFIG_DIR
 
@@ -257,3 +257,28 @@ def test_a_run_killed_while_writing_its_first_file_can_start_again(data: Path, t
     result = _train(data, out)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not list(out.rglob("*.tmp")) and (out / "metrics.json").exists()
+
+
+# --------------------------------------------------------------------------- the end of a run
+
+
+def test_what_the_plots_cannot_draw_never_fails_a_finished_run(tmp_path: Path) -> None:
+    """A 244-character video name fits its feature files but not 'foreground_<name>.png' with an atomic
+    write's suffix: the run crashed after training, and again on every --resume. A resume whose
+    log.jsonl was deleted had no entropy to draw: a ValueError, also after the evaluation."""
+    long = "v_test_" + "x" * 237
+    videos = dict(VIDEOS)
+    videos[long] = videos.pop("v_test_a")
+    data = make_basnet(tmp_path / "data", videos=videos)
+    out = tmp_path / "run"
+    first = _train(data, out, "--set", "eval.plot_videos=1")
+    assert first.returncode == 0 and "warning" not in first.stderr, first.stderr[-3000:]
+    plots = sorted(p.name for p in out.glob("foreground_*.png"))
+    assert len(plots) == 1 and plots[0].startswith("foreground_v_test_xxx") and len(plots[0]) < 130
+    metrics = (out / "metrics.json").read_text()
+    (out / "log.jsonl").unlink()
+    (out / "metrics.json").unlink()
+    again = _train(data, out, "--set", "eval.plot_videos=1", "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"train.py: warning: {out / 'entropy.png'} not drawn: " in again.stderr
+    assert (out / "metrics.json").read_text() == metrics

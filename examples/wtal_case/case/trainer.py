@@ -34,7 +34,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -418,19 +418,35 @@ def _first_annotated(
 
 
 def _plot(outputs: list[dict[str, Any]], gt: dict[str, Any], cfg: Config, paths: RunPaths) -> None:
-    """Fig. 5-style foreground plots of a few test videos and Fig. 4-style entropy curves."""
+    """Fig. 5-style foreground plots of a few test videos and Fig. 4-style entropy curves.
+
+    The plots come after ``predictions.json`` and ``metrics.json``: one that cannot be drawn
+    (no log record to draw after a resume whose log was deleted, a file system that refuses
+    the file) is a warning, not a failed run that every ``--resume`` would fail again.
+    """
     for p in outputs:
         cluster = None
         if cfg.labeling.ccc.enabled:  # without CCC, Q^C never leaves its flat start: no P^T to draw
             cluster = foreground_for_testing(p["attention"], p["cluster_probs"], p["cluster_fg"], mode="cluster")
-        viz.plot_foreground(
-            paths.root / f"foreground_{p['video']}.png",
-            p["attention"],
-            cluster,
-            ground_truth=gt["database"][p["video"]]["annotations"],
-            index=p["index"],
-            snippet_seconds=SNIPPET_SECONDS,
-            title=p["video"],
-        )
+        path = paths.root / viz.foreground_plot_name(p["video"])
+        with _or_warn(path):
+            viz.plot_foreground(
+                path,
+                p["attention"],
+                cluster,
+                ground_truth=gt["database"][p["video"]]["annotations"],
+                index=p["index"],
+                snippet_seconds=SNIPPET_SECONDS,
+                title=p["video"],
+            )
     if cfg.labeling.scc.enabled:
-        viz.plot_entropy_curves(paths.root / "entropy.png", paths.log)
+        with _or_warn(paths.root / "entropy.png"):
+            viz.plot_entropy_curves(paths.root / "entropy.png", paths.log)
+
+
+@contextlib.contextmanager
+def _or_warn(plot: Path) -> Iterator[None]:
+    try:
+        yield
+    except (OSError, ValueError) as err:
+        _warn(f"{plot} not drawn: {err}")
