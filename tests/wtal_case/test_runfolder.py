@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from case import checkpoint as ckpt
 from case import runfolder
 from case.config import Config
 from case.errors import RunFolderError, RunWarning
@@ -118,3 +119,13 @@ def test_resume_where_there_is_no_run_yet_says_so(tmp_path: Path) -> None:
     with folder:
         assert root.is_dir()
     assert not (root / "run.lock").exists()
+
+
+def test_the_latest_checkpoint_before_a_step(tmp_path: Path) -> None:
+    """What a resume falls back on when best.pt (held-out selection at some step) is damaged."""
+    for name, step in (("step_000002.pt", 2), ("step_000004.pt", 4), ("final.pt", 6)):
+        ckpt.save_checkpoint(tmp_path / name, {key: step for key in ckpt.REQUIRED_KEYS})
+    assert ckpt.load_latest(tmp_path)[0].name == "final.pt"
+    assert ckpt.load_latest(tmp_path, before=4)[0].name == "step_000002.pt"
+    assert ckpt.load_latest(tmp_path, before=6)[0].name == "step_000004.pt"  # final.pt is never before a step
+    assert ckpt.load_latest(tmp_path, before=2) is None and ckpt.resume_candidates(tmp_path, before=2) == []

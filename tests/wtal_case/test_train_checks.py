@@ -282,3 +282,22 @@ def test_what_the_plots_cannot_draw_never_fails_a_finished_run(tmp_path: Path) -
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"train.py: warning: {out / 'entropy.png'} not drawn: " in again.stderr
     assert (out / "metrics.json").read_text() == metrics
+
+
+def test_a_damaged_best_checkpoint_is_trained_again(data: Path, tmp_path: Path) -> None:
+    """With held-out selection the run ends by evaluating best.pt: a damaged one crashed the evaluation
+    of every --resume. Now the run resumes before the selected step, whose replay writes it again."""
+    heldout = ["--set", "train.select=heldout", "--set", "train.heldout_fraction=0.5", "--set", "train.batch_size=1"]
+    heldout += ["--set", "train.eval_every=2"]
+    out = tmp_path / "run"
+    assert _train(data, out, *heldout).returncode == 0
+    reference = {name: (out / name).read_text() for name in ("metrics.json", "predictions.json")}
+    best = torch.load(out / "checkpoints" / "best.pt", weights_only=False)
+    (out / "checkpoints" / "best.pt").write_bytes(b"garbage")
+    (out / "metrics.json").unlink()
+    result = _train(data, out, *heldout, "--resume")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "best.pt is unreadable" in result.stderr and f"resuming before step {best['step']}" in result.stderr
+    assert {name: (out / name).read_text() for name in reference} == reference
+    again = torch.load(out / "checkpoints" / "best.pt", weights_only=False)
+    assert again["step"] == best["step"] and all(torch.equal(again["model"][k], v) for k, v in best["model"].items())

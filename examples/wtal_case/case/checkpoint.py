@@ -29,6 +29,7 @@ __all__ = [
     "REQUIRED_KEYS",
     "save_checkpoint",
     "load_checkpoint",
+    "load_whole",
     "periodic_checkpoints",
     "resume_candidates",
     "load_latest",
@@ -94,27 +95,47 @@ def periodic_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def resume_candidates(folder: str | Path) -> list[Path]:
-    """The checkpoints a run can resume from, latest first: ``final.pt``, then ``step_*.pt`` by decreasing step."""
+def resume_candidates(folder: str | Path, before: int | None = None) -> list[Path]:
+    """The checkpoints a run can resume from, latest first: ``final.pt``, then ``step_*.pt`` by decreasing step.
+
+    With ``before``, only the periodic checkpoints of steps before it.
+    """
     folder = Path(folder)
-    final = [folder / "final.pt"] if (folder / "final.pt").is_file() else []
-    return final + [path for _, path in reversed(periodic_checkpoints(folder))]
+    final = [folder / "final.pt"] if before is None and (folder / "final.pt").is_file() else []
+    periodic = [path for step, path in reversed(periodic_checkpoints(folder)) if before is None or step < before]
+    return final + periodic
+
+
+def load_whole(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint that reads back with every one of :data:`REQUIRED_KEYS`.
+
+    Raises
+    ------
+    FileNotFoundError, RuntimeError
+        Naming the file: missing, unreadable, or lacking a key.
+    """
+    state = load_checkpoint(path, map_location)
+    missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise RuntimeError(f"checkpoint {path} lacks {', '.join(missing)}")
+    return state
 
 
 def load_latest(
-    folder: str | Path, map_location: str | torch.device = "cpu", skipped: Callable[[str], None] | None = None
+    folder: str | Path,
+    map_location: str | torch.device = "cpu",
+    skipped: Callable[[str], None] | None = None,
+    before: int | None = None,
 ) -> tuple[Path, dict[str, Any]] | None:
     """The latest checkpoint of ``folder`` that reads back whole, with its path; None if there is none.
 
     A checkpoint that cannot be read, or lacks one of :data:`REQUIRED_KEYS`, is passed over
-    for the one before it, and ``skipped`` receives a line saying so.
+    for the one before it, and ``skipped`` receives a line saying so. With ``before``, only
+    periodic checkpoints of earlier steps are candidates (:func:`resume_candidates`).
     """
-    for path in resume_candidates(folder):
+    for path in resume_candidates(folder, before):
         try:
-            state = load_checkpoint(path, map_location)
-            missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
-            if missing:
-                raise RuntimeError(f"checkpoint {path} lacks {', '.join(missing)}")
+            state = load_whole(path, map_location)
         except RuntimeError as err:
             if skipped is not None:
                 skipped(f"{err}; passing over it for the checkpoint before it")

@@ -299,11 +299,28 @@ def _train(cfg: Config, paths: RunPaths, resume: bool, env: Distributed) -> dict
 
 
 def _restore(state: TrainingState, cfg: Config, inputs: RunInputs, paths: RunPaths, env: Distributed) -> None:
-    """Section 3: restore ``state`` from the latest readable checkpoint of the run folder (if any)."""
-    found = ckpt.load_latest(paths.checkpoints, inputs.device, skipped=_warn if env.main else None)
+    """Section 3: restore ``state`` from the latest readable checkpoint of the run folder (if any).
+
+    With held-out selection, a checkpoint whose selection names a step needs ``best.pt``
+    (the end of the run evaluates it); if that file does not read back, training resumes
+    from a checkpoint before that step, whose replay (deterministic) writes it again.
+    """
+    skipped = _warn if env.main else None
+    found = ckpt.load_latest(paths.checkpoints, inputs.device, skipped=skipped)
+    before = None if found is None or inputs.heldout is None else found[1]["best"]["step"]
+    if before is not None:
+        try:
+            ckpt.load_whole(paths.checkpoints / "best.pt", "cpu")
+            before = None
+        except (FileNotFoundError, RuntimeError) as err:
+            if env.main:
+                _warn(f"{err}; resuming before step {before}, which selects and writes it again")
+            found = ckpt.load_latest(paths.checkpoints, inputs.device, skipped=skipped, before=before)
     if found is None:
-        if env.main and ckpt.resume_candidates(paths.checkpoints):
+        if env.main and ckpt.resume_candidates(paths.checkpoints, before):
             _warn(f"no checkpoint in {paths.checkpoints} reads back whole: training restarts from step 0")
+        elif env.main and before is not None:
+            _warn(f"no checkpoint before step {before} is kept: training restarts from step 0")
         return
     path, saved = found
     RunFolder.check_same_config(saved["config"], cfg, str(path))
