@@ -129,3 +129,23 @@ def test_the_latest_checkpoint_before_a_step(tmp_path: Path) -> None:
     assert ckpt.load_latest(tmp_path, before=4)[0].name == "step_000002.pt"
     assert ckpt.load_latest(tmp_path, before=6)[0].name == "step_000004.pt"  # final.pt is never before a step
     assert ckpt.load_latest(tmp_path, before=2) is None and ckpt.resume_candidates(tmp_path, before=2) == []
+
+
+def test_no_run_file_is_written_through_a_planted_link(tmp_path: Path) -> None:
+    """run.lock was opened following links and its record written over the link's target (any file
+    the user may write: as root, any file); log.jsonl is appended to, which a dangling link would
+    create wherever it points."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    root = tmp_path / "run"
+    root.mkdir()
+    (root / "config.yaml").write_text("")
+    (root / "run.lock").symlink_to(victim)
+    with pytest.raises(RunFolderError, match=r"lock file .*run\.lock is a symbolic link, which no run makes"):
+        RunFolder.open(RunPaths(root), Config(), resume=True)
+    assert victim.read_text() == "precious" and (root / "run.lock").is_symlink()
+    (root / "run.lock").unlink()
+    (root / "log.jsonl").symlink_to(tmp_path / "elsewhere.jsonl")
+    with pytest.raises(RunFolderError, match=r"log\.jsonl is a symbolic link"):
+        RunFolder.open(RunPaths(root), Config(), resume=True)
+    assert not (tmp_path / "elsewhere.jsonl").exists() and not (root / "run.lock").exists()

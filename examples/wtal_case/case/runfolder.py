@@ -142,9 +142,13 @@ class RunLock:
     def acquire(self) -> None:
         """Take the lock, or raise :class:`RunFolderError` naming the process that holds it."""
         while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            except OSError as err:  # a read-only or foreign folder
+            try:  # never through a symbolic link: the record would overwrite whatever it points to
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+            except OSError as err:  # a read-only or foreign folder, a planted link
+                if self.path.is_symlink():
+                    raise RunFolderError(
+                        f"lock file {self.path} is a symbolic link, which no run makes; delete it"
+                    ) from None
                 raise RunFolderError(f"cannot write the lock file {self.path}: {err.strerror or err}") from None
             try:
                 if fcntl is None:
@@ -266,6 +270,8 @@ class RunFolder:
         paths = self.paths
         if paths.checkpoints.exists() and not paths.checkpoints.is_dir():
             raise RunFolderError(f"{paths.checkpoints} is a file, not the run's checkpoint folder")
+        if paths.log.is_symlink():  # the run appends to it: through a link, to whatever it points to
+            raise RunFolderError(f"{paths.log} is a symbolic link, which no run makes; replace it with its file")
         # writes a kill cut short (we hold the lock); nothing else, in case this is not a run folder
         remove_temporaries(paths.root, _RUN_FILES)
         remove_temporaries(paths.checkpoints, _CHECKPOINT_FILES)
