@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from case.checkpoint import load_checkpoint
 from case.config import CONFIG_DIR, ConfigError, load_config
 from case.inference import detect_dataset, inference_class_names, inference_config, load_for_inference, predict_dataset
 from case.metrics import evaluate_detection
@@ -211,3 +212,28 @@ def test_the_data_set_s_files_are_inputs_too(run: Path, tmp_path: Path, capsys: 
     assert code == 2 and err == f"evaluate.py: error: --eval-dir {tmp_path / 'file'} is a file, not a folder\n"
     code, _, err = evaluate(capsys, "--checkpoint", final, "--out", str(tmp_path))
     assert code == 2 and err == f"evaluate.py: error: --out {tmp_path} is a folder; name the JSON file to write\n"
+
+
+class _Payload:
+    """What a crafted pickle can carry: a call made while it is read."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_crafted_checkpoint_cannot_run_code(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Checkpoints were read with torch.load(weights_only=False): a downloaded checkpoint given to
+    evaluate.py, or one planted in a shared run folder before a --resume, ran any code it carried."""
+    marker = tmp_path / "ran"
+    crafted = tmp_path / "crafted.pt"
+    state = torch.load(run / "checkpoints" / "final.pt", weights_only=False)
+    state["config"] = {"data": _Payload(marker)}
+    torch.save(state, crafted)
+    code, out, err = evaluate(capsys, "--checkpoint", str(crafted))
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "holds objects other than tensors and plain data" in err and "crafted.pt" in err
+    assert not marker.exists()
+    assert load_checkpoint(run / "checkpoints" / "final.pt")["step"] == 20  # train.py's own still load
