@@ -74,9 +74,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno is not None and err.filename is None:  # ENOSPC from write()
+            err.filename = str(path)
         raise
     try:  # make the rename itself durable (not possible on every platform)
         dir_fd = os.open(path.parent, os.O_RDONLY)
