@@ -66,6 +66,7 @@ __all__ = [
     "to_dict",
     "apply_overrides",
     "config_differences",
+    "differences_from",
     "dump_config",
     "parse_yaml",
     "CONFIG_DIR",
@@ -424,6 +425,14 @@ def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: s
         elif a != b:
             found.append(f"{path}: {a!r} -> {b!r}")
     return found
+
+
+def differences_from(saved: Any, cfg: Config) -> list[str]:
+    """How ``cfg`` differs from a saved configuration (plain data, as a run folder's
+    ``config.yaml`` or a checkpoint holds it): :func:`config_differences`, empty when the same."""
+    if not isinstance(saved, Mapping):
+        return [f"(the saved configuration is a {type(saved).__name__}, not a mapping)"]
+    return config_differences(saved, parse_yaml(dump_config(cfg)))  # the plain data a saved one reads back as
 
 
 def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:

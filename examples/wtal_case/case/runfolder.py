@@ -36,7 +36,7 @@ except ImportError:  # not POSIX: the lock record alone decides (see RunLock)
     fcntl = None
 
 from .atomic import atomic_write_text, remove_temporaries
-from .config import Config, ConfigError, config_differences, dump_config, parse_yaml
+from .config import Config, ConfigError, differences_from, dump_config, parse_yaml
 from .errors import RunFolderError, RunWarning
 
 __all__ = ["LOCK_NAME", "RunPaths", "RunLock", "RunFolder"]
@@ -299,10 +299,9 @@ class RunFolder:
     @staticmethod
     def check_same_config(saved: Any, cfg: Config, source: str) -> None:
         """Raise :class:`RunFolderError` naming the keys in which ``cfg`` differs from a saved configuration."""
-        current = parse_yaml(dump_config(cfg))  # the same plain data a saved one reads back as
-        if isinstance(saved, Mapping) and saved == current:
+        differences = differences_from(saved, cfg)
+        if not differences:
             return
-        differences = config_differences(saved, current) if isinstance(saved, Mapping) else ["(not a mapping)"]
         raise RunFolderError(
             f"--resume: the configuration differs from the one in {source} ({'; '.join(differences[:5])}); "
             "resume with the same --config/--set/--seed, or start a new run with --out"
