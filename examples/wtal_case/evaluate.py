@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the `case` package beside this file
 
-from case.atomic import atomic_write_json  # noqa: E402
+from case.atomic import atomic_write_json, write_through  # noqa: E402
 from case.errors import SETUP_ERRORS, one_line_warnings  # noqa: E402
 from case.evaluation import evaluate_checkpoint  # noqa: E402
 from case.metrics import (  # noqa: E402
@@ -44,6 +44,7 @@ from case.metrics import (  # noqa: E402
     DetectionMetrics,
     evaluate_detection,
     format_metrics,
+    metrics_json,
     write_metrics,
 )
 
@@ -245,6 +246,15 @@ def check_outputs_spare_inputs(
             raise ValueError(f"{out_flag} {out_path} is an input ({in_flag} {in_path}); write to another file")
 
 
+def write_out(path: Path, metrics: DetectionMetrics) -> None:
+    """``--out``: written atomically, or through a link the user gave (``--out /dev/stdout``, a
+    link to ``/proc/self/fd/1``, which an atomic write would replace by a file)."""
+    if path.is_symlink():
+        write_through(path, metrics_json(metrics).encode("utf-8"))
+    else:
+        write_metrics(path, metrics)
+
+
 def check_output_places(args: argparse.Namespace) -> None:
     """Refuse, before any work, an ``--out`` that is a folder or an ``--eval-dir`` that is a file."""
     if args.out and Path(args.out).is_dir():
@@ -291,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ambiguous=args.ambiguous,
                 )
             if args.out:
-                write_metrics(args.out, metrics)
+                write_out(Path(args.out), metrics)
     except (*SETUP_ERRORS, OSError, ValueError, RuntimeError) as exc:  # a missing or unreadable file too
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2

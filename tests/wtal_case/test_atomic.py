@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,27 @@ def test_train_py_stops_on_a_full_disk_in_one_line(monkeypatch: pytest.MonkeyPat
         "train.py: error: runs/x/checkpoints/step_000500.pt: No space left on device; the checkpoints written "
         "before are whole: free some space and continue with --resume\n"
     )
+
+
+def test_a_pipe_or_device_is_written_to_not_replaced(tmp_path: Path) -> None:
+    """`evaluate.py --out /dev/null` (or /dev/stdout) renamed a temporary file over the device: run as
+    root, it put a regular file in /dev in its place. A FIFO stands in for the device here."""
+    fifo = tmp_path / "stream"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    atomic_write_text(fifo, "metrics\n")
+    reader.join(timeout=10)
+    assert received == [b"metrics\n"] and stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["stream"]
+
+
+def test_a_link_is_replaced_never_written_through(tmp_path: Path) -> None:
+    """In a run folder a link may be planted: the new file replaces it, the file it names is untouched."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    link = tmp_path / "config.yaml"
+    link.symlink_to(victim)
+    atomic_write_text(link, "train: {}\n")
+    assert not link.is_symlink() and link.read_text() == "train: {}\n" and victim.read_text() == "precious"

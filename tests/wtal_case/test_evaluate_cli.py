@@ -232,3 +232,16 @@ def test_out_may_not_replace_an_input(
         )
         assert code == 2 and out == "" and "--out" in err and "is an input" in err, err
         assert {p: p.read_bytes() for p in (gt, pred, amb)} == before
+
+
+def test_out_through_a_link_keeps_the_link(files: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    """--out /dev/stdout is a link to /proc/self/fd/1: the atomic write replaced the link itself (run
+    as root, /dev/stdout became a regular file). A link given as --out is written through."""
+    gt, pred = files
+    target = tmp_path / "results" / "metrics.json"
+    target.parent.mkdir()
+    link = tmp_path / "latest.json"
+    link.symlink_to(target)
+    code, out, err = run(capsys, "--gt", str(gt), "--pred", str(pred), "--out", str(link), "--json")
+    assert code == 0, err
+    assert link.is_symlink() and json.loads(target.read_text()) == json.loads(out)

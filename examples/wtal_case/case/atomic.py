@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "remove_temporaries"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "remove_temporaries", "write_through"]
 
 #: A write of ``name`` goes through ``.<name>.<random>.tmp`` beside it.
 _SUFFIX = ".tmp"
@@ -62,8 +62,20 @@ def remove_temporaries(folder: str | Path, targets: str | re.Pattern[str]) -> li
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename).
+
+    A ``path`` that is (or links to) something other than a regular file or a folder — a
+    device, a pipe, a terminal: ``/dev/null``, ``/dev/stdout`` — is written to as a plain
+    ``open(path, "w")`` would: renaming a file over it would put a regular file in its place
+    (in ``/dev`` itself, for a user allowed to write there). A link to a regular file is
+    replaced by the new file, never written through (a link planted in a shared run folder
+    cannot make a run write elsewhere); ``evaluate.py --out`` writes through one
+    (:func:`write_through`).
+    """
     path = Path(path)
+    if _is_stream(path):
+        write_through(path, data)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = _plain_write_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_SUFFIX, dir=path.parent)
@@ -90,6 +102,21 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+def _is_stream(path: Path) -> bool:
+    """Whether ``path`` exists and is (or links to) neither a regular file nor a folder."""
+    try:
+        kind = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return not (stat.S_ISREG(kind) or stat.S_ISDIR(kind))
+
+
+def write_through(path: str | Path, data: bytes) -> None:
+    """Write ``data`` as a plain ``open(path, "wb")`` does: through links, into devices and pipes."""
+    with open(path, "wb") as stream:
+        stream.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -60,6 +60,7 @@ __all__ = [
     "load_ambiguous",
     "load_ground_truth",
     "load_predictions",
+    "metrics_json",
     "segment_iou",
     "write_metrics",
 ]
@@ -801,13 +802,18 @@ def evaluate_detection(
 # --------------------------------------------------------------------------------------------
 
 
+def metrics_json(metrics: DetectionMetrics) -> str:
+    """``{"tiou": [...], "mAP": [...], "average": ...}`` (fractions) as the JSON text of ``metrics.json``."""
+    return json.dumps(metrics.to_dict(), indent=2) + "\n"
+
+
 def write_metrics(path: PathLike, metrics: DetectionMetrics) -> None:
-    """Atomically write ``{"tiou": [...], "mAP": [...], "average": ...}`` (fractions) as JSON.
+    """Atomically write :func:`metrics_json`.
 
     The file is written to a temporary file in the same folder and moved into place, so a
     reader never sees a partial file.
     """
-    atomic_write_text(path, json.dumps(metrics.to_dict(), indent=2) + "\n")
+    atomic_write_text(path, metrics_json(metrics))
 
 
 def format_metrics(metrics: DetectionMetrics, per_class: bool = False) -> str:
