@@ -301,3 +301,18 @@ def test_a_damaged_best_checkpoint_is_trained_again(data: Path, tmp_path: Path) 
     assert {name: (out / name).read_text() for name in reference} == reference
     again = torch.load(out / "checkpoints" / "best.pt", weights_only=False)
     assert again["step"] == best["step"] and all(torch.equal(again["model"][k], v) for k, v in best["model"].items())
+
+
+@pytest.mark.parametrize(
+    "classes", [["Run", "Jump", "Swim"], ["Jump", "Run", "Swim", "Dive"]], ids=["reordered", "one-more"]
+)
+def test_a_resume_on_data_with_other_classes_is_refused(finished: Path, data: Path, classes: list[str]) -> None:
+    """The classes come from the data (classes.txt, or gt.json's labels), not the configuration: a
+    reordered list resumed silently with every classifier output meaning another class, and one
+    more class was a multi-line size-mismatch traceback from load_state_dict."""
+    (data / "classes.txt").write_text("\n".join(classes) + "\n")
+    result = _train(data, finished, "--resume")
+    errors = [line for line in result.stderr.splitlines() if "warning" not in line]
+    assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "final.pt was trained on the classes ['Jump', 'Run', 'Swim']" in errors[0]
+    assert f"the data set has {classes}" in errors[0]

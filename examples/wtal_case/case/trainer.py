@@ -324,6 +324,11 @@ def _restore(state: TrainingState, cfg: Config, inputs: RunInputs, paths: RunPat
         return
     path, saved = found
     RunFolder.check_same_config(saved["config"], cfg, str(path))
+    if list(saved["class_names"]) != inputs.class_names:  # they come from the data, not the configuration
+        raise RunFolderError(
+            f"{path} was trained on the classes {list(saved['class_names'])}, but the data set has "
+            f"{inputs.class_names}; resume on the data the run started with, or start a new run with --out"
+        )
     if saved["data_order"] != inputs.order.state(saved["step"]):
         raise RunFolderError(
             f"{path}: its data order {saved['data_order']} does not match this run's "
