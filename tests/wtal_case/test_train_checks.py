@@ -85,7 +85,6 @@ def _poke(path: Path, value: float) -> None:
         (["--device", f"cuda:{torch.cuda.device_count()}"], ["train.device", "cuda"]),  # a GPU this machine lacks
         # sizes a typo makes absurd: the allocator refused them after the run folder existed
         (["--set", f"model.hidden_dim={2**40}"], [f"the model (model.hidden_dim={2**40}", "does not fit", "GiB"]),
-        (["--set", f"model.num_clusters={2**40}"], ["model.num_clusters", "does not fit in this machine's memory"]),
         (["--set", f"data.num_segments={2**40}"], [f"data.num_segments={2**40} snippets does not fit", "TiB"]),
     ],
     ids=[
@@ -99,7 +98,6 @@ def _poke(path: Path, value: float) -> None:
         "classes",
         "device",
         "hidden",
-        "K",
         "T",
     ],
 )
@@ -303,16 +301,14 @@ def test_a_damaged_best_checkpoint_is_trained_again(data: Path, tmp_path: Path) 
     assert again["step"] == best["step"] and all(torch.equal(again["model"][k], v) for k, v in best["model"].items())
 
 
-@pytest.mark.parametrize(
-    "classes", [["Run", "Jump", "Swim"], ["Jump", "Run", "Swim", "Dive"]], ids=["reordered", "one-more"]
-)
-def test_a_resume_on_data_with_other_classes_is_refused(finished: Path, data: Path, classes: list[str]) -> None:
+def test_a_resume_on_data_with_other_classes_is_refused(finished: Path, data: Path) -> None:
     """The classes come from the data (classes.txt, or gt.json's labels), not the configuration: a
     reordered list resumed silently with every classifier output meaning another class, and one
     more class was a multi-line size-mismatch traceback from load_state_dict."""
-    (data / "classes.txt").write_text("\n".join(classes) + "\n")
-    result = _train(data, finished, "--resume")
-    errors = [line for line in result.stderr.splitlines() if "warning" not in line]
-    assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert "final.pt was trained on the classes ['Jump', 'Run', 'Swim']" in errors[0]
-    assert f"the data set has {classes}" in errors[0]
+    for classes in (["Run", "Jump", "Swim"], ["Jump", "Run", "Swim", "Dive"]):
+        (data / "classes.txt").write_text("\n".join(classes) + "\n")
+        result = _train(data, finished, "--resume")
+        errors = [line for line in result.stderr.splitlines() if "warning" not in line]
+        assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert "final.pt was trained on the classes ['Jump', 'Run', 'Swim']" in errors[0]
+        assert f"the data set has {classes}" in errors[0]
