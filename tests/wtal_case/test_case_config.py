@@ -87,6 +87,8 @@ def test_overrides_are_typed() -> None:
         (f"data.synthetic.seed={2**70}", "data.synthetic.seed must be an integer within ±2**63"),
         ("train.threads=5000", "train.threads must be <= 1024, got 5000"),
         ("train.num_workers=100000", "train.num_workers must be <= 1024, got 100000"),
+        # read only at the end of a run: 2400000 for 24 asked for hundreds of GB after all the training
+        ("postprocess.scale=2400000", "postprocess.scale must lie in [1, 1000], got 2400000"),
     ],
 )
 def test_bad_overrides_name_the_key(override: str, message: str) -> None:
