@@ -17,7 +17,8 @@ Runs (real ``train.py`` run folders under ``DIR/runs``):
 * ``ddp-<device>``: the smoke run as two processes on the one GPU (``torchrun``), with NCCL
   (``CASE_DIST_BACKEND=nccl``), or gloo on CUDA tensors if NCCL refuses two ranks on one GPU.
 
-``compare`` reads every ``log.jsonl`` and checks the losses (``loss``, ``video``,
+``compare`` (after waiting up to ``--wait`` seconds for ``reference`` and ``device``, which
+may run in the background) reads every ``log.jsonl`` and checks the losses (``loss``, ``video``,
 ``attention``, ``scc``, ``ccc``) at every step both logs hold, to ``--rtol`` (1e-3) relative:
 each device run against its CPU reference, and the DDP run against the single-process run on
 its device. A reference run that was cut short (``reference`` runs in the background under a
@@ -135,6 +136,7 @@ def cmd_reference(args: argparse.Namespace) -> int:
 def cmd_device(args: argparse.Namespace) -> int:
     """The runs on ``--device``, one after another, then the DDP run (NCCL, else gloo)."""
     runs, logs = args.out / "runs", args.out / "logs"
+    (args.out / "device.done").unlink(missing_ok=True)
     results: dict[str, Any] = {}
     for name in _names(args):
         run = runs / f"{name}-{args.device}"
@@ -154,6 +156,7 @@ def cmd_device(args: argparse.Namespace) -> int:
             if result["status"] == 0:
                 break
     (args.out / "device.json").write_text(json.dumps(results, indent=2))
+    (args.out / "device.done").write_text("")
     return 0 if all(r["status"] == 0 for k, r in results.items() if not k.endswith("-nccl")) else 1
 
 
@@ -197,11 +200,13 @@ def compare_logs(
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    """Wait up to ``--wait`` seconds for the reference runs, then compare every pair."""
+    """Wait up to ``--wait`` seconds for the device and reference runs (when they run in the
+    background), then compare every pair."""
     deadline = time.monotonic() + args.wait
-    while not (args.out / "reference.done").exists() and time.monotonic() < deadline:
+    markers = [args.out / "reference.done", args.out / "device.done"]
+    while not all(marker.exists() for marker in markers) and time.monotonic() < deadline:
         time.sleep(2)
-    finished = (args.out / "reference.done").exists()
+    finished = markers[0].exists()
     runs = args.out / "runs"
     pairs = [
         (f"{name}-{args.device}", f"{name}-reference-{args.reference_device}", _steps(args, name))
