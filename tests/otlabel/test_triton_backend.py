@@ -72,6 +72,15 @@ def assert_labels(labels: torch.Tensor, row_mass: float | torch.Tensor = 1.0) ->
     torch.testing.assert_close(sums, expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.fixture(autouse=True)
+def _no_graph_cache(monkeypatch):
+    """On a GPU, repeated calls would replay a graph captured with another test's launch constants
+    (and not call the functions some tests spy on): these tests run every call eagerly."""
+    from otlabel.backends import graphs
+
+    monkeypatch.setattr(graphs, "ENABLED", False)
+
+
 @pytest.fixture
 def tile(monkeypatch):
     """Set the tile size (elements) of every path, to get several, ragged row tiles."""
