@@ -36,6 +36,7 @@ PARITY_SECONDS="${PARITY_SECONDS:-60}"
 CASE_SECONDS="${CASE_SECONDS:-420}"  # the background CASE runs, from their start
 DEVICE_WAIT="${DEVICE_WAIT:-90}"     # after the tests, for the CASE CUDA runs to finish
 TUNE_SECONDS="${TUNE_SECONDS:-90}"
+PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -55,13 +56,13 @@ else
 fi
 
 if [ -d "$WHEELS" ]; then
-  python -m pip install --quiet --no-index --find-links "$WHEELS" "$WHEELS"/*.whl >"$OUT/pip.txt" 2>&1 \
+  "$PYTHON" -m pip install --quiet --no-index --find-links "$WHEELS" "$WHEELS"/*.whl >"$OUT/pip.txt" 2>&1 \
     || echo "pip install from $WHEELS failed (see pip.txt); going on with what is installed" | tee -a "$OUT/summary.txt"
 fi
 
 {
   nvidia-smi || true
-  python - <<'EOF'
+  "$PYTHON" - <<'EOF'
 import importlib
 import torch
 device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "NO CUDA DEVICE"
@@ -106,7 +107,7 @@ if command -v taskset >/dev/null 2>&1 && [ "$cores" -ge 4 ]; then
 fi
 
 # 1. CASE: data, then the CPU references and the CUDA runs in the background
-parity=(python examples/wtal_case/tools/cuda_parity.py)
+parity=("$PYTHON" examples/wtal_case/tools/cuda_parity.py)
 stage case-data "$DATA_SECONDS" "$OUT/case-data.txt" "${parity[@]}" data --out "$OUT/case" "${case_args[@]}"
 timeout "$CASE_SECONDS" nice -n 19 "${pin_high[@]}" "${parity[@]}" reference --out "$OUT/case" "${case_args[@]}" \
   >"$OUT/case-reference.txt" 2>&1 &
@@ -117,15 +118,15 @@ device_pid=$!
 
 # 2. tests
 parallel=()
-if python -c "import xdist" 2>/dev/null; then
+if "$PYTHON" -c "import xdist" 2>/dev/null; then
   parallel=(-n 6)  # Triton compiles on the host CPUs: spread the kernel variants over workers
 fi
-stage tests "$TEST_SECONDS" "$OUT/tests.txt" "${pin_low[@]}" python -m pytest "${tests[@]}" \
+stage tests "$TEST_SECONDS" "$OUT/tests.txt" "${pin_low[@]}" "$PYTHON" -m pytest "${tests[@]}" \
   -p no:cacheprovider -q -rs "${parallel[@]}" --durations=15 --junitxml="$OUT/tests.xml"
 
 # 3. benchmark, once the CUDA runs of the CASE check are done (the GPU to itself)
 wait_for case-device "$device_pid" "$DEVICE_WAIT" || status=1
-stage benchmark "$BENCH_SECONDS" "$OUT/gpu_sinkhorn.md" "${pin_low[@]}" python benchmarks/gpu_sinkhorn.py \
+stage benchmark "$BENCH_SECONDS" "$OUT/gpu_sinkhorn.md" "${pin_low[@]}" "$PYTHON" benchmarks/gpu_sinkhorn.py \
   "${bench_args[@]}" --out "$OUT/gpu_sinkhorn.json"
 
 # 4. CASE parity: the references had until now (and PARITY_SECONDS more) to run
@@ -135,7 +136,7 @@ wait_for case-reference "$reference_pid" 0  # a reference cut short is compared 
 
 # 5. optional tuning
 if [ "${TUNE:-0}" = 1 ]; then
-  stage tune "$TUNE_SECONDS" "$OUT/gpu_tune.md" python benchmarks/gpu_sinkhorn.py --tune "${bench_args[@]}" \
+  stage tune "$TUNE_SECONDS" "$OUT/gpu_tune.md" "$PYTHON" benchmarks/gpu_sinkhorn.py --tune "${bench_args[@]}" \
     --out "$OUT/gpu_tune.json"
 fi
 
