@@ -29,12 +29,13 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/results/gpu-$(date +%Y%m%d-%H%M%S)}"
 WHEELS="${WHEELS:-.whl}"
 DRY_RUN="${DRY_RUN:-0}"
-DATA_SECONDS="${DATA_SECONDS:-60}"
-TEST_SECONDS="${TEST_SECONDS:-170}"
-BENCH_SECONDS="${BENCH_SECONDS:-170}"
-PARITY_SECONDS="${PARITY_SECONDS:-60}"
+# stage limits: 30 + 150 + 60 + 190 + 50 = 480 s at most (8 minutes), far less when all goes well
+DATA_SECONDS="${DATA_SECONDS:-30}"
+TEST_SECONDS="${TEST_SECONDS:-150}"
+BENCH_SECONDS="${BENCH_SECONDS:-190}"
+PARITY_SECONDS="${PARITY_SECONDS:-50}"
 CASE_SECONDS="${CASE_SECONDS:-420}"  # the background CASE runs, from their start
-DEVICE_WAIT="${DEVICE_WAIT:-90}"     # after the tests, for the CASE CUDA runs to finish
+DEVICE_WAIT="${DEVICE_WAIT:-60}"     # after the tests, for the CASE CUDA runs to finish
 TUNE_SECONDS="${TUNE_SECONDS:-90}"
 PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
 mkdir -p "$OUT"
