@@ -115,7 +115,7 @@ def tiled(monkeypatch, tile):
     monkeypatch.setattr(triton_backend, "PROGRAMS_INTERPRETED", 8)
     monkeypatch.setattr(triton_backend, "TILED_BLOCK_K", 4)
     monkeypatch.setattr(triton_backend, "TILED_BLOCK_K_INTERPRETED", 4)
-    tile(256)
+    tile(1024)  # 4 columns by 256 rows: the interpreter pays per tile
 
 
 #: The layouts of the work, and the fixture that forces each on a small problem.
