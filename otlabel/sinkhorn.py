@@ -39,6 +39,7 @@ from ._checks import (
 from ._layout import Dense, Single
 from ._numerics import relative_violation
 from ._problem import SINGLE_PROCESS, Problem, Reducer, Schedule, Solution
+from .backends import graphs
 from .distributed import GroupReducer, gather_rows
 from .errors import ConvergenceWarning, InvalidArgumentError
 
@@ -411,7 +412,14 @@ def finish(problem: Problem, schedule: Schedule, solution: Solution, call: Call)
 
 
 def _label(scores: Any, *arguments: Any) -> Array | SinkhornResult:
-    """Validate, build, solve, wrap: the body of both dense entry points."""
+    """Validate, build, solve, wrap: the body of both dense entry points (a repeated fixed-iteration
+    call on CUDA is captured once and replayed as one CUDA graph: :mod:`otlabel.backends.graphs`)."""
+    if graphs.eligible(scores, arguments):
+        return graphs.call(_label_now, scores, arguments)
+    return _label_now(scores, *arguments)
+
+
+def _label_now(scores: Any, *arguments: Any) -> Array | SinkhornResult:
     with autocast_off(scores):
         call = build_problem(scores, *arguments)
         problem, schedule = call.problem, call.schedule
