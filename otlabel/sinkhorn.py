@@ -40,6 +40,7 @@ from ._layout import Dense, Single
 from ._marginals import NO_OPTIONS, Options, Resolved, resolve
 from ._numerics import relative_violation
 from ._problem import SINGLE_PROCESS, Problem, Reducer, Rule, Schedule, Solution
+from .backends import graphs
 from .distributed import GroupReducer, gather_rows
 from .errors import ConvergenceWarning, InvalidArgumentError
 
@@ -466,7 +467,14 @@ def _options(*values: Any) -> Options:
 
 
 def _label(scores: Any, *arguments: Any) -> Array | SinkhornResult:
-    """Validate, build, solve, wrap: the body of both dense entry points."""
+    """Validate, build, solve, wrap: the body of both dense entry points (a repeated fixed-iteration
+    call on CUDA is captured once and replayed as one CUDA graph: :mod:`otlabel.backends.graphs`)."""
+    if graphs.eligible(scores, arguments):
+        return graphs.call(_label_now, scores, arguments)
+    return _label_now(scores, *arguments)
+
+
+def _label_now(scores: Any, *arguments: Any) -> Array | SinkhornResult:
     with autocast_off(scores):
         call = build_problem(scores, *arguments)
         problem, schedule = call.problem, call.schedule

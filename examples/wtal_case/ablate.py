@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
@@ -77,6 +78,18 @@ def check_seeds(config: str, seeds: list[int], overrides: list[str]) -> None:
         load_config(config, [*overrides, f"train.seed={seed}"])
 
 
+def check_folder(path: Path, flag: str) -> None:
+    """``path`` is a folder this process can create or write in: checked before an hour of training,
+    not when the report (or the first run's error file) is written."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"{flag} {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: cannot write in {existing}")
+
+
 def _command(argv: list[str]) -> str:
     return "python examples/wtal_case/ablate.py" + "".join(f" {shlex.quote(a)}" for a in argv)
 
@@ -85,9 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     out = Path(args.out)
+    report_dir = Path(args.report_dir) if args.report_dir else out / "report"
     try:
         tables, variants, modes = plan(args.tables, args.variants)
         check_seeds(args.config, args.seeds, args.set)
+        if not args.list:
+            check_folder(out, "--out")
+            check_folder(report_dir, "--report-dir")
     except (AblationError, ConfigError) as err:
         print(f"ablate.py: error: {err}", file=sys.stderr)
         return 2
@@ -147,7 +164,6 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(timing_path, timing)
     wall = sum(i["seconds"] for i in timing["invocations"]) or None
     commands = [i["command"] for i in timing["invocations"]]
-    report_dir = Path(args.report_dir) if args.report_dir else out / "report"
     report = write_report(
         report_dir,
         tables,

@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the `case` package beside this file
 
-from case.atomic import atomic_write_json  # noqa: E402
+from case.atomic import atomic_write_json, write_through  # noqa: E402
 from case.errors import SETUP_ERRORS, one_line_warnings  # noqa: E402
 from case.evaluation import evaluate_checkpoint  # noqa: E402
 from case.metrics import (  # noqa: E402
@@ -44,6 +44,7 @@ from case.metrics import (  # noqa: E402
     DetectionMetrics,
     evaluate_detection,
     format_metrics,
+    metrics_json,
     write_metrics,
 )
 
@@ -169,7 +170,14 @@ def run_checkpoint(args: argparse.Namespace) -> DetectionMetrics | None:
     )
     split = result.config.eval.split
     out_dir = Path(args.eval_dir) if args.eval_dir else default_eval_dir(checkpoint, args.config, split)
-    check_outputs_spare_inputs(_eval_files(out_dir), args)
+    # what the configuration made it read (the data set's gt.json, features, ...) is an input too
+    read = [("the data set", path) for path in result.dataset.files]
+    if result.config.eval.ambiguous:
+        read.append(("eval.ambiguous", result.config.eval.ambiguous))
+    outputs = _eval_files(out_dir) + ([("--out", args.out)] if args.out else [])
+    check_outputs_spare_inputs(outputs, args, read)
+    if args.out and _same_file(args.out, out_dir / "predictions.json"):
+        raise ValueError(f"--out {args.out} is where the predictions go; write the metrics to another file")
     mode = result.config.postprocess.foreground_mode
     atomic_write_json(out_dir / "predictions.json", result.predictions[mode])
     bare = sum(1 for e in result.dataset.ground_truth()["database"].values() if not e["annotations"])
@@ -197,10 +205,26 @@ def _same_file(a: str | Path, b: str | Path) -> bool:
         return Path(a).resolve() == Path(b).resolve()
 
 
-def check_outputs_spare_inputs(outputs: Iterable[tuple[str, str | Path]], args: argparse.Namespace) -> None:
-    """Refuse to write a file the run reads (``--out g.json`` would silently replace the ground truth)."""
-    inputs = {
-        flag: getattr(args, name)
+def _file_id(path: str | Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def check_outputs_spare_inputs(
+    outputs: Iterable[tuple[str, str | Path]],
+    args: argparse.Namespace,
+    read: Iterable[tuple[str, str | Path]] = (),
+) -> None:
+    """Refuse to write a file the run reads (``--out g.json`` would silently replace the ground truth).
+
+    The inputs are the files the flags name and ``read``, (what, path) pairs of the files
+    that the configuration made the evaluation read (with ``--checkpoint``: the data set's).
+    """
+    inputs = [
+        (flag, getattr(args, name))
         for flag, name in (
             ("--gt", "gt"),
             ("--pred", "pred"),
@@ -209,11 +233,34 @@ def check_outputs_spare_inputs(outputs: Iterable[tuple[str, str | Path]], args: 
             ("--config", "config"),
         )
         if getattr(args, name)
-    }
+    ]
+    read_ids = {}
+    for what, path in read:  # thousands of feature files: compared by identity, not pairwise
+        read_ids.setdefault(_file_id(path), (what, path))
+    read_ids.pop(None, None)
     for out_flag, out_path in outputs:
-        for in_flag, in_path in inputs.items():
-            if _same_file(out_path, in_path):
-                raise ValueError(f"{out_flag} {out_path} is an input ({in_flag} {in_path}); write to another file")
+        clash = [(flag, path) for flag, path in inputs if _same_file(out_path, path)]
+        clash += [read_ids[key]] if (key := _file_id(out_path)) in read_ids else []
+        if clash:
+            in_flag, in_path = clash[0]
+            raise ValueError(f"{out_flag} {out_path} is an input ({in_flag} {in_path}); write to another file")
+
+
+def write_out(path: Path, metrics: DetectionMetrics) -> None:
+    """``--out``: written atomically, or through a link the user gave (``--out /dev/stdout``, a
+    link to ``/proc/self/fd/1``, which an atomic write would replace by a file)."""
+    if path.is_symlink():
+        write_through(path, metrics_json(metrics).encode("utf-8"))
+    else:
+        write_metrics(path, metrics)
+
+
+def check_output_places(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an ``--out`` that is a folder or an ``--eval-dir`` that is a file."""
+    if args.out and Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a folder; name the JSON file to write")
+    if args.eval_dir and Path(args.eval_dir).exists() and not Path(args.eval_dir).is_dir():
+        raise ValueError(f"--eval-dir {args.eval_dir} is a file, not a folder")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -237,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"{', '.join(misplaced)} only apply with --checkpoint")
     try:
         with one_line_warnings("evaluate.py"):
+            check_output_places(args)
             if args.out:
                 check_outputs_spare_inputs([("--out", args.out)], args)
             if args.checkpoint is not None:
@@ -253,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ambiguous=args.ambiguous,
                 )
             if args.out:
-                write_metrics(args.out, metrics)
+                write_out(Path(args.out), metrics)
     except (*SETUP_ERRORS, OSError, ValueError, RuntimeError) as exc:  # a missing or unreadable file too
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from case.config import CONFIG_DIR, ConfigError, load_config  # noqa: E402
+from case.errors import fits_in_memory  # noqa: E402
 from case.model import CASEModel, count_params_and_macs  # noqa: E402
 
 
@@ -43,8 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     snippets = args.snippets if args.snippets is not None else cfg.data.num_segments
     if snippets < 1:
         parser.error(f"--snippets must be >= 1, got {snippets}")
-    model = CASEModel(cfg.data.feature_dim, cfg.model.num_classes, cfg.model)
-    print(json.dumps(count_params_and_macs(model, snippets)))
+    model = f"the model (model.hidden_dim={cfg.model.hidden_dim}, {cfg.model.num_classes} classes)"
+    try:
+        with fits_in_memory(f"{model} on {snippets} snippets"):
+            counted = count_params_and_macs(CASEModel(cfg.data.feature_dim, cfg.model.num_classes, cfg.model), snippets)
+    except ConfigError as err:
+        parser.error(str(err))
+    print(json.dumps(counted))
     return 0
 
 

@@ -21,6 +21,7 @@ lock taken over, a damaged checkpoint passed over) are one line each and do not 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -31,6 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from case.config import CONFIG_DIR, load_config  # noqa: E402
 from case.errors import SETUP_ERRORS, ConfigError, one_line_warnings  # noqa: E402
 from case.trainer import train  # noqa: E402
+
+#: A disk (or quota) that is full: the run stops with one line, and --resume continues it later.
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -92,6 +96,15 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         except FloatingPointError as err:  # diverged: the run folder keeps its checkpoints
             print(f"train.py: error: {err}", file=sys.stderr)
+            return 1
+        except OSError as err:
+            if err.errno not in FULL_DISK:
+                raise
+            print(
+                f"train.py: error: {err.filename or out}: {err.strerror}; the checkpoints written before are whole: "
+                "free some space and continue with --resume",
+                file=sys.stderr,
+            )
             return 1
 
     # 3. Report

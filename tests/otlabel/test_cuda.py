@@ -154,3 +154,72 @@ def test_a_call_is_captured_in_a_cuda_graph_and_replays_new_inputs(backend):
     static_scores[0, 0] = float("nan")  # bad input inside a graph: NaN labels, never a silent answer
     graph.replay()
     assert torch.isnan(static_labels).all()
+
+
+@pytest.fixture
+def graph_cache():
+    """A clean cache of captured calls (and its counts) for one test."""
+    from otlabel.backends import graphs
+
+    pytest.importorskip("triton")
+    graphs.clear()
+    before = graphs.stats()
+    yield lambda: {k: v - before[k] for k, v in graphs.stats().items()}
+    graphs.clear()
+
+
+@pytest.mark.parametrize("validate", ["device", "auto"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_repeated_calls_replay_one_captured_graph(graph_cache, validate, dtype):
+    """From the second call of a kind on, a call is one captured CUDA graph: the same labels as an
+    uncaptured call, in a tensor of its own, for new values each time."""
+    from otlabel.backends import graphs
+
+    generator = torch.Generator(device="cuda").manual_seed(7)
+    batches = [torch.randn(3000, 24, device="cuda", generator=generator).to(dtype) for _ in range(4)]
+    marginal = torch.softmax(torch.randn(24, device="cuda", generator=generator), 0)
+    results = [sinkhorn(x, 0.05, col_marginal=marginal, validate=validate) for x in batches]
+    assert graph_cache() == {"eager": 1, "captured": 1, "replayed": 3, "reruns": 0, "failed_captures": 0}
+    graphs.ENABLED = False
+    try:
+        expected = [sinkhorn(x, 0.05, col_marginal=marginal, validate=validate) for x in batches]
+    finally:
+        graphs.ENABLED = True
+    assert len({r.data_ptr() for r in results}) == len(results)  # never overwritten by the next call
+    for got, want in zip(results, expected):
+        assert got.dtype == dtype and got.shape == want.shape
+        torch.testing.assert_close(got.float(), want.float(), rtol=1e-5 if dtype == torch.float32 else 1e-2, atol=1e-6)
+    non_contiguous = batches[0].t().contiguous().t()
+    torch.testing.assert_close(sinkhorn(non_contiguous, 0.05, col_marginal=marginal, validate=validate), results[0])
+
+
+def test_a_replayed_call_reports_bad_input_as_its_mode_says(graph_cache):
+    scores = torch.randn(500, 8, device="cuda")
+    for _ in range(3):
+        sinkhorn(scores, 0.05, validate="device")
+        sinkhorn(scores, 0.05)
+    bad = scores.clone()
+    bad[7, 3] = float("nan")
+    assert torch.isnan(sinkhorn(bad, 0.05, validate="device")).all()
+    with pytest.raises(InvalidArgumentError, match="scores contains NaN"):
+        sinkhorn(bad, 0.05)  # host mode: the replay's NaN is repeated eagerly, which raises
+    assert graph_cache()["reruns"] == 1 and graph_cache()["captured"] == 2
+
+
+def test_replayed_device_mode_calls_never_synchronise(graph_cache):
+    scores = torch.randn(12000, 16, device="cuda")
+    prior = torch.rand(12000, 16, device="cuda") + 0.1
+    calls = [
+        lambda: sinkhorn(scores, 0.05, validate="device"),
+        lambda: sinkhorn_with_prior(scores, prior, 0.05, validate="device"),
+    ]
+    for call in calls:
+        call()  # first call: eager, compiles
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        results = [call() for call in calls for _ in range(3)]  # capture, then replays
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert graph_cache()["captured"] == 2 and graph_cache()["replayed"] == 6
+    assert all(torch.isfinite(labels).all() for labels in results)

@@ -157,3 +157,18 @@ def test_seeds_every_run_would_fail_on_are_refused_even_for_list(
     )
     assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert result.stdout == "" and not (tmp_path / "abl").exists()
+
+
+@pytest.mark.parametrize("flag", ["--report-dir", "--out"])
+def test_a_report_or_run_folder_that_cannot_be_made_is_refused_before_training(flag: str, tmp_path: Path) -> None:
+    """The report folder was first written after the whole grid (about an hour): a file in its place
+    ended the ablation with a traceback and no report; an --out under a file, with a traceback from the
+    first failed run's error file."""
+    (tmp_path / "taken").write_text("a file")
+    result = _ablate(tmp_path, flag, str(tmp_path / "taken" / "sub"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert (
+        result.stderr
+        == f"ablate.py: error: {flag} {tmp_path / 'taken' / 'sub'}: {tmp_path / 'taken'} is a file, not a folder\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # nothing trained, no data generated

@@ -78,6 +78,17 @@ def test_overrides_are_typed() -> None:
         (f"train.seed={2**70}", "train.seed must be an integer in [0, 2**32 - 1]"),
         ("train.device=gpu", "train.device must be 'cpu', 'cuda' or 'cuda:<index>'"),
         ("optim.lr=1e-4x", "optim.lr must be a number, got '1e-4x'"),
+        # absurd numbers, each a traceback once the run folder existed (or before it)
+        ("optim.lr=1" + "0" * 400, "optim.lr must be a number within the float range, got an integer of 401 digits"),
+        ("optim.lr=" + "9" * 5000, "an integer of more than 4300 digits"),
+        (f"train.steps={2**70}", "train.steps must be an integer within ±2**63, got an integer of 22 digits"),
+        (f"data.num_segments={2**70}", "data.num_segments must be an integer within ±2**63"),
+        (f"train.threads={10**20}", "train.threads must be <= 1024, got 100000000000000000000"),
+        (f"data.synthetic.seed={2**70}", "data.synthetic.seed must be an integer within ±2**63"),
+        ("train.threads=5000", "train.threads must be <= 1024, got 5000"),
+        ("train.num_workers=100000", "train.num_workers must be <= 1024, got 100000"),
+        # read only at the end of a run: 2400000 for 24 asked for hundreds of GB after all the training
+        ("postprocess.scale=2400000", "postprocess.scale must lie in [1, 1000], got 2400000"),
     ],
 )
 def test_bad_overrides_name_the_key(override: str, message: str) -> None:
@@ -132,6 +143,37 @@ def test_bad_files_name_the_file(tmp_path: Path) -> None:
     bad.write_text("train: 3\n")
     with pytest.raises(ConfigError, match="bad.yaml: train must be a mapping"):
         load_config(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("train:\n\tsteps: 3\n", "found character '\\t' that cannot start any token (line 2, column 1)"),
+        ("train: [1, 2\n", "expected ',' or ']', but got '<stream end>' (line 2, column 1)"),
+        ("train: !!python/object:os.system {}\n", "could not determine a constructor for the tag"),
+        # PyYAML lets the later of two equal keys win silently: the value the user edits may not be the one used
+        ("optim:\n  lr: 0.1\ntrain:\n  steps: 3\n  steps: 4\n", "key 'steps' is written twice in one mapping (line 5"),
+        ("optim: {lr: 0.1, lr: 0.2}\n", "key 'lr' is written twice in one mapping (line 1"),
+    ],
+    ids=["tab", "unclosed", "python-tag", "repeated-key", "repeated-flow-key"],
+)
+def test_yaml_mistakes_are_one_line_naming_the_place(text: str, message: str, tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(config)
+    assert "\n" not in str(caught.value)  # PyYAML's own message runs over four lines with a caret
+    assert str(caught.value).startswith(f"{config}: not valid YAML: ") and message in str(caught.value)
+    with pytest.raises(ConfigError) as caught:  # the same in an override
+        load_config(None, ["optim.betas=[0.5, 0.9"])
+    assert "\n" not in str(caught.value) and "(line 1, column 10)" in str(caught.value)
+
+
+def test_merge_keys_may_still_be_overridden() -> None:
+    """YAML's '<<' merge keys are not repeated keys: the mapping's own key overrides the merged one."""
+    from case.config import parse_yaml
+
+    assert parse_yaml("a: &d {x: 1, y: 2}\nb:\n  <<: *d\n  x: 3\n")["b"] == {"x": 3, "y": 2}
 
 
 def test_train_py_reports_config_errors_with_exit_status_2(tmp_path: Path) -> None:

@@ -102,6 +102,10 @@ def test_bad_model_arguments_are_named() -> None:
         (["--classes", "0"], "model.num_classes must be >= 1"),
         (["--classes", "-3"], "model.num_classes must be >= 1"),
         (["--snippets", "0"], "--snippets must be >= 1"),
+        # a few digits too many: the allocator's refusal was a traceback of C++ frames
+        (["--classes", str(2**40)], f"{2**40} classes) on 750 snippets does not fit in this machine's memory"),
+        (["--snippets", str(2**40)], f"on {2**40} snippets does not fit in this machine's memory"),
+        (["--classes", str(2**70)], "model.num_classes must be an integer within ±2**63"),
     ],
 )
 def test_profile_model_refuses_bad_sizes_in_one_line(extra: list[str], message: str) -> None:

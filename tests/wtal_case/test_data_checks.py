@@ -8,8 +8,10 @@ after their video are in the real THUMOS14 files, so they are a warning naming t
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -149,3 +151,64 @@ def test_wtalc_durations_and_class_list_are_checked(thumos14_dir: Path, tmp_path
     np.save(folder / "classlist.npy", classes, allow_pickle=True)
     with pytest.raises(DatasetError, match=r"classlist\.npy: class 'BaseballPitch' is listed twice"):
         build_dataset(cfg, "train", "all")
+
+
+def _edit_gt(root: Path, edit) -> None:
+    payload = json.loads((root / "gt.json").read_text())
+    edit(payload["database"])
+    (root / "gt.json").write_text(json.dumps(payload))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        # str() made classes named "5", "None" and "['Run']" out of these, and trained on them
+        (lambda db: db["v_train_a"]["annotations"][0].update(label=5), "annotation 0: label 5 is not a string"),
+        (lambda db: db["v_train_a"]["annotations"][0].update(label=None), "label None is not a string"),
+        (lambda db: db["v_train_a"]["annotations"][0].update(label=["Run"]), "label ['Run'] is not a string"),
+        # float(True) == 1.0: a flag where a number goes
+        (lambda db: db["v_train_b"].update(duration=True), "(video 'v_train_b'): True is not a number"),
+        (lambda db: db["v_train_a"]["annotations"][0].update(segment=[False, 1]), "False is not a number"),
+    ],
+    ids=["int-label", "null-label", "list-label", "bool-duration", "bool-bound"],
+)
+def test_gt_labels_are_strings_and_numbers_are_not_flags(root: Path, edit, message: str) -> None:
+    _edit_gt(root, edit)
+    with pytest.raises(DatasetError, match=re.escape(message)) as info:
+        build_dataset(basnet_cfg(root), "train", "all")
+    assert str(info.value).startswith(str(root / "gt.json"))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # Python's json keeps the last of two equal keys: v_train_a's annotations silently vanished
+        ('{"database": {"v_train_a": {"subset": "train", "annotations": []}, "v_train_a": {"subset": "train"}}}',
+         "the key 'v_train_a' is written twice in one object"),
+        ('{"database": {"v_train_a": {"subset": "train", "duration": ' + "9" * 5000 + "}}}",
+         "holds an integer of more than 4300 digits"),  # was a ValueError traceback naming no file
+    ],
+    ids=["repeated-video", "5000-digits"],
+)  # fmt: skip
+def test_a_gt_json_the_json_reader_would_misread_is_named(root: Path, text: str, message: str) -> None:
+    (root / "gt.json").write_text(text)
+    with pytest.raises(DatasetError, match=re.escape(f"{root / 'gt.json'}: {message}")):
+        build_dataset(basnet_cfg(root), "train", "all")
+
+
+@pytest.mark.parametrize("name", ["gt.json", "split_train.txt", "features/train/flow/v_train_b.npy"])
+def test_a_file_that_cannot_be_read_is_named(root: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No permission on a data file (or its folder) was a PermissionError traceback: stat() and open()
+    raise it as they do for a user other than root (the suite may run as root, which no mode stops)."""
+    denied = str(root / name)
+    real_open, real_stat = builtins.open, Path.stat
+
+    def refuse() -> None:
+        raise PermissionError(13, "Permission denied", denied)
+
+    monkeypatch.setattr(
+        builtins, "open", lambda f, *a, **k: refuse() if os.fspath(f) == denied else real_open(f, *a, **k)
+    )
+    monkeypatch.setattr(Path, "stat", lambda p, *a, **k: refuse() if str(p) == denied else real_stat(p, *a, **k))
+    with pytest.raises(DatasetError, match=re.escape(denied) + ".*Permission denied"):
+        build_dataset(basnet_cfg(root), "train", "all")

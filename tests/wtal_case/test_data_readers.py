@@ -155,7 +155,7 @@ def test_basnet_file_corrupted_after_building_fails_on_read_naming_it(tmp_path: 
 @pytest.mark.parametrize(
     ("payload", "message"),
     [
-        ("{not json", "not a valid JSON file"),
+        ("{not json", "not valid JSON"),
         ('{"videos": {}}', "top-level"),
         ('{"database": {"v_train_a": {"annotations": [{"segment": ["3", "1"], "label": "Run"}]}}}', "start <= end"),
         ('{"database": {"v_train_a": {"annotations": [{"segment": ["x", "1"], "label": "Run"}]}}}', "not a number"),

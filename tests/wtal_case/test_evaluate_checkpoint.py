@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from case.checkpoint import load_checkpoint
 from case.config import CONFIG_DIR, ConfigError, load_config
 from case.inference import detect_dataset, inference_class_names, inference_config, load_for_inference, predict_dataset
 from case.metrics import evaluate_detection
@@ -185,3 +186,54 @@ def test_class_names_of_the_data_set_must_be_known_to_the_model(run: Path) -> No
         inference_class_names(trained, [*trained.class_names[:3], "Juggling"])
     with pytest.raises(ConfigError, match="'labeling' section is fixed"):
         inference_config(trained.config, overrides=["labeling.scc.sigma=0.1"])
+
+
+def test_the_data_set_s_files_are_inputs_too(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--out (or --eval-dir) was checked against the flags' files only: with --checkpoint, `--out
+    <data.root>/gt.json` replaced the data set's ground truth with a metrics object."""
+    final = str(run / "checkpoints" / "final.pt")
+    data = Path(load_config(run / "config.yaml").data.root)
+    protected = {p: p.read_bytes() for p in (data / "gt.json", data / "split_test.txt")}
+    feature = next((data / "features" / "test" / "rgb").iterdir())
+    protected[feature] = feature.read_bytes()
+    for target in [*protected, data / "features" / ".." / "gt.json"]:
+        code, out, err = evaluate(capsys, "--checkpoint", final, "--out", str(target), "--eval-dir", str(tmp_path))
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert f"--out {target} is an input (the data set " in err
+    assert {p: p.read_bytes() for p in protected} == protected
+    # the metrics may not replace the predictions either, and a folder or a file in the wrong place is
+    # refused before any work (they were errors only after the whole evaluation)
+    code, _, err = evaluate(
+        capsys, "--checkpoint", final, "--eval-dir", str(tmp_path), "--out", str(tmp_path / "predictions.json")
+    )
+    assert code == 2 and "is where the predictions go" in err
+    (tmp_path / "file").write_text("")
+    code, _, err = evaluate(capsys, "--checkpoint", final, "--eval-dir", str(tmp_path / "file"))
+    assert code == 2 and err == f"evaluate.py: error: --eval-dir {tmp_path / 'file'} is a file, not a folder\n"
+    code, _, err = evaluate(capsys, "--checkpoint", final, "--out", str(tmp_path))
+    assert code == 2 and err == f"evaluate.py: error: --out {tmp_path} is a folder; name the JSON file to write\n"
+
+
+class _Payload:
+    """What a crafted pickle can carry: a call made while it is read."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_crafted_checkpoint_cannot_run_code(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Checkpoints were read with torch.load(weights_only=False): a downloaded checkpoint given to
+    evaluate.py, or one planted in a shared run folder before a --resume, ran any code it carried."""
+    marker = tmp_path / "ran"
+    crafted = tmp_path / "crafted.pt"
+    state = torch.load(run / "checkpoints" / "final.pt", weights_only=False)
+    state["config"] = {"data": _Payload(marker)}
+    torch.save(state, crafted)
+    code, out, err = evaluate(capsys, "--checkpoint", str(crafted))
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "holds objects other than tensors and plain data" in err and "crafted.pt" in err
+    assert not marker.exists()
+    assert load_checkpoint(run / "checkpoints" / "final.pt")["step"] == 20  # train.py's own still load

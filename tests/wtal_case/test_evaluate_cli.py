@@ -184,6 +184,29 @@ def test_script_on_real_thumos14(thumos14_dir: Path, tmp_path: Path) -> None:
     assert obj["mAP"] == pytest.approx([1.0] * 7, abs=1e-12) and obj["average"] == pytest.approx(1)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        # json keeps the last of two equal keys: v's first detections vanished and its mAP fell to 0
+        (json.dumps(PRED)[:-2] + ', "v": []}}', "the key 'v' is written twice in one object"),
+        ('{"results": {"v": [{"label": "A", "score": ' + "9" * 5000 + ', "segment": [0, 1]}]}}',
+         "holds an integer of more than 4300 digits"),  # the ValueError named no file
+    ],
+    ids=["repeated-video", "5000-digits"],
+)  # fmt: skip
+@pytest.mark.parametrize("role", ["--pred", "--gt"])
+def test_what_the_json_reader_would_misread_is_named(
+    files: tuple[Path, Path], text: str, message: str, role: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gt, pred = files
+    bad = gt.with_name("bad.json")
+    bad.write_text(text if role == "--pred" else text.replace('"results"', '"database"'))
+    args = {"--gt": str(gt), "--pred": str(pred), role: str(bad)}
+    code, out, err = run(capsys, *[a for pair in args.items() for a in pair])
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith(f"evaluate.py: error: {bad}: {message}"), err
+
+
 def test_a_deeply_nested_file_is_refused_naming_it(
     files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -209,3 +232,16 @@ def test_out_may_not_replace_an_input(
         )
         assert code == 2 and out == "" and "--out" in err and "is an input" in err, err
         assert {p: p.read_bytes() for p in (gt, pred, amb)} == before
+
+
+def test_out_through_a_link_keeps_the_link(files: tuple[Path, Path], tmp_path: Path, capsys) -> None:
+    """--out /dev/stdout is a link to /proc/self/fd/1: the atomic write replaced the link itself (run
+    as root, /dev/stdout became a regular file). A link given as --out is written through."""
+    gt, pred = files
+    target = tmp_path / "results" / "metrics.json"
+    target.parent.mkdir()
+    link = tmp_path / "latest.json"
+    link.symlink_to(target)
+    code, out, err = run(capsys, "--gt", str(gt), "--pred", str(pred), "--out", str(link), "--json")
+    assert code == 0, err
+    assert link.is_symlink() and json.loads(target.read_text()) == json.loads(out)

@@ -409,6 +409,13 @@ def test_ambiguous_file_format(tmp_path: Path) -> None:
     f.write_text("v 2.0 1.0\n")
     with pytest.raises(DetectionFileError, match="end 1.0 < start 2.0"):
         load_ambiguous(f)
+    # a file that cannot be read is named (it was an IsADirectoryError or UnicodeDecodeError traceback
+    # in train.py, after the whole run had been checked)
+    f.write_bytes("v\xe9 1 2\n".encode("latin-1"))
+    with pytest.raises(DetectionFileError, match=r"amb\.txt: not UTF-8 text \(invalid continuation byte at byte 1\)"):
+        load_ambiguous(f)
+    with pytest.raises(DetectionFileError, match=f"ambiguous-segment file {tmp_path} cannot be read: Is a directory"):
+        load_ambiguous(tmp_path)
     gt = gt_file({"v": [(0, 10, "A")]})
     pred = pred_file({"v": [(1, 3, "A", 0.9), (0, 10, "A", 0.8), (3, 5, "A", 0.7)]})
     # [1, 3] overlaps [2, 2.5]; [0, 10] too; [3, 5] only touches [5, 6] -> kept, and alone it

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_data_readers import make_basnet  # tests/wtal_case is on sys.path
+from test_data_readers import VIDEOS, make_basnet  # tests/wtal_case is on sys.path
 
 from case.config import CONFIG_DIR
 
@@ -76,14 +76,30 @@ def _poke(path: Path, value: float) -> None:
     [
         (["--set", "eval.split=validation"], ["eval.split must be one of 'test', 'train'"]),
         (["--set", "eval.ambiguous=/nonexistent/Ambiguous_test.txt"], ["eval.ambiguous", "/nonexistent"]),
+        (["--set", "eval.ambiguous=/"], ["ambiguous-segment file / cannot be read: Is a directory"]),
         (["--set", "train.batch_size=8"], ["train.batch_size (8) exceeds the 2 training videos"]),
         (["--seed", "-1"], ["train.seed must be an integer in [0, 2**32 - 1], got -1"]),
         (["--seed", str(2**70)], ["train.seed must be an integer in [0, 2**32 - 1]"]),
         (["--set", "postprocess.nms_iou=2"], ["postprocess.nms_iou must lie in [0, 1], got 2.0"]),
         (["--set", "model.num_classes=5"], ["model.num_classes is 5 but the data set has 3 classes"]),
         (["--device", f"cuda:{torch.cuda.device_count()}"], ["train.device", "cuda"]),  # a GPU this machine lacks
+        # sizes a typo makes absurd: the allocator refused them after the run folder existed
+        (["--set", f"model.hidden_dim={2**40}"], [f"the model (model.hidden_dim={2**40}", "does not fit", "GiB"]),
+        (["--set", f"data.num_segments={2**40}"], [f"data.num_segments={2**40} snippets does not fit", "TiB"]),
     ],
-    ids=["split", "ambiguous", "batch", "seed-1", "seed2**70", "nms_iou", "classes", "device"],
+    ids=[
+        "split",
+        "ambiguous",
+        "ambiguous-folder",
+        "batch",
+        "seed-1",
+        "seed2**70",
+        "nms_iou",
+        "classes",
+        "device",
+        "hidden",
+        "T",
+    ],
 )
 def test_bad_settings_are_refused_at_once(data: Path, tmp_path: Path, extra: list[str], words: list[str]) -> None:
     out = tmp_path / "run"
@@ -239,3 +255,60 @@ def test_a_run_killed_while_writing_its_first_file_can_start_again(data: Path, t
     result = _train(data, out)
     assert result.returncode == 0, result.stderr[-3000:]
     assert not list(out.rglob("*.tmp")) and (out / "metrics.json").exists()
+
+
+# --------------------------------------------------------------------------- the end of a run
+
+
+def test_what_the_plots_cannot_draw_never_fails_a_finished_run(tmp_path: Path) -> None:
+    """A 244-character video name fits its feature files but not 'foreground_<name>.png' with an atomic
+    write's suffix: the run crashed after training, and again on every --resume. A resume whose
+    log.jsonl was deleted had no entropy to draw: a ValueError, also after the evaluation."""
+    long = "v_test_" + "x" * 237
+    videos = dict(VIDEOS)
+    videos[long] = videos.pop("v_test_a")
+    data = make_basnet(tmp_path / "data", videos=videos)
+    out = tmp_path / "run"
+    first = _train(data, out, "--set", "eval.plot_videos=1")
+    assert first.returncode == 0 and "warning" not in first.stderr, first.stderr[-3000:]
+    plots = sorted(p.name for p in out.glob("foreground_*.png"))
+    assert len(plots) == 1 and plots[0].startswith("foreground_v_test_xxx") and len(plots[0]) < 130
+    metrics = (out / "metrics.json").read_text()
+    (out / "log.jsonl").unlink()
+    (out / "metrics.json").unlink()
+    again = _train(data, out, "--set", "eval.plot_videos=1", "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"train.py: warning: {out / 'entropy.png'} not drawn: " in again.stderr
+    assert (out / "metrics.json").read_text() == metrics
+
+
+def test_a_damaged_best_checkpoint_is_trained_again(data: Path, tmp_path: Path) -> None:
+    """With held-out selection the run ends by evaluating best.pt: a damaged one crashed the evaluation
+    of every --resume. Now the run resumes before the selected step, whose replay writes it again."""
+    heldout = ["--set", "train.select=heldout", "--set", "train.heldout_fraction=0.5", "--set", "train.batch_size=1"]
+    heldout += ["--set", "train.eval_every=2"]
+    out = tmp_path / "run"
+    assert _train(data, out, *heldout).returncode == 0
+    reference = {name: (out / name).read_text() for name in ("metrics.json", "predictions.json")}
+    best = torch.load(out / "checkpoints" / "best.pt", weights_only=False)
+    (out / "checkpoints" / "best.pt").write_bytes(b"garbage")
+    (out / "metrics.json").unlink()
+    result = _train(data, out, *heldout, "--resume")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "best.pt is unreadable" in result.stderr and f"resuming before step {best['step']}" in result.stderr
+    assert {name: (out / name).read_text() for name in reference} == reference
+    again = torch.load(out / "checkpoints" / "best.pt", weights_only=False)
+    assert again["step"] == best["step"] and all(torch.equal(again["model"][k], v) for k, v in best["model"].items())
+
+
+def test_a_resume_on_data_with_other_classes_is_refused(finished: Path, data: Path) -> None:
+    """The classes come from the data (classes.txt, or gt.json's labels), not the configuration: a
+    reordered list resumed silently with every classifier output meaning another class, and one
+    more class was a multi-line size-mismatch traceback from load_state_dict."""
+    for classes in (["Run", "Jump", "Swim"], ["Jump", "Run", "Swim", "Dive"]):
+        (data / "classes.txt").write_text("\n".join(classes) + "\n")
+        result = _train(data, finished, "--resume")
+        errors = [line for line in result.stderr.splitlines() if "warning" not in line]
+        assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert "final.pt was trained on the classes ['Jump', 'Run', 'Swim']" in errors[0]
+        assert f"the data set has {classes}" in errors[0]

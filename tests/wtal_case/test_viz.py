@@ -102,3 +102,14 @@ def test_plot_entropy_curves_rejects_bad_input(tmp_path: Path) -> None:
 def test_docstring_examples_run() -> None:
     result = doctest.testmod(viz)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_foreground_plot_name_stays_a_plain_file_name_in_the_run_folder() -> None:
+    """The video's name went into the file name as it was: a '/' put the plot in another folder and
+    a long name exceeded the file system's limit once the atomic write's suffix was added."""
+    assert viz.foreground_plot_name("video_test_0000004") == "foreground_video_test_0000004.png"
+    for video in ("a/b", "../../../etc/x", "v" * 250, "naïve video", "a_b"):
+        name = viz.foreground_plot_name(video)
+        assert "/" not in name and len(f".{name}.abcdefgh.tmp") < 255, name
+    assert viz.foreground_plot_name("a/b") != viz.foreground_plot_name("a_b")  # told apart by the hash
+    assert viz.foreground_plot_name("v" * 250) != viz.foreground_plot_name("v" * 251)

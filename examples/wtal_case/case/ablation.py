@@ -50,7 +50,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .atomic import atomic_write_json, atomic_write_text
-from .config import Config, dump_config, load_config
+from .config import Config, ConfigError, differences_from, load_config, parse_yaml
 from .evaluation import evaluate_checkpoint
 from .trainer import train
 from .viz import save_figure
@@ -343,13 +343,21 @@ def ensure_trained(cfg: Config, run: Path) -> bool:
         ``run`` holds a run of another configuration.
     """
     config_file = run / "config.yaml"
-    if config_file.is_file() and config_file.read_text() != dump_config(cfg):
-        raise AblationError(
-            f"{run} holds a run of another configuration (its config.yaml differs); delete the folder "
-            "or choose another --out"
-        )
+    if config_file.is_file():
+        try:
+            differences = differences_from(parse_yaml(config_file.read_text(encoding="utf-8")), cfg)
+        except (OSError, UnicodeDecodeError, ConfigError) as err:
+            raise AblationError(
+                f"{config_file} cannot be read ({err}); delete the folder or choose another --out"
+            ) from None
+        if differences:
+            raise AblationError(
+                f"{run} holds a run of another configuration ({'; '.join(differences[:5])}); delete the folder "
+                "or choose another --out"
+            )
     if run_finished(run):
         return False
+    (run / "ablation_error.txt").unlink(missing_ok=True)  # a failure of an earlier attempt, retried now
     train(cfg, run, resume=run.is_dir() and any(run.iterdir()))
     return True
 

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "remove_temporaries"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "remove_temporaries", "write_through"]
 
 #: A write of ``name`` goes through ``.<name>.<random>.tmp`` beside it.
 _SUFFIX = ".tmp"
@@ -34,24 +35,47 @@ def _plain_write_mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
-def remove_temporaries(folder: str | Path) -> list[Path]:
-    """Delete the temporary files that writes killed mid-way left in ``folder``; return them.
+#: The name of such a temporary file: ``.<target>.<mkstemp's random letters>.tmp``.
+_TEMPORARY = re.compile(r"\.(?P<target>.+)\.[a-z0-9_]+" + re.escape(_SUFFIX))
 
+
+def remove_temporaries(folder: str | Path, targets: str | re.Pattern[str]) -> list[Path]:
+    """Delete the temporary files that writes of ``targets`` killed mid-way left in ``folder``; return them.
+
+    ``targets`` is a regular expression that the whole name of a written file matches (e.g.
+    ``config\\.yaml|log\\.jsonl``): a hidden ``.tmp`` file that is not the temporary file of
+    one of them — a user's own, in a folder given as ``--out`` by mistake — is left alone.
     Only for a folder no one else writes to (a locked run folder): a live writer's temporary
     file would go too.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    left = [p for p in folder.iterdir() if p.is_file() and p.name.startswith(".") and p.name.endswith(_SUFFIX)]
+    left = []
+    for path in folder.iterdir():
+        match = _TEMPORARY.fullmatch(path.name)
+        if match and re.fullmatch(targets, match["target"]) and path.is_file():
+            left.append(path)
     for path in left:
         path.unlink(missing_ok=True)
     return left
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename).
+
+    A ``path`` that is (or links to) something other than a regular file or a folder — a
+    device, a pipe, a terminal: ``/dev/null``, ``/dev/stdout`` — is written to as a plain
+    ``open(path, "w")`` would: renaming a file over it would put a regular file in its place
+    (in ``/dev`` itself, for a user allowed to write there). A link to a regular file is
+    replaced by the new file, never written through (a link planted in a shared run folder
+    cannot make a run write elsewhere); ``evaluate.py --out`` writes through one
+    (:func:`write_through`).
+    """
     path = Path(path)
+    if _is_stream(path):
+        write_through(path, data)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = _plain_write_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_SUFFIX, dir=path.parent)
@@ -62,9 +86,11 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno is not None and err.filename is None:  # ENOSPC from write()
+            err.filename = str(path)
         raise
     try:  # make the rename itself durable (not possible on every platform)
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -76,6 +102,21 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         pass
     finally:
         os.close(dir_fd)
+
+
+def _is_stream(path: Path) -> bool:
+    """Whether ``path`` exists and is (or links to) neither a regular file nor a folder."""
+    try:
+        kind = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return not (stat.S_ISREG(kind) or stat.S_ISDIR(kind))
+
+
+def write_through(path: str | Path, data: bytes) -> None:
+    """Write ``data`` as a plain ``open(path, "wb")`` does: through links, into devices and pipes."""
+    with open(path, "wb") as stream:
+        stream.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

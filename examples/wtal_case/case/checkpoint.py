@@ -14,6 +14,7 @@ disk error, a copy cut short) is skipped by :func:`load_latest` in favour of the
 from __future__ import annotations
 
 import io
+import pickle
 import random
 import re
 from collections.abc import Callable
@@ -29,6 +30,7 @@ __all__ = [
     "REQUIRED_KEYS",
     "save_checkpoint",
     "load_checkpoint",
+    "load_whole",
     "periodic_checkpoints",
     "resume_candidates",
     "load_latest",
@@ -41,6 +43,19 @@ _PERIODIC = re.compile(r"^step_(\d+)\.pt$")
 
 #: What every checkpoint of a run holds (a file without one of them cannot resume a run).
 REQUIRED_KEYS = ("step", "model", "optimizer", "cluster_fg", "rng", "data_order", "config", "class_names", "best")
+
+#: The only objects besides tensors and plain containers that a checkpoint holds: NumPy's RNG
+#: state (an array of uint32). :func:`torch.load` with ``weights_only=True`` refuses every
+#: other global, so reading a checkpoint (a downloaded one, or one planted in a shared run
+#: folder) cannot run code, as a full unpickling of a crafted file would.
+_RECONSTRUCT = np.zeros(1).__reduce__()[0]  # numpy's array unpickler, wherever this NumPy keeps it
+_SAFE_GLOBALS = [
+    _RECONSTRUCT,
+    (_RECONSTRUCT, "numpy.core.multiarray._reconstruct"),  # how NumPy 1.x names it in a pickle
+    np.ndarray,
+    np.dtype,
+    type(np.dtype(np.uint32)),
+]
 
 
 def rng_state() -> dict[str, Any]:
@@ -73,11 +88,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        # our own files: optimiser and RNG states are plain containers, but numpy's RNG
-        # state is not on torch's weights-only allow-list
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as err:  # torch raises several types for a corrupt file
-        first_line = (str(err).strip().splitlines() or [""])[0]  # some run over many lines
+        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types for a corrupt (or crafted) file
+        text = str(err)
+        if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in text:
+            if "GLOBAL" in text:  # an object torch's allow-list (and ours) does not know
+                raise RuntimeError(
+                    f"checkpoint {path} holds objects other than tensors and plain data, which train.py never "
+                    "writes; refused, since reading them could run code"
+                ) from err
+            text = text.split("WeightsUnpickler error:")[-1]  # torch's advice before it is not for a corrupt file
+        first_line = (text.strip().splitlines() or [""])[0]  # some run over many lines
         raise RuntimeError(f"checkpoint {path} is unreadable ({type(err).__name__}: {first_line})") from err
 
 
@@ -94,27 +116,47 @@ def periodic_checkpoints(folder: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def resume_candidates(folder: str | Path) -> list[Path]:
-    """The checkpoints a run can resume from, latest first: ``final.pt``, then ``step_*.pt`` by decreasing step."""
+def resume_candidates(folder: str | Path, before: int | None = None) -> list[Path]:
+    """The checkpoints a run can resume from, latest first: ``final.pt``, then ``step_*.pt`` by decreasing step.
+
+    With ``before``, only the periodic checkpoints of steps before it.
+    """
     folder = Path(folder)
-    final = [folder / "final.pt"] if (folder / "final.pt").is_file() else []
-    return final + [path for _, path in reversed(periodic_checkpoints(folder))]
+    final = [folder / "final.pt"] if before is None and (folder / "final.pt").is_file() else []
+    periodic = [path for step, path in reversed(periodic_checkpoints(folder)) if before is None or step < before]
+    return final + periodic
+
+
+def load_whole(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint that reads back with every one of :data:`REQUIRED_KEYS`.
+
+    Raises
+    ------
+    FileNotFoundError, RuntimeError
+        Naming the file: missing, unreadable, or lacking a key.
+    """
+    state = load_checkpoint(path, map_location)
+    missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise RuntimeError(f"checkpoint {path} lacks {', '.join(missing)}")
+    return state
 
 
 def load_latest(
-    folder: str | Path, map_location: str | torch.device = "cpu", skipped: Callable[[str], None] | None = None
+    folder: str | Path,
+    map_location: str | torch.device = "cpu",
+    skipped: Callable[[str], None] | None = None,
+    before: int | None = None,
 ) -> tuple[Path, dict[str, Any]] | None:
     """The latest checkpoint of ``folder`` that reads back whole, with its path; None if there is none.
 
     A checkpoint that cannot be read, or lacks one of :data:`REQUIRED_KEYS`, is passed over
-    for the one before it, and ``skipped`` receives a line saying so.
+    for the one before it, and ``skipped`` receives a line saying so. With ``before``, only
+    periodic checkpoints of earlier steps are candidates (:func:`resume_candidates`).
     """
-    for path in resume_candidates(folder):
+    for path in resume_candidates(folder, before):
         try:
-            state = load_checkpoint(path, map_location)
-            missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
-            if missing:
-                raise RuntimeError(f"checkpoint {path} lacks {', '.join(missing)}")
+            state = load_whole(path, map_location)
         except RuntimeError as err:
             if skipped is not None:
                 skipped(f"{err}; passing over it for the checkpoint before it")

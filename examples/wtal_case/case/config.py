@@ -14,7 +14,12 @@ One validation convention, for every section:
 * **values** (ranges, and rules between fields) are checked by the section's
   ``__post_init__``, which raises :class:`ValueError` naming the full key
   (``postprocess.nms_iou must lie in [0, 1], got 2.0``);
-* either way the caller gets one :class:`ConfigError` naming the source (file or defaults).
+* either way the caller gets one :class:`ConfigError` naming the source (file or defaults),
+  on one line (a YAML syntax error is told by its problem and position).
+
+YAML is read strictly: a key written twice in one mapping is an error (YAML's loaders let the
+later one win silently), and an integer must fit in 64 bits (a float setting: in the float
+range), so that no absurd value reaches training.
 
 What depends on the machine or the data (a GPU for ``train.device=cuda``, the data set's files,
 ``eval.ambiguous``) is checked before training starts (:mod:`case.trainer`), not here, so that
@@ -61,7 +66,9 @@ __all__ = [
     "to_dict",
     "apply_overrides",
     "config_differences",
+    "differences_from",
     "dump_config",
+    "parse_yaml",
     "CONFIG_DIR",
 ]
 
@@ -70,6 +77,12 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 #: The largest ``train.seed``: NumPy seeds are 32-bit.
 MAX_SEED = 2**32 - 1
+
+#: Integer settings are 64-bit: beyond that, a value is a typo (and would overflow in NumPy or torch).
+INT_RANGE = (-(2**63), 2**63 - 1)
+
+#: The most worker processes or threads a run may ask for (``train.num_workers``, ``train.threads``).
+MAX_PARALLEL = 1024
 
 #: A decimal number as a user writes it: 1e-4, 5E+3, .5, -2.5e-3 (YAML 1.1 reads some as strings).
 _DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -153,6 +166,9 @@ class TrainConfig:
         for name in ("log_every", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_workers", "threads"):
+            if getattr(self, name) > MAX_PARALLEL:
+                raise ValueError(f"train.{name} must be <= {MAX_PARALLEL}, got {getattr(self, name)}")
         if not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"train.seed must be an integer in [0, 2**32 - 1], got {self.seed}")
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
@@ -209,6 +225,58 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+
+
+# --------------------------------------------------------------------------- strict YAML
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key written twice in one mapping."""
+
+
+def _unique_keys_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *defaults' keys may be overridden
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            repeated = key in seen
+            seen.add(key)
+        except TypeError:  # an unhashable key: the base constructor names it
+            continue
+        if repeated:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is written twice in one mapping", key_node.start_mark
+            )
+    yield from loader.construct_yaml_map(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_keys_mapping)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text strictly (no repeated key); any problem is one :class:`ConfigError` line.
+
+    The message is the problem and where it is (``found character '\\t' that cannot start any
+    token (line 2, column 1)``), not PyYAML's several lines with a caret.
+    """
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # a safe loader (see above)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise ConfigError(f"{err.problem or err.context}{where}") from None
+    except (yaml.YAMLError, ValueError) as err:  # ValueError: a date like 2020-13-45, a 5000-digit integer
+        problem = " ".join(str(err).split())
+        if "integer string conversion" in problem:  # Python's advice (set_int_max_str_digits) is not the user's
+            problem = "an integer of more than 4300 digits"
+        raise ConfigError(problem) from None
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    """``text`` for a one-line message: its start and length when it is long."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 # --------------------------------------------------------------------------- typed mapping
@@ -271,13 +339,16 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{key} must be an integer, got {value!r}")
-        return value
+        return value  # its range: from_dict, after the section's own checks (which say more)
     if tp is float:
         if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
             return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise ConfigError(f"{key} must be a number within the float range, got {_describe_int(value)}") from None
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key} must be a string, got {value!r}")
@@ -285,6 +356,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if isinstance(tp, type) and isinstance(value, tp):
         return value
     raise ConfigError(f"{key}: cannot check a value against type {tp!r}")
+
+
+def _describe_int(value: int) -> str:
+    """An integer for a message: itself, or its size when it is too long to print."""
+    if value.bit_length() <= 64:
+        return str(value)
+    return f"an integer of {int(value.bit_length() * math.log10(2)) + 1} digits"
 
 
 def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
@@ -307,11 +385,16 @@ def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
             )
         kwargs[key] = _convert(value, hints[key], path)
     try:
-        return cls(**kwargs)  # __post_init__ checks the values
+        made = cls(**kwargs)  # __post_init__ checks the values
     except ConfigError:
         raise
     except (ValueError, TypeError) as err:
         raise ConfigError(str(err)) from err
+    for key, value in kwargs.items():
+        if type(value) is int and not INT_RANGE[0] <= value <= INT_RANGE[1]:
+            path = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(f"{path} must be an integer within ±2**63, got {_describe_int(value)}")
+    return made
 
 
 def to_dict(obj: Any) -> Any:
@@ -344,6 +427,14 @@ def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: s
     return found
 
 
+def differences_from(saved: Any, cfg: Config) -> list[str]:
+    """How ``cfg`` differs from a saved configuration (plain data, as a run folder's
+    ``config.yaml`` or a checkpoint holds it): :func:`config_differences`, empty when the same."""
+    if not isinstance(saved, Mapping):
+        return [f"(the saved configuration is a {type(saved).__name__}, not a mapping)"]
+    return config_differences(saved, parse_yaml(dump_config(cfg)))  # the plain data a saved one reads back as
+
+
 def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` overrides (value parsed as YAML) to a raw config mapping.
 
@@ -359,9 +450,9 @@ def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[st
         if not all(parts):
             raise ConfigError(f"--set key {dotted!r} is malformed")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as err:
-            raise ConfigError(f"--set {dotted}: cannot parse value {raw!r}: {err}") from err
+            value = parse_yaml(raw) if raw.strip() else ""
+        except ConfigError as err:
+            raise ConfigError(f"--set {dotted}: cannot parse value {_clip(raw)!r}: {err}") from None
         cls: Any = Config
         node = result
         for depth, part in enumerate(parts):
@@ -410,9 +501,9 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         except UnicodeDecodeError as err:
             raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
         try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+            loaded = parse_yaml(text)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, Mapping):

@@ -21,7 +21,15 @@ from torch import Tensor
 
 from .errors import ConfigError
 
-__all__ = ["Distributed", "setup_runtime", "world", "gather_rows", "global_sum", "mean_over_ranks"]
+__all__ = [
+    "Distributed",
+    "gather_rows",
+    "global_sum",
+    "mean_over_ranks",
+    "process_group_backend",
+    "setup_runtime",
+    "world",
+]
 
 
 @dataclass(frozen=True)
@@ -50,7 +58,7 @@ class Distributed:
             return cls()
         owns = not dist.is_initialized()
         if owns:
-            dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+            dist.init_process_group(process_group_backend(device))
         return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), owns)
 
     def teardown(self) -> None:
@@ -58,8 +66,15 @@ class Distributed:
             dist.destroy_process_group()
 
 
+def process_group_backend(device: str) -> str:
+    """NCCL for CUDA runs and gloo on the CPU; ``CASE_DIST_BACKEND`` overrides it (e.g. gloo on CUDA
+    tensors, for several processes sharing one GPU where NCCL refuses a duplicate GPU)."""
+    return os.environ.get("CASE_DIST_BACKEND") or ("nccl" if device.startswith("cuda") else "gloo")
+
+
 def setup_runtime(device: str, threads: int = 0, env: Distributed | None = None) -> torch.device:
-    """Apply ``train.threads`` and return the device of ``train.device`` (this rank's GPU under DDP).
+    """Apply ``train.threads`` and return the device of ``train.device`` (this rank's GPU under DDP:
+    local rank modulo the GPU count).
 
     Shared by training, ``evaluate.py`` and the ablation, so that a checkpoint is evaluated
     on the setup its run used.
@@ -75,8 +90,8 @@ def setup_runtime(device: str, threads: int = 0, env: Distributed | None = None)
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(f"train.device is {device!r} but no CUDA device is available; use --device cpu")
-        if env.world > 1:
-            device = f"cuda:{env.local_rank}"
+        if env.world > 1:  # one GPU per local rank; more ranks than GPUs share them round-robin
+            device = f"cuda:{env.local_rank % max(1, torch.cuda.device_count())}"
         index = torch.device(device).index or 0
         if index >= torch.cuda.device_count():
             raise ConfigError(f"train.device is {device!r} but this machine has {torch.cuda.device_count()} GPU(s)")

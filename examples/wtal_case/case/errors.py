@@ -8,6 +8,7 @@ status 2, and warnings as one line each (:func:`one_line_warnings`).
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import warnings
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from .data.errors import DatasetError
 from .metrics import DetectionFileError
 
-__all__ = ["ConfigError", "RunFolderError", "RunWarning", "SETUP_ERRORS", "one_line_warnings"]
+__all__ = ["ConfigError", "RunFolderError", "RunWarning", "SETUP_ERRORS", "one_line_warnings", "fits_in_memory"]
 
 
 class ConfigError(ValueError):
@@ -47,3 +48,29 @@ def one_line_warnings(program: str) -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.showwarning = show
         yield
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is an allocation that failed (NumPy's MemoryError, torch's CPU or CUDA allocator)."""
+    text = str(err)
+    return isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()
+
+
+@contextlib.contextmanager
+def fits_in_memory(what: str) -> Iterator[None]:
+    """Inside, an allocation that fails is a :class:`ConfigError` saying that ``what`` does not fit.
+
+    For the sizes a configuration sets (``model.hidden_dim``, ``data.num_segments``, ...): a
+    typo of a few extra digits asks for terabytes, which the allocator refuses at once, with
+    a message of C++ frames. Other errors pass through unchanged.
+    """
+    try:
+        yield
+    except (MemoryError, RuntimeError) as err:
+        if not _out_of_memory(err):
+            raise
+        asked = re.search(r"allocate (\d+) bytes|allocate ([\d.]+ [KMGTPE]?i?B)", str(err))
+        size = ""
+        if asked is not None:
+            size = f": {int(asked[1]) / 2**30:.3g} GiB asked" if asked[1] else f": {asked[2]} asked"
+        raise ConfigError(f"{what} does not fit in this machine's memory{size}") from None

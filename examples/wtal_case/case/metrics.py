@@ -45,6 +45,7 @@ from typing import Any, Union
 import numpy as np
 
 from .atomic import atomic_write_text
+from .jsonfile import read_json
 
 __all__ = [
     "DEFAULT_TIOU_THRESHOLDS",
@@ -59,6 +60,7 @@ __all__ = [
     "load_ambiguous",
     "load_ground_truth",
     "load_predictions",
+    "metrics_json",
     "segment_iou",
     "write_metrics",
 ]
@@ -208,14 +210,9 @@ def _read_json(source: Source, what: str) -> tuple[Mapping[str, Any], str]:
         raise TypeError(f"{what} must be a path or a mapping, got {type(source).__name__}")
     name = os.fspath(source)
     try:
-        with open(name, encoding="utf-8") as f:
-            data = json.load(f)
+        data = read_json(name, f"a {what} file", DetectionFileError)
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} file not found: {name}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DetectionFileError(f"{name}: not valid JSON ({exc})") from None
-    except RecursionError:  # json recurses once per nesting level
-        raise DetectionFileError(f"{name}: nested too deeply to be a {what} file") from None
     if not isinstance(data, Mapping):
         raise DetectionFileError(f"{name}: expected a JSON object at the top level, got {type(data).__name__}")
     return data, name
@@ -481,6 +478,13 @@ def load_ambiguous(source: PathLike | Mapping[str, Iterable[Sequence[float]]]) -
     Returns
     -------
     dict of str to ndarray, shape (n, 2)
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    DetectionFileError
+        A file that cannot be read (a folder, no permission, not UTF-8) or a malformed line.
     """
     pairs: dict[str, list[tuple[float, float]]] = {}
     if isinstance(source, Mapping):
@@ -493,6 +497,10 @@ def load_ambiguous(source: PathLike | Mapping[str, Iterable[Sequence[float]]]) -
             lines = Path(name).read_text(encoding="utf-8").splitlines()
         except FileNotFoundError:
             raise FileNotFoundError(f"ambiguous-segment file not found: {name}") from None
+        except UnicodeDecodeError as exc:
+            raise DetectionFileError(f"{name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        except OSError as exc:  # a folder, an unreadable file
+            raise DetectionFileError(f"ambiguous-segment file {name} cannot be read: {exc.strerror or exc}") from None
         for n, line in enumerate(lines, 1):
             parts = line.split()
             if not parts:
@@ -794,13 +802,18 @@ def evaluate_detection(
 # --------------------------------------------------------------------------------------------
 
 
+def metrics_json(metrics: DetectionMetrics) -> str:
+    """``{"tiou": [...], "mAP": [...], "average": ...}`` (fractions) as the JSON text of ``metrics.json``."""
+    return json.dumps(metrics.to_dict(), indent=2) + "\n"
+
+
 def write_metrics(path: PathLike, metrics: DetectionMetrics) -> None:
-    """Atomically write ``{"tiou": [...], "mAP": [...], "average": ...}`` (fractions) as JSON.
+    """Atomically write :func:`metrics_json`.
 
     The file is written to a temporary file in the same folder and moved into place, so a
     reader never sees a partial file.
     """
-    atomic_write_text(path, json.dumps(metrics.to_dict(), indent=2) + "\n")
+    atomic_write_text(path, metrics_json(metrics))
 
 
 def format_metrics(metrics: DetectionMetrics, per_class: bool = False) -> str:

@@ -81,6 +81,11 @@ NMS_KINDS: tuple[str, ...] = get_args(NmsKind)
 TIME_MAPPINGS: tuple[str, ...] = get_args(TimeMapping)
 
 
+#: The largest ``postprocess.scale``: a few digits more (24000 for 24) would ask for gigabytes per
+#: video at the end of a run, after all its training.
+MAX_SCALE = 1000
+
+
 @dataclass
 class PostprocessConfig:
     """Test-time post-processing settings (defaults: THUMOS14, the official CASE inference).
@@ -102,7 +107,8 @@ class PostprocessConfig:
         Thresholds on the upsampled localisation map; each yields proposals. 0.1:0.1:0.9 (the
         official ``np.arange(0.1, 1.0, 0.1)``, written without its float drift).
     scale : int
-        Temporal upsampling factor before thresholding. 24 for THUMOS14.
+        Temporal upsampling factor before thresholding. 24 for THUMOS14; at most
+        :data:`MAX_SCALE` (the upsampled map holds T × scale values per class).
     outer_ratio : float
         λ: width of each outer margin as a fraction of the proposal length. Default 0.15, the
         value the official code effectively uses (it intended 0.25; see the module notes).
@@ -151,8 +157,8 @@ class PostprocessConfig:
             raise ValueError(
                 f"postprocess.act_thresholds must be a non-empty list of finite numbers, got {self.act_thresholds}"
             )
-        if self.scale < 1:
-            raise ValueError(f"postprocess.scale must be >= 1, got {self.scale}")
+        if not 1 <= self.scale <= MAX_SCALE:  # read only after training: a typo must not end a run there
+            raise ValueError(f"postprocess.scale must lie in [1, {MAX_SCALE}], got {self.scale}")
         for name in ("class_threshold", "outer_ratio", "video_score_weight"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:

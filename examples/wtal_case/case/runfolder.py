@@ -30,21 +30,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 try:
     import fcntl
 except ImportError:  # not POSIX: the lock record alone decides (see RunLock)
     fcntl = None
 
 from .atomic import atomic_write_text, remove_temporaries
-from .config import Config, config_differences, dump_config
+from .config import Config, ConfigError, differences_from, dump_config, parse_yaml
 from .errors import RunFolderError, RunWarning
 
 __all__ = ["LOCK_NAME", "RunPaths", "RunLock", "RunFolder"]
 
 #: The lock file's name inside a run folder.
 LOCK_NAME = "run.lock"
+
+#: What a run folder's writers put in it, by name (the ablation adds its cache and error
+#: files): only a temporary file of one of these is a write that a kill cut short.
+_RUN_FILES = (
+    r"config\.yaml|log\.jsonl|predictions\.json|metrics\.json|entropy\.png|foreground_.+\.png"
+    r"|ablation\.json|ablation_error\.txt"
+)
+_CHECKPOINT_FILES = r"final\.pt|best\.pt|step_\d+\.pt"
 
 
 @dataclass(frozen=True)
@@ -136,9 +142,13 @@ class RunLock:
     def acquire(self) -> None:
         """Take the lock, or raise :class:`RunFolderError` naming the process that holds it."""
         while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-            except OSError as err:  # a read-only or foreign folder
+            try:  # never through a symbolic link: the record would overwrite whatever it points to
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+            except OSError as err:  # a read-only or foreign folder, a planted link
+                if self.path.is_symlink():
+                    raise RunFolderError(
+                        f"lock file {self.path} is a symbolic link, which no run makes; delete it"
+                    ) from None
                 raise RunFolderError(f"cannot write the lock file {self.path}: {err.strerror or err}") from None
             try:
                 if fcntl is None:
@@ -224,8 +234,14 @@ class RunFolder:
         ------
         RunFolderError
             ``--out`` is a file or cannot be created; another process works in the folder;
-            the folder holds files and ``resume`` is False; its ``config.yaml`` differs from
-            ``cfg``.
+            the folder holds files and ``resume`` is False, or holds files but no run (no
+            ``config.yaml``, no checkpoint) and ``resume`` is True; its ``config.yaml`` differs
+            from ``cfg``.
+
+        Warns
+        -----
+        RunWarning
+            ``resume`` is True but the folder holds no run yet (one starts from step 0).
         """
         root = paths.root
         if root.exists() and not root.is_dir():
@@ -251,30 +267,41 @@ class RunFolder:
         self.lock.release()
 
     def _check(self, cfg: Config, resume: bool) -> None:
-        if self.paths.checkpoints.exists() and not self.paths.checkpoints.is_dir():
-            raise RunFolderError(f"{self.paths.checkpoints} is a file, not the run's checkpoint folder")
-        for folder in (self.paths.root, self.paths.checkpoints):  # writes a kill cut short; we hold the lock
-            remove_temporaries(folder)
-        held = [p for p in self.paths.root.rglob("*") if p.is_file() and p != self.paths.lock]
+        paths = self.paths
+        if paths.checkpoints.exists() and not paths.checkpoints.is_dir():
+            raise RunFolderError(f"{paths.checkpoints} is a file, not the run's checkpoint folder")
+        if paths.log.is_symlink():  # the run appends to it: through a link, to whatever it points to
+            raise RunFolderError(f"{paths.log} is a symbolic link, which no run makes; replace it with its file")
+        # writes a kill cut short (we hold the lock); nothing else, in case this is not a run folder
+        remove_temporaries(paths.root, _RUN_FILES)
+        remove_temporaries(paths.checkpoints, _CHECKPOINT_FILES)
+        held = [p for p in paths.root.rglob("*") if p.is_file() and p != paths.lock]
         if held and not resume:
             raise RunFolderError(
-                f"run folder {self.paths.root} already holds files; pass --resume to continue that run, "
+                f"run folder {paths.root} already holds files; pass --resume to continue that run, "
                 "or --out to start a new one"
             )
-        if self.paths.config.exists():
+        if resume and not held:
+            warnings.warn(RunWarning(f"--resume: {paths.root} holds no run yet; a new one starts"), stacklevel=3)
+        elif resume and not (paths.config.exists() or any(paths.checkpoints.glob("*.pt"))):
+            # writing a run into a folder of other files would replace a log.jsonl or metrics.json there
+            raise RunFolderError(
+                f"--resume: {paths.root} holds files but no run of train.py (no config.yaml, no checkpoint); "
+                "choose the run's folder, or another --out for a new run"
+            )
+        if paths.config.exists():
             try:
-                saved = yaml.safe_load(self.paths.config.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-                raise RunFolderError(f"{self.paths.config} cannot be read ({err}); restore it or delete it") from None
-            self.check_same_config(saved, cfg, str(self.paths.config))
+                saved = parse_yaml(paths.config.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ConfigError) as err:
+                raise RunFolderError(f"{paths.config} cannot be read ({err}); restore it or delete it") from None
+            self.check_same_config(saved, cfg, str(paths.config))
 
     @staticmethod
     def check_same_config(saved: Any, cfg: Config, source: str) -> None:
         """Raise :class:`RunFolderError` naming the keys in which ``cfg`` differs from a saved configuration."""
-        current = yaml.safe_load(dump_config(cfg))  # the same plain data a saved one reads back as
-        if isinstance(saved, Mapping) and saved == current:
+        differences = differences_from(saved, cfg)
+        if not differences:
             return
-        differences = config_differences(saved, current) if isinstance(saved, Mapping) else ["(not a mapping)"]
         raise RunFolderError(
             f"--resume: the configuration differs from the one in {source} ({'; '.join(differences[:5])}); "
             "resume with the same --config/--set/--seed, or start a new run with --out"

@@ -5,9 +5,12 @@
 1. **Check everything** that can be checked before the first step, and before a run folder
    exists (:func:`prepare_run`): the device, both splits' files (streamed through: present,
    shapes, finite values), the annotations training and scoring need, the batch size
-   against the videos, ``eval.ambiguous``. A mistake ends here, with nothing to clean up.
+   against the videos, ``eval.ambiguous``, a training item of ``data.num_segments`` snippets
+   and the seeded model and optimiser (sizes that do not fit in memory). A mistake ends
+   here, with nothing to clean up.
 2. **The run folder**: locked, and either new or resumed with the same configuration.
-3. **Model, optimiser** and the checkpoint to resume from (the latest readable one).
+3. **The checkpoint to resume from** (the latest readable one), restored into the model and
+   optimiser.
 4. **Training**: one step is :func:`train_step`, the paper's Eq. 14; periodic checkpoints,
    the held-out model selection (:func:`case.evaluation.valid_one_epoch`), the log.
 5. **The final checkpoint.**
@@ -31,7 +34,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +51,7 @@ from .config import Config, ConfigError, to_dict
 from .data import DatasetError, VideoDataset, build_dataset
 from .data.constants import SNIPPET_SECONDS
 from .distributed import Distributed, mean_over_ranks, setup_runtime
-from .errors import RunFolderError, RunWarning
+from .errors import RunFolderError, RunWarning, fits_in_memory
 from .evaluation import evaluate_checkpoint, has_annotations, valid_one_epoch
 from .inference import TrainedModel
 from .losses import StepOutput, case_objective, joint_objective
@@ -61,6 +64,32 @@ __all__ = ["RunInputs", "TrainingState", "prepare_run", "train_step", "train"]
 
 #: Q^C[:, fg] before the first cluster classification: equal levels make the prior flat.
 INITIAL_CLUSTER_FG = 0.5
+
+
+@dataclass
+class TrainingState:
+    """What training carries from step to step, and what a checkpoint saves of it."""
+
+    model: CASEModel
+    optimizer: torch.optim.Optimizer
+    cluster_fg: torch.Tensor  # Q^C[:, fg] of the last cluster classification: the next step's prior levels
+    step: int = 0
+    best: dict[str, Any] = field(default_factory=lambda: {"score": -math.inf, "step": None})  # held-out selection
+    finished: bool = False  # resumed from final.pt: nothing left to train
+
+    def checkpoint(self, order: BatchOrder, cfg: Config, class_names: list[str]) -> dict[str, Any]:
+        """What a checkpoint holds (:data:`case.checkpoint.REQUIRED_KEYS`)."""
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "cluster_fg": self.cluster_fg.detach().cpu(),
+            "rng": ckpt.rng_state(),
+            "data_order": order.state(self.step),
+            "config": to_dict(cfg),
+            "class_names": class_names,  # what each classifier output means
+            "best": self.best,
+        }
 
 
 @dataclass
@@ -79,6 +108,8 @@ class RunInputs:
         The ``eval.split`` data set, sampled as ``eval.sampling``.
     heldout : tuple or None
         (data set, video indices, ground truth) of the held-out slice (``train.select="heldout"``).
+    state : TrainingState
+        The seeded model and optimiser at step 0.
     """
 
     device: torch.device
@@ -87,6 +118,7 @@ class RunInputs:
     order: BatchOrder
     evaluated: VideoDataset
     heldout: tuple[VideoDataset, list[int], dict[str, Any]] | None
+    state: TrainingState
 
 
 def prepare_run(cfg: Config, env: Distributed) -> RunInputs:
@@ -100,7 +132,8 @@ def prepare_run(cfg: Config, env: Distributed) -> RunInputs:
     ------
     ConfigError
         A setting the machine or the data cannot honour (``train.device``,
-        ``model.num_classes``, ``train.batch_size``, ``eval.ambiguous``).
+        ``model.num_classes``, ``train.batch_size``, ``eval.ambiguous``, sizes that do not fit
+        in memory).
     DatasetError
         A data file that is missing or malformed; no annotated video to train on or to score.
     DetectionFileError
@@ -149,7 +182,24 @@ def prepare_run(cfg: Config, env: Distributed) -> RunInputs:
         order = BatchOrder(len(train_set), cfg.train.batch_size, seed, env.rank, env.world)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    return RunInputs(device, class_names, train_set, order, evaluated, heldout)
+    with fits_in_memory(f"a training video of data.num_segments={cfg.data.num_segments} snippets"):
+        train_set[0]
+    sizes = ", ".join(f"model.{k}={getattr(cfg.model, k)}" for k in ("hidden_dim", "num_clusters"))
+    with fits_in_memory(f"the model ({sizes}, {len(class_names)} classes, data.feature_dim={cfg.data.feature_dim})"):
+        state = _new_state(cfg, len(class_names), device)
+    return RunInputs(device, class_names, train_set, order, evaluated, heldout, state)
+
+
+def _new_state(cfg: Config, num_classes: int, device: torch.device) -> TrainingState:
+    """The model initialised from ``train.seed``, its Adam optimiser, the flat prior levels: step 0."""
+    torch.manual_seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    model = CASEModel(cfg.data.feature_dim, num_classes, cfg.model).to(device)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
+    )
+    return TrainingState(model, optimizer, torch.full((cfg.model.num_clusters,), INITIAL_CLUSTER_FG, device=device))
 
 
 def train_step(
@@ -175,32 +225,6 @@ def train_step(
     result.loss.backward()
     optimizer.step()
     return result
-
-
-@dataclass
-class TrainingState:
-    """What training carries from step to step, and what a checkpoint saves of it."""
-
-    model: CASEModel
-    optimizer: torch.optim.Optimizer
-    cluster_fg: torch.Tensor  # Q^C[:, fg] of the last cluster classification: the next step's prior levels
-    step: int = 0
-    best: dict[str, Any] = field(default_factory=lambda: {"score": -math.inf, "step": None})  # held-out selection
-    finished: bool = False  # resumed from final.pt: nothing left to train
-
-    def checkpoint(self, order: BatchOrder, cfg: Config, class_names: list[str]) -> dict[str, Any]:
-        """What a checkpoint holds (:data:`case.checkpoint.REQUIRED_KEYS`)."""
-        return {
-            "step": self.step,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "cluster_fg": self.cluster_fg.detach().cpu(),
-            "rng": ckpt.rng_state(),
-            "data_order": order.state(self.step),
-            "config": to_dict(cfg),
-            "class_names": class_names,  # what each classifier output means
-            "best": self.best,
-        }
 
 
 def _jsonable(value: Any) -> Any:
@@ -250,8 +274,10 @@ def _train(cfg: Config, paths: RunPaths, resume: bool, env: Distributed) -> dict
 
     # 2. The run folder: locked, and new or resumed with the same configuration (rank 0 writes it).
     with RunFolder.open(paths, cfg, resume) if env.main else contextlib.nullcontext() as folder:
-        # 3. Model, optimiser, and the checkpoint to resume from.
-        state = _start(cfg, inputs, paths, resume, env)
+        # 3. The checkpoint to resume from, restored into the model and optimiser.
+        state = inputs.state
+        if resume:
+            _restore(state, cfg, inputs, paths, env)
         if env.main:
             folder.write_config(cfg)
             folder.truncate_log(state.step)
@@ -272,38 +298,47 @@ def _train(cfg: Config, paths: RunPaths, resume: bool, env: Distributed) -> dict
     return summary
 
 
-def _start(cfg: Config, inputs: RunInputs, paths: RunPaths, resume: bool, env: Distributed) -> TrainingState:
-    """Section 3: a seeded model and optimiser, restored from the latest readable checkpoint on resume."""
-    torch.manual_seed(cfg.train.seed)
-    np.random.seed(cfg.train.seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    model = CASEModel(cfg.data.feature_dim, len(inputs.class_names), cfg.model).to(inputs.device)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
-    )
-    state = TrainingState(
-        model, optimizer, torch.full((cfg.model.num_clusters,), INITIAL_CLUSTER_FG, device=inputs.device)
-    )
-    if not resume:
-        return state
-    found = ckpt.load_latest(paths.checkpoints, inputs.device, skipped=_warn if env.main else None)
+def _restore(state: TrainingState, cfg: Config, inputs: RunInputs, paths: RunPaths, env: Distributed) -> None:
+    """Section 3: restore ``state`` from the latest readable checkpoint of the run folder (if any).
+
+    With held-out selection, a checkpoint whose selection names a step needs ``best.pt``
+    (the end of the run evaluates it); if that file does not read back, training resumes
+    from a checkpoint before that step, whose replay (deterministic) writes it again.
+    """
+    skipped = _warn if env.main else None
+    found = ckpt.load_latest(paths.checkpoints, inputs.device, skipped=skipped)
+    before = None if found is None or inputs.heldout is None else found[1]["best"]["step"]
+    if before is not None:
+        try:
+            ckpt.load_whole(paths.checkpoints / "best.pt", "cpu")
+            before = None
+        except (FileNotFoundError, RuntimeError) as err:
+            if env.main:
+                _warn(f"{err}; resuming before step {before}, which selects and writes it again")
+            found = ckpt.load_latest(paths.checkpoints, inputs.device, skipped=skipped, before=before)
     if found is None:
-        if env.main and ckpt.resume_candidates(paths.checkpoints):
+        if env.main and ckpt.resume_candidates(paths.checkpoints, before):
             _warn(f"no checkpoint in {paths.checkpoints} reads back whole: training restarts from step 0")
-        return state
+        elif env.main and before is not None:
+            _warn(f"no checkpoint before step {before} is kept: training restarts from step 0")
+        return
     path, saved = found
     RunFolder.check_same_config(saved["config"], cfg, str(path))
+    if list(saved["class_names"]) != inputs.class_names:  # they come from the data, not the configuration
+        raise RunFolderError(
+            f"{path} was trained on the classes {list(saved['class_names'])}, but the data set has "
+            f"{inputs.class_names}; resume on the data the run started with, or start a new run with --out"
+        )
     if saved["data_order"] != inputs.order.state(saved["step"]):
         raise RunFolderError(
             f"{path}: its data order {saved['data_order']} does not match this run's "
             f"{inputs.order.state(saved['step'])}"
         )
-    model.load_state_dict(saved["model"])
-    optimizer.load_state_dict(saved["optimizer"])
+    state.model.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
     ckpt.set_rng_state(saved["rng"])
     state.cluster_fg = saved["cluster_fg"].to(inputs.device)
     state.step, state.best, state.finished = int(saved["step"]), saved["best"], path.name == "final.pt"
-    return state
 
 
 def _train_steps(
@@ -405,19 +440,35 @@ def _first_annotated(
 
 
 def _plot(outputs: list[dict[str, Any]], gt: dict[str, Any], cfg: Config, paths: RunPaths) -> None:
-    """Fig. 5-style foreground plots of a few test videos and Fig. 4-style entropy curves."""
+    """Fig. 5-style foreground plots of a few test videos and Fig. 4-style entropy curves.
+
+    The plots come after ``predictions.json`` and ``metrics.json``: one that cannot be drawn
+    (no log record to draw after a resume whose log was deleted, a file system that refuses
+    the file) is a warning, not a failed run that every ``--resume`` would fail again.
+    """
     for p in outputs:
         cluster = None
         if cfg.labeling.ccc.enabled:  # without CCC, Q^C never leaves its flat start: no P^T to draw
             cluster = foreground_for_testing(p["attention"], p["cluster_probs"], p["cluster_fg"], mode="cluster")
-        viz.plot_foreground(
-            paths.root / f"foreground_{p['video']}.png",
-            p["attention"],
-            cluster,
-            ground_truth=gt["database"][p["video"]]["annotations"],
-            index=p["index"],
-            snippet_seconds=SNIPPET_SECONDS,
-            title=p["video"],
-        )
+        path = paths.root / viz.foreground_plot_name(p["video"])
+        with _or_warn(path):
+            viz.plot_foreground(
+                path,
+                p["attention"],
+                cluster,
+                ground_truth=gt["database"][p["video"]]["annotations"],
+                index=p["index"],
+                snippet_seconds=SNIPPET_SECONDS,
+                title=p["video"],
+            )
     if cfg.labeling.scc.enabled:
-        viz.plot_entropy_curves(paths.root / "entropy.png", paths.log)
+        with _or_warn(paths.root / "entropy.png"):
+            viz.plot_entropy_curves(paths.root / "entropy.png", paths.log)
+
+
+@contextlib.contextmanager
+def _or_warn(plot: Path) -> Iterator[None]:
+    try:
+        yield
+    except (OSError, ValueError) as err:
+        _warn(f"{plot} not drawn: {err}")

@@ -7,10 +7,12 @@ PNG atomically (temporary file + ``os.replace``).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -21,7 +23,7 @@ from matplotlib.figure import Figure
 
 from .atomic import atomic_write_bytes
 
-__all__ = ["DEFAULT_ENTROPY_KEYS", "plot_entropy_curves", "plot_foreground", "save_figure"]
+__all__ = ["DEFAULT_ENTROPY_KEYS", "foreground_plot_name", "plot_entropy_curves", "plot_foreground", "save_figure"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -33,6 +35,27 @@ DEFAULT_ENTROPY_KEYS: dict[str, str] = {
     "$H(Q^C)$": "H_QC",
     r"$H(\bar{P}^S)$": "H_PS_usage",
 }
+
+
+def foreground_plot_name(video: str) -> str:
+    """The file name of ``video``'s foreground plot: ``foreground_<video>.png``.
+
+    A name that is not a plain file name — a ``/`` (the plot would land in another folder),
+    other characters outside ``[A-Za-z0-9._-]``, or too long for the file system once the
+    prefix and an atomic write's temporary suffix are added — is cut to 100 safe characters
+    and told apart from others by a short hash of the whole name.
+
+    Examples
+    --------
+    >>> foreground_plot_name("video_test_0000004")
+    'foreground_video_test_0000004.png'
+    >>> foreground_plot_name("../escape")
+    'foreground_.._escape-2c09a87e.png'
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", video)
+    if safe != video or len(safe) > 100:
+        safe = f"{safe[:100]}-{hashlib.sha1(video.encode('utf-8')).hexdigest()[:8]}"
+    return f"foreground_{safe}.png"
 
 
 def save_figure(fig: Figure, path: PathLike) -> Path:

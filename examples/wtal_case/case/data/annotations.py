@@ -16,7 +16,6 @@ checks) handles one representation.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from ..jsonfile import read_json
 from .constants import FEATURE_FPS, FRAMES_PER_SNIPPET, SNIPPET_SECONDS
 from .errors import DatasetError, DatasetFileNotFoundError
 
@@ -101,6 +101,8 @@ def decode(value: Any) -> str:
 
 
 def _number(value: Any, where: str) -> float:
+    if isinstance(value, (bool, np.bool_)):  # float(True) is 1.0: a flag where a number goes is a mistake
+        raise DatasetError(f"{where}: {value!r} is not a number")
     try:
         out = float(decode(value) if isinstance(value, (bytes, np.bytes_)) else value)
     except (TypeError, ValueError):
@@ -135,6 +137,8 @@ def parse_segment(bounds: Any, label: Any, where: str) -> Segment:
     start, end = _number(bounds[0], where), _number(bounds[1], where)
     if start < 0 or end < start:
         raise DatasetError(f"{where}: segment [{start}, {end}] needs 0 <= start <= end")
+    if not isinstance(label, (str, bytes)):  # str() would make a class of 5, None or ["A"]
+        raise DatasetError(f"{where}: label {label!r} is not a string")
     return Segment(start, end, decode(label))
 
 
@@ -162,19 +166,14 @@ def read_activitynet_gt(path: str | Path) -> dict[str, VideoRecord]:
     DatasetFileNotFoundError
         The file does not exist.
     DatasetError
-        Not JSON, no ``database`` mapping, or a malformed entry (the message names the file
-        and the video).
+        Not JSON (or not readable, or a key written twice: :func:`case.jsonfile.read_json`), no
+        ``database`` mapping, or a malformed entry (the message names the file and the video).
     """
     path = Path(path)
-    if not path.is_file():
-        raise DatasetFileNotFoundError(f"annotation file {path} not found")
     try:
-        with path.open("r", encoding="utf-8") as fh:
-            payload = json.load(fh)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{path}: not a valid JSON file ({exc})") from None
-    except RecursionError:  # json recurses once per nesting level
-        raise DatasetError(f"{path}: nested too deeply to be an annotation file") from None
+        payload = read_json(path, "an annotation file", DatasetError)
+    except FileNotFoundError:
+        raise DatasetFileNotFoundError(f"annotation file {path} not found") from None
     database = payload.get("database") if isinstance(payload, dict) else None
     if not isinstance(database, dict):
         raise DatasetError(f"{path}: expected a top-level {{'database': {{video: ...}}}} mapping")

@@ -105,6 +105,9 @@ class VideoDataset(Dataset):
         The C class names; label index = position.
     videos
         The split's video names, in split-file order.
+    files
+        Every file the data set was built from and reads (annotations, split and class lists,
+        features): what a command writing files must not replace (``evaluate.py --out``).
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class VideoDataset(Dataset):
         sampling: str,
         num_segments: int,
         seed: int = 0,
+        files: Sequence[Path] = (),
     ) -> None:
         if sampling not in SAMPLING_MODES:
             raise DatasetError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
@@ -129,6 +133,7 @@ class VideoDataset(Dataset):
         self.sampling = sampling
         self.num_segments = int(num_segments)
         self.seed = int(seed)
+        self.files = list(files)
         self.epoch = 0
         self._load = load
         index = {name: k for k, name in enumerate(self.class_names)}
@@ -157,6 +162,7 @@ class VideoDataset(Dataset):
             sampling=sampling,
             num_segments=self.num_segments,
             seed=self.seed,
+            files=self.files,
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -384,6 +390,7 @@ def _basnet(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) -
         lengths.append(shapes[0][0])
         paths.append(streams)
 
+    listed = [gt_path, split_path] + ([classes_path] if classes_path.is_file() else [])
     return VideoDataset(
         class_names=class_names,
         records=records,
@@ -393,6 +400,7 @@ def _basnet(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) -
         sampling=sampling,
         num_segments=cfg.num_segments,
         seed=seed,
+        files=listed + [path for pair in paths for path in pair],
     )
 
 
@@ -403,7 +411,8 @@ def _wtalc(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) ->
     of ``videoname.npy``); it cannot be memory-mapped, so the split's arrays are held in
     memory (THUMOS14: about 1 GB for both splits in float32).
     """
-    class_names, all_records = read_wtalc_annotations(root / f"{cfg.wtalc_name}-Annotations")
+    annotations = root / f"{cfg.wtalc_name}-Annotations"
+    class_names, all_records = read_wtalc_annotations(annotations)
     path = root / f"{cfg.wtalc_name}-I3D-JOINTFeatures.npy"
     feats = load_pickled_npy(path, "feature file")
     if feats.ndim == 0 or len(feats) != len(all_records):
@@ -420,7 +429,7 @@ def _wtalc(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) ->
         records.append(rec)
         arrays.append(arr)
     if not records:
-        raise DatasetError(f"{root / (cfg.wtalc_name + '-Annotations')}: no video of split {split!r}")
+        raise DatasetError(f"{annotations}: no video of split {split!r}")
     return VideoDataset(
         class_names=class_names,
         records=records,
@@ -430,6 +439,7 @@ def _wtalc(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) ->
         sampling=sampling,
         num_segments=cfg.num_segments,
         seed=seed,
+        files=[path, *sorted(annotations.glob("*.npy"))],
     )
 
 
@@ -456,7 +466,8 @@ def build_dataset(cfg: DataConfig, split: str, sampling: str, seed: int = 0) -> 
     Raises
     ------
     DatasetError
-        Invalid arguments or a malformed data set (the message names the file).
+        Invalid arguments, a malformed data set, or a file or folder that cannot be read (or,
+        for the synthetic source, written); the message names the file.
     DatasetFileNotFoundError
         A missing file or folder.
 
@@ -475,9 +486,14 @@ def build_dataset(cfg: DataConfig, split: str, sampling: str, seed: int = 0) -> 
     if sampling not in SAMPLING_MODES:
         raise DatasetError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
     root = Path(cfg.root)
-    if cfg.source == "synthetic":
-        ensure_synthetic(cfg.synthetic, root)
-    dataset = (_wtalc if cfg.source == "wtalc" else _basnet)(cfg, root, split, sampling, seed)
+    try:
+        if cfg.source == "synthetic":
+            ensure_synthetic(cfg.synthetic, root)
+        dataset = (_wtalc if cfg.source == "wtalc" else _basnet)(cfg, root, split, sampling, seed)
+    except DatasetError:
+        raise
+    except OSError as err:  # no permission on a file or folder, a read-only root for the synthetic set
+        raise DatasetError(f"data set {root}: {err.filename or root}: {err.strerror or err}") from None
     _warn_segments_past_the_end(dataset, root)
     return dataset
 

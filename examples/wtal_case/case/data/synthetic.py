@@ -92,6 +92,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: generation is not guarded against a concurrent one (see _locked)
+    fcntl = None
+
 from .annotations import Segment, VideoRecord, activitynet_entry, num_snippets
 from .constants import (
     SNIPPET_SECONDS,
@@ -577,9 +582,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any] | None:
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """Exclusive inter-process lock on ``path`` (a no-op where fcntl is unavailable)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no concurrent generation support, plain sequential use works
+    if fcntl is None:  # Windows: no concurrent generation support, plain sequential use works
         yield
         return
     with open(path, "a+") as fh:
