@@ -21,8 +21,9 @@ Safeguards, all decided on the device per problem with ``torch.where`` (so the l
 for the host): a residual that grew by more than ``RESTART_GROWTH`` since the previous iteration
 forgets the history (a restart: that step is the plain one), a proposal further than
 ``MAX_EXTRAPOLATION`` from the plain step is pulled back to that distance, and one that is not
-finite falls back to the plain step. Proposals are shifted so that their largest entry is 0 (the
-scalings are defined up to a constant, which the rows absorb).
+finite falls back to the plain step. With hard marginals on both sides, proposals are shifted so
+that their largest entry is 0 (the scalings are then defined up to a constant, which the rows
+absorb); a KL-penalised side is not invariant to such a shift, and its proposals are kept as they are.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ class Anderson:
     #: extrapolation is then undone by the next restart instead of zeroing or overflowing a scaling
     MAX_EXTRAPOLATION = 30.0
 
-    def __init__(self) -> None:
+    def __init__(self, shift_invariant: bool = True) -> None:
+        # hard marginals on both sides: T(x + c) = T(x) + c, so a proposal may be shifted freely
+        self.shift_invariant = shift_invariant
         self._x: torch.Tensor | None = None  # the current iterate, float64
         self._r: torch.Tensor | None = None  # its residual
         self._d_x: torch.Tensor | None = None  # (P, K, m) differences of consecutive iterates
@@ -100,7 +103,8 @@ class Anderson:
             step = (candidate - plain).clamp(-self.MAX_EXTRAPOLATION, self.MAX_EXTRAPOLATION)
             proposal = torch.where(good, plain + step, plain)
         self._previous_x, self._r = x, residual
-        proposal = proposal - torch.where(live, proposal, -math.inf).amax(-1, keepdim=True)
+        if self.shift_invariant:
+            proposal = proposal - torch.where(live, proposal, -math.inf).amax(-1, keepdim=True)
         self._x = proposal
         out = torch.where(live, proposal, -math.inf).to(dtype)
         return out.squeeze(0) if single else out

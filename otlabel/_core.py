@@ -145,14 +145,22 @@ class ScalingPath:
             self.row_rule = _rule_in(problem.row_rule, layout.rows)
             self.col_rule = _rule_in(problem.col_rule, layout.cols)
             self.total = problem.total_mass
-            self.q_rows = self.q_cols = self.q_total = None  # Dykstra's corrections
+            # Dykstra's corrections. Its iterate must start at the plain kernel exp(L), so the offsets
+            # that the warm start and the column shift put into the iterate (rows f_init; columns
+            # g_init + g0 with b = 1: the start undoes f0) start in a bounded side's correction.
+            column_only = problem.init is not None and problem.init[0] is None  # then b starts at exp(-g0)
+            col_offset = self.g_init if column_only else self.g_init + _cols_tensor(problem, self.g0)
+            self.log_q_start = _start_corrections(problem, self.row_rule, self.col_rule, self.f_init, col_offset)
+            self.q_rows, self.q_cols = (None if lq is None else torch.exp(lq) for lq in self.log_q_start[:2])
+            self.q_total = None
             # A penalised step is not invariant to the kernel's shifts (its exponent is < 1): in the
             # shifted variables it gains the factor exp((exponent - 1) * shift).
             self.row_offset = _penalty_offset(self.row_rule, self.f_init + self.f0)
             self.col_offset = _penalty_offset(self.col_rule, self.g_init + self.g0)
         if problem.init is not None and problem.init[0] is None:
-            # only a column potential: the rows follow from it by a first row step
-            self.b = self._ones_cols()
+            # only a column potential: the rows follow from it by a first row step, which must see
+            # the columns unshifted (the kernel holds g_init + g0; b = exp(-g0) takes g0 back out)
+            self.b = torch.exp(-_cols_tensor(problem, self.g0))
             self.row_step(self.layout.row_sums(self.kernel, self.b))
 
     def _ones_rows(self) -> torch.Tensor:
@@ -194,6 +202,7 @@ class ScalingPath:
         self.b = b if frozen is None else torch.where(frozen.cols, self.b, b)
         if not self.balanced:
             self.q_cols = q_cols
+            self.log_q_start = None
         row_sums = self.layout.row_sums(self.kernel, self.b)
         self.row_step(row_sums, frozen)
         extrema.add(col_sums, row_sums)
@@ -206,6 +215,7 @@ class ScalingPath:
         a, q_rows = _scaling_step(rule, mass, row_sums, self.a, getattr(self, "q_rows", None), offset)
         if not self.balanced:
             self.q_rows = q_rows
+            self.log_q_start = None
             if self.total is not None:  # partial transport: scale the whole plan to its total
                 if self.q_total is not None:
                     a = a * self.layout.problem_of_rows(self.q_total)
@@ -242,6 +252,8 @@ class ScalingPath:
     def log_corrections(self) -> tuple[torch.Tensor | None, ...]:
         if self.balanced:
             return None, None, None
+        if self.log_q_start is not None:  # exact even where exp of it overflows (a restart at the start)
+            return self.log_q_start
         return tuple(None if q is None else torch.log(q) for q in (self.q_rows, self.q_cols, self.q_total))
 
     def potentials(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -267,6 +279,19 @@ def _rule_in(rule: Rule, shape: Callable[[torch.Tensor], torch.Tensor]) -> Rule:
         None if rule.lower is None else shape(rule.lower),
         None if rule.upper is None else shape(rule.upper),
     )
+
+
+def _start_corrections(
+    problem: Problem, row_rule: Rule, col_rule: Rule, row_offset: torch.Tensor | float, col_offset: torch.Tensor
+) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+    """Dykstra's log-corrections at the start of an iterate offset from exp(L) by ``row_offset``
+    and ``col_offset`` (in the layout's row and column shapes): minus the offsets on the bounded
+    sides; a hard or penalised side needs none (its step does not read its old scaling)."""
+    rows = None
+    if row_rule.bounded and isinstance(row_offset, torch.Tensor):
+        rows = -row_offset
+    cols = -col_offset if col_rule.bounded else None
+    return rows, cols, None
 
 
 def _penalty_offset(rule: Rule, shift: torch.Tensor | float) -> torch.Tensor | float | None:
@@ -602,7 +627,13 @@ def _log_start(problem: Problem, kernel: torch.Tensor) -> LogPath:
     if problem.init is None:
         return LogPath(problem, f, g)
     f_init, g_init = problem.init
-    log_state = LogPath(problem, f if f_init is None else layout.rows(f_init), layout.cols(g_init))
+    f = f if f_init is None else layout.rows(f_init)
+    g = layout.cols(g_init)
+    corrections = (None, None, None)
+    if not problem.balanced:  # Dykstra's iterate starts at exp(L): see ScalingPath
+        row_rule, col_rule = (_rule_in(rule, shape) for rule, shape in ((problem.row_rule, layout.rows), (problem.col_rule, layout.cols)))
+        corrections = _start_corrections(problem, row_rule, col_rule, f if f_init is not None else 0.0, g)
+    log_state = LogPath(problem, f, g, corrections)
     if f_init is None:  # only a column potential: the rows follow from it
         log_state.row_step()
     return log_state
@@ -687,7 +718,7 @@ def tolerance(problem: Problem, schedule: Schedule) -> Solution:
             saved = (state.a, state.b, state.log_corrections(), progress, iteration)
             extrema = Extrema()
             if schedule.accelerate and accelerator is None and worst > SLOW * previous_error:
-                accelerator = Anderson()
+                accelerator = Anderson(balanced)
             previous_error = worst
         if not balanced and ((iteration + 1) % every == 0 or iteration + 1 == max_iter):
             before = state.snapshot()
@@ -700,7 +731,7 @@ def tolerance(problem: Problem, schedule: Schedule) -> Solution:
     g = state.g_init + _cols_tensor(problem, state.g0) + (0.0 if b is None else torch.log(b))
     del state, col_sums
     log_state = LogPath(problem, f, g, corrections)
-    accelerator = Anderson() if schedule.accelerate else None
+    accelerator = Anderson(balanced) if schedule.accelerate else None
     before = None
     restart = iteration  # the check there was made (on the scaling path): the next one comes after a step
     while True:

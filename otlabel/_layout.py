@@ -240,6 +240,8 @@ class Single(Dense):
     ):
         super().__init__(1, n_rows, n_cols, dtype, device, reducer, bias)
         self._bias_vector = self._bias.reshape(1) if bias else None
+        # addmv over an empty inner dimension (a rank without rows) returns its input unbroadcast
+        self._col_bias = self._bias.reshape(1).expand(n_cols) if bias else None
 
     def view(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor[0]
@@ -296,7 +298,7 @@ class Single(Dense):
         elif self._bias is None:
             sums = torch.mv(kernel.t(), a)
         else:
-            sums = torch.addmv(self._bias_vector, kernel.t(), a)
+            sums = torch.addmv(self._col_bias, kernel.t(), a)
         return self.reducer.sum(sums) if self._distributed else sums
 
     def exact_col_sums(self, kernel: torch.Tensor, a: torch.Tensor) -> torch.Tensor:

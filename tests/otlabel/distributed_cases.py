@@ -127,6 +127,31 @@ def cases(world: int) -> dict[str, Case]:
             prior=_prior(11, 14, 4),
         ),
         "numpy": Case(_scores(12, n, 4), uneven, {"epsilon": 0.5, "tol": 1e-9}, numpy=True),
+        # the marginal options: their steps read all-reduced sums, totals and changes
+        "penalties_tol": Case(
+            _scores(40, n, 4), uneven, {"epsilon": 0.5, "tol": 1e-10, "col_penalty": 2.0, "row_penalty": 5.0}
+        ),
+        "penalty_fixed_empty_rank": Case(
+            _scores(41, 14, 4), _splits(world, "empty"), {"epsilon": 0.5, "n_iter": 7, "col_penalty": 2.0}
+        ),
+        "partial_tol": Case(_scores(42, n, 4), uneven, {"epsilon": 0.5, "tol": 1e-10, "mass": 0.6, "col_marginal": col}),
+        "bounds_tol_prior": Case(
+            _scores(43, n, 4),
+            uneven,
+            {"epsilon": 0.5, "tol": 1e-10, "col_bounds": ([0.2] * 4, [0.3] * 4)},
+            prior=_prior(43, n, 4),
+        ),
+        "anderson_tol": Case(
+            _scores(44, n, 4), uneven, {"epsilon": 0.2, "tol": 1e-10, "acceleration": "anderson", "return_info": True}
+        ),
+        "warm_start_tol": Case(
+            _scores(45, n, 4),
+            uneven,
+            {"epsilon": 0.5, "tol": 1e-10, "init": (None, _scores(46, 4)), "return_info": True},
+        ),
+        "warm_start_fixed_empty_rank": Case(
+            _scores(47, 14, 4), _splits(world, "empty"), {"epsilon": 0.5, "n_iter": 4, "init": _scores(48, 4)}
+        ),
         # column 0 of the prior has support on the last rank's rows only: no rank may reject it alone
         "prior_column_on_one_rank": Case(
             _scores(13, n, 3),

@@ -38,6 +38,17 @@ def cosine_scores(rng: np.random.Generator, n_rows: int, n_cols: int, dim: int =
     return x @ y.T
 
 
+def clustered_scores(generator: torch.Generator, n_rows: int, n_cols: int, dim: int = 128) -> torch.Tensor:
+    """Clustered unit embeddings against jittered unit prototypes: the cosine-like scores of
+    ``benchmarks/bench_sinkhorn.py``, on which plain tolerance-mode iterations are slow."""
+    centres = torch.nn.functional.normalize(torch.randn(n_cols, dim, generator=generator), dim=1)
+    members = torch.randint(0, n_cols, (n_rows,), generator=generator)
+    embeddings = centres[members] + 0.7 * torch.randn(n_rows, dim, generator=generator) / dim**0.5
+    embeddings = torch.nn.functional.normalize(embeddings, dim=1)
+    jitter = 0.3 * torch.randn(n_cols, dim, generator=generator) / dim**0.5
+    return embeddings @ torch.nn.functional.normalize(centres + jitter, dim=1).t()
+
+
 def feasible_prior(
     rng: np.random.Generator, n_rows: int, n_cols: int, zero_fraction: float
 ) -> tuple[np.ndarray, np.ndarray]:

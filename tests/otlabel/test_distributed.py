@@ -91,8 +91,12 @@ def test_each_rank_gets_its_slice_of_one_process_labelling(outcomes: Any, world:
         want = expected["labels"][..., lo:hi, :]
         assert got["labels"].shape == want.shape and got["labels"].dtype == want.dtype
         torch.testing.assert_close(got["labels"], want, rtol=0, atol=atol, msg=f"rank {rank}")
-        for key in ("n_iter", "converged", "log_domain"):
+        # Anderson's least squares see the all-reduced sums' rounding: it may stop a check earlier
+        accelerated = case.options.get("acceleration") is not None
+        for key in ("converged", "log_domain") if accelerated else ("n_iter", "converged", "log_domain"):
             assert got.get(key) == expected.get(key), f"rank {rank}: {key}"
+        if accelerated:
+            assert got["n_iter"] == ranks[members[0]][name]["n_iter"], f"rank {rank}: n_iter differs between ranks"
         if "col_error" in expected:
             # every rank reports the global diagnostics, equal across ranks
             assert got["col_error"] == ranks[members[0]][name]["col_error"]
