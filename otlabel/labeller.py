@@ -43,12 +43,12 @@ ESTIMATES = ("predictions", "labels", "given")
 STATE_KEYS = ("queue", "queue_filled", "marginal_ema", "ema_updates", "log_col_scaling", "has_potential")
 
 
-def _check_fraction(value: Any, name: str, *, closed_low: bool = True) -> float:
-    """A real number in [0, 1) (``closed_low``) or (0, 1)."""
+def _check_fraction(value: Any, name: str) -> float:
+    """A real number in [0, 1)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ArgumentTypeError(f"{name} must be a real number in [0, 1), got {type(value).__name__}")
     value = float(value)
-    if not ((0 <= value if closed_low else 0 < value) and value < 1):
+    if not 0 <= value < 1:
         raise InvalidArgumentError(f"{name} must lie in [0, 1), got {value}")
     return value
 
@@ -220,8 +220,9 @@ class OnlineLabeller:
             self._kind = marginal
         else:
             self._kind = "fixed"
-            device = marginal.device if isinstance(marginal, torch.Tensor) else torch.device("cpu")
-            like = torch.zeros(1, 1, self.n_classes, dtype=torch.float64, device=device)
+            if isinstance(marginal, torch.Tensor):  # checked on the host, once (a device check would be deferred)
+                marginal = marginal.detach().cpu()
+            like = torch.zeros(1, 1, self.n_classes, dtype=torch.float64)
             fixed = check_marginal(
                 marginal, "marginal", self.n_classes, "K", 1, False, like, torch.float64, DeferredChecks()
             )[0]

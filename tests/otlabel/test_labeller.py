@@ -32,6 +32,14 @@ def test_without_options_it_is_sinkhorn():
         assert torch.equal(labeller(scores), sinkhorn(scores, 0.5))
 
 
+def test_fixed_proportions_are_the_col_marginal():
+    beta = torch.tensor([0.4, 0.3, 0.2, 0.1], dtype=torch.float64)
+    labeller = OnlineLabeller(K, epsilon=0.5, marginal=beta.tolist())
+    torch.testing.assert_close(labeller.marginal, beta, rtol=0, atol=1e-15)  # renormalised
+    for scores in _batches(2):
+        torch.testing.assert_close(labeller(scores), sinkhorn(scores, 0.5, col_marginal=beta), rtol=0, atol=1e-14)
+
+
 def test_the_queue_fills_the_problem_and_its_labels_are_dropped():
     batches = _batches(4, rows=4)
     labeller = OnlineLabeller(K, epsilon=0.5, queue_size=6)
