@@ -11,6 +11,7 @@ from .errors import (
     OTLabelError,
     OTLabelWarning,
 )
+from .labeller import OnlineLabeller
 from .labels import hard_labels, integer_quotas
 from .priors import foreground_marginal, fractional_ranks, gaussian_rank_prior
 from .ragged import RaggedSinkhornResult, sinkhorn_ragged
@@ -24,6 +25,7 @@ __all__ = [
     "SinkhornResult",
     "sinkhorn_ragged",
     "RaggedSinkhornResult",
+    "OnlineLabeller",
     "gaussian_rank_prior",
     "fractional_ranks",
     "foreground_marginal",

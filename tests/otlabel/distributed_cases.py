@@ -342,8 +342,11 @@ def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     os.replace(str(target) + ".tmp", target)
 
 
-def run_world(world: int, out_dir: Path, timeout_s: float = 240.0) -> list[dict[str, dict[str, Any]]]:
-    """Spawn ``world`` ranks running :func:`worker`; return each rank's outcomes.
+def run_world(
+    world: int, out_dir: Path, timeout_s: float = 240.0, target: Callable[..., None] | None = None
+) -> list[dict[str, dict[str, Any]]]:
+    """Spawn ``world`` ranks running :func:`worker` (or ``target``, a module-level function with its
+    signature that saves ``out_dir/rank{rank}.pt``); return each rank's outcomes.
 
     Fails (instead of hanging) when the ranks do not finish within ``timeout_s``.
     """
@@ -352,7 +355,7 @@ def run_world(world: int, out_dir: Path, timeout_s: float = 240.0) -> list[dict[
     out_dir.mkdir(parents=True, exist_ok=True)
     init_file = out_dir / "rendezvous"
     context = mp.start_processes(
-        worker, args=(world, str(init_file), str(out_dir)), nprocs=world, join=False, start_method="spawn"
+        target or worker, args=(world, str(init_file), str(out_dir)), nprocs=world, join=False, start_method="spawn"
     )
     deadline = time.monotonic() + timeout_s
     try:

@@ -112,7 +112,12 @@ def test_a_run_of_another_configuration_is_refused(grid: Path) -> None:
 
 def test_plan_restricts_rows_and_shares_runs() -> None:
     tables, variants, modes = plan()
-    assert len(variants) == 15 and variants[0] == "full"
+    assert len(variants) == 17 and variants[0] == "full"
+    beta = next(t for t in tables if t.key == "beta")
+    assert [r.variant for r in beta.rows] == ["full", "beta-ema", "beta-relaxed"] and not beta.expected
+    for name in ("beta-ema", "beta-relaxed"):  # each variant's overrides load (and name a real setting)
+        cfg = ablation.run_config(CONFIG_DIR / "ablation.yaml", [], name, 0)
+        assert cfg.labeling.ccc.marginal == name.removeprefix("beta-")
     assert modes["full"] == ["attention", "mixed", "cluster"]  # Tables 4 and 7 post-process the full model three ways
     assert sum(len(t.rows) for t in tables) > len(variants)  # rows share runs
     tables, variants, _ = plan(tables=["table7"])

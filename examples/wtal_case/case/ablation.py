@@ -168,6 +168,17 @@ VARIANTS: dict[str, Variant] = _variants(
     Variant("sigma0.1", ("labeling.scc.sigma=0.1",), "σ = 0.1"),
     Variant("sigma0.3", ("labeling.scc.sigma=0.3",), "σ = 0.3"),
     Variant("sigma1", ("labeling.scc.sigma=1.0",), "σ = 1"),
+    # issue 12 (ours): Eq. 13's β smoothed over the steps, or relaxed into a KL penalty
+    Variant(
+        "beta-ema",
+        ("labeling.ccc.marginal=ema", "labeling.ccc.marginal_momentum=0.9"),
+        "CCC with a moving average of Eq. 13's β (m = 0.9)",
+    ),
+    Variant(
+        "beta-relaxed",
+        ("labeling.ccc.marginal=relaxed", "labeling.ccc.marginal_penalty=1.0"),
+        "CCC with Eq. 13's β as a KL-penalised marginal (τ = 1)",
+    ),
 )
 
 #: Test-time foreground modes and how the tables name them.
@@ -251,6 +262,18 @@ TABLES: tuple[Table, ...] = (
             Row("σ = 10 (CASE)", "full", "mixed", 10.0),
         ),
         sweep="σ",
+    ),
+    Table(
+        "beta",
+        "CCC's foreground share β: per batch, smoothed, relaxed (ours)",
+        "No paper counterpart: the paper and the official code estimate β from each batch (Eq. 13); "
+        "a moving average over the steps (m = 0.9) and a KL-relaxed marginal (τ = 1) are otlabel's "
+        "alternatives (issue 12); no ordering is tested.",
+        (
+            Row("Eq. 13 per batch (CASE)", "full", "mixed"),
+            Row("moving average, m = 0.9", "beta-ema", "mixed"),
+            Row("relaxed, τ = 1", "beta-relaxed", "mixed"),
+        ),
     ),
 )
 

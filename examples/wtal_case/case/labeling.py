@@ -9,7 +9,8 @@ Two labelling problems are solved at every training step (paper §3.2–3.3):
   ``sinkhorn(scores)`` (Eq. 10, the ablation of Table 6);
 * **cluster classification (CCC)** — the K clusters over {foreground, background}, with the
   column marginal β estimated from the snippets' foreground pseudo-labels
-  (``foreground_marginal``, Eq. 13) or uniform (Eq. 9).
+  (``foreground_marginal``, Eq. 13) or uniform (Eq. 9); or (ours) Eq. 13's β smoothed over the
+  steps by :class:`otlabel.OnlineLabeller`, or relaxed into a KL penalty.
 
 Both streams are labelled *together* (co-labelling, suppl. F.2): their predictions are fused
 by :func:`otlabel.colabel` — averaged probabilities (the paper) or averaged logits (the
@@ -48,7 +49,15 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from otlabel import colabel, foreground_marginal, gaussian_rank_prior, hard_labels, sinkhorn, sinkhorn_with_prior
+from otlabel import (
+    OnlineLabeller,
+    colabel,
+    foreground_marginal,
+    gaussian_rank_prior,
+    hard_labels,
+    sinkhorn,
+    sinkhorn_with_prior,
+)
 
 from .distributed import gather_rows, world
 
@@ -60,6 +69,7 @@ __all__ = [
     "solve_labels",
     "label_snippet_clusters",
     "label_cluster_classes",
+    "ccc_marginal_state",
     "row_entropy",
     "usage_entropy",
 ]
@@ -126,9 +136,17 @@ class CCCConfig:
     enabled : bool
         Classify the clusters as foreground/background (Table 4: "+CCC"); needs SCC.
     method, form : as in :class:`SCCConfig` (Table 5).
-    marginal : {"estimated", "uniform"}
-        Column marginal β of the OT problem: estimated from the snippets' foreground
-        pseudo-labels (Eq. 13) or (½, ½) (Eq. 9; Table 6).
+    marginal : {"estimated", "uniform", "ema", "relaxed"}
+        Column marginal β of the OT problem: estimated from the batch's snippets' foreground
+        pseudo-labels (Eq. 13; the paper and the official code, default), or (½, ½) (Eq. 9;
+        Table 6). Two variants of Eq. 13 (ours, not in the paper): ``"ema"`` labels with an
+        exponential moving average of the batches' β (:class:`otlabel.OnlineLabeller`'s
+        estimate, saved in the checkpoints), ``"relaxed"`` with the batch's β as a KL-penalised
+        marginal (otlabel's ``col_penalty``) that the labels may depart from.
+    marginal_momentum : float
+        ``marginal="ema"``: the moving average's momentum m in [0, 1) (β_t = m β_{t-1} + (1 − m) β̂_t).
+    marginal_penalty : float
+        ``marginal="relaxed"``: the penalty's strength τ > 0 (τ → ∞ is Eq. 13).
     temperature : float
         τ multiplying the cosine similarities between cluster and F&B prototypes (Eq. 6; 10).
     epsilon : float
@@ -140,7 +158,9 @@ class CCCConfig:
     enabled: bool = True
     method: Method = "ot"
     form: Form = "soft"
-    marginal: Literal["estimated", "uniform"] = "estimated"
+    marginal: Literal["estimated", "uniform", "ema", "relaxed"] = "estimated"
+    marginal_momentum: float = 0.9
+    marginal_penalty: float = 1.0
     temperature: float = 10.0
     epsilon: float = 0.5
     n_iter: int = 3
@@ -149,6 +169,15 @@ class CCCConfig:
         _check_solver("labeling.ccc", self.epsilon, self.n_iter)
         if not (self.temperature > 0 and math.isfinite(self.temperature)):
             raise ValueError(f"labeling.ccc.temperature must be a finite number > 0, got {self.temperature}")
+        if not 0 <= self.marginal_momentum < 1:
+            raise ValueError(f"labeling.ccc.marginal_momentum must lie in [0, 1), got {self.marginal_momentum}")
+        if not (self.marginal_penalty > 0 and math.isfinite(self.marginal_penalty)):
+            raise ValueError(f"labeling.ccc.marginal_penalty must be a finite number > 0, got {self.marginal_penalty}")
+        if self.marginal == "relaxed" and (self.method, self.form) != ("ot", "soft"):
+            raise ValueError(
+                "labeling.ccc.marginal='relaxed' needs labeling.ccc.method='ot' and form='soft' (a penalised "
+                f"marginal is a property of the soft transport plan), got method={self.method!r}, form={self.form!r}"
+            )
 
 
 @dataclass
@@ -256,6 +285,7 @@ def solve_labels(
     method: str = "ot",
     form: str = "soft",
     scope: str = "global",
+    col_penalty: float | None = None,
 ) -> Labels:
     r"""Label the rows of ``scores`` (N, K); the one entry point of every labelling call.
 
@@ -284,6 +314,9 @@ def solve_labels(
         Sinkhorn iterations.
     method, form, scope : str
         See above.
+    col_penalty : float, optional
+        Soft OT only: relax the column marginal into a KL penalty of this strength (otlabel's
+        ``col_penalty``); the column error then measures how far the labels depart from it.
 
     Returns
     -------
@@ -292,6 +325,8 @@ def solve_labels(
     """
     if method not in ("ot", "argmax") or form not in ("soft", "hard"):
         raise ValueError(f"method must be 'ot' or 'argmax' and form 'soft' or 'hard', got {method!r}, {form!r}")
+    if col_penalty is not None and (method, form) != ("ot", "soft"):
+        raise ValueError("col_penalty applies to soft OT labels (method='ot', form='soft')")
     scores = scores.detach()
     prior = None if prior is None else prior.detach()
     n_cols = scores.shape[-1]
@@ -305,7 +340,10 @@ def solve_labels(
         labels = hard_labels(labels, col_marginal)[mine]
     elif method == "ot":
         group = dist.group.WORLD if world(scope)[1] > 1 else None
-        labels = _transport(scores, prior, epsilon, col_marginal, n_iter, group)
+        if col_penalty is None:
+            labels = _transport(scores, prior, epsilon, col_marginal, n_iter, group)
+        else:  # a KL-relaxed column marginal
+            labels = _relaxed_transport(scores, prior, epsilon, col_marginal, n_iter, group, col_penalty)
     else:  # row-wise: no column constraint, nothing to communicate
         logits = scores / epsilon
         if prior is not None:
@@ -324,6 +362,21 @@ def _transport(
     if prior is None:
         return sinkhorn(scores, epsilon, col_marginal=col_marginal, n_iter=n_iter, process_group=group)
     return sinkhorn_with_prior(scores, prior, epsilon, col_marginal=col_marginal, n_iter=n_iter, process_group=group)
+
+
+def _relaxed_transport(
+    scores: Tensor,
+    prior: Tensor | None,
+    epsilon: float,
+    col_marginal: Tensor,
+    n_iter: int,
+    group: object,
+    col_penalty: float,
+) -> Tensor:
+    options = {"col_marginal": col_marginal, "n_iter": n_iter, "process_group": group, "col_penalty": col_penalty}
+    if prior is None:
+        return sinkhorn(scores, epsilon, **options)
+    return sinkhorn_with_prior(scores, prior, epsilon, **options)
 
 
 def _fuse(predictions: Sequence[Tensor], fusion: str) -> Tensor:
@@ -398,6 +451,7 @@ def label_cluster_classes(
     cfg: CCCConfig,
     fusion: str = "logits",
     scope: str = "global",
+    marginal_state: OnlineLabeller | None = None,
 ) -> tuple[Labels, Tensor]:
     r"""Cluster-classification pseudo-labels Q^C (K × {fg, bg}; paper Eq. 9 / 13).
 
@@ -412,6 +466,9 @@ def label_cluster_classes(
         from which β is estimated (Eq. 13); over the global batch with ``scope="global"``.
     cfg : CCCConfig
     fusion, scope : str
+    marginal_state : otlabel.OnlineLabeller, optional
+        ``cfg.marginal="ema"``: the moving average of β carried from step to step
+        (:func:`ccc_marginal_state` makes it); this step's β̂ is folded into it, then labelled with.
 
     Returns
     -------
@@ -422,8 +479,17 @@ def label_cluster_classes(
     if cfg.marginal == "estimated":
         all_fg, _ = gather_rows(fg_labels.detach().to(scores.dtype), scope)
         beta = foreground_marginal(all_fg)
-    else:
+    elif cfg.marginal == "uniform":
         beta = torch.full((2,), 0.5, dtype=scores.dtype, device=scores.device)
+    else:  # variants of Eq. 13: the batch's estimate, smoothed over steps or relaxed
+        all_fg, _ = gather_rows(fg_labels.detach().to(scores.dtype), scope)
+        beta = foreground_marginal(all_fg)
+        if cfg.marginal == "ema":
+            if marginal_state is None:
+                raise ValueError("labeling.ccc.marginal='ema' needs the moving average's state (ccc_marginal_state)")
+            # every rank folds in the same global estimate (labelled locally: no process group)
+            marginal_state.update(beta)
+            beta = marginal_state.marginal.to(scores.dtype)
     labels = solve_labels(
         scores,
         epsilon=cfg.epsilon,
@@ -432,5 +498,22 @@ def label_cluster_classes(
         method=cfg.method,
         form=cfg.form,
         scope="local",
+        **({"col_penalty": cfg.marginal_penalty} if cfg.marginal == "relaxed" else {}),
     )
     return labels, beta
+
+
+def ccc_marginal_state(cfg: CCCConfig) -> OnlineLabeller | None:
+    """The moving average of β that ``cfg.marginal="ema"`` carries from step to step (None otherwise).
+
+    An :class:`otlabel.OnlineLabeller` over the two columns (foreground, background) used for its
+    estimate only: β̂ of each batch (Eq. 13) is folded in by :meth:`~otlabel.OnlineLabeller.update`
+    (the first replaces the uniform start), and its ``state_dict()`` goes into the checkpoints so
+    that ``--resume`` continues it exactly. A floor of 1 % of the uniform share keeps either side
+    from reaching 0.
+    """
+    if cfg.marginal != "ema":
+        return None
+    return OnlineLabeller(
+        2, cfg.epsilon, n_iter=cfg.n_iter, marginal="ema", estimate="given", momentum=cfg.marginal_momentum
+    )

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from otlabel import OnlineLabeller
+
 from .distributed import global_sum
 from .labeling import LabelingConfig, label_cluster_classes, label_snippet_clusters, usage_entropy
 from .model import StreamOutput
@@ -328,6 +330,7 @@ def case_objective(
     cluster_fg: Tensor,
     loss_cfg: LossConfig,
     label_cfg: LabelingConfig,
+    marginal_state: OnlineLabeller | None = None,
 ) -> StepOutput:
     """One training step's objective (Eq. 14) with its two labelling problems.
 
@@ -341,6 +344,8 @@ def case_objective(
         Q^C[:, fg] of the previous step (the prior's cluster levels).
     loss_cfg : LossConfig
     label_cfg : LabelingConfig
+    marginal_state : otlabel.OnlineLabeller, optional
+        CCC's moving average of β (``labeling.ccc.marginal="ema"``; updated in place).
 
     Returns
     -------
@@ -385,7 +390,9 @@ def case_objective(
                         ccc.temperature,
                     )
                 )
-            q_c, beta = label_cluster_classes(class_logits, fg_flat, ccc, label_cfg.fusion, label_cfg.scope)
+            q_c, beta = label_cluster_classes(
+                class_logits, fg_flat, ccc, label_cfg.fusion, label_cfg.scope, marginal_state=marginal_state
+            )
             parts["ccc"] = sum(soft_cross_entropy(q_c.labels, logits) for logits in class_logits)
             new_cluster_fg = q_c.labels[:, 0].detach()
             diagnostics.update(

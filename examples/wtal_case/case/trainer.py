@@ -43,6 +43,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from otlabel import OnlineLabeller
+
 from . import checkpoint as ckpt
 from . import viz
 from .atomic import atomic_write_json
@@ -54,6 +56,7 @@ from .distributed import Distributed, mean_over_ranks, setup_runtime
 from .errors import RunFolderError, RunWarning, fits_in_memory
 from .evaluation import evaluate_checkpoint, has_annotations, valid_one_epoch
 from .inference import TrainedModel
+from .labeling import ccc_marginal_state
 from .losses import StepOutput, case_objective, joint_objective
 from .metrics import load_ambiguous, write_metrics
 from .model import CASEModel
@@ -76,9 +79,15 @@ class TrainingState:
     step: int = 0
     best: dict[str, Any] = field(default_factory=lambda: {"score": -math.inf, "step": None})  # held-out selection
     finished: bool = False  # resumed from final.pt: nothing left to train
+    #: CCC's moving average of β (labeling.ccc.marginal="ema"; None otherwise): checkpointed
+    ccc_marginal: OnlineLabeller | None = None
 
     def checkpoint(self, order: BatchOrder, cfg: Config, class_names: list[str]) -> dict[str, Any]:
-        """What a checkpoint holds (:data:`case.checkpoint.REQUIRED_KEYS`)."""
+        """What a checkpoint holds (:data:`case.checkpoint.REQUIRED_KEYS`, and ``ccc_marginal``
+        with ``labeling.ccc.marginal="ema"``)."""
+        extra = {}
+        if self.ccc_marginal is not None:
+            extra["ccc_marginal"] = {k: v.detach().cpu() for k, v in self.ccc_marginal.state_dict().items()}
         return {
             "step": self.step,
             "model": self.model.state_dict(),
@@ -89,6 +98,7 @@ class TrainingState:
             "config": to_dict(cfg),
             "class_names": class_names,  # what each classifier output means
             "best": self.best,
+            **extra,
         }
 
 
@@ -199,7 +209,8 @@ def _new_state(cfg: Config, num_classes: int, device: torch.device) -> TrainingS
     optimizer = torch.optim.Adam(
         model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
     )
-    return TrainingState(model, optimizer, torch.full((cfg.model.num_clusters,), INITIAL_CLUSTER_FG, device=device))
+    cluster_fg = torch.full((cfg.model.num_clusters,), INITIAL_CLUSTER_FG, device=device)
+    return TrainingState(model, optimizer, cluster_fg, ccc_marginal=ccc_marginal_state(cfg.labeling.ccc))
 
 
 def train_step(
@@ -209,16 +220,20 @@ def train_step(
     optimizer: torch.optim.Optimizer,
     cfg: Config,
     device: torch.device,
+    marginal_state: OnlineLabeller | None = None,
 ) -> StepOutput:
     """One optimiser step on the paper's Eq. 14, L = L_cls + L_att + λ_S·L_S + λ_C·L_C.
 
     :func:`case.losses.case_objective` computes the four terms, solving the step's two
     labelling problems (SCC's Q^S with the rank prior of Q^C[:, fg] = ``cluster_fg``, and
     CCC's Q^C) on the way; the returned ``cluster_fg`` feeds the next step's prior.
+    ``marginal_state`` is CCC's moving average of β (``labeling.ccc.marginal="ema"``).
     """
     net.train()
     outputs = net(batch["features"].to(device, non_blocking=True))
-    result = case_objective(outputs, batch["label"].to(device), cluster_fg, cfg.loss, cfg.labeling)
+    result = case_objective(
+        outputs, batch["label"].to(device), cluster_fg, cfg.loss, cfg.labeling, marginal_state=marginal_state
+    )
     if not torch.isfinite(result.loss):
         raise FloatingPointError(f"the loss is not finite ({result.parts}); lower optim.lr")
     optimizer.zero_grad(set_to_none=True)
@@ -338,6 +353,13 @@ def _restore(state: TrainingState, cfg: Config, inputs: RunInputs, paths: RunPat
     state.optimizer.load_state_dict(saved["optimizer"])
     ckpt.set_rng_state(saved["rng"])
     state.cluster_fg = saved["cluster_fg"].to(inputs.device)
+    if state.ccc_marginal is not None:  # labeling.ccc.marginal="ema" (the same configuration: checked above)
+        if "ccc_marginal" not in saved:
+            raise RunFolderError(f"{path} holds no ccc_marginal state for labeling.ccc.marginal='ema'")
+        try:
+            state.ccc_marginal.load_state_dict(saved["ccc_marginal"])
+        except (TypeError, ValueError) as err:
+            raise RunFolderError(f"{path}: its ccc_marginal state does not load: {err}") from None
     state.step, state.best, state.finished = int(saved["step"]), saved["best"], path.name == "final.pt"
 
 
@@ -369,7 +391,9 @@ def _train_steps(
         for batch in iterate_batches(inputs.train_set, inputs.order, state.step, train.steps, train.num_workers):
             epoch, _ = inputs.order.position(state.step)
             try:
-                result = train_step(net, batch, state.cluster_fg, state.optimizer, cfg, device)
+                result = train_step(
+                    net, batch, state.cluster_fg, state.optimizer, cfg, device, marginal_state=state.ccc_marginal
+                )
             except FloatingPointError as err:
                 raise FloatingPointError(f"step {state.step + 1}: {err}") from None
             if result.cluster_fg is not None:
