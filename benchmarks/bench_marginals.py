@@ -110,7 +110,8 @@ def wilson_bounds(counts: torch.Tensor, z: float = 2.0) -> tuple[torch.Tensor, t
     freq = counts / n
     centre = (freq + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * torch.sqrt(freq * (1 - freq) / n + z * z / (4 * n * n))
-    return (centre - half).clamp(min=0.0), (centre + half).clamp(max=1.0)
+    lower = torch.where(counts > 0, centre - half, 0.0).clamp(min=0.0)  # exactly 0 at a zero count (rounding)
+    return lower, (centre + half).clamp(max=1.0)
 
 
 def ema_marginal(
