@@ -27,11 +27,13 @@ problems, not of three iterations), with one fixed setting chosen by a stated ru
 * bounded (SLA): ``col_bounds`` from a small labelled sample, as in Sinkhorn Label Allocation:
   the Wilson intervals (z = 2) of the class frequencies of ``--labelled`` (256) extra samples
   drawn from the same mixture (information the other options do not have);
-* EMA: the class marginal re-estimated online: start uniform, label each mini-batch of 256 with
-  the current marginal (the library's default fixed mode, 3 iterations), update the marginal as
-  an exponential moving average (momentum 0.9) of the labels' column means, 10 passes over the
-  data in a seeded random order; then label the whole set with the final marginal (hard,
-  tolerance mode). :func:`ema_marginal` mirrors otlabel's upcoming stateful labeller.
+* EMA: the class marginal re-estimated online by :class:`otlabel.OnlineLabeller`
+  (``marginal="ema"``, its defaults): start uniform, label each mini-batch of 256 with the
+  current marginal (fixed mode, 3 iterations), move the estimate (momentum 0.9) toward the
+  batch's own class distribution (the mean of the row-wise softmax of scores / epsilon), 10 passes
+  over the data in a seeded random order; then label the whole set with the final marginal (hard,
+  tolerance mode). The second table varies what the estimate follows (the labels' column means
+  under a relaxed marginal, or the labels' argmax counts) and how each batch is labelled.
 
 Metrics, mean ± standard deviation over the seeds (each seed draws new prototypes, samples and
 teacher): accuracy (argmax of each row of the labels against the true class, over all rows);
@@ -67,8 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import machine_info, markdown_table, write_json  # noqa: E402
 
-import otlabel  # noqa: E402
-from otlabel import ConvergenceWarning, sinkhorn  # noqa: E402
+from otlabel import ConvergenceWarning, OnlineLabeller, sinkhorn  # noqa: E402
 
 #: a row holding at least this much mass counts as labelled (partial transport leaves the rest)
 LABELLED_ROW_MASS = 0.5
@@ -122,27 +123,33 @@ def ema_marginal(
     momentum: float,
     passes: int,
     seed: int,
-    hard_counts: bool = False,
-    **sinkhorn_options: Any,
+    estimate: str = "predictions",
+    **solver_options: Any,
 ) -> torch.Tensor:
-    """The class marginal re-estimated online, as otlabel's stateful labeller does (mirrored here
-    until it lands): start uniform; label each mini-batch with the current marginal; update the
-    marginal as an exponential moving average of the labels' column means (``hard_counts``: of the
-    argmax labels' class frequencies). ``sinkhorn_options`` choose how each batch is labelled
-    (default: the library's fixed mode, 3 iterations)."""
+    """The class marginal that :class:`otlabel.OnlineLabeller` (``marginal="ema"``) estimates
+    over ``passes`` shuffled passes of mini-batches: each batch is labelled with the current
+    estimate, then the estimate moves toward the batch's ``estimate`` — ``"predictions"`` (the
+    scores' own class distribution, SoLar-style; the labeller's default), ``"labels"`` (the labels'
+    column means; needs a relaxed marginal to move), or ``"argmax"`` (the class frequencies of the
+    labels' argmax, fed through ``update``). ``solver_options`` choose how each batch is labelled
+    (default: fixed mode, 3 iterations)."""
     n_rows, n_cols = scores.shape
     generator = torch.Generator().manual_seed(seed)
-    marginal = torch.full((n_cols,), 1.0 / n_cols, dtype=torch.float64)
+    labeller = OnlineLabeller(
+        n_cols,
+        epsilon,
+        marginal="ema",
+        momentum=momentum,
+        estimate="given" if estimate == "argmax" else estimate,
+        **solver_options,
+    )
     for _ in range(passes):
         order = torch.randperm(n_rows, generator=generator)
         for start in range(0, n_rows, batch):
-            labels = sinkhorn(scores[order[start : start + batch]], epsilon, col_marginal=marginal, **sinkhorn_options)
-            if hard_counts:
-                labels = F.one_hot(labels.argmax(1), n_cols)
-            means = labels.to(torch.float64).mean(0)
-            marginal = momentum * marginal + (1 - momentum) * means / means.sum()
-            marginal = marginal / marginal.sum()
-    return marginal
+            labels = labeller(scores[order[start : start + batch]])
+            if estimate == "argmax":
+                labeller.update(torch.bincount(labels.argmax(1), minlength=n_cols).to(torch.float64) / labels.shape[0])
+    return labeller.marginal
 
 
 class Outcome(NamedTuple):
@@ -164,11 +171,13 @@ def argmax_option(data: Data, seed: int) -> Outcome:
     return Outcome(F.one_hot(data.scores.argmax(1), data.scores.shape[1]).to(torch.float32), None)
 
 
-def ema_option(args: argparse.Namespace, *, hard_counts: bool = False, **batch_options: Any) -> Option:
+def ema_option(args: argparse.Namespace, *, estimate: str = "predictions", **batch_options: Any) -> Option:
     def run(data: Data, seed: int) -> Outcome:
         options = batch_options
         if "tol" in options:
             options = {"max_iter": args.max_iter, **options}
+        elif "n_iter" not in options:
+            options = {"n_iter": 3, **options}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             marginal = ema_marginal(
@@ -178,7 +187,7 @@ def ema_option(args: argparse.Namespace, *, hard_counts: bool = False, **batch_o
                 momentum=args.ema_momentum,
                 passes=args.ema_passes,
                 seed=10_000 + seed,
-                hard_counts=hard_counts,
+                estimate=estimate,
                 **options,
             )
         return solve(data.scores, args, col_marginal=marginal)
@@ -236,12 +245,14 @@ def sweep_options(args: argparse.Namespace) -> dict[str, tuple[str, Option]]:
         "hard, tol": {"tol": args.tol},
         f"relaxed tau={tau:g}, tol": {"tol": args.tol, "col_penalty": tau},
     }
-    for hard_counts in (False, True):
+    updates = {"predictions": "scores' distribution", "labels": "column means", "argmax": "argmax counts"}
+    for estimate, update in updates.items():
         for mode, options in batch_modes.items():
-            update = "argmax counts" if hard_counts else "column means"
+            if estimate == "labels" and "col_penalty" not in options:
+                continue  # under a hard marginal the labels' column means are the marginal itself
             table[f"EMA, {mode}, {update}"] = (
                 f"batches labelled {mode}; EMA of {update}",
-                ema_option(args, hard_counts=hard_counts, **options),
+                ema_option(args, estimate=estimate, **options),
             )
     return table
 
@@ -403,11 +414,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    if hasattr(otlabel, "OnlineLabeller"):
-        print(
-            "note: otlabel.OnlineLabeller exists; this script still runs its own mirror, ema_marginal()",
-            file=sys.stderr,
-        )
     seeds = list(range(args.seeds))
     started = time.perf_counter()
     datasets = [make_data(args, seed) for seed in seeds]

@@ -162,8 +162,9 @@ def relative_violation(sums: torch.Tensor, mass: torch.Tensor) -> torch.Tensor:
     ``sums`` and ``mass`` are (..., L); the result drops the last axis. Entries with zero target
     mass are measured relative to the problem's total mass instead.
     """
-    if mass.shape[-1] == 0:  # a rank that holds no rows of a global batch
-        return mass.new_zeros(mass.shape[:-1])
+    if mass.shape[-1] == 0:  # a rank that holds no rows of a global batch: the dtype the others
+        # compute in (a float64 sum against float32 masses), for the all-reduce that follows
+        return torch.zeros(mass.shape[:-1], dtype=torch.promote_types(sums.dtype, mass.dtype), device=mass.device)
     total = mass.sum(-1, keepdim=True)
     scale = torch.where(mass > 0, mass, total)
     return ((sums - mass).abs() / scale).amax(-1)

@@ -570,8 +570,10 @@ def sinkhorn(
         :math:`\tau\, \mathrm{KL}(Q^\top \mathbf{1} \,\|\, N c)` (resp. for the rows) replaces
         the constraint; tau -> inf (or None, the default) is the hard constraint. POT's
         ``ot.unbalanced.sinkhorn_unbalanced`` with ``M = -scores``, ``reg = epsilon``,
-        ``reg_m = (row_penalty, col_penalty)`` solves the same problem. See the guide page
-        "Choosing a marginal".
+        ``reg_m = (row_penalty, col_penalty)``, ``a = N r``, ``b = N c`` and the reference
+        measure ``c = ones`` (POT's default, ``a b^T``, is another problem unless both
+        marginals are uniform; with a prior, ``c = prior``) solves the same problem. See the
+        guide page "Choosing a marginal".
     mass : float in (0, 1], optional
         Partial transport: label only the fraction m of the mass — rows and columns receive at
         most their marginal's mass, m N in all (POT's ``ot.partial.entropic_partial_wasserstein``
@@ -582,11 +584,14 @@ def sinkhorn(
     init : SinkhornResult, (log_row_scaling, log_col_scaling) or log_col_scaling, optional
         Warm start from the potentials of a previous call (e.g. the previous training step's);
         with the column potential alone the rows follow from it. Never changes the converged
-        answer (tolerance mode); in fixed-iteration mode the iterations start from it.
+        answer (tolerance mode); in fixed-iteration mode the iterations start from it. With
+        ``mass`` or ``col_bounds`` Dykstra's corrections restart from the potentials, so a warm
+        start saves fewer iterations there.
     acceleration : {None, "anderson"}, default None
         Tolerance mode: Anderson-accelerated column steps (a small least-squares problem per
-        iteration, on the device; restarts when the residual grows): 10-25x fewer iterations on
-        slowly converging problems. See the guide page "Choosing a marginal", "Faster
+        iteration, on the device; restarts when the residual grows), engaged once the plain
+        iterations prove slow: about 10x fewer iterations on slowly converging problems
+        (``benchmarks/bench_acceleration.py``). Not with ``mass`` or ``col_bounds``. See the guide page "Choosing a marginal", "Faster
         convergence".
 
     Returns

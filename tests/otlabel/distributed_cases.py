@@ -119,6 +119,9 @@ def cases(world: int) -> dict[str, Case]:
         "log_domain_fixed": Case(
             _scores(8, n, 4).float(), uneven, {"epsilon": 1e-3, "n_iter": 50, "return_info": True}
         ),
+        "empty_rank_float32_info": Case(
+            _scores(49, 14, 4).float(), _splits(world, "empty"), {"epsilon": 0.5, "tol": 1e-6, "return_info": True}
+        ),
         "empty_rank_fixed": Case(_scores(10, 14, 4), _splits(world, "empty"), {"epsilon": 0.5, "return_info": True}),
         "empty_rank_tol_prior": Case(
             _scores(11, 14, 4),
