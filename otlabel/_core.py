@@ -631,7 +631,8 @@ def _log_start(problem: Problem, kernel: torch.Tensor) -> LogPath:
     g = layout.cols(g_init)
     corrections = (None, None, None)
     if not problem.balanced:  # Dykstra's iterate starts at exp(L): see ScalingPath
-        row_rule, col_rule = (_rule_in(rule, shape) for rule, shape in ((problem.row_rule, layout.rows), (problem.col_rule, layout.cols)))
+        row_rule = _rule_in(problem.row_rule, layout.rows)
+        col_rule = _rule_in(problem.col_rule, layout.cols)
         corrections = _start_corrections(problem, row_rule, col_rule, f if f_init is not None else 0.0, g)
     log_state = LogPath(problem, f, g, corrections)
     if f_init is None:  # only a column potential: the rows follow from it
@@ -680,6 +681,46 @@ def fixed(problem: Problem, schedule: Schedule) -> Solution:
     )
 
 
+class _Acceleration:
+    """When Anderson acceleration runs: from the first check where the error fell less than
+    1/SLOW-fold since the previous one (plain iterations that converge fast never pay for it), for
+    as long as it makes progress. ``STALLS`` checks in a row without a new smallest error, or
+    extrapolated steps that leave the scaling path's safe range, hand over to the plain steps
+    for the rest of the call: it never ends worse off than plain iterations by more than those
+    few checks' worth of steps."""
+
+    STALLS = 10
+
+    def __init__(self, wanted: bool, shift_invariant: bool):
+        self.shift_invariant = shift_invariant
+        self.accelerator: Anderson | None = None
+        self.given_up = not wanted
+        self.previous = self.best = math.inf
+        self.stalls = 0
+
+    @property
+    def active(self) -> bool:
+        return self.accelerator is not None
+
+    def checked(self, worst: float) -> None:
+        """Take note of a check's error (read back already: no extra synchronisation)."""
+        if self.accelerator is None:
+            if not self.given_up and worst > SLOW * self.previous:
+                self.accelerator = Anderson(self.shift_invariant)
+                self.best = worst
+        elif worst < self.best:
+            self.best, self.stalls = worst, 0
+        else:
+            self.stalls += 1
+            if self.stalls >= self.STALLS:
+                self.give_up()
+        self.previous = worst
+
+    def give_up(self) -> None:
+        self.accelerator = None
+        self.given_up = True
+
+
 def tolerance(problem: Problem, schedule: Schedule) -> Solution:
     """The tolerance mode: until every problem meets ``schedule.tol``.
 
@@ -691,19 +732,27 @@ def tolerance(problem: Problem, schedule: Schedule) -> Solution:
     state = ScalingPath(problem, materialise=True)
     max_iter, every = schedule.max_iter, schedule.check_every
     progress: Progress | Together = (Progress if problem.layout.independent else Together)(problem, schedule)
-    accelerator = None  # Anderson acceleration, once the plain iterations prove slow
-    previous_error = math.inf
     balanced = problem.balanced
-    iteration = 0
+    acceleration = _Acceleration(schedule.accelerate, balanced)
+    iteration = checked = 0
     saved = (state.a, state.b, state.log_corrections(), progress, 0)  # last state known to be healthy
     extrema = Extrema()
     before = None
     while True:
         col_sums = state.col_sums(accurate=True)
-        if iteration > 0 and (iteration % every == 0 or iteration == max_iter):
+        if iteration > checked and (iteration % every == 0 or iteration == max_iter):
             measure = state.col_violation(col_sums) if balanced else state.change(before)
             summary, candidate = progress.update(measure, iteration)
             is_healthy, numbers = status.read_health(extrema, problem.dtype, summary)
+            checked = iteration
+            if not is_healthy and acceleration.active:
+                # Extrapolated steps left the safe range, not the problem: back to the last healthy
+                # state, and on with the plain steps (the log domain would be far slower).
+                acceleration.give_up()
+                state.a, state.b, _, progress, iteration = saved
+                checked = iteration
+                extrema = Extrema()
+                continue
             if not is_healthy:
                 break
             remaining, worst, stopped = candidate.outcome(numbers)
@@ -717,12 +766,10 @@ def tolerance(problem: Problem, schedule: Schedule) -> Solution:
                 return progress.solution(state.plan(), state.potentials(), iteration, remaining, worst, False)
             saved = (state.a, state.b, state.log_corrections(), progress, iteration)
             extrema = Extrema()
-            if schedule.accelerate and accelerator is None and worst > SLOW * previous_error:
-                accelerator = Anderson(balanced)
-            previous_error = worst
+            acceleration.checked(worst)
         if not balanced and ((iteration + 1) % every == 0 or iteration + 1 == max_iter):
             before = state.snapshot()
-        state.step(col_sums, extrema, progress.frozen, accelerator)
+        state.step(col_sums, extrema, progress.frozen, acceleration.accelerator)
         iteration += 1
 
     # The scaling path left the safe range: restart from the last healthy state in the log domain.
@@ -731,7 +778,7 @@ def tolerance(problem: Problem, schedule: Schedule) -> Solution:
     g = state.g_init + _cols_tensor(problem, state.g0) + (0.0 if b is None else torch.log(b))
     del state, col_sums
     log_state = LogPath(problem, f, g, corrections)
-    accelerator = Anderson(balanced) if schedule.accelerate else None
+    acceleration = _Acceleration(schedule.accelerate and not acceleration.given_up, balanced)
     before = None
     restart = iteration  # the check there was made (on the scaling path): the next one comes after a step
     while True:
@@ -749,9 +796,10 @@ def tolerance(problem: Problem, schedule: Schedule) -> Solution:
             if remaining == 0 or iteration == max_iter:
                 return progress.solution(plan, log_state.potentials(), iteration, remaining, worst, True)
             del plan
+            acceleration.checked(worst)
         if not balanced and ((iteration + 1) % every == 0 or iteration + 1 == max_iter):
             before = log_state.snapshot()
-        log_state.step(log_state.col_lse(), progress.frozen, accelerator)
+        log_state.step(log_state.col_lse(), progress.frozen, acceleration.accelerator)
         iteration += 1
 
 

@@ -591,8 +591,9 @@ def sinkhorn(
         Tolerance mode: Anderson-accelerated column steps (a small least-squares problem per
         iteration, on the device; restarts when the residual grows), engaged once the plain
         iterations prove slow: about 10x fewer iterations on slowly converging problems
-        (``benchmarks/bench_acceleration.py``). Not with ``mass`` or ``col_bounds``. See the guide page "Choosing a marginal", "Faster
-        convergence".
+        (``benchmarks/bench_acceleration.py``); plain steps take over for good where it stops
+        making progress. Not with ``mass`` or ``col_bounds``. See the guide page "Choosing a
+        marginal", "Faster convergence".
 
     Returns
     -------

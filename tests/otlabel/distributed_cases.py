@@ -137,7 +137,9 @@ def cases(world: int) -> dict[str, Case]:
         "penalty_fixed_empty_rank": Case(
             _scores(41, 14, 4), _splits(world, "empty"), {"epsilon": 0.5, "n_iter": 7, "col_penalty": 2.0}
         ),
-        "partial_tol": Case(_scores(42, n, 4), uneven, {"epsilon": 0.5, "tol": 1e-10, "mass": 0.6, "col_marginal": col}),
+        "partial_tol": Case(
+            _scores(42, n, 4), uneven, {"epsilon": 0.5, "tol": 1e-10, "mass": 0.6, "col_marginal": col}
+        ),
         "bounds_tol_prior": Case(
             _scores(43, n, 4),
             uneven,

@@ -350,6 +350,8 @@ def test_anderson_acceleration_is_safe_where_plain_iterations_are_fast_or_degene
         plain = sinkhorn(scores, epsilon, tol=1e-5, max_iter=50_000, return_info=True, **extra)
         fast = sinkhorn(scores, epsilon, tol=1e-5, max_iter=50_000, return_info=True, acceleration="anderson", **extra)
         assert fast.converged == plain.converged, name
+        # never condemned to the (slow) log domain by its own extrapolations, never many more steps
+        assert fast.log_domain <= plain.log_domain and fast.n_iter <= 1.1 * plain.n_iter + 30, name
         # as close to the exact answer as the plain iterations (at tol 1e-5 both may be ~1e-4 off)
         exact = sinkhorn(scores.double(), epsilon, tol=1e-12, max_iter=200_000, **extra)
         plain_error = (plain.labels.double() - exact).abs().max()
