@@ -11,15 +11,18 @@ import pytest
 import torch
 
 from otlabel import sinkhorn
+from otlabel._marginals import NO_OPTIONS
 from otlabel.backends import graphs
 
 # scores excluded: prior, epsilon, col, row, n_iter, tol, max_iter, check_every, group, backend,
-# return_info, validate, log_prior (the order of sinkhorn._label's arguments)
-DEFAULTS = (None, 0.05, None, None, None, None, 1000, 10, None, "auto", False, "auto", False)
+# return_info, validate, log_prior, options (the order of sinkhorn._label's arguments)
+DEFAULTS = (None, 0.05, None, None, None, None, 1000, 10, None, "auto", False, "auto", False, NO_OPTIONS)
 
 
 def arguments(**changes):
-    names = "prior epsilon col row n_iter tol max_iter check_every group backend return_info validate log_prior".split()
+    names = (
+        "prior epsilon col row n_iter tol max_iter check_every group backend return_info validate log_prior options"
+    ).split()
     values = dict(zip(names, DEFAULTS, strict=True))
     values.update(changes)
     return tuple(values[name] for name in names)
@@ -33,6 +36,19 @@ def test_the_argument_order_is_the_entry_points(monkeypatch):
     assert seen == [arguments()]
     sinkhorn(scores, 0.5, n_iter=4, validate="device", backend="torch")
     assert seen[-1] == arguments(epsilon=0.5, n_iter=4, validate="device", backend="torch")
+
+
+def test_calls_with_marginal_options_are_left_to_eager_runs(monkeypatch):
+    seen = []
+    monkeypatch.setattr(graphs, "eligible", lambda scores, args: seen.append(args) or False)
+    sinkhorn(torch.zeros(4, 3), 0.05, col_penalty=1.0)
+    assert seen[-1][-1] is not NO_OPTIONS
+    monkeypatch.undo()
+    monkeypatch.setattr(graphs, "_triton_runs", lambda scores: True)
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    assert graphs.eligible(torch.zeros(4, 3), arguments(validate="device"))  # the stand-in CUDA call qualifies
+    assert not graphs.eligible(torch.zeros(4, 3), seen[-1][:-1] + (seen[-1][-1],))
 
 
 def test_cpu_calls_are_never_captured():
