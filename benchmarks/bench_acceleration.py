@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         "plain s",
         "Anderson s",
         "time ratio",
-        "max |labels difference|",
+        "max label difference",
     ]
     print(
         f"# Tolerance mode to tol={args.tol:g}, float32, {args.threads} thread(s): plain against "
