@@ -37,6 +37,24 @@ def _cached_tiny(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return torch.full((1, 1, 1), torch.finfo(dtype).tiny, dtype=dtype, device=device)
 
 
+def _accurate_vector_column_sums(a: torch.Tensor, kernel: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """:func:`_accurate_column_sums` for one problem: ``a`` (N,), ``kernel`` (N, K), sums (K,) —
+    the same blocks summed in the same order, without the batch axis's views (tolerance mode
+    computes it every iteration, and at SwAV's sizes the views cost as much as the sums)."""
+    n_rows, n_cols = kernel.shape
+    blocks = n_rows // COLUMN_BLOCK
+    if kernel.dtype == torch.float64 or blocks < 2:
+        return torch.addmv(bias.view(1).expand(n_cols), kernel.t(), a)
+    split = blocks * COLUMN_BLOCK
+    head = torch.matmul(a[:split].view(blocks, 1, COLUMN_BLOCK), kernel[:split].view(blocks, COLUMN_BLOCK, n_cols))
+    total = head.sum(0, dtype=torch.float64).view(n_cols)
+    if split == n_rows:
+        total += bias.view(1)
+    else:
+        total += torch.addmv(bias.view(1).expand(n_cols), kernel[split:].t(), a[split:])
+    return total.to(kernel.dtype)
+
+
 def tiny_bias(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """The smallest normal number as a (1, 1, 1) tensor: a bias for ``baddbmm`` that keeps 0/0 out
     of zero-mass rows and columns at no extra kernel launch. Made once per device (it is only ever
@@ -294,7 +312,7 @@ class Single(Dense):
         if a is None:
             sums = kernel.sum(0)
         elif accurate:
-            sums = _accurate_column_sums(a.view(1, -1, 1), kernel.unsqueeze(0), self._tiny).view(-1)
+            sums = _accurate_vector_column_sums(a, kernel, self._tiny)
         elif self._bias is None:
             sums = torch.mv(kernel.t(), a)
         else:
