@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -554,18 +555,8 @@ class Progress:
         worst: float,
         log_domain: bool,
     ) -> Solution:
-        return Solution(
-            plan,
-            *potentials,
-            n_iter=iteration,
-            converged=remaining == 0,
-            log_domain=log_domain,
-            backend="torch",
-            unconverged=int(remaining),
-            worst_error=worst,
-            problem_n_iter=self.stopped_at,
-            problem_converged=~self.active,
-        )
+        per_problem = {"problem_n_iter": self.stopped_at, "problem_converged": ~self.active}
+        return _solution(plan, potentials, iteration, remaining, worst, log_domain, **per_problem)
 
 
 class Together:
@@ -594,16 +585,30 @@ class Together:
         worst: float,
         log_domain: bool,
     ) -> Solution:
-        return Solution(
-            plan,
-            *potentials,
-            n_iter=iteration,
-            converged=remaining == 0,
-            log_domain=log_domain,
-            backend="torch",
-            unconverged=int(remaining),
-            worst_error=worst,
-        )
+        return _solution(plan, potentials, iteration, remaining, worst, log_domain)
+
+
+def _solution(
+    plan: torch.Tensor,
+    potentials: tuple[torch.Tensor | None, torch.Tensor | None],
+    iteration: int,
+    remaining: float,
+    worst: float,
+    log_domain: bool,
+    **per_problem: Any,
+) -> Solution:
+    """A tolerance-mode solution (``per_problem``: the stop of each independent problem)."""
+    return Solution(
+        plan,
+        *potentials,
+        n_iter=iteration,
+        converged=remaining == 0,
+        log_domain=log_domain,
+        backend="torch",
+        unconverged=int(remaining),
+        worst_error=worst,
+        **per_problem,
+    )
 
 
 def _status(problem: Problem) -> StatusReader:
