@@ -209,20 +209,23 @@ class ScalingPath:
         extrema.add(col_sums, row_sums)
 
     def row_step(self, row_sums: torch.Tensor, frozen: Frozen | None = None) -> None:
-        """Scale rows using the row sums of G diag(b) (then fix the total mass, if it is fixed)."""
+        """Scale rows using the row sums of G diag(b) (after fixing the total mass, if it is fixed:
+        the rows' caps come last, so that no label exceeds its row's mass after any iteration)."""
         mass = 1.0 if self.row_mass is None else self.row_mass
         rule = self.row_rule if not self.balanced else HARD
         offset = None if self.balanced else self.row_offset
-        a, q_rows = _scaling_step(rule, mass, row_sums, self.a, getattr(self, "q_rows", None), offset)
+        old = self.a
+        if not self.balanced and self.total is not None:  # partial transport: the plan's total
+            old = self._ones_rows() if old is None else old
+            if self.q_total is not None:
+                old = old * self.layout.problem_of_rows(self.q_total)
+            scale = self.total / self.layout.row_total(old * row_sums)
+            old = old * self.layout.problem_of_rows(scale)
+            self.q_total = torch.reciprocal(scale)
+        a, q_rows = _scaling_step(rule, mass, row_sums, old, getattr(self, "q_rows", None), offset)
         if not self.balanced:
             self.q_rows = q_rows
             self.log_q_start = None
-            if self.total is not None:  # partial transport: scale the whole plan to its total
-                if self.q_total is not None:
-                    a = a * self.layout.problem_of_rows(self.q_total)
-                scale = self.total / self.layout.row_total(a * row_sums)
-                a = a * self.layout.problem_of_rows(scale)
-                self.q_total = torch.reciprocal(scale)
         self.a = a if frozen is None else torch.where(frozen.rows, self.a, a)
 
     def col_violation(self, col_sums: torch.Tensor) -> torch.Tensor:
@@ -235,7 +238,8 @@ class ScalingPath:
         return relative_violation(col_sums, self.col_mass).reshape(-1)
 
     def snapshot(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.a, self.b
+        # with check_every=1 the first snapshot comes before the first column step
+        return self.a, self._ones_cols() if self.b is None else self.b
 
     def change(self, before: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Per-problem stationarity: the largest relative change of a scaling since ``before``."""
@@ -419,26 +423,40 @@ class LogPath:
         self.row_step(frozen)
 
     def row_step(self, frozen: Frozen | None = None) -> None:
-        """The row step from the current column potentials (then the total mass, if it is fixed)."""
+        """The row step from the current column potentials (after the total mass, if it is fixed:
+        see :meth:`ScalingPath.row_step`)."""
         layout = self.layout
         row_lse = layout.row_lse(self.kernel + layout.spread(self.g))
         if self.balanced:
             f, _ = _log_step(HARD, self.log_row_mass, row_lse, self.f, None, torch.ones_like(row_lse, dtype=torch.bool))
         else:
-            f, self.lq_rows = _log_step(self.row_rule, self.log_row_mass, row_lse, self.f, self.lq_rows, self.live_rows)
-            if self.log_total is not None:  # partial transport: scale the whole plan to its total
+            old = self.f
+            if self.log_total is not None:  # partial transport: the plan's total
                 if self.lq_total is not None:
-                    f = f + layout.problem_of_rows(self.lq_total)
-                shift = self.log_total - layout.row_total_lse(f + row_lse)
-                f = f + layout.problem_of_rows(shift)
+                    old = old + layout.problem_of_rows(self.lq_total)
+                shift = self.log_total - layout.row_total_lse(old + row_lse)
+                old = old + layout.problem_of_rows(shift)
                 self.lq_total = -shift
+            f, self.lq_rows = _log_step(self.row_rule, self.log_row_mass, row_lse, old, self.lq_rows, self.live_rows)
         self.f = f if frozen is None else torch.where(frozen.rows, self.f, f)
 
     def infeasible(self) -> torch.Tensor:
         """1.0 where a row or column of positive mass got an infinite potential (no mass can reach it)."""
+        # only a side that must carry its mass (or a lower bound) is infeasible without any; a
+        # penalised side or partial transport may leave rows or columns empty
+        problem = self.problem
+        partial = problem.total_mass is not None
         live_rows = torch.ones_like(self.f, dtype=torch.bool) if self.row_mass is None else self.row_mass > 0
         bad_rows = (live_rows & ~torch.isfinite(self.f)).any()
-        bad_cols = (self.live_cols & ~torch.isfinite(self.g)).any()
+        if partial or not problem.row_rule.hard:
+            bad_rows = torch.zeros_like(bad_rows)
+        live_cols = self.live_cols
+        if partial or problem.col_rule.exponent != 1.0:
+            live_cols = torch.zeros_like(live_cols)
+        elif problem.col_rule.bounded:
+            lower = problem.col_rule.lower
+            live_cols = torch.zeros_like(live_cols) if lower is None else self.layout.cols(lower) > 0
+        bad_cols = (live_cols & ~torch.isfinite(self.g)).any()
         return (bad_rows | bad_cols).reshape(1).to(torch.float32)
 
     def plan(self) -> torch.Tensor:
@@ -447,7 +465,8 @@ class LogPath:
         into the row sums)."""
         layout = self.layout
         if not self.problem.row_rule.hard or self.problem.total_mass is not None:
-            return torch.exp(self.kernel + layout.on_kernel(self.f) + layout.spread(self.g))
+            plan = torch.exp(self.kernel + layout.on_kernel(self.f) + layout.spread(self.g))
+            return _clamp_to_row_mass(plan, self.row_mass, self.problem.row_rule, layout)
         plan = torch.softmax(self.kernel + layout.spread(self.g), dim=-1)
         if self.row_mass is not None:
             plan.mul_(layout.on_kernel(self.row_mass))
@@ -501,7 +520,10 @@ def _log_step(
         step = torch.where(torch.isfinite(plan_sums), target - plan_sums, 0.0)
         new = torch.where(torch.isfinite(target), trial + step, -math.inf)
         return new, torch.where(torch.isfinite(step), -step, 0.0)
-    return torch.where(live, rule.exponent * (log_mass - lse), -math.inf), None
+    new = torch.where(live, rule.exponent * (log_mass - lse), -math.inf)
+    if rule.exponent != 1.0:  # a penalised side may stay empty: where nothing reaches, any potential does
+        new = torch.where(torch.isposinf(new), 0.0, new)
+    return new, None
 
 
 class Frozen:
@@ -779,7 +801,8 @@ def tolerance(problem: Problem, schedule: Schedule) -> Solution:
 
     # The scaling path left the safe range: restart from the last healthy state in the log domain.
     a, b, corrections, progress, iteration = saved
-    f = state.f_init + state.f0 + torch.log(a)
+    # at the start a = exp(-f0) exactly, which float32 may round to 0 (f0 > 88): take f from its parts
+    f = state.f_init + (torch.zeros_like(a) if iteration == 0 else state.f0 + torch.log(a))
     g = state.g_init + _cols_tensor(problem, state.g0) + (0.0 if b is None else torch.log(b))
     del state, col_sums
     log_state = LogPath(problem, f, g, corrections)

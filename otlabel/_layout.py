@@ -465,7 +465,8 @@ class Segmented(_Layout):
         """Per-group column log-sum-exp of ``values`` (N, K); -inf for an all -inf column."""
         top = self.segments.max(values)
         top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-        return top + torch.log(self.segments.sum(torch.exp(values - self.spread(top))))
+        scratch = values.shape[-1] == self._work.shape[-1]  # row totals come as (N, 1)
+        return top + torch.log(self.segments.sum(torch.exp(values - self.spread(top, scratch))))
 
 
 Layout = Dense | Single | Segmented

@@ -162,6 +162,16 @@ def _init(
     return f_tensor, g_tensor
 
 
+def _without_minus_infinity(potential: torch.Tensor) -> torch.Tensor:
+    """A warm start's -inf entries (a zero-mass column's potential in the result it came from)
+    replaced by the smallest finite entry of their problem: a start, not a verdict that no mass
+    can go there (where no mass may go, the first step sets -inf again). On the device."""
+    finite = torch.isfinite(potential)
+    floor = torch.where(finite, potential, math.inf).amin(-1, keepdim=True)
+    floor = torch.where(torch.isfinite(floor), floor, 0.0)
+    return torch.where(potential == -math.inf, floor, potential)
+
+
 def resolve(
     options: Options,
     *,
@@ -214,6 +224,7 @@ def resolve(
                     (~torch.isnan(part)).all() & (part < math.inf).all(),
                     lambda name=name: InvalidArgumentError(f"init {name} contains NaN or +inf"),
                 )
+        init = tuple(None if part is None else _without_minus_infinity(part) for part in init)
     row_rule = HARD if row_tau is None else Rule(row_tau / (row_tau + epsilon))
     col_rule = HARD if col_tau is None else Rule(col_tau / (col_tau + epsilon))
     if bounds is not None:

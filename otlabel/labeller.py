@@ -11,6 +11,7 @@ without a host synchronisation in the fixed-iteration mode, and saves and restor
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from collections.abc import Mapping
 from typing import Any
@@ -109,7 +110,8 @@ class OnlineLabeller:
     load) and a fixed-iteration call makes no host synchronisation and takes no data-dependent
     branch (with ``validate="device"``, or under ``torch.compile`` with ``"auto"``). A call whose
     labels come back NaN there (a failed device-side check) leaves the marginal estimate and the
-    potential as they were; its rows still enter the queue.
+    potential as they were, and its rows do not enter the queue (the queue keeps its rows; one
+    that is not yet full then counts all-zero rows in their place).
 
     Parameters
     ----------
@@ -425,13 +427,16 @@ class OnlineLabeller:
             self._potential = torch.where(keep, potential.to(torch.float64), self._potential)
             self._has_potential = True
         if self.queue_size:
-            self._push(rows)
+            self._push(rows, ok)
         return mine
 
-    def _push(self, rows: torch.Tensor) -> None:
+    def _push(self, rows: torch.Tensor, ok: torch.Tensor) -> None:
+        """Queue the batch's rows, unless its labels failed (device mode: NaN labels), which
+        would make every call NaN until they left the queue: then the queue keeps its rows."""
         if self._queue.dtype != rows.dtype:
             self._queue = self._queue.to(rows.dtype)
-        self._queue = torch.cat((self._queue, rows))[-self.queue_size :]
+        pushed = torch.cat((self._queue, rows))[-self.queue_size :]
+        self._queue = torch.where(ok, pushed, self._queue)
         self._filled = min(self.queue_size, self._filled + rows.shape[0])
 
     # ------------------------------------------------------------------ state
@@ -497,6 +502,15 @@ class OnlineLabeller:
                 raise InvalidArgumentError(
                     f"state[{key!r}] must be a single number, got shape {tuple(state[key].shape)}"
                 )
+        for key in ("queue_filled", "ema_updates", "has_potential"):
+            number = float(state[key])
+            if not (math.isfinite(number) and number == int(number)):
+                raise InvalidArgumentError(f"state[{key!r}] must be a whole number, got {number}")
+        if float(state["has_potential"]) not in (0.0, 1.0):
+            raise InvalidArgumentError(f"state['has_potential'] must be 0 or 1, got {float(state['has_potential'])}")
+        for key in ("queue", "log_col_scaling"):
+            if not bool(torch.isfinite(state[key]).all()):
+                raise InvalidArgumentError(f"state[{key!r}] contains NaN or infinite values")
         filled, updates = int(state["queue_filled"]), int(state["ema_updates"])
         if not 0 <= filled <= size:
             raise InvalidArgumentError(f"state['queue_filled'] must lie in [0, {size}], got {filled}")

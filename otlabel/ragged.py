@@ -417,8 +417,12 @@ def _build(
         if col_marginal is not None or row_marginal is not None:
             live_cols = col > 0
             live_rows = torch.ones(n_rows, dtype=torch.bool, device=scores2.device) if row is None else row > 0
-            require_reachable_rows((support & seg.expand(live_cols)).any(-1), live_rows, checks)
-            require_reachable_columns(seg.max((support & live_rows.unsqueeze(-1)).to(dtype)) > 0, live_cols, checks)
+            # a side that may keep less than its mass (penalised, or partial transport) need not reach
+            if options.mass is None and options.row_penalty is None:
+                require_reachable_rows((support & seg.expand(live_cols)).any(-1), live_rows, checks)
+            if options.mass is None and options.col_penalty is None:
+                reached = seg.max((support & live_rows.unsqueeze(-1)).to(dtype)) > 0
+                require_reachable_columns(reached, live_cols, checks)
         zeros_possible = prior_range is None or prior_range[0] <= (-np.inf if log_prior else 0)
         if balanced and not checks.device_mode and zeros_possible:
             if prior_range is not None or bool((~support).any()):

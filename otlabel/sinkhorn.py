@@ -61,13 +61,18 @@ class SinkhornResult:
     n_iter : int
         Iterations run (one iteration = one column step and one row step).
     converged : bool or None
-        Tolerance mode: whether the column-marginal violation fell below ``tol``.
-        Fixed-iteration mode has no criterion and reports ``None``.
+        Tolerance mode: whether the column-marginal violation fell below ``tol`` — with
+        ``col_penalty``, ``row_penalty``, ``mass`` or ``col_bounds``, whether no scaling changed
+        by more than ``tol`` (relatively) since the previous check (stationarity: the column sums
+        need not meet the marginal then). Fixed-iteration mode has no criterion and reports ``None``.
     row_error, col_error : float
         Scale-free marginal violations of ``labels`` (computed in the compute dtype before
         any cast back to float16/bfloat16): max over rows (columns) and over the batch of
         ``|Q.sum(-1) - N * row_marginal| / (N * row_marginal)`` (likewise for columns).
-        ``row_error`` is at rounding level: every schedule ends with a row step.
+        ``row_error`` is at rounding level for the classical problem: every schedule ends with
+        a row step. With the marginal options they measure the distance to the nominal marginals
+        (``col_marginal``, uniform under ``col_bounds``), which a relaxed, partial or bounded
+        problem need not meet: not a violation then.
     backend : str
         The backend that ran (``"torch"`` or ``"triton"``).
     log_domain : bool
@@ -236,8 +241,10 @@ def _check_locally(
         live_rows = torch.ones_like(scores3[..., 0], dtype=torch.bool) if row is None else row > 0
         live_cols = torch.ones((batch, n_cols), dtype=torch.bool, device=scores3.device) if col is None else col > 0
         support = prior_support(prior3, log_prior)
-        require_reachable_rows((support & live_cols.unsqueeze(-2)).any(-1), live_rows, checks)
-        if not split:
+        # a side that may keep less than its mass (penalised, or partial transport) need not reach
+        if options.mass is None and options.row_penalty is None:
+            require_reachable_rows((support & live_cols.unsqueeze(-2)).any(-1), live_rows, checks)
+        if not split and options.mass is None and options.col_penalty is None:
             require_reachable_columns((support & live_rows.unsqueeze(-1)).any(-2), live_cols, checks)
     resolved = resolve(
         options,
@@ -599,7 +606,8 @@ def sinkhorn(
     -------
     Tensor, ndarray or SinkhornResult
         Q with the shape, dtype, device and array type of ``scores`` (no gradient). Every
-        entry lies in [0, its row's mass]: [0, 1] with the default marginals.
+        entry lies in [0, its row's mass]: [0, 1] with the default marginals (with
+        ``row_penalty`` a row may receive more than its mass, and so may an entry).
 
     Raises
     ------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import doctest
+import math
 import os
 from pathlib import Path
 
@@ -328,3 +329,36 @@ def test_under_a_process_group_the_estimate_is_global_and_the_same_on_every_rank
     last = ranks[0]["marginal"][-2]
     ema = 0.6 * ((last - 0.01 / K) / 0.99) + 0.4 * torch.tensor([0.4, 0.1, 0.1, 0.4], dtype=torch.float64)
     torch.testing.assert_close(ranks[0]["marginal"][-1], 0.99 * ema + 0.01 / K, rtol=0, atol=1e-12)
+
+
+def test_a_failed_device_mode_batch_does_not_poison_the_calls_after_it():
+    generator = torch.Generator().manual_seed(0)
+    labeller = OnlineLabeller(3, 0.5, queue_size=8, marginal="ema", validate="device")
+    labeller(torch.randn(4, 3, generator=generator))
+    bad = labeller(torch.tensor([[math.nan, 0.0, 0.0], [0.0, 0.0, 0.0]]))
+    assert torch.isnan(bad).all()
+    for _ in range(2):
+        assert torch.isfinite(labeller(torch.randn(4, 3, generator=generator))).all()
+    assert torch.isfinite(labeller.state_dict()["queue"]).all()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("log_col_scaling", torch.tensor([0.0, math.nan, 0.0], dtype=torch.float64), "NaN or infinite"),
+        ("log_col_scaling", torch.tensor([0.0, -math.inf, 0.0], dtype=torch.float64), "NaN or infinite"),
+        ("queue", torch.full((4, 3), math.nan), "NaN or infinite"),
+        ("ema_updates", torch.tensor(2.7), "whole number"),
+        ("queue_filled", torch.tensor(3.9), "whole number"),
+        ("has_potential", torch.tensor(5), "0 or 1"),
+    ],
+)
+def test_a_state_with_values_out_of_range_is_refused_and_changes_nothing(key, value, match):
+    labeller = OnlineLabeller(3, 0.5, queue_size=4, marginal="ema", warm_start=True, tol=1e-6)
+    labeller(torch.randn(4, 3, generator=torch.Generator().manual_seed(1)))
+    before = {name: tensor.clone() for name, tensor in labeller.state_dict().items()}
+    state = {**labeller.state_dict(), key: value}
+    with pytest.raises(InvalidArgumentError, match=match):
+        labeller.load_state_dict(state)
+    for name, tensor in labeller.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
