@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
@@ -142,6 +141,7 @@ class ScalingPath:
         self.row_mass = None if problem.row_mass is None else layout.rows(problem.row_mass)
         self.col_mass = layout.cols(problem.col_mass)
         self.balanced = problem.balanced
+        column_only = problem.init is not None and problem.init[0] is None  # a warm start's g alone
         if not self.balanced:
             self.row_rule = _rule_in(problem.row_rule, layout.rows)
             self.col_rule = _rule_in(problem.col_rule, layout.cols)
@@ -149,16 +149,15 @@ class ScalingPath:
             # Dykstra's corrections. Its iterate must start at the plain kernel exp(L), so the offsets
             # that the warm start and the column shift put into the iterate (rows f_init; columns
             # g_init + g0 with b = 1: the start undoes f0) start in a bounded side's correction.
-            column_only = problem.init is not None and problem.init[0] is None  # then b starts at exp(-g0)
-            col_offset = self.g_init if column_only else self.g_init + _cols_tensor(problem, self.g0)
-            self.log_q_start = _start_corrections(problem, self.row_rule, self.col_rule, self.f_init, col_offset)
+            col_offset = self.g_init if column_only else self.g_init + _cols_tensor(problem, self.g0)  # b: below
+            self.log_q_start = _start_corrections(self.row_rule, self.col_rule, self.f_init, col_offset)
             self.q_rows, self.q_cols = (None if lq is None else torch.exp(lq) for lq in self.log_q_start[:2])
             self.q_total = None
             # A penalised step is not invariant to the kernel's shifts (its exponent is < 1): in the
             # shifted variables it gains the factor exp((exponent - 1) * shift).
             self.row_offset = _penalty_offset(self.row_rule, self.f_init + self.f0)
             self.col_offset = _penalty_offset(self.col_rule, self.g_init + self.g0)
-        if problem.init is not None and problem.init[0] is None:
+        if column_only:
             # only a column potential: the rows follow from it by a first row step, which must see
             # the columns unshifted (the kernel holds g_init + g0; b = exp(-g0) takes g0 back out)
             self.b = torch.exp(-_cols_tensor(problem, self.g0))
@@ -287,7 +286,7 @@ def _rule_in(rule: Rule, shape: Callable[[torch.Tensor], torch.Tensor]) -> Rule:
 
 
 def _start_corrections(
-    problem: Problem, row_rule: Rule, col_rule: Rule, row_offset: torch.Tensor | float, col_offset: torch.Tensor
+    row_rule: Rule, col_rule: Rule, row_offset: torch.Tensor | float, col_offset: torch.Tensor
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
     """Dykstra's log-corrections at the start of an iterate offset from exp(L) by ``row_offset``
     and ``col_offset`` (in the layout's row and column shapes): minus the offsets on the bounded
@@ -535,7 +534,36 @@ class Frozen:
         self.rows = layout.problem_of_rows(stopped)
 
 
-class Progress:
+class _Stopping:
+    """What both stopping states share: the tolerance-mode solution they end with."""
+
+    def per_problem(self) -> dict[str, torch.Tensor]:
+        """Each independent problem's stop, for the solution (none for a batch that stops whole)."""
+        return {}
+
+    def solution(
+        self,
+        plan: torch.Tensor,
+        potentials: tuple[torch.Tensor | None, torch.Tensor | None],
+        iteration: int,
+        remaining: float,
+        worst: float,
+        log_domain: bool,
+    ) -> Solution:
+        return Solution(
+            plan,
+            *potentials,
+            n_iter=iteration,
+            converged=remaining == 0,
+            log_domain=log_domain,
+            backend="torch",
+            unconverged=int(remaining),
+            worst_error=worst,
+            **self.per_problem(),
+        )
+
+
+class Progress(_Stopping):
     """Per-problem stopping state of the tolerance mode, for independent problems (a ragged call):
     each stops at the first check where it meets ``tol``, as it would if solved alone.
 
@@ -568,20 +596,11 @@ class Progress:
         remaining, worst, stopped = numbers
         return remaining, worst, stopped
 
-    def solution(
-        self,
-        plan: torch.Tensor,
-        potentials: tuple[torch.Tensor | None, torch.Tensor | None],
-        iteration: int,
-        remaining: float,
-        worst: float,
-        log_domain: bool,
-    ) -> Solution:
-        per_problem = {"problem_n_iter": self.stopped_at, "problem_converged": ~self.active}
-        return _solution(plan, potentials, iteration, remaining, worst, log_domain, **per_problem)
+    def per_problem(self) -> dict[str, torch.Tensor]:
+        return {"problem_n_iter": self.stopped_at, "problem_converged": ~self.active}
 
 
-class Together:
+class Together(_Stopping):
     """The stopping state of a dense batch, whose problems iterate and stop together: only the
     worst violation is read back (one number)."""
 
@@ -597,40 +616,6 @@ class Together:
         (worst,) = numbers
         met = worst <= self.tol
         return (0 if met else self.n_problems), worst, (self.n_problems if met else 0)
-
-    def solution(
-        self,
-        plan: torch.Tensor,
-        potentials: tuple[torch.Tensor | None, torch.Tensor | None],
-        iteration: int,
-        remaining: float,
-        worst: float,
-        log_domain: bool,
-    ) -> Solution:
-        return _solution(plan, potentials, iteration, remaining, worst, log_domain)
-
-
-def _solution(
-    plan: torch.Tensor,
-    potentials: tuple[torch.Tensor | None, torch.Tensor | None],
-    iteration: int,
-    remaining: float,
-    worst: float,
-    log_domain: bool,
-    **per_problem: Any,
-) -> Solution:
-    """A tolerance-mode solution (``per_problem``: the stop of each independent problem)."""
-    return Solution(
-        plan,
-        *potentials,
-        n_iter=iteration,
-        converged=remaining == 0,
-        log_domain=log_domain,
-        backend="torch",
-        unconverged=int(remaining),
-        worst_error=worst,
-        **per_problem,
-    )
 
 
 def _status(problem: Problem) -> StatusReader:
@@ -658,9 +643,8 @@ def _log_start(problem: Problem, kernel: torch.Tensor) -> LogPath:
     g = layout.cols(g_init)
     corrections = (None, None, None)
     if not problem.balanced:  # Dykstra's iterate starts at exp(L): see ScalingPath
-        row_rule = _rule_in(problem.row_rule, layout.rows)
-        col_rule = _rule_in(problem.col_rule, layout.cols)
-        corrections = _start_corrections(problem, row_rule, col_rule, f if f_init is not None else 0.0, g)
+        row_offset = f if f_init is not None else 0.0
+        corrections = _start_corrections(problem.row_rule, problem.col_rule, row_offset, g)
     log_state = LogPath(problem, f, g, corrections)
     if f_init is None:  # only a column potential: the rows follow from it
         log_state.row_step()
