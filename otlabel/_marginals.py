@@ -23,7 +23,7 @@ from ._checks import MARGINAL_SUM_ATOL, DeferredChecks, check_marginal, vector_t
 from ._problem import HARD, Rule
 from .errors import ArgumentTypeError, InvalidArgumentError
 
-__all__ = ["ACCELERATIONS", "NO_OPTIONS", "Options", "Resolved", "resolve"]
+__all__ = ["ACCELERATIONS", "NO_OPTIONS", "Options", "Resolved", "resolve", "rules_in_masses"]
 
 ACCELERATIONS = ("anderson",)
 
@@ -230,3 +230,27 @@ def resolve(
     if bounds is not None:
         col_rule = Rule(1.0, bounds[0], bounds[1])  # proportions; scaled to masses by the entry point
     return Resolved(row_rule, col_rule, fraction, init, acceleration == "anderson")
+
+
+def rules_in_masses(
+    resolved: Resolved,
+    row_mass: torch.Tensor | None,
+    row_shape: tuple[int, ...],
+    col_mass: torch.Tensor,
+    counts: torch.Tensor | float,
+) -> tuple[Rule, Rule, torch.Tensor | None]:
+    """The problem's rules with proportions turned into masses, and the total mass of partial
+    transport (per problem, or None). ``counts``: each problem's number of rows, (P,) or one
+    number for all; ``row_shape``: the shape of the row masses (all ones when ``row_mass`` is None);
+    ``col_mass``: (P, K)."""
+    row_rule, col_rule = resolved.row_rule, resolved.col_rule
+    if resolved.total_fraction is not None:  # partial transport: at most each marginal, m of it in all
+        rows = row_mass if row_mass is not None else col_mass.new_ones(row_shape)
+        total = resolved.total_fraction * counts * col_mass.new_ones(col_mass.shape[0])
+        return Rule(1.0, None, rows), Rule(1.0, None, col_mass), total
+    if col_rule.bounded:
+        per_problem = counts.unsqueeze(-1) if isinstance(counts, torch.Tensor) else counts
+        lower = None if col_rule.lower is None else col_rule.lower * per_problem
+        upper = None if col_rule.upper is None else col_rule.upper * per_problem
+        col_rule = Rule(1.0, lower, upper)
+    return row_rule, col_rule, None

@@ -39,9 +39,9 @@ from ._checks import (
     vector_tensor,
 )
 from ._layout import Dense, Segmented, Segments
-from ._marginals import NO_OPTIONS, Options, Resolved, resolve
+from ._marginals import NO_OPTIONS, Options, resolve, rules_in_masses
 from ._numerics import relative_violation
-from ._problem import Problem, Rule, Schedule, Solution
+from ._problem import Problem, Schedule, Solution
 from .errors import ArgumentTypeError, BackendUnavailableError, ConvergenceWarning, InvalidArgumentError
 from .sinkhorn import _options, autocast_off, check_settings
 
@@ -410,7 +410,7 @@ def _build(
         col_marginal_given=col_marginal is not None,
         packed_rows=True,
     )
-    row_rule, col_rule, total_mass = _rules(resolved, row_mass, col_mass, sizes, n_rows)
+    row_rule, col_rule, total_mass = rules_in_masses(resolved, row_mass, (n_rows,), col_mass, sizes)
     balanced = total_mass is None and row_rule.hard and col_rule.hard
     if prior2 is not None:
         support = prior_support(prior2, log_prior)
@@ -455,21 +455,6 @@ def _build(
     if segments == "auto" and schedule.fixed and not checks.device_mode and options is NO_OPTIONS:
         dense_size = _equal_size(ptr64, n_rows)
     return problem, schedule, was_numpy, dense_size
-
-
-def _rules(
-    resolved: Resolved, row_mass: torch.Tensor | None, col_mass: torch.Tensor, sizes: torch.Tensor, n_rows: int
-) -> tuple[Rule, Rule, torch.Tensor | None]:
-    """The rules with their bounds as masses: each group's proportions times its row count."""
-    row_rule, col_rule = resolved.row_rule, resolved.col_rule
-    if resolved.total_fraction is not None:  # partial transport: at most each marginal, m of it in all
-        rows = row_mass if row_mass is not None else torch.ones(n_rows, dtype=col_mass.dtype, device=col_mass.device)
-        return Rule(1.0, None, rows), Rule(1.0, None, col_mass), resolved.total_fraction * sizes
-    if col_rule.bounded:
-        lower = None if col_rule.lower is None else col_rule.lower * sizes.unsqueeze(-1)
-        upper = None if col_rule.upper is None else col_rule.upper * sizes.unsqueeze(-1)
-        col_rule = Rule(1.0, lower, upper)
-    return row_rule, col_rule, None
 
 
 def _require_feasible_groups(

@@ -37,9 +37,9 @@ from ._checks import (
     require_reachable_rows,
 )
 from ._layout import Dense, Single
-from ._marginals import NO_OPTIONS, Options, Resolved, resolve
+from ._marginals import NO_OPTIONS, Options, Resolved, resolve, rules_in_masses
 from ._numerics import relative_violation
-from ._problem import SINGLE_PROCESS, Problem, Reducer, Rule, Schedule, Solution
+from ._problem import SINGLE_PROCESS, Problem, Reducer, Schedule, Solution
 from .backends import graphs
 from .distributed import GroupReducer, gather_rows
 from .errors import ConvergenceWarning, InvalidArgumentError
@@ -341,7 +341,7 @@ def build_problem(
         if col is None
         else col * n_total
     )
-    row_rule, col_rule, total_mass = _rules(resolved, row_mass, col_mass, n_rows, n_total)
+    row_rule, col_rule, total_mass = rules_in_masses(resolved, row_mass, (batch, n_rows), col_mass, n_total)
     balanced = total_mass is None and row_rule.hard and col_rule.hard
     if (
         balanced
@@ -384,24 +384,6 @@ def build_problem(
     if resolved.accelerate:
         schedule = schedule._replace(accelerate=True)
     return Call(problem, schedule, batched, was_numpy, return_info, backend)
-
-
-def _rules(
-    resolved: Resolved, row_mass: torch.Tensor | None, col_mass: torch.Tensor, n_rows: int, n_total: int
-) -> tuple[Rule, Rule, torch.Tensor | None]:
-    """The rules of the problem with their bounds as masses (proportions times the row count)."""
-    row_rule, col_rule = resolved.row_rule, resolved.col_rule
-    if resolved.total_fraction is not None:  # partial transport: at most each marginal, m of it in all
-        batch = col_mass.shape[0]
-        like = {"dtype": col_mass.dtype, "device": col_mass.device}
-        rows = row_mass if row_mass is not None else torch.ones((batch, n_rows), **like)
-        total = torch.full((batch,), resolved.total_fraction * n_total, **like)
-        return Rule(1.0, None, rows), Rule(1.0, None, col_mass), total
-    if col_rule.bounded:
-        lower = None if col_rule.lower is None else col_rule.lower * n_total
-        upper = None if col_rule.upper is None else col_rule.upper * n_total
-        col_rule = Rule(1.0, lower, upper)
-    return row_rule, col_rule, None
 
 
 def _output(tensor: torch.Tensor, batched: bool, was_numpy: bool, dtype: torch.dtype | None = None) -> Array:
