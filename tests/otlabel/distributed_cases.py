@@ -284,6 +284,18 @@ def label(kwargs: dict[str, Any], **extra: Any) -> Any:
     return sinkhorn(kwargs.pop("scores"), **kwargs, **extra)
 
 
+def reference(case: Case, **extra: Any) -> dict[str, Any]:
+    """One process labelling the concatenated rows (the same keyword arguments, unsplit)."""
+    kwargs: dict[str, Any] = {"scores": case.scores, **case.options}
+    if case.prior is not None:
+        kwargs["prior"] = case.prior
+    if case.row_marginal is not None:
+        kwargs["row_marginal"] = case.row_marginal
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return outcome(label(kwargs, **extra))
+
+
 def outcome(result: Any) -> dict[str, Any]:
     """What a call returned, as plain tensors and numbers."""
     from otlabel import SinkhornResult

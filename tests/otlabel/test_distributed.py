@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ import torch.distributed as dist
 
 from otlabel import ArgumentTypeError, InvalidArgumentError, sinkhorn
 
-from .distributed_cases import Case, cases, label, offsets, outcome, run_world
+from .distributed_cases import cases, offsets, reference, run_world
 
 WORLDS = (2, 3)
 
@@ -55,18 +54,6 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Any:
     return get
 
 
-def _reference(case: Case) -> dict[str, Any]:
-    """One process labelling the concatenated rows (the same keyword arguments, unsplit)."""
-    kwargs: dict[str, Any] = {"scores": case.scores, **case.options}
-    if case.prior is not None:
-        kwargs["prior"] = case.prior
-    if case.row_marginal is not None:
-        kwargs["row_marginal"] = case.row_marginal
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return outcome(label(kwargs))
-
-
 def _label_cases() -> list[tuple[int, str]]:
     return [(w, name) for w in WORLDS for name, case in cases(w).items() if case.expect == "labels"]
 
@@ -80,7 +67,7 @@ def test_each_rank_gets_its_slice_of_one_process_labelling(outcomes: Any, world:
     case = cases(world)[name]
     ranks = outcomes(world)
     members = [0, 2] if case.group == "sub" else list(range(world))
-    expected = _reference(case)
+    expected = reference(case)
     float64 = case.scores.dtype == torch.float64
     atol = 1e-9 if float64 else 2e-5  # float32 cases run 50 log-domain iterations
     bounds = offsets(case.splits)

@@ -1,7 +1,7 @@
 """``process_group=`` on the fused Triton backend: two real gloo ranks against one process.
 
-The world is spawned once (:func:`tests.otlabel.triton_distributed_cases.run_world`) and runs
-every case; each rank's labels must be its slice of the torch backend labelling the
+The world is spawned once (:func:`tests.otlabel.distributed_cases.run_world` with the Triton
+cases' worker) and runs every case; each rank's labels must be its slice of the torch backend labelling the
 concatenated rows in one process, to 1e-5. Without a GPU the ranks run the kernels in Triton's
 CPU interpreter; with one they share it (gloo all-reduces CUDA tensors).
 """
@@ -9,7 +9,6 @@ CPU interpreter; with one they share it (gloo all-reduces CUDA tensors).
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +20,17 @@ if not torch.cuda.is_available():
 
 pytest.importorskip("triton", reason="the triton backend needs triton (pip install 'otlabel[triton]')")
 
-from .distributed_cases import label, offsets, outcome  # noqa: E402
-from .triton_distributed_cases import cases, run_world  # noqa: E402
+from .distributed_cases import offsets, reference, run_world  # noqa: E402
+from .triton_distributed_cases import cases, worker  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, dict[str, Any]]]:
-    return run_world(Path(tmp_path_factory.mktemp("triton-world")))
+    return run_world(2, Path(tmp_path_factory.mktemp("triton-world")), timeout_s=300.0, target=worker)
 
 
 def _reference(name: str) -> dict[str, Any]:
-    case, _ = cases()[name]
-    kwargs: dict[str, Any] = {"scores": case.scores, **case.options}
-    if case.prior is not None:
-        kwargs["prior"] = case.prior
-    if case.row_marginal is not None:
-        kwargs["row_marginal"] = case.row_marginal
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return outcome(label(kwargs, backend="torch"))
+    return reference(cases()[name][0], backend="torch")
 
 
 @pytest.mark.parametrize("name", list(cases()))

@@ -133,23 +133,3 @@ def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     target = Path(out_dir) / f"rank{rank}.pt"
     torch.save(results, str(target) + ".tmp")
     os.replace(str(target) + ".tmp", target)
-
-
-def run_world(out_dir: Path, world: int = 2, timeout_s: float = 300.0) -> list[dict[str, dict[str, Any]]]:
-    """Spawn ``world`` ranks running :func:`worker`; return each rank's outcomes (fails on a deadlock)."""
-    import torch.multiprocessing as mp
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    context = mp.start_processes(
-        worker, args=(world, str(out_dir / "rendezvous"), str(out_dir)), nprocs=world, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + timeout_s
-    try:
-        while not context.join(timeout=1.0):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the {world} ranks did not finish within {timeout_s:.0f} s (deadlock?)")
-    finally:
-        for process in context.processes:
-            if process.is_alive():
-                process.kill()
-    return [torch.load(out_dir / f"rank{rank}.pt", weights_only=False) for rank in range(world)]
