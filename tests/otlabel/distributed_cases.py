@@ -284,6 +284,21 @@ def label(kwargs: dict[str, Any], **extra: Any) -> Any:
     return sinkhorn(kwargs.pop("scores"), **kwargs, **extra)
 
 
+def join_world(rank: int, world: int, init_file: str) -> None:
+    """Join this spawned rank to the gloo world of ``world`` ranks (one torch thread: several
+    ranks share the machine's cores); a missing rank fails a collective after COLLECTIVE_TIMEOUT_S."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S),
+    )
+
+
 def reference(case: Case, **extra: Any) -> dict[str, Any]:
     """One process labelling the concatenated rows (the same keyword arguments, unsplit)."""
     kwargs: dict[str, Any] = {"scores": case.scores, **case.options}
@@ -325,14 +340,7 @@ def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
     from otlabel import _checks
 
-    torch.set_num_threads(1)  # several ranks share two cores
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{init_file}",
-        rank=rank,
-        world_size=world,
-        timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S),
-    )
+    join_world(rank, world, init_file)
     sub = dist.new_group([0, 2]) if world == 3 else None  # every rank must take part in new_group
     results: dict[str, dict[str, Any]] = {}
     original_require = _checks.DeferredChecks.require

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import doctest
 import math
 import os
@@ -13,7 +12,7 @@ import torch
 
 from otlabel import ArgumentTypeError, InvalidArgumentError, OnlineLabeller, sinkhorn
 
-from .distributed_cases import COLLECTIVE_TIMEOUT_S, run_world
+from .distributed_cases import join_world, run_world
 
 K = 4
 
@@ -279,14 +278,7 @@ def labeller_worker(rank: int, world: int, init_file: str, out_dir: str) -> None
     """Rank ``rank`` labels its rows of every step with an EMA labeller over the world group."""
     import torch.distributed as dist
 
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{init_file}",
-        rank=rank,
-        world_size=world,
-        timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S),
-    )
+    join_world(rank, world, init_file)
     labeller = OnlineLabeller(K, 0.5, queue_size=4, marginal="ema", momentum=0.6, process_group=dist.group.WORLD)
     lo, hi = sum(SPLITS[:rank]), sum(SPLITS[: rank + 1])
     outcome: dict[str, list[torch.Tensor]] = {"labels": [], "marginal": [], "queue": []}

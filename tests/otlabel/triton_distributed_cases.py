@@ -9,7 +9,6 @@ before the workers start); with one, both ranks share it and gloo all-reduces th
 
 from __future__ import annotations
 
-import datetime
 import os
 import time
 import traceback
@@ -19,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .distributed_cases import COLLECTIVE_TIMEOUT_S, Case, label, local_arguments, outcome
+from .distributed_cases import Case, join_world, label, local_arguments, outcome
 
 #: Launch constants per forced layout (module attributes of otlabel.backends.triton_backend).
 LAYOUTS: dict[str, dict[str, int]] = {
@@ -105,14 +104,7 @@ def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
     from otlabel.backends import triton_backend
 
-    torch.set_num_threads(1)  # two ranks share the machine's cores
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{init_file}",
-        rank=rank,
-        world_size=world,
-        timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S),
-    )
+    join_world(rank, world, init_file)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     defaults = {name: getattr(triton_backend, name) for layout in LAYOUTS.values() for name in layout}
     results: dict[str, dict[str, Any]] = {}
