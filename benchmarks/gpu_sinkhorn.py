@@ -5,7 +5,7 @@ unit prototypes, ``epsilon = 0.05``), float32 and bfloat16 on one CUDA device:
 
 * ``triton``: ``sinkhorn(..., backend="triton")`` as training code calls it (eager, the default
   validation: a repeated call of a kind replays one captured CUDA graph, see
-  :mod:`otlabel.backends.graphs`) and ``torch``: ``backend="torch"``;
+  :mod:`otlabel.graphs`) and ``torch``: ``backend="torch"``;
 * ``triton captured``: the same call captured by the caller in a CUDA graph (device-side checks),
   timed as ``graph.replay()``;
 * POT's solver on torch tensors (float32 only): ``ot.sinkhorn(a, b, M, reg=1)`` with
@@ -359,7 +359,7 @@ def tune(
     timer: Timer, device: torch.device, sizes: Sequence[tuple[int, int]], repeats: int, warmup: int
 ) -> list[dict[str, Any]]:
     """Median ms of the Triton backend (fixed-iteration mode) per launch configuration."""
-    from otlabel.backends import graphs
+    from otlabel import graphs
     from otlabel.backends import triton_backend as tb
 
     names = ("TILE_SINGLE", "TILE_MULTI", "PROGRAMS_PER_SM", "SMALL_PROBLEM", "TILED_BLOCK_K", "FUSED_COMBINE_MAX")

@@ -25,7 +25,7 @@ import torch
 
 from ._flow import feasibility_rtol, find_hall_violation
 from ._numerics import compute_dtype
-from .errors import ArgumentTypeError, InfeasibleProblemError, InvalidArgumentError
+from .errors import ArgumentTypeError, BackendUnavailableError, InfeasibleProblemError, InvalidArgumentError
 
 #: What the public functions accept and return: a tensor, or a numpy array (returned as numpy).
 Array = Union[torch.Tensor, np.ndarray]  # noqa: UP007 - a runtime alias, valid on Python 3.10
@@ -54,8 +54,10 @@ __all__ = [
     "check_int",
     "check_marginal",
     "check_prior",
+    "check_ptr",
     "check_scores",
     "check_scores_finite",
+    "check_segments",
     "check_tol",
     "compute_dtype",
     "device_checks",
@@ -66,6 +68,7 @@ __all__ = [
     "require_reachable_columns",
     "require_reachable_rows",
     "to_tensor",
+    "torch_scatter_module",
     "value_range",
     "vector_tensor",
 ]
@@ -524,3 +527,80 @@ def require_feasible_support(
                 + violation.describe()
                 + " (a zero of the prior is a hard constraint)"
             )
+
+
+#: Implementations of the segment reductions of a ragged call: ``"torch"`` needs nothing beyond PyTorch.
+SEGMENTS = ("auto", "torch", "torch_scatter")
+
+
+def torch_scatter_module() -> Any:
+    try:
+        import torch_scatter
+    except ImportError:
+        return None
+    return torch_scatter
+
+
+def check_ptr(ptr: Any, n_rows: int, like: torch.Tensor, checks: DeferredChecks) -> torch.Tensor:
+    """Validate CSR offsets ``ptr`` (G + 1 integers from 0 to N, strictly increasing); return int64.
+
+    The returned offsets are always safe to index with (forced into [0, N] and non-decreasing)
+    so that a bad ``ptr`` on an accelerator, whose check is deferred, cannot read out of bounds.
+    """
+    if isinstance(ptr, (torch.Tensor, np.ndarray)):
+        tensor, _ = to_tensor(ptr, "ptr")
+        if isinstance(ptr, torch.Tensor) and tensor.device != like.device:
+            raise InvalidArgumentError(
+                f"ptr is on device {tensor.device} but scores are on {like.device}; move it to the same device"
+            )
+    elif isinstance(ptr, (list, tuple)) and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in ptr
+    ):
+        outside = [int(v) for v in ptr if not 0 <= int(v) <= n_rows]
+        if outside:  # also keeps integers beyond int64 out of torch.tensor
+            raise InvalidArgumentError(
+                f"ptr entries must lie in [0, N] = [0, {n_rows}] (row offsets into scores); got {outside[:3]}"
+            )
+        tensor = torch.tensor([int(v) for v in ptr], dtype=torch.int64)
+    else:
+        raise ArgumentTypeError(
+            f"ptr must be a 1-D integer tensor, numpy array or list of ints (CSR offsets), got {type(ptr).__name__}"
+        )
+    if tensor.dtype not in (torch.int32, torch.int64):
+        raise ArgumentTypeError(f"ptr must hold int32 or int64 offsets, got dtype {tensor.dtype}")
+    if tensor.dim() != 1 or tensor.numel() < 2:
+        raise InvalidArgumentError(
+            "ptr must be 1-D with G + 1 >= 2 entries (group g owns rows ptr[g]:ptr[g+1]), "
+            f"got shape {tuple(tensor.shape)}"
+        )
+    tensor = tensor.to(like.device, torch.int64)
+    checks.require(
+        (tensor[0] == 0) & (tensor[-1] == n_rows),
+        lambda: InvalidArgumentError(f"ptr must start at 0 and end at N = {n_rows} (the number of rows of scores)"),
+    )
+    sizes = tensor.diff()
+
+    def empty_groups() -> InvalidArgumentError:
+        where = ""
+        if sizes.device.type == "cpu":
+            bad = torch.nonzero(sizes <= 0).flatten()[:5].tolist()
+            where = f" (first offending groups: {bad})"
+        return InvalidArgumentError(
+            "ptr must be strictly increasing: every group needs at least one row (empty groups are an error)" + where
+        )
+
+    checks.require((sizes > 0).all(), empty_groups)
+    inner = torch.cummax(tensor[1:-1].clamp(0, n_rows), 0).values
+    return torch.cat((tensor.new_zeros(1), inner, tensor.new_full((1,), n_rows)))
+
+
+def check_segments(segments: Any) -> str:
+    if not isinstance(segments, str) or segments not in SEGMENTS:
+        raise InvalidArgumentError(f"segments must be one of {SEGMENTS}, got {segments!r}")
+    if segments == "torch_scatter" and torch_scatter_module() is None:
+        raise BackendUnavailableError(
+            "segments='torch_scatter' needs the torch-scatter package (pip install torch-scatter); "
+            "segments='torch' needs nothing"
+        )
+    # the plain-PyTorch reductions measured faster (benchmarks/bench_ragged.py), so "auto" uses them
+    return "torch" if segments == "auto" else segments

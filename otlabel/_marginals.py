@@ -14,8 +14,7 @@ core's :class:`~otlabel._problem.Rule` objects, shared by every entry point.
 from __future__ import annotations
 
 import math
-import numbers
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
@@ -23,24 +22,10 @@ from ._checks import MARGINAL_SUM_ATOL, DeferredChecks, check_marginal, vector_t
 from ._problem import HARD, Rule
 from .errors import ArgumentTypeError, InvalidArgumentError
 
-__all__ = ["ACCELERATIONS", "NO_OPTIONS", "Options", "Resolved", "resolve", "rules_in_masses"]
+if TYPE_CHECKING:
+    from ._options import Options
 
-ACCELERATIONS = ("anderson",)
-
-
-class Options(NamedTuple):
-    """The options of a call beyond the classical problem, as the user passed them."""
-
-    col_penalty: Any = None
-    row_penalty: Any = None
-    mass: Any = None
-    col_bounds: Any = None
-    init: Any = None
-    acceleration: Any = None
-
-
-#: No option given: the classical problem (every entry point checks ``options is NO_OPTIONS`` first).
-NO_OPTIONS = Options()
+__all__ = ["NOTHING", "Resolved", "resolve", "rules_in_masses"]
 
 
 class Resolved(NamedTuple):
@@ -54,30 +39,6 @@ class Resolved(NamedTuple):
 
 
 NOTHING = Resolved()
-
-
-def check_penalty(value: Any, name: str) -> float | None:
-    """A KL penalty strength tau > 0 (None or inf: the hard constraint)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ArgumentTypeError(f"{name} must be a real number (the KL penalty's strength tau) or None, got {value!r}")
-    value = float(value)
-    if math.isnan(value) or value <= 0:
-        raise InvalidArgumentError(f"{name} must be > 0 (tau; None or inf for the hard constraint), got {value}")
-    return None if math.isinf(value) else value
-
-
-def check_mass(value: Any) -> float | None:
-    """The labelled fraction m in (0, 1] (None or 1: all of it)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ArgumentTypeError(f"mass must be a real number in (0, 1] or None, got {value!r}")
-    value = float(value)
-    if not 0 < value <= 1:
-        raise InvalidArgumentError(f"mass must lie in (0, 1] (the fraction of the mass to label), got {value}")
-    return None if value == 1 else value
 
 
 def _bounds(
@@ -175,8 +136,6 @@ def _without_minus_infinity(potential: torch.Tensor) -> torch.Tensor:
 def resolve(
     options: Options,
     *,
-    fixed: bool,
-    epsilon: float,
     batch: int,
     n_rows: int,
     n_cols: int,
@@ -184,36 +143,15 @@ def resolve(
     like: torch.Tensor,
     dtype: torch.dtype,
     checks: DeferredChecks,
-    col_marginal_given: bool,
     packed_rows: bool = False,
 ) -> Resolved:
-    """Validate ``options`` (shapes and Python values at once, tensor values as ``checks``)."""
-    if options is NO_OPTIONS:
+    """The options' bounds and warm start checked against the scores (shapes at once, values as
+    ``checks``), and every option as the solver's rules."""
+    if options.plain:
         return NOTHING
-    col_tau = check_penalty(options.col_penalty, "col_penalty")
-    row_tau = check_penalty(options.row_penalty, "row_penalty")
-    fraction = check_mass(options.mass)
     bounds = (
         None if options.col_bounds is None else _bounds(options.col_bounds, batch, n_cols, batched, like, dtype, checks)
     )
-    if fraction is not None and (col_tau is not None or row_tau is not None or bounds is not None):
-        raise InvalidArgumentError(
-            "mass (partial transport) cannot be combined with col_penalty, row_penalty or col_bounds"
-        )
-    if bounds is not None and (col_tau is not None or row_tau is not None or col_marginal_given):
-        raise InvalidArgumentError(
-            "col_bounds replaces col_marginal and cannot be combined with it, nor with col_penalty or row_penalty"
-        )
-    acceleration = options.acceleration
-    if acceleration is not None:
-        if acceleration not in ACCELERATIONS:
-            raise InvalidArgumentError(f"acceleration must be None or one of {ACCELERATIONS}, got {acceleration!r}")
-        if fixed:
-            raise InvalidArgumentError("acceleration applies to the tolerance mode (tol=...), not to n_iter iterations")
-        if fraction is not None or bounds is not None:
-            raise InvalidArgumentError(
-                "acceleration='anderson' does not apply to mass or col_bounds (Dykstra's projections)"
-            )
     init = (
         None if options.init is None else _init(options.init, batch, n_rows, n_cols, batched, like, dtype, packed_rows)
     )
@@ -225,11 +163,12 @@ def resolve(
                     lambda name=name: InvalidArgumentError(f"init {name} contains NaN or +inf"),
                 )
         init = tuple(None if part is None else _without_minus_infinity(part) for part in init)
+    epsilon, row_tau, col_tau = options.epsilon, options.row_penalty, options.col_penalty
     row_rule = HARD if row_tau is None else Rule(row_tau / (row_tau + epsilon))
     col_rule = HARD if col_tau is None else Rule(col_tau / (col_tau + epsilon))
     if bounds is not None:
         col_rule = Rule(1.0, bounds[0], bounds[1])  # proportions; scaled to masses by the entry point
-    return Resolved(row_rule, col_rule, fraction, init, acceleration == "anderson")
+    return Resolved(row_rule, col_rule, options.mass, init, options.schedule.accelerate)
 
 
 def rules_in_masses(

@@ -42,8 +42,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ._checks import BACKENDS, FLOAT_DTYPES, VALIDATE, DeferredChecks, check_backend
-from ._problem import Agreement, Reducer, Schedule
+from ._checks import BACKENDS, FLOAT_DTYPES, VALIDATE, DeferredChecks
+from ._problem import Agreement, Reducer
 from .errors import ArgumentTypeError, BackendUnavailableError, DistributedMismatchError, InvalidArgumentError
 
 __all__ = ["GroupReducer", "check_process_group", "gather_rows"]
@@ -176,20 +176,16 @@ class GroupAgreement(Agreement):
         self,
         scores: torch.Tensor,
         prior: torch.Tensor | None,
-        epsilon: float,
-        schedule: Schedule,
         col: torch.Tensor,
         row: torch.Tensor | None,
         checks: DeferredChecks,
-        backend: Any,
-        return_info: bool,
-        log_prior: bool,
-        validate: str,
         resolved: Any,
+        options: Any,
     ) -> None:
-        """Record this rank's fingerprint (validated arguments; called last inside the context)."""
-        backend = check_backend(backend)
+        """Record this rank's fingerprint: its validated arguments and :class:`~otlabel._options.Options`
+        (called last inside the context)."""
         batch, n_rows, n_cols = scores.shape
+        schedule = options.schedule
         fixed = schedule.fixed
         n_iter, tol, max_iter, check_every = schedule.n_iter, schedule.tol, schedule.max_iter, schedule.check_every
         values = {
@@ -198,17 +194,17 @@ class GroupAgreement(Agreement):
             "batch": batch,
             "columns": n_cols,
             "dtype": FLOAT_DTYPES.index(scores.dtype),
-            "epsilon": epsilon,
+            "epsilon": options.epsilon,
             "tol": -1.0 if fixed else tol,
             "n_iter": n_iter if fixed else 0,
             "max_iter": 0 if fixed else max_iter,
             "check_every": 0 if fixed else check_every,
             "prior": prior is not None,
-            "log_prior": log_prior,
+            "log_prior": options.log_prior,
             "row_marginal": row is not None,
-            "return_info": return_info,
-            "backend": BACKENDS.index(backend),
-            "validate": VALIDATE.index(validate),
+            "return_info": options.return_info,
+            "backend": BACKENDS.index(options.backend),
+            "validate": VALIDATE.index(options.validate),
             "row_exponent": resolved.row_rule.exponent,
             "col_exponent": resolved.col_rule.exponent,
             "mass": -1.0 if resolved.total_fraction is None else resolved.total_fraction,

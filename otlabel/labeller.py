@@ -19,21 +19,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from . import backends
-from ._checks import (
-    VALIDATE,
-    DeferredChecks,
-    check_backend,
-    check_bool,
-    check_epsilon,
-    check_int,
-    check_marginal,
-    device_checks,
-)
-from ._marginals import ACCELERATIONS, Options, check_mass, check_penalty, resolve
-from .distributed import check_process_group
+from ._checks import DeferredChecks, check_bool, check_int, check_marginal, device_checks
+from ._front import label, label_with_potentials
+from ._marginals import resolve
+from ._options import Options
 from .errors import ArgumentTypeError, InvalidArgumentError
-from .sinkhorn import autocast_off, build_problem, check_schedule, finish, sinkhorn
 
 __all__ = ["OnlineLabeller"]
 
@@ -197,61 +187,59 @@ class OnlineLabeller:
         validate: str = "auto",
     ):
         self.n_classes = check_int(n_classes, "n_classes", 1)
-        self.epsilon = check_epsilon(epsilon)
-        self._schedule = check_schedule(n_iter, tol, max_iter, check_every)
-        self.n_iter, self.tol, self.max_iter, self.check_every = n_iter, tol, max_iter, check_every
-        self.queue_size = check_int(queue_size, "queue_size", 0)
-        self.momentum = _check_fraction(momentum, "momentum")
-        self.floor = _check_fraction(floor, "floor")
-        self.warm_start = check_bool(warm_start, "warm_start")
-        self.backend = check_backend(backend)
-        if validate not in VALIDATE:
-            raise InvalidArgumentError(f"validate must be one of {VALIDATE}, got {validate!r}")
-        self.validate = validate
-        self.process_group = None if process_group is None else check_process_group(process_group)
-        if estimate not in ESTIMATES:
-            raise InvalidArgumentError(f"estimate must be one of {ESTIMATES}, got {estimate!r}")
-        self.estimate = estimate
-        fixed: torch.Tensor | None = None
+        k = self.n_classes
         if isinstance(marginal, str):
             if marginal not in MARGINALS:
                 raise InvalidArgumentError(
-                    f"marginal must be one of {MARGINALS} or class proportions of shape ({self.n_classes},), "
-                    f"got {marginal!r}"
+                    f"marginal must be one of {MARGINALS} or class proportions of shape ({k},), got {marginal!r}"
                 )
             self._kind = marginal
         else:
             self._kind = "fixed"
+        # the solver's settings, checked now with the library's own messages (a stand-in column
+        # marginal says whether one will be given; the real one is set at every call)
+        self._options = Options(
+            epsilon=epsilon,
+            col_marginal=None if self._kind == "uniform" else "given at each call",
+            n_iter=n_iter,
+            tol=tol,
+            max_iter=max_iter,
+            check_every=check_every,
+            backend=backend,
+            process_group=process_group,
+            validate=validate,
+            col_penalty=col_penalty,
+            row_penalty=row_penalty,
+            mass=mass,
+            col_bounds=col_bounds,
+            acceleration=acceleration,
+        )
+        self._options.raise_error()
+        self.queue_size = check_int(queue_size, "queue_size", 0)
+        self.momentum = _check_fraction(momentum, "momentum")
+        self.floor = _check_fraction(floor, "floor")
+        self.warm_start = check_bool(warm_start, "warm_start")
+        if estimate not in ESTIMATES:
+            raise InvalidArgumentError(f"estimate must be one of {ESTIMATES}, got {estimate!r}")
+        self.estimate = estimate
+        fixed: torch.Tensor | None = None
+        if self._kind == "fixed":
             if isinstance(marginal, torch.Tensor):  # checked on the host, once (a device check would be deferred)
                 marginal = marginal.detach().cpu()
-            like = torch.zeros(1, 1, self.n_classes, dtype=torch.float64)
-            fixed = check_marginal(
-                marginal, "marginal", self.n_classes, "K", 1, False, like, torch.float64, DeferredChecks()
-            )[0]
-        # the solver options, checked now with the library's own messages (values on a stand-in problem)
-        self._solver_options = {
-            "col_penalty": check_penalty(col_penalty, "col_penalty"),
-            "row_penalty": check_penalty(row_penalty, "row_penalty"),
-            "mass": check_mass(mass),
-            "col_bounds": col_bounds,
-            "acceleration": acceleration,
-        }
-        if acceleration is not None and acceleration not in ACCELERATIONS:
-            raise InvalidArgumentError(f"acceleration must be None or one of {ACCELERATIONS}, got {acceleration!r}")
-        stand_in = torch.zeros(1, 1, self.n_classes, dtype=torch.float64)
-        resolve(
-            Options(col_penalty, row_penalty, mass, col_bounds, None, acceleration),
-            fixed=self._schedule.fixed,
-            epsilon=self.epsilon,
-            batch=1,
-            n_rows=1,
-            n_cols=self.n_classes,
-            batched=False,
-            like=stand_in,
-            dtype=torch.float64,
-            checks=DeferredChecks(),
-            col_marginal_given=self._kind != "uniform",
-        )
+            like = torch.zeros(1, 1, k, dtype=torch.float64)
+            fixed = check_marginal(marginal, "marginal", k, "K", 1, False, like, torch.float64, DeferredChecks())[0]
+        if col_bounds is not None:  # its shape and values, on a stand-in problem
+            stand_in = torch.zeros(1, 1, k, dtype=torch.float64)
+            resolve(
+                self._options,
+                batch=1,
+                n_rows=1,
+                n_cols=k,
+                batched=False,
+                like=stand_in,
+                dtype=torch.float64,
+                checks=DeferredChecks(),
+            )
         if estimate == "labels" and col_penalty is None and mass is None:
             raise InvalidArgumentError(
                 "estimate='labels' needs col_penalty or mass: under a hard column marginal the labels' class "
@@ -260,7 +248,6 @@ class OnlineLabeller:
         if self._kind != "ema" and estimate != "predictions":
             raise InvalidArgumentError(f"estimate={estimate!r} applies to marginal='ema' only")
         # the state: tensors, moved to the scores' device at the first call
-        k = self.n_classes
         self._queue = torch.zeros(self.queue_size, k)
         self._filled = 0  # rows of the queue that hold scores (the last ones); host-side, never data-dependent
         self._ema = torch.full((k,), 1.0 / k, dtype=torch.float64)
@@ -337,20 +324,8 @@ class OnlineLabeller:
 
     def _solve(self, rows: torch.Tensor, col_marginal: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Labels of the problem ``rows`` and, for a warm start, its column potential (no read-back)."""
-        common = {
-            "col_marginal": col_marginal,
-            "n_iter": self.n_iter,
-            "tol": self.tol,
-            "max_iter": self.max_iter,
-            "check_every": self.check_every,
-            "process_group": self.process_group,
-            "backend": self.backend,
-            "validate": self.validate,
-            **self._solver_options,
-        }
         if not self.warm_start:
-            return sinkhorn(rows, self.epsilon, **common), None
-        # sinkhorn(..., return_info=True) would read its diagnostics back; the potentials need no read-back
+            return label(rows, None, dataclasses.replace(self._options, col_marginal=col_marginal)), None
         init = None
         if self._has_potential:
             # the rows follow from the column potential by a row step, f = -logsumexp(S / eps + g); computed
@@ -358,35 +333,20 @@ class OnlineLabeller:
             dtype = torch.float64 if rows.dtype == torch.float64 else torch.float32
             g = self._potential.to(dtype)
             init = (-torch.logsumexp(rows.to(dtype) / self.epsilon + g, dim=-1), g)
-        options = Options(
-            common["col_penalty"], common["row_penalty"], common["mass"], common["col_bounds"], init, self.acceleration
-        )
-        with autocast_off(rows):
-            call = build_problem(
-                rows,
-                None,
-                self.epsilon,
-                col_marginal,
-                None,
-                self.n_iter,
-                self.tol,
-                self.max_iter,
-                self.check_every,
-                self.process_group,
-                self.backend,
-                False,
-                self.validate,
-                False,
-                options,
-            )
-            problem = dataclasses.replace(call.problem, return_potentials=True)
-            solution = backends.select(call.backend, problem, call.schedule)(problem, call.schedule)
-            labels = finish(problem, call.schedule, solution, call)
-        return labels, solution.log_col_scaling.reshape(self.n_classes)
+        options = dataclasses.replace(self._options, col_marginal=col_marginal, init=init)
+        labels, potential = label_with_potentials(rows, options)
+        return labels, potential.reshape(self.n_classes)
 
-    @property
-    def acceleration(self) -> str | None:
-        return self._solver_options["acceleration"]
+    # the settings, as the constructor took them
+    epsilon = property(lambda self: self._options.epsilon)
+    n_iter = property(lambda self: self._options.n_iter)
+    tol = property(lambda self: self._options.tol)
+    max_iter = property(lambda self: self._options.max_iter)
+    check_every = property(lambda self: self._options.check_every)
+    backend = property(lambda self: self._options.backend)
+    validate = property(lambda self: self._options.validate)
+    process_group = property(lambda self: self._options.process_group)
+    acceleration = property(lambda self: self._options.acceleration)
 
     def __call__(self, scores: torch.Tensor) -> torch.Tensor:
         """Label a batch: ``scores`` (B, K) → labels (B, K) of its rows (rows sum to 1, no gradient).

@@ -159,7 +159,7 @@ def test_a_call_is_captured_in_a_cuda_graph_and_replays_new_inputs(backend):
 @pytest.fixture
 def graph_cache():
     """A clean cache of captured calls (and its counts) for one test."""
-    from otlabel.backends import graphs
+    from otlabel import graphs
 
     pytest.importorskip("triton")
     graphs.clear()
@@ -173,7 +173,7 @@ def graph_cache():
 def test_repeated_calls_replay_one_captured_graph(graph_cache, validate, dtype):
     """From the second call of a kind on, a call is one captured CUDA graph: the same labels as an
     uncaptured call, in a tensor of its own, for new values each time."""
-    from otlabel.backends import graphs
+    from otlabel import graphs
 
     generator = torch.Generator(device="cuda").manual_seed(7)
     batches = [torch.randn(3000, 24, device="cuda", generator=generator).to(dtype) for _ in range(4)]

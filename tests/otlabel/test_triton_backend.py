@@ -34,8 +34,9 @@ from otlabel import (  # noqa: E402
     sinkhorn,
     sinkhorn_with_prior,
 )
+from otlabel._front import build_problem  # noqa: E402
+from otlabel._options import Options  # noqa: E402
 from otlabel.backends import triton_backend  # noqa: E402
-from otlabel.sinkhorn import build_problem  # noqa: E402
 
 from .helpers import cosine_scores, feasible_prior, pot_solution, swav_reference  # noqa: E402
 
@@ -76,7 +77,7 @@ def assert_labels(labels: torch.Tensor, row_mass: float | torch.Tensor = 1.0) ->
 def _no_graph_cache(monkeypatch):
     """On a GPU, repeated calls would replay a graph captured with another test's launch constants
     (and not call the functions some tests spy on): these tests run every call eagerly."""
-    from otlabel.backends import graphs
+    from otlabel import graphs
 
     monkeypatch.setattr(graphs, "ENABLED", False)
 
@@ -353,7 +354,7 @@ def test_infeasible_support_raises_or_poisons(path, validate, request):
     scores = scores_of(1, 30, 4, seed=11)[0]
     prior = torch.ones(30, 4, device=DEVICE)
     prior[0, 1:] = 0
-    call = build_problem(scores, prior, 0.1, None, None, None, None, 1000, 10, validate=validate)
+    call = build_problem(scores, prior, Options(epsilon=0.1, validate=validate))
     call.problem.col_mass[:, 0] = 0
     call.problem.col_mass[:, 1:] = 30 / 3
     if validate == "host":

@@ -56,7 +56,6 @@ from otlabel import (
     gaussian_rank_prior,
     hard_labels,
     sinkhorn,
-    sinkhorn_with_prior,
 )
 
 from .distributed import gather_rows, world
@@ -336,14 +335,19 @@ def solve_labels(
         # exact column quotas are a property of the global matrix: gather it
         all_scores, mine = gather_rows(scores, scope)
         all_prior = None if prior is None else gather_rows(prior, scope)[0]
-        labels = _transport(all_scores, all_prior, epsilon, col_marginal, n_iter, None)
+        labels = sinkhorn(all_scores, epsilon, prior=all_prior, col_marginal=col_marginal, n_iter=n_iter)
         labels = hard_labels(labels, col_marginal)[mine]
-    elif method == "ot":
+    elif method == "ot":  # col_penalty: a KL-relaxed column marginal (None: the hard one)
         group = dist.group.WORLD if world(scope)[1] > 1 else None
-        if col_penalty is None:
-            labels = _transport(scores, prior, epsilon, col_marginal, n_iter, group)
-        else:  # a KL-relaxed column marginal
-            labels = _relaxed_transport(scores, prior, epsilon, col_marginal, n_iter, group, col_penalty)
+        labels = sinkhorn(
+            scores,
+            epsilon,
+            prior=prior,
+            col_marginal=col_marginal,
+            n_iter=n_iter,
+            process_group=group,
+            col_penalty=col_penalty,
+        )
     else:  # row-wise: no column constraint, nothing to communicate
         logits = scores / epsilon
         if prior is not None:
@@ -354,29 +358,6 @@ def solve_labels(
             labels = torch.softmax(logits, dim=-1)
     entropy, row_error, col_error = _diagnostics(labels, col_marginal, scope)
     return Labels(labels, entropy, row_error, col_error)
-
-
-def _transport(
-    scores: Tensor, prior: Tensor | None, epsilon: float, col_marginal: Tensor, n_iter: int, group: object
-) -> Tensor:
-    if prior is None:
-        return sinkhorn(scores, epsilon, col_marginal=col_marginal, n_iter=n_iter, process_group=group)
-    return sinkhorn_with_prior(scores, prior, epsilon, col_marginal=col_marginal, n_iter=n_iter, process_group=group)
-
-
-def _relaxed_transport(
-    scores: Tensor,
-    prior: Tensor | None,
-    epsilon: float,
-    col_marginal: Tensor,
-    n_iter: int,
-    group: object,
-    col_penalty: float,
-) -> Tensor:
-    options = {"col_marginal": col_marginal, "n_iter": n_iter, "process_group": group, "col_penalty": col_penalty}
-    if prior is None:
-        return sinkhorn(scores, epsilon, **options)
-    return sinkhorn_with_prior(scores, prior, epsilon, **options)
 
 
 def _fuse(predictions: Sequence[Tensor], fusion: str) -> Tensor:

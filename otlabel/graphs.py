@@ -30,6 +30,7 @@ device, Python settings (epsilon, n_iter, ...) and validation mode.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import threading
@@ -39,7 +40,7 @@ from typing import Any
 
 import torch
 
-from .._marginals import NO_OPTIONS
+from ._options import Options
 
 __all__ = ["CAPTURE_AFTER", "ENABLED", "MAX_ELEMENTS", "MAX_ENTRIES", "call", "clear", "eligible", "stats"]
 
@@ -54,10 +55,8 @@ MAX_ENTRIES = 4
 CAPTURE_AFTER = 2
 
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)
-# positions in the entry points' argument tuple (scores excluded): see sinkhorn._label
-_PRIOR, _EPSILON, _COL, _ROW, _N_ITER, _TOL, _MAX_ITER, _CHECK_EVERY = range(8)
-_GROUP, _BACKEND, _RETURN_INFO, _VALIDATE, _LOG_PRIOR, _OPTIONS = range(8, 14)
-_TENSORS = (_PRIOR, _COL, _ROW)
+#: What the cache calls: the front end's ``label_now(scores, prior, options)``.
+Solve = Callable[[torch.Tensor, Any, Options], Any]
 
 _lock = threading.Lock()
 #: key -> a count of eager calls so far, a captured _Graph, or None (capture failed: eager from now on)
@@ -77,7 +76,7 @@ def clear() -> None:
 
 
 def _triton_runs(scores: torch.Tensor) -> bool:
-    from . import triton_backend
+    from .backends import triton_backend
 
     try:
         triton_backend._kernels()
@@ -87,103 +86,104 @@ def _triton_runs(scores: torch.Tensor) -> bool:
     return n_cols <= triton_backend.MAX_K and n_rows * n_cols < 2**31
 
 
-def eligible(scores: Any, arguments: tuple) -> bool:
-    """Whether a call of an entry point (``scores`` and its other positional arguments) may be
-    captured and replayed (cheap: checked on every call)."""
+def _tensors(prior: Any, options: Options) -> tuple[Any, Any, Any]:
+    """The tensor arguments of a call that a graph copies in: prior, col_marginal, row_marginal."""
+    return prior, options.col_marginal, options.row_marginal
+
+
+def eligible(scores: Any, prior: Any, options: Options) -> bool:
+    """Whether a dense call (``scores``, ``prior``, ``options``) may be captured and replayed
+    (cheap: checked on every call)."""
     if not ENABLED or torch.compiler.is_compiling():
         return False
     if type(scores) is not torch.Tensor or not scores.is_cuda or scores.dtype not in _FLOATS:
         return False
-    if arguments[_TOL] is not None or arguments[_GROUP] is not None or arguments[_RETURN_INFO] is not False:
+    if not options.schedule.fixed or options.process_group is not None or options.return_info is not False:
         return False
-    if arguments[_OPTIONS] is not NO_OPTIONS:
+    if not options.plain:
         return False  # penalised, bounded or partial marginals, warm starts: the torch backend, eagerly
-    if arguments[_BACKEND] not in ("auto", "triton") or arguments[_VALIDATE] not in ("auto", "host", "device"):
+    if options.backend not in ("auto", "triton"):
         return False
     if not 0 < scores.numel() <= MAX_ELEMENTS or scores.dim() not in (2, 3):
         return False
     if torch.cuda.is_current_stream_capturing():
         return False
-    if arguments[_VALIDATE] != "device" and arguments[_PRIOR] is not None:
+    if options.validate != "device" and prior is not None:
         return False  # host mode decides on the host whether a prior's zeros fit the marginals
-    for index in _TENSORS:
-        value = arguments[index]
+    for value in _tensors(prior, options):
         if value is not None and (type(value) is not torch.Tensor or value.device != scores.device):
             return False
-    settings = (arguments[_EPSILON], arguments[_N_ITER], arguments[_MAX_ITER], arguments[_CHECK_EVERY])
-    if not all(value is None or type(value) in (int, float) for value in settings):
-        return False
-    return type(arguments[_LOG_PRIOR]) is bool and _triton_runs(scores)
+    return _triton_runs(scores)
 
 
-def _key(scores: torch.Tensor, arguments: tuple) -> tuple:
-    described = [None if arguments[i] is None else (tuple(arguments[i].shape), arguments[i].dtype) for i in _TENSORS]
-    settings = tuple(arguments[i] for i in (_EPSILON, _N_ITER, _MAX_ITER, _CHECK_EVERY, _BACKEND, _LOG_PRIOR))
-    host = arguments[_VALIDATE] != "device"
+def _key(scores: torch.Tensor, prior: Any, options: Options) -> tuple:
+    described = [None if value is None else (tuple(value.shape), value.dtype) for value in _tensors(prior, options)]
+    settings = (options.epsilon, options.schedule, options.backend, options.log_prior)
+    host = options.validate != "device"
     return (scores.device, tuple(scores.shape), scores.dtype, *described, settings, host)
 
 
 class _Graph:
     """One captured call: static inputs, the graph, its labels, and the event of its last use."""
 
-    def __init__(self, solve: Callable[..., Any], scores: torch.Tensor, arguments: tuple):
+    def __init__(self, solve: Solve, scores: torch.Tensor, prior: Any, options: Options):
         device = scores.device
         with torch.no_grad():
-            self.inputs = [scores.detach().clone(memory_format=torch.contiguous_format)]
-            self.positions = [i for i in _TENSORS if arguments[i] is not None]
-            for i in self.positions:
-                self.inputs.append(arguments[i].detach().clone(memory_format=torch.contiguous_format))
-        captured = list(arguments)
-        for i, tensor in zip(self.positions, self.inputs[1:]):
-            captured[i] = tensor
-        captured[_VALIDATE] = "device"
+            static = [scores] + [value for value in _tensors(prior, options) if value is not None]
+            self.inputs = [value.detach().clone(memory_format=torch.contiguous_format) for value in static]
+        self.given = [value is not None for value in _tensors(prior, options)]
+        self.prior, self.options = self._arguments(self.inputs[1:], options, "device")
         self.graph = torch.cuda.CUDAGraph()
         stream = torch.cuda.Stream(device)
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.device(device), torch.cuda.stream(stream):
-            solve(self.inputs[0], *captured)  # warm-up on the capture stream, as CUDA graphs want
+            solve(self.inputs[0], self.prior, self.options)  # warm-up on the capture stream, as CUDA graphs want
             # (no torch.cuda.graph context: it synchronises the device, which device mode must not)
             self.graph.capture_begin(capture_error_mode="thread_local")
             try:
-                self.labels = solve(self.inputs[0], *captured)
+                self.labels = solve(self.inputs[0], self.prior, self.options)
             finally:
                 self.graph.capture_end()
         torch.cuda.current_stream(device).wait_stream(stream)
         self.done = torch.cuda.Event()
         self.lock = threading.Lock()
 
-    def replay(self, scores: torch.Tensor, arguments: tuple) -> torch.Tensor:
+    def _arguments(self, static: list[torch.Tensor], options: Options, validate: str) -> tuple[Any, Options]:
+        """The prior and options of the captured call: its static tensors in place of the caller's."""
+        values = iter(static)
+        prior, col, row = (next(values) if given else None for given in self.given)
+        return prior, dataclasses.replace(options, col_marginal=col, row_marginal=row, validate=validate)
+
+    def replay(self, scores: torch.Tensor, prior: Any, options: Options) -> torch.Tensor:
         stream = torch.cuda.current_stream(scores.device)
         with self.lock, torch.no_grad(), torch.cuda.device(scores.device):
             stream.wait_event(self.done)  # a previous replay on another stream has finished with the buffers
-            self.inputs[0].copy_(scores)
-            for i, tensor in zip(self.positions, self.inputs[1:]):
-                tensor.copy_(arguments[i])
+            given = [scores] + [value for value in _tensors(prior, options) if value is not None]
+            for static, value in zip(self.inputs, given):
+                static.copy_(value)
             self.graph.replay()
             labels = self.labels.clone()
             self.done.record(stream)
         return labels
 
 
-def _device_mode(arguments: tuple) -> tuple:
-    changed = list(arguments)
-    changed[_VALIDATE] = "device"
-    return tuple(changed)
+def _device_mode(options: Options) -> Options:
+    return dataclasses.replace(options, validate="device")
 
 
-def _checked(labels: torch.Tensor, solve: Callable[..., Any], scores: torch.Tensor, arguments: tuple) -> Any:
+def _checked(labels: torch.Tensor, solve: Solve, scores: torch.Tensor, prior: Any, options: Options) -> Any:
     """Host mode: the labels if their first entry is a number (a failed call is NaN everywhere),
     else the call repeated eagerly in host mode (it raises, or computes the exact answer)."""
     if not math.isnan(labels.reshape(-1)[0].item()):
         return labels
     _stats["reruns"] += 1
-    return solve(scores, *arguments)
+    return solve(scores, prior, options)
 
 
-def call(solve: Callable[..., Any], scores: torch.Tensor, arguments: tuple) -> Any:
-    """``solve(scores, *arguments)``, replayed from a captured CUDA graph when one exists (see the
-    module's docstring); ``eligible(scores, arguments)`` must hold."""
-    key = _key(scores, arguments)
+def call(solve: Solve, scores: torch.Tensor, prior: Any, options: Options) -> Any:
+    """``solve(scores, prior, options)``, replayed from a captured CUDA graph when one exists (see
+    the module's docstring); ``eligible(scores, prior, options)`` must hold."""
+    key = _key(scores, prior, options)
     host = key[-1]
     with _lock:
         state = _cache.get(key, 0)
@@ -196,19 +196,19 @@ def call(solve: Callable[..., Any], scores: torch.Tensor, arguments: tuple) -> A
     if state is None or (isinstance(state, int) and state + 1 < CAPTURE_AFTER):
         _stats["eager"] += 1
         if state is None or not host:
-            return solve(scores, *arguments)
-        return _checked(solve(scores, *_device_mode(arguments)), solve, scores, arguments)
+            return solve(scores, prior, options)
+        return _checked(solve(scores, prior, _device_mode(options)), solve, scores, prior, options)
     if not isinstance(state, _Graph):
         try:
-            state = _Graph(solve, scores, arguments)
+            state = _Graph(solve, scores, prior, options)
         except Exception:  # noqa: BLE001 - whatever made the capture fail, the eager call still works
             _stats["failed_captures"] += 1
             with _lock:
                 _cache[key] = None
-            return solve(scores, *arguments)
+            return solve(scores, prior, options)
         _stats["captured"] += 1
         with _lock:
             _cache[key] = state
     _stats["replayed"] += 1
-    labels = state.replay(scores, arguments)
-    return _checked(labels, solve, scores, arguments) if host else labels
+    labels = state.replay(scores, prior, options)
+    return _checked(labels, solve, scores, prior, options) if host else labels

@@ -1,0 +1,631 @@
+"""The one way in: (scores, prior, :class:`~otlabel._options.Options`) to a solved, wrapped answer.
+
+Every entry point — :func:`~otlabel.sinkhorn`, :func:`~otlabel.sinkhorn_with_prior`,
+:func:`~otlabel.sinkhorn_ragged`, :class:`~otlabel.OnlineLabeller` and the CUDA-graph cache of
+:mod:`otlabel.graphs` — comes through here:
+
+1. **check**: the scores, the prior and the options' data (marginals, bounds, warm start) against
+   each other, value checks following the validation mode (:mod:`otlabel._checks`); with a
+   ``process_group`` inside the ranks' agreement (:mod:`otlabel.distributed`);
+2. **build** a :class:`~otlabel._problem.Problem` (*what*: scores, prior, masses, rules, layout)
+   and its :class:`~otlabel._problem.Schedule` (*how*);
+3. **solve** with the backend :func:`otlabel.backends.select` picks;
+4. **finish**: warn on non-convergence, cast back to the caller's dtype and array type, and
+   measure the diagnostics of ``return_info=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from . import backends, graphs
+from ._checks import (
+    Array,
+    DeferredChecks,
+    check_marginal,
+    check_prior,
+    check_ptr,
+    check_scores,
+    check_scores_finite,
+    check_segments,
+    compute_dtype,
+    device_checks,
+    marginal_atol,
+    normalise_marginal,
+    prior_support,
+    require_column_support,
+    require_feasible_support,
+    require_reachable_columns,
+    require_reachable_rows,
+    to_tensor,
+    torch_scatter_module,
+    vector_tensor,
+)
+from ._layout import Dense, Segmented, Segments, Single
+from ._marginals import Resolved, resolve, rules_in_masses
+from ._numerics import relative_violation
+from ._options import Options
+from ._problem import SINGLE_PROCESS, Problem, Reducer, Schedule, Solution
+from ._results import RaggedSinkhornResult, SinkhornResult
+from .distributed import GroupReducer, gather_rows
+from .errors import ConvergenceWarning, InvalidArgumentError
+
+__all__ = ["autocast_off", "label", "label_ragged", "solve"]
+
+
+def autocast_off(scores: Any) -> contextlib.AbstractContextManager:
+    """A context in which autocast does not lower the solver's products to half precision."""
+    device_type = scores.device.type if isinstance(scores, torch.Tensor) else "cpu"
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return _NO_CONTEXT
+
+
+_NO_CONTEXT = contextlib.nullcontext()
+
+
+class Call(NamedTuple):
+    """A validated call: the problem, its schedule, and how to hand the answer back."""
+
+    problem: Problem
+    schedule: Schedule
+    options: Options
+    batched: bool
+    was_numpy: bool
+
+
+# ---------------------------------------------------------------------------------------- dense
+
+
+@dataclass(slots=True)
+class _Local:
+    """One rank's part of a dense call after the checks that need no other rank."""
+
+    scores: torch.Tensor  #: (B, N, K)
+    batched: bool
+    was_numpy: bool
+    checks: DeferredChecks
+    dtype: torch.dtype  #: the compute dtype
+    score_range: tuple[float, float] | None
+    prior: torch.Tensor | None  #: (B, N, K)
+    prior_range: tuple[float, float] | None
+    col: torch.Tensor | None  #: (B, K) proportions; None: equipartition
+    row: torch.Tensor | None  #: (B, N) proportions; None: every row sums to 1
+    constrained: bool  #: a prior with custom marginals: which rows and columns must be reached
+    live_rows: torch.Tensor | None
+    live_cols: torch.Tensor | None
+    resolved: Resolved
+
+
+def _check_locally(scores: Any, prior: Any, options: Options, *, split: bool) -> _Local:
+    """Every check one rank can make alone (``split``: its rows are a slice of a global batch)."""
+    options.raise_error()
+    scores3, batched, was_numpy = check_scores(scores, allow_no_rows=split)
+    checks = DeferredChecks(device_checks(options.validate, scores3))
+    dtype = compute_dtype(scores3.dtype)
+    batch, n_rows, n_cols = scores3.shape
+    log_prior = options.log_prior
+    score_range = check_scores_finite(scores3, options.epsilon, dtype, checks)
+    prior3, prior_range = (
+        (None, None)
+        if prior is None
+        else check_prior(prior, scores3, batched, checks, log=log_prior, check_columns=not split)
+    )
+    if options.col_marginal is not None:
+        col = check_marginal(options.col_marginal, "col_marginal", n_cols, "K", batch, batched, scores3, dtype, checks)
+    elif split:  # the ranks compare their marginals
+        col = torch.full((batch, n_cols), 1.0 / n_cols, dtype=dtype, device=scores3.device)
+    else:  # equipartition, built directly as masses later
+        col = None
+    row = (  # a slice of a global row marginal is normalised once every rank's sum is known
+        None
+        if options.row_marginal is None
+        else check_marginal(
+            options.row_marginal,
+            "row_marginal",
+            n_rows,
+            "N",
+            batch,
+            batched,
+            scores3,
+            dtype,
+            checks,
+            check_sum=not split,
+        )
+    )
+    constrained = prior3 is not None and (options.col_marginal is not None or options.row_marginal is not None)
+    live_rows = live_cols = None
+    if constrained:
+        live_rows = torch.ones_like(scores3[..., 0], dtype=torch.bool) if row is None else row > 0
+        live_cols = torch.ones((batch, n_cols), dtype=torch.bool, device=scores3.device) if col is None else col > 0
+        support = prior_support(prior3, log_prior)
+        # a side that may keep less than its mass (penalised, or partial transport) need not reach
+        if options.mass is None and options.row_penalty is None:
+            require_reachable_rows((support & live_cols.unsqueeze(-2)).any(-1), live_rows, checks)
+        if not split and options.mass is None and options.col_penalty is None:
+            require_reachable_columns((support & live_rows.unsqueeze(-1)).any(-2), live_cols, checks)
+    resolved = resolve(
+        options, batch=batch, n_rows=n_rows, n_cols=n_cols, batched=batched, like=scores3, dtype=dtype, checks=checks
+    )
+    return _Local(
+        scores=scores3,
+        batched=batched,
+        was_numpy=was_numpy,
+        checks=checks,
+        dtype=dtype,
+        score_range=score_range,
+        prior=prior3,
+        prior_range=prior_range,
+        col=col,
+        row=row,
+        constrained=constrained,
+        live_rows=live_rows,
+        live_cols=live_cols,
+        resolved=resolved,
+    )
+
+
+def _has_zeros(
+    prior3: torch.Tensor, prior_range: tuple[float, float] | None, log_prior: bool, reducer: Reducer
+) -> bool:
+    """Whether a prior has hard zeros anywhere (over all ranks); a host read unless known already."""
+    if prior_range is not None and not reducer.distributed:
+        return prior_range[0] <= (float("-inf") if log_prior else 0.0)
+    local = (~prior_support(prior3, log_prior)).any() if prior3.numel() else torch.zeros((), dtype=torch.bool)
+    return bool(reducer.max(local.to(torch.float32).reshape(1)).item() > 0)
+
+
+def build_problem(scores: Any, prior: Any, options: Options) -> Call:
+    """Validate a dense call (scores (N, K) or (B, N, K)) and build its problem.
+
+    With a ``process_group``, ``scores`` (and ``prior``, ``row_marginal``) hold this rank's rows
+    of a global batch: the local checks run first, then every rank learns whether all ranks
+    passed them and agree on the settings (``backend`` and ``return_info`` included), and only
+    then run the checks that need the other ranks' rows (see :mod:`otlabel.distributed`).
+    """
+    reducer = SINGLE_PROCESS if options.process_group is None else GroupReducer(options.process_group)
+    split = reducer.distributed  # the rows are a slice of a global batch
+    if split:
+        with reducer.agreement() as agreement:
+            local = _check_locally(scores, prior, options, split=True)
+            agreement.settle(local.scores, local.prior, local.col, local.row, local.checks, local.resolved, options)
+        n_total = agreement.total_rows
+    else:  # (no context manager: torch.compile traces this path)
+        local = _check_locally(scores, prior, options, split=False)
+        n_total = local.scores.shape[1]
+    scores3, checks, dtype, prior3, col, row = (
+        local.scores,
+        local.checks,
+        local.dtype,
+        local.prior,
+        local.col,
+        local.row,
+    )
+    log_prior = options.log_prior
+    batch, n_rows, n_cols = scores3.shape
+    # From here on every rank of a process group is known to take the same branches; what
+    # follows up to the Problem only matters for a slice of a global batch (process_group).
+    if row is None:  # every row sums to 1
+        row_mass = None
+    elif split:
+        total = reducer.sum(row.sum(-1))
+        row_mass = n_total * normalise_marginal(row, total, "row_marginal", checks, " over all ranks")
+    else:
+        row_mass = n_total * row
+    if split and prior3 is not None:
+        support = prior_support(prior3, log_prior)
+        parts = [support.any(-2)] + ([(support & local.live_rows.unsqueeze(-1)).any(-2)] if local.constrained else [])
+        reached = reducer.max(torch.stack(parts).to(torch.float32)) > 0
+        require_column_support(reached[0], checks, " over all ranks", name="log_prior" if log_prior else "prior")
+        if local.constrained:
+            require_reachable_columns(reached[1], local.live_cols, checks)
+    col_mass = (
+        torch.full((batch, n_cols), n_total / n_cols, dtype=dtype, device=scores3.device)
+        if col is None
+        else col * n_total
+    )
+    row_rule, col_rule, total_mass = rules_in_masses(local.resolved, row_mass, (batch, n_rows), col_mass, n_total)
+    balanced = total_mass is None and row_rule.hard and col_rule.hard
+    if (
+        balanced
+        and prior3 is not None
+        and not checks.device_mode
+        and _has_zeros(prior3, local.prior_range, log_prior, reducer)
+    ):
+        # zeros are hard constraints: decide exactly whether the marginals fit on the support
+        checks.raise_now()  # a bad marginal gets its own message first
+        rows = row_mass if row_mass is not None else torch.ones_like(scores3[..., 0], dtype=dtype)
+        support = prior_support(prior3, log_prior)
+        if split:
+            support, rows = gather_rows(reducer.group, support, rows)
+        require_feasible_support(support, rows, col_mass, dtype)
+    # zero masses need a tiny bias in every sum (0/0); without a prior or marginals there are none
+    bias = (
+        prior is not None or options.col_marginal is not None or options.row_marginal is not None or not options.plain
+    )
+    if batch == 1:
+        layout = Single(n_rows, n_cols, dtype, scores3.device, reducer, bias)
+    else:
+        layout = Dense(batch, n_rows, n_cols, dtype, scores3.device, reducer, bias)
+    problem = Problem(
+        scores=scores3.detach(),
+        prior=None if prior3 is None else prior3.detach(),
+        log_prior=log_prior,
+        epsilon=options.epsilon,
+        row_mass=row_mass,
+        col_mass=col_mass,
+        dtype=dtype,
+        layout=layout,
+        checks=checks,
+        device_checks=checks.device_mode,
+        score_range=local.score_range,
+        prior_range=local.prior_range,
+        return_potentials=options.return_info,
+        row_rule=row_rule,
+        col_rule=col_rule,
+        total_mass=total_mass,
+        init=local.resolved.init,
+    )
+    return Call(problem, options.schedule, options, local.batched, local.was_numpy)
+
+
+def _output(tensor: torch.Tensor, batched: bool, was_numpy: bool, dtype: torch.dtype | None = None) -> Array:
+    """A (B, ...) result in the caller's shape, dtype and array type."""
+    if not batched:
+        tensor = tensor.squeeze(0)
+    if dtype is not None and tensor.dtype != dtype:
+        tensor = tensor.to(dtype)
+    return tensor.numpy() if was_numpy else tensor
+
+
+def check_representable(plan: torch.Tensor, problem: Problem) -> None:
+    """Raise when float16 labels would overflow (float16 holds up to 65504; an entry never exceeds
+    its row's mass, so only a custom row marginal over more than 65504 rows can get there)."""
+    if problem.row_mass is None or problem.device_checks:
+        return
+    largest_mass = problem.row_mass.shape[-1] if not problem.reducer.distributed else float("inf")
+    limit = torch.finfo(torch.float16).max
+    if largest_mass <= limit:
+        return
+    largest = float(problem.reducer.max(plan.amax().reshape(1) if plan.numel() else plan.new_zeros(1)).item())
+    if largest > limit:
+        raise InvalidArgumentError(
+            f"labels reach {largest:.6g}, beyond float16's largest number {limit:g} (a row_marginal entry times "
+            "N rows): pass float32 or bfloat16 scores to get labels that hold it"
+        )
+
+
+def finish(call: Call, solution: Solution) -> Array | SinkhornResult:
+    """Turn a backend's solution into what the user asked for; warn on non-convergence."""
+    problem, schedule = call.problem, call.schedule
+    if solution.converged is False:
+        warnings.warn(
+            f"Sinkhorn did not reach tol={schedule.tol:g} within max_iter={schedule.max_iter} iterations "
+            f"(column-marginal error {solution.worst_error:.3g}); raise max_iter or epsilon, or loosen tol",
+            ConvergenceWarning,
+            stacklevel=5,
+        )
+    plan = solution.plan
+    dtype = problem.scores.dtype
+    if dtype == torch.float16:
+        check_representable(plan, problem)
+    if plan.dim() == 2:  # a single problem's layout, (N, K)
+        plan = plan.unsqueeze(0)
+    labels = _output(plan, call.batched, call.was_numpy, dtype)
+    if not call.options.return_info:
+        return labels
+    # accumulate in float64 so that the reported errors are those of the returned plan,
+    # not of a float32 summation
+    reducer = problem.reducer
+    row_error = reducer.max(relative_violation(plan.sum(-1, dtype=torch.float64), problem.rows_mass()))
+    row_error = row_error.amax().item()
+    col_sums = reducer.sum(plan.sum(-2, dtype=torch.float64))
+    col_error = relative_violation(col_sums, problem.col_mass).amax().item()
+    return SinkhornResult(
+        labels=labels,
+        n_iter=solution.n_iter,
+        converged=solution.converged,
+        row_error=row_error,
+        col_error=col_error,
+        backend=solution.backend,
+        log_domain=solution.log_domain,
+        log_row_scaling=_output(solution.log_row_scaling, call.batched, call.was_numpy),
+        log_col_scaling=_output(solution.log_col_scaling, call.batched, call.was_numpy),
+    )
+
+
+def solve(call: Call) -> Solution:
+    """Solve a built call with the backend its options ask for (see :func:`otlabel.backends.select`)."""
+    return backends.select(call.options.backend, call.problem, call.schedule)(call.problem, call.schedule)
+
+
+def label(scores: Any, prior: Any, options: Options) -> Array | SinkhornResult:
+    """Check, build, solve, finish: the body of every dense entry point (a repeated fixed-iteration
+    call on CUDA is captured once and replayed as one CUDA graph: :mod:`otlabel.graphs`)."""
+    if graphs.eligible(scores, prior, options):
+        return graphs.call(label_now, scores, prior, options)
+    return label_now(scores, prior, options)
+
+
+def label_now(scores: Any, prior: Any, options: Options) -> Array | SinkhornResult:
+    """:func:`label` without the CUDA-graph cache."""
+    with autocast_off(scores):
+        call = build_problem(scores, prior, options)
+        return finish(call, solve(call))
+
+
+def label_with_potentials(scores: torch.Tensor, options: Options) -> tuple[torch.Tensor, torch.Tensor]:
+    """The labels of a dense call and its column potential, without the diagnostics' read-back
+    (what a warm-starting labeller carries to its next call)."""
+    with autocast_off(scores):
+        call = build_problem(scores, None, options)
+        problem = call.problem
+        problem.return_potentials = True
+        solution = solve(call)
+        return finish(call, solution), solution.log_col_scaling
+
+
+# ---------------------------------------------------------------------------------------- ragged
+
+
+class RaggedCall(NamedTuple):
+    """A validated ragged call; ``dense_size``: equal-size groups labelled as one batched problem."""
+
+    problem: Problem
+    schedule: Schedule
+    options: Options
+    was_numpy: bool
+    dense_size: int | None
+
+
+def _group_col_marginal(
+    value: Any, n_groups: int, n_cols: int, scores: torch.Tensor, dtype: torch.dtype, checks: DeferredChecks
+) -> torch.Tensor:
+    """A ragged call's column marginal, (K,) shared or (G, K), as (G, K) proportions."""
+    if value is None:
+        return torch.full((n_groups, n_cols), 1.0 / n_cols, dtype=dtype, device=scores.device)
+    if isinstance(value, (list, tuple)):  # a (nested) sequence: its shape is known once it is an array
+        value = vector_tensor(value, "col_marginal", scores)
+    shape = tuple(value.shape) if hasattr(value, "shape") else None
+    if shape is not None and len(shape) == 2 and shape != (n_groups, n_cols):
+        raise InvalidArgumentError(
+            f"col_marginal must have shape (K,) = ({n_cols},) or (G, K) = ({n_groups}, {n_cols}), got {shape}"
+        )
+    marginal = check_marginal(value, "col_marginal", n_cols, "K", n_groups, True, scores.unsqueeze(0), dtype, checks)
+    if marginal.shape != (n_groups, n_cols):  # a nested sequence of another shape
+        raise InvalidArgumentError(
+            f"col_marginal must have shape (K,) = ({n_cols},) or (G, K) = ({n_groups}, {n_cols}), "
+            f"got {tuple(marginal.shape)}"
+        )
+    return marginal
+
+
+def _equal_size(ptr: torch.Tensor, n_rows: int) -> int | None:
+    """The common group size when every group has the same number of rows, else None."""
+    n_groups = ptr.numel() - 1
+    if n_rows % n_groups:
+        return None
+    size = n_rows // n_groups
+    equal = torch.arange(0, n_rows + 1, size, device=ptr.device)
+    return size if torch.equal(ptr, equal) else None
+
+
+def _require_feasible_groups(
+    support: torch.Tensor, row_mass: torch.Tensor | None, col_mass: torch.Tensor, ptr: torch.Tensor, dtype: torch.dtype
+) -> None:
+    """The exact support check of :func:`~otlabel._checks.require_feasible_support`, group by group."""
+    bounds = ptr.tolist()
+    for group, (begin, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+        rows = torch.ones(end - begin, dtype=dtype, device=support.device) if row_mass is None else row_mass[begin:end]
+        require_feasible_support(
+            support[None, begin:end], rows[None], col_mass[group : group + 1], dtype, f" (group {group})"
+        )
+
+
+def build_ragged(scores: Any, ptr: Any, prior: Any, options: Options, segments: Any) -> RaggedCall:
+    """Validate a ragged call (groups of rows packed in (N, K), CSR offsets ``ptr``) and build its problem."""
+    tensor, was_numpy = to_tensor(scores, "scores")
+    if tensor.dim() != 2:
+        raise InvalidArgumentError(
+            "scores must have shape (N, K): the rows of every group packed one after another; "
+            f"got {tuple(tensor.shape)}"
+        )
+    scores2 = check_scores(tensor)[0][0]
+    n_rows, n_cols = scores2.shape
+    epsilon, log_prior, col_marginal, row_marginal = (
+        options.epsilon,
+        options.log_prior,
+        options.col_marginal,
+        options.row_marginal,
+    )
+    implementation = check_segments(segments)
+    checks = DeferredChecks(device_checks(options.validate, scores2))
+    dtype = compute_dtype(scores2.dtype)
+    ptr64 = check_ptr(ptr, n_rows, scores2, checks)
+    scatter = torch_scatter_module() if implementation == "torch_scatter" else None
+    seg = Segments(ptr64, n_rows, implementation, scatter)
+    n_groups = seg.n_groups
+    score_range = check_scores_finite(scores2, epsilon, dtype, checks)
+    prior2 = prior_range = None
+    if prior is not None:
+        prior3, prior_range = check_prior(
+            prior, scores2.unsqueeze(0), False, checks, log=log_prior, check_columns=False
+        )
+        prior2 = prior3[0]
+        if prior_range is None or prior_range[0] <= (-np.inf if log_prior else 0):  # zeros: check every group
+            require_column_support(
+                seg.max(prior_support(prior2, log_prior).to(dtype)) > 0,
+                checks,
+                " within a group",
+                name="log_prior" if log_prior else "prior",
+            )
+    col = _group_col_marginal(col_marginal, n_groups, n_cols, scores2, dtype, checks)
+    sizes = ptr64.diff().to(dtype)  # (G,)
+    if row_marginal is None:  # every row sums to 1
+        row = row_mass = None
+    else:
+        row_tensor = check_marginal(
+            row_marginal, "row_marginal", n_rows, "N", 1, False, scores2.unsqueeze(0), dtype, checks, check_sum=False
+        )[0]
+        totals = seg.sum(row_tensor.unsqueeze(-1)).squeeze(-1)
+        atol = marginal_atol(row_marginal.dtype if isinstance(row_marginal, torch.Tensor) else torch.float64)
+        checks.require(
+            ((totals - 1).abs() <= atol).all(),
+            lambda: InvalidArgumentError(
+                f"row_marginal must sum to 1 within each group (within {atol:g}); "
+                f"group sums range over [{totals.min().item():.6g}, {totals.max().item():.6g}]"
+            ),
+        )
+        row = row_tensor / seg.expand(totals)
+        row_mass = row * seg.expand(sizes)
+    col_mass = col * sizes.unsqueeze(-1)
+    resolved = resolve(
+        options,
+        batch=n_groups,
+        n_rows=n_rows,
+        n_cols=n_cols,
+        batched=True,
+        like=scores2.unsqueeze(0),
+        dtype=dtype,
+        checks=checks,
+        packed_rows=True,
+    )
+    row_rule, col_rule, total_mass = rules_in_masses(resolved, row_mass, (n_rows,), col_mass, sizes)
+    balanced = total_mass is None and row_rule.hard and col_rule.hard
+    if prior2 is not None:
+        support = prior_support(prior2, log_prior)
+        if col_marginal is not None or row_marginal is not None:
+            live_cols = col > 0
+            live_rows = torch.ones(n_rows, dtype=torch.bool, device=scores2.device) if row is None else row > 0
+            # a side that may keep less than its mass (penalised, or partial transport) need not reach
+            if options.mass is None and options.row_penalty is None:
+                require_reachable_rows((support & seg.expand(live_cols)).any(-1), live_rows, checks)
+            if options.mass is None and options.col_penalty is None:
+                reached = seg.max((support & live_rows.unsqueeze(-1)).to(dtype)) > 0
+                require_reachable_columns(reached, live_cols, checks)
+        zeros_possible = prior_range is None or prior_range[0] <= (-np.inf if log_prior else 0)
+        if balanced and not checks.device_mode and zeros_possible:
+            if prior_range is not None or bool((~support).any()):
+                checks.raise_now()
+                _require_feasible_groups(support, row_mass, col_mass, ptr64, dtype)
+    layout = Segmented(seg, n_rows, n_cols, dtype, scores2.device)
+    problem = Problem(
+        scores=scores2.detach(),
+        prior=None if prior2 is None else prior2.detach(),
+        log_prior=log_prior,
+        epsilon=epsilon,
+        row_mass=row_mass,
+        col_mass=col_mass,
+        dtype=dtype,
+        layout=layout,
+        checks=checks,
+        device_checks=checks.device_mode,
+        score_range=score_range,
+        prior_range=prior_range,
+        return_potentials=options.return_info,
+        row_rule=row_rule,
+        col_rule=col_rule,
+        total_mass=total_mass,
+        init=resolved.init,
+    )
+    schedule = options.schedule
+    # "auto" labels equal-size groups in fixed-iteration mode as one batched dense problem
+    dense_size = None
+    if segments == "auto" and schedule.fixed and not checks.device_mode and options.plain:
+        dense_size = _equal_size(ptr64, n_rows)
+    return RaggedCall(problem, schedule, options, was_numpy, dense_size)
+
+
+def _solve_equal_groups(call: RaggedCall) -> Solution:
+    """Equal-size groups, fixed-iteration mode: one batched (G, size, K) problem. The same schedule
+    per group as the segment path (and as a loop of ``sinkhorn``), at the cost of two batched
+    matrix products per iteration instead of segment reductions."""
+    problem, size = call.problem, call.dense_size
+    n_groups, n_cols = problem.col_mass.shape
+
+    def batched(tensor: torch.Tensor | None) -> torch.Tensor | None:
+        return None if tensor is None else tensor.reshape(n_groups, size, *tensor.shape[1:])
+
+    dense = Problem(
+        scores=batched(problem.scores),
+        prior=batched(problem.prior),
+        log_prior=problem.log_prior,
+        epsilon=problem.epsilon,
+        row_mass=batched(problem.row_mass),
+        col_mass=problem.col_mass,
+        dtype=problem.dtype,
+        layout=Dense(n_groups, size, n_cols, problem.dtype, problem.scores.device),
+        checks=problem.checks,
+        device_checks=problem.device_checks,
+        score_range=problem.score_range,
+        prior_range=problem.prior_range,
+        return_potentials=problem.return_potentials,
+    )
+    solution = backends.select("torch", dense, call.schedule)(dense, call.schedule)
+    solution.plan = solution.plan.reshape(-1, n_cols)
+    if solution.log_row_scaling is not None:
+        solution.log_row_scaling = solution.log_row_scaling.reshape(-1)
+    return solution
+
+
+def finish_ragged(call: RaggedCall, solution: Solution) -> Array | RaggedSinkhornResult:
+    """:func:`finish` for a ragged call: per-group diagnostics."""
+    problem, schedule = call.problem, call.schedule
+    layout = problem.layout
+    assert isinstance(layout, Segmented)
+    seg = layout.segments
+    if solution.unconverged:
+        warnings.warn(
+            f"Sinkhorn did not reach tol={schedule.tol:g} within max_iter={schedule.max_iter} iterations in "
+            f"{solution.unconverged} of {seg.n_groups} groups (largest column-marginal error "
+            f"{solution.worst_error:.3g}); raise max_iter or epsilon, or loosen tol",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+    plan = solution.plan
+
+    def out(value: torch.Tensor, cast: torch.dtype | None = None) -> Array:
+        if cast is not None and value.dtype != cast:
+            value = value.to(cast)
+        return value.cpu().numpy() if call.was_numpy else value
+
+    labels = out(plan, problem.scores.dtype)
+    if not call.options.return_info:
+        return labels
+    with torch.no_grad():
+        sizes = seg.ptr.diff().to(problem.dtype)
+        row_mass = problem.rows_mass()
+        scale = torch.where(row_mass > 0, row_mass, seg.expand(sizes))
+        row_error = seg.max(((plan.sum(-1) - row_mass).abs() / scale).unsqueeze(-1)).squeeze(-1)
+        col_error = relative_violation(seg.sum(plan), problem.col_mass)
+    n_iter = solution.problem_n_iter
+    if n_iter is None:
+        n_iter = torch.full((seg.n_groups,), schedule.n_iter, dtype=torch.int64, device=plan.device)
+    return RaggedSinkhornResult(
+        labels=labels,
+        n_iter=out(n_iter),
+        converged=None if solution.problem_converged is None else out(solution.problem_converged),
+        row_error=out(row_error),
+        col_error=out(col_error),
+        log_domain=solution.log_domain,
+        segments="dense" if call.dense_size else seg.name,
+        log_row_scaling=out(solution.log_row_scaling),
+        log_col_scaling=out(solution.log_col_scaling),
+    )
+
+
+def label_ragged(scores: Any, ptr: Any, prior: Any, options: Options, segments: Any) -> Array | RaggedSinkhornResult:
+    """Check, build, solve, finish: the body of :func:`~otlabel.sinkhorn_ragged`."""
+    with autocast_off(scores):
+        call = build_ragged(scores, ptr, prior, options, segments)
+        if call.dense_size is not None:  # equal-size groups, fixed mode: one batched dense problem
+            solution = _solve_equal_groups(call)
+        else:
+            solution = backends.select("torch", call.problem, call.schedule)(call.problem, call.schedule)
+        return finish_ragged(call, solution)

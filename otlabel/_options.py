@@ -1,0 +1,177 @@
+"""The settings of a labelling call, shared by every entry point: :class:`Options`.
+
+Every public function (:func:`~otlabel.sinkhorn`, :func:`~otlabel.sinkhorn_with_prior`,
+:func:`~otlabel.sinkhorn_ragged`, :class:`~otlabel.OnlineLabeller`) keeps its documented keyword
+signature and turns its keywords into one :class:`Options` in one line; the front end
+(:mod:`otlabel._front`) reads it by name. A new option is one field here, one keyword on the
+public functions that take it, and the code that uses it.
+
+Construction validates everything that needs no tensor values: the numbers, the mode, the names,
+and which options combine. What needs the scores (shapes of marginals, bounds and warm starts,
+their values) is checked by the front end when it builds the problem.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+from ._checks import VALIDATE, check_backend, check_bool, check_epsilon, check_int, check_tol
+from ._problem import Schedule
+from .distributed import check_process_group
+from .errors import ArgumentTypeError, InvalidArgumentError, OTLabelError
+
+__all__ = ["ACCELERATIONS", "DEFAULT_N_ITER", "Options", "check_mass", "check_penalty", "check_schedule"]
+
+#: Fixed-iteration mode's default number of iterations (SwAV and CASE use 3).
+DEFAULT_N_ITER = 3
+
+ACCELERATIONS = ("anderson",)
+
+
+def check_schedule(n_iter: Any, tol: Any, max_iter: Any, check_every: Any) -> Schedule:
+    """Validate the iteration settings of either mode."""
+    tol = check_tol(tol)
+    if tol is not None and n_iter is not None:
+        raise InvalidArgumentError(
+            "n_iter applies to the fixed-iteration mode only; with tol=... bound the work with max_iter"
+        )
+    n_iter = check_int(DEFAULT_N_ITER if n_iter is None else n_iter, "n_iter", 1)
+    return Schedule(n_iter, tol, check_int(max_iter, "max_iter", 1), check_int(check_every, "check_every", 1))
+
+
+def check_penalty(value: Any, name: str) -> float | None:
+    """A KL penalty strength tau > 0 (None or inf: the hard constraint)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(f"{name} must be a real number (the KL penalty's strength tau) or None, got {value!r}")
+    value = float(value)
+    if math.isnan(value) or value <= 0:
+        raise InvalidArgumentError(f"{name} must be > 0 (tau; None or inf for the hard constraint), got {value}")
+    return None if math.isinf(value) else value
+
+
+def check_mass(value: Any) -> float | None:
+    """The labelled fraction m in (0, 1] (None or 1: all of it)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(f"mass must be a real number in (0, 1] or None, got {value!r}")
+    value = float(value)
+    if not 0 < value <= 1:
+        raise InvalidArgumentError(f"mass must lie in (0, 1] (the fraction of the mass to label), got {value}")
+    return None if value == 1 else value
+
+
+def check_acceleration(acceleration: Any, fixed: bool, partial: bool, bounded: bool) -> bool:
+    """Whether the tolerance mode takes Anderson-accelerated steps."""
+    if acceleration is None:
+        return False
+    if acceleration not in ACCELERATIONS:
+        raise InvalidArgumentError(f"acceleration must be None or one of {ACCELERATIONS}, got {acceleration!r}")
+    if fixed:
+        raise InvalidArgumentError("acceleration applies to the tolerance mode (tol=...), not to n_iter iterations")
+    if partial or bounded:
+        raise InvalidArgumentError(
+            "acceleration='anderson' does not apply to mass or col_bounds (Dykstra's projections)"
+        )
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """The keyword settings of one labelling call, as every entry point shares them.
+
+    After construction the Python values are validated and normalised: ``epsilon`` a float,
+    ``schedule`` the iteration settings of either mode (``n_iter``, ``tol``, ``max_iter``,
+    ``check_every`` as given stay readable), penalties and ``mass`` floats or None (None: the hard
+    constraint, all of the mass). ``col_marginal``, ``row_marginal``, ``col_bounds`` and ``init``
+    are data, kept as given: the front end checks them against the scores.
+
+    A bad setting raises at construction, except with a ``process_group``: then the error waits in
+    ``error`` for the front end to raise inside the ranks' agreement, so that the other ranks learn
+    of it instead of waiting in a collective.
+    """
+
+    epsilon: Any = 0.05
+    col_marginal: Any = None
+    row_marginal: Any = None
+    log_prior: Any = False
+    n_iter: Any = None
+    tol: Any = None
+    max_iter: Any = 1000
+    check_every: Any = 10
+    backend: Any = "auto"
+    return_info: Any = False
+    process_group: Any = None
+    validate: Any = "auto"
+    col_penalty: Any = None
+    row_penalty: Any = None
+    mass: Any = None
+    col_bounds: Any = None
+    init: Any = None
+    acceleration: Any = None
+    #: the validated iteration settings (set at construction)
+    schedule: Schedule | None = None
+    #: a validation error kept for the agreement of a process group's ranks (see above)
+    error: OTLabelError | None = None
+    #: no option beyond the classical problem was given (penalties, partial mass, bounds, warm
+    #: start, acceleration; set at construction, from the values as given: ``mass=1`` counts)
+    plain: bool = True
+
+    def __post_init__(self) -> None:
+        plain = (
+            self.col_penalty is None
+            and self.row_penalty is None
+            and self.mass is None
+            and self.col_bounds is None
+            and self.init is None
+            and self.acceleration is None
+        )
+        object.__setattr__(self, "plain", plain)
+        if self.process_group is not None:  # raised at once: without a usable group no rank can tell the others
+            check_process_group(self.process_group)
+        try:
+            self._normalise()
+        except OTLabelError as error:
+            if self.process_group is None:
+                raise
+            object.__setattr__(self, "error", error)
+
+    def _normalise(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "epsilon", check_epsilon(self.epsilon))
+        schedule = check_schedule(self.n_iter, self.tol, self.max_iter, self.check_every)
+        set_(self, "return_info", check_bool(self.return_info, "return_info"))
+        set_(self, "log_prior", check_bool(self.log_prior, "log_prior"))
+        check_backend(self.backend)
+        if not isinstance(self.validate, str) or self.validate not in VALIDATE:
+            raise InvalidArgumentError(f"validate must be one of {VALIDATE}, got {self.validate!r}")
+        if self.plain:  # the classical problem: nothing more to check
+            set_(self, "schedule", schedule)
+            return
+        col_tau = check_penalty(self.col_penalty, "col_penalty")
+        row_tau = check_penalty(self.row_penalty, "row_penalty")
+        fraction = check_mass(self.mass)
+        bounded = self.col_bounds is not None
+        if fraction is not None and (col_tau is not None or row_tau is not None or bounded):
+            raise InvalidArgumentError(
+                "mass (partial transport) cannot be combined with col_penalty, row_penalty or col_bounds"
+            )
+        if bounded and (col_tau is not None or row_tau is not None or self.col_marginal is not None):
+            raise InvalidArgumentError(
+                "col_bounds replaces col_marginal and cannot be combined with it, nor with col_penalty or row_penalty"
+            )
+        accelerate = check_acceleration(self.acceleration, schedule.fixed, fraction is not None, bounded)
+        set_(self, "col_penalty", col_tau)
+        set_(self, "row_penalty", row_tau)
+        set_(self, "mass", fraction)
+        set_(self, "schedule", schedule._replace(accelerate=accelerate) if accelerate else schedule)
+
+    def raise_error(self) -> None:
+        """Raise the validation error kept for a process group's agreement, if any."""
+        if self.error is not None:
+            raise self.error
