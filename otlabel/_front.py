@@ -301,16 +301,32 @@ def check_representable(plan: torch.Tensor, problem: Problem) -> None:
         )
 
 
+def warn_unconverged(call: Call | RaggedCall, solution: Solution, stacklevel: int) -> None:
+    """The :class:`~otlabel.ConvergenceWarning` of a tolerance-mode call that ran out of iterations,
+    naming what it measured: the column-marginal error of the balanced problem, the stationarity
+    of the others (relaxed, partial or bounded marginals need not meet the column marginal)."""
+    problem, schedule = call.problem, call.schedule
+    error, groups = f"{solution.worst_error:.3g}", ""
+    if problem.layout.independent:  # a ragged call's groups stop one by one
+        groups = f" in {solution.unconverged} of {problem.layout.n_problems} groups"
+    if problem.balanced:
+        measure = f"{'largest ' if groups else ''}column-marginal error {error}"
+    else:
+        measure = f"stationarity not reached: a scaling still changed by {'up to ' if groups else ''}{error}"
+        measure += " (relatively) since the previous check"
+    warnings.warn(
+        f"Sinkhorn did not reach tol={schedule.tol:g} within max_iter={schedule.max_iter} iterations{groups} "
+        f"({measure}); raise max_iter or epsilon, or loosen tol",
+        ConvergenceWarning,
+        stacklevel=stacklevel + 1,
+    )
+
+
 def finish(call: Call, solution: Solution) -> Array | SinkhornResult:
     """Turn a backend's solution into what the user asked for; warn on non-convergence."""
-    problem, schedule = call.problem, call.schedule
+    problem = call.problem
     if solution.converged is False:
-        warnings.warn(
-            f"Sinkhorn did not reach tol={schedule.tol:g} within max_iter={schedule.max_iter} iterations "
-            f"(column-marginal error {solution.worst_error:.3g}); raise max_iter or epsilon, or loosen tol",
-            ConvergenceWarning,
-            stacklevel=5,
-        )
+        warn_unconverged(call, solution, stacklevel=5)
     plan = solution.plan
     dtype = problem.scores.dtype
     if dtype == torch.float16:
@@ -581,13 +597,7 @@ def finish_ragged(call: RaggedCall, solution: Solution) -> Array | RaggedSinkhor
     assert isinstance(layout, Segmented)
     seg = layout.segments
     if solution.unconverged:
-        warnings.warn(
-            f"Sinkhorn did not reach tol={schedule.tol:g} within max_iter={schedule.max_iter} iterations in "
-            f"{solution.unconverged} of {seg.n_groups} groups (largest column-marginal error "
-            f"{solution.worst_error:.3g}); raise max_iter or epsilon, or loosen tol",
-            ConvergenceWarning,
-            stacklevel=4,
-        )
+        warn_unconverged(call, solution, stacklevel=4)
     plan = solution.plan
 
     def out(value: torch.Tensor, cast: torch.dtype | None = None) -> Array:

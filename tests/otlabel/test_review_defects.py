@@ -334,3 +334,40 @@ def test_l10_return_info_must_be_a_bool_everywhere(value):
     ):
         with pytest.raises(ArgumentTypeError, match="return_info must be a bool"):
             call()
+
+
+# L-new-6 -----------------------------------------------------------------------------------------
+# With mass, col_bounds or a penalty, tolerance mode stops on stationarity (the largest relative
+# change of a scaling since the previous check), not on the column-marginal error, which such a
+# problem need not drive to zero: the warning said "column-marginal error" for either number.
+
+_STATIONARY = {
+    "col_penalty": {"col_penalty": 0.5},
+    "row_penalty": {"row_penalty": 0.5},
+    "mass": {"mass": 0.6},
+    "col_bounds": {"col_bounds": (torch.full((4,), 0.24, dtype=torch.float64), None)},
+}
+
+
+@pytest.mark.parametrize("ragged", [False, True], ids=["dense", "ragged"])
+@pytest.mark.parametrize("option", list(_STATIONARY))
+def test_l_new_6_the_warning_names_the_stopping_measure(option, ragged):
+    scores = 4 * torch.randn(30, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    kwargs = dict(tol=1e-12, max_iter=3, check_every=1, **_STATIONARY[option])
+    with pytest.warns(ConvergenceWarning) as caught:
+        if ragged:
+            sinkhorn_ragged(scores, [0, 12, 30], 0.05, **kwargs)
+        else:
+            sinkhorn(scores, 0.05, **kwargs)
+    message = str(caught[0].message)
+    assert "stationarity" in message and "column-marginal error" not in message, message
+
+
+@pytest.mark.parametrize("ragged", [False, True], ids=["dense", "ragged"])
+def test_l_new_6_the_balanced_problem_still_reports_its_column_error(ragged):
+    scores = 4 * torch.randn(30, 4, dtype=torch.float64)
+    with pytest.warns(ConvergenceWarning, match="column-marginal error"):
+        if ragged:
+            sinkhorn_ragged(scores, [0, 12, 30], 0.05, tol=1e-12, max_iter=3)
+        else:
+            sinkhorn(scores, 0.05, tol=1e-12, max_iter=3)
