@@ -27,7 +27,6 @@ import torch
 from . import backends, graphs
 from ._checks import (
     Array,
-    DeferredChecks,
     check_marginal,
     check_prior,
     check_ptr,
@@ -35,7 +34,6 @@ from ._checks import (
     check_scores_finite,
     check_segments,
     compute_dtype,
-    device_checks,
     marginal_atol,
     normalise_marginal,
     prior_support,
@@ -47,11 +45,13 @@ from ._checks import (
     torch_scatter_module,
     vector_tensor,
 )
+from ._deferred import DeferredChecks, device_checks
 from ._layout import Dense, Segmented, Segments, Single
 from ._marginals import Resolved, resolve, rules_in_masses
 from ._numerics import relative_violation
 from ._options import Options
-from ._problem import SINGLE_PROCESS, Problem, Reducer, Schedule, Solution
+from ._problem import Problem, Schedule, Solution
+from ._reduce import SINGLE_PROCESS, Reducer
 from ._results import RaggedSinkhornResult, SinkhornResult
 from .distributed import GroupReducer, gather_rows
 from .errors import ConvergenceWarning, InvalidArgumentError

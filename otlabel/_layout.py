@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ._problem import Reducer
+from ._reduce import Reducer
 
 __all__ = ["COLUMN_BLOCK", "Dense", "Layout", "Segmented", "Segments", "Single"]
 

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
-from ._checks import MARGINAL_SUM_ATOL, DeferredChecks, check_marginal, vector_tensor
+from ._checks import MARGINAL_SUM_ATOL, check_marginal, vector_tensor
+from ._deferred import DeferredChecks
 from ._problem import HARD, Rule
 from .errors import ArgumentTypeError, InvalidArgumentError
 

@@ -19,8 +19,9 @@ import torch
 from .errors import InfeasibleProblemError
 
 if TYPE_CHECKING:
-    from ._checks import DeferredChecks
-    from ._problem import Problem, Reducer
+    from ._deferred import DeferredChecks
+    from ._problem import Problem
+    from ._reduce import Reducer
 
 __all__ = [
     "Extrema",

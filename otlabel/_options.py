@@ -18,7 +18,8 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
-from ._checks import VALIDATE, check_backend, check_bool, check_epsilon, check_int, check_tol
+from ._checks import check_backend, check_bool, check_epsilon, check_int, check_tol
+from ._deferred import VALIDATE
 from ._problem import Schedule
 from .distributed import check_process_group
 from .errors import ArgumentTypeError, InvalidArgumentError, OTLabelError

@@ -42,8 +42,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ._checks import BACKENDS, FLOAT_DTYPES, VALIDATE, DeferredChecks
-from ._problem import Agreement, Reducer
+from ._checks import BACKENDS, FLOAT_DTYPES
+from ._deferred import VALIDATE, DeferredChecks
+from ._reduce import Agreement, Reducer
 from .errors import ArgumentTypeError, BackendUnavailableError, DistributedMismatchError, InvalidArgumentError
 
 __all__ = ["GroupReducer", "check_process_group", "gather_rows"]

@@ -19,7 +19,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ._checks import DeferredChecks, check_bool, check_int, check_marginal, device_checks
+from ._checks import check_bool, check_int, check_marginal
+from ._deferred import DeferredChecks, device_checks
 from ._front import label, label_with_potentials
 from ._marginals import resolve
 from ._options import Options

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._checks import Array, DeferredChecks, check_marginal, check_scores
+from ._checks import Array, check_marginal, check_scores
+from ._deferred import DeferredChecks
 from .errors import ArgumentTypeError, InfeasibleProblemError, InvalidArgumentError
 
 __all__ = ["hard_labels", "integer_quotas"]

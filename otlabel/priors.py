@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from ._checks import Array, device_checks, to_tensor
+from ._checks import Array, to_tensor
+from ._deferred import device_checks
 from .errors import ArgumentTypeError, InvalidArgumentError
 
 __all__ = ["PROBABILITY_SLACK_ULPS", "gaussian_rank_prior", "foreground_marginal", "fractional_ranks"]
