@@ -46,9 +46,7 @@ __all__ = [
     "BACKENDS",
     "FLOAT_DTYPES",
     "MARGINAL_SUM_ATOL",
-    "check_backend",
     "check_bool",
-    "check_epsilon",
     "check_int",
     "check_marginal",
     "check_prior",
@@ -56,10 +54,10 @@ __all__ = [
     "check_scores",
     "check_scores_finite",
     "check_segments",
-    "check_tol",
     "compute_dtype",
     "marginal_atol",
     "normalise_marginal",
+    "real_number",
     "require_column_support",
     "require_feasible_support",
     "require_reachable_columns",
@@ -172,19 +170,11 @@ def check_scores_finite(
     return known
 
 
-def check_epsilon(epsilon: Any) -> float:
-    if type(epsilon) is float and 0 < epsilon < math.inf:  # the common case, checked first
-        return epsilon
-    if isinstance(epsilon, torch.Tensor) and epsilon.numel() == 1 and not epsilon.requires_grad:
-        epsilon = epsilon.item()
-    elif isinstance(epsilon, np.ndarray) and epsilon.size == 1:
-        epsilon = epsilon.item()
-    if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real):
-        raise ArgumentTypeError(f"epsilon must be a real number, got {type(epsilon).__name__}")
-    epsilon = float(epsilon)
-    if not math.isfinite(epsilon) or epsilon <= 0:
-        raise InvalidArgumentError(f"epsilon must be a finite number > 0, got {epsilon}")
-    return epsilon
+def real_number(value: Any, type_error: str) -> float:
+    """``value`` as a float when it is a real number (a bool is not), else ``ArgumentTypeError(type_error)``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(type_error)
+    return float(value)
 
 
 def check_int(value: Any, name: str, minimum: int) -> int:
@@ -203,23 +193,6 @@ def check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise ArgumentTypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
     return bool(value)
-
-
-def check_tol(tol: Any) -> float | None:
-    if tol is None:
-        return None
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
-        raise ArgumentTypeError(f"tol must be a real number or None, got {type(tol).__name__}")
-    tol = float(tol)
-    if not np.isfinite(tol) or tol <= 0:
-        raise InvalidArgumentError(f"tol must be a finite number > 0, got {tol}")
-    return tol
-
-
-def check_backend(backend: Any) -> str:
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise InvalidArgumentError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    return backend
 
 
 def vector_tensor(value: Any, name: str, like: torch.Tensor) -> torch.Tensor:

@@ -14,15 +14,17 @@ their values) is checked by the front end when it builds the problem.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
-from ._checks import check_backend, check_bool, check_epsilon, check_int, check_tol
+import numpy as np
+import torch
+
+from ._checks import BACKENDS, check_bool, check_int, real_number
 from ._deferred import VALIDATE
 from ._problem import Schedule
 from .distributed import check_process_group
-from .errors import ArgumentTypeError, InvalidArgumentError, OTLabelError
+from .errors import InvalidArgumentError, OTLabelError
 
 __all__ = ["ACCELERATIONS", "DEFAULT_N_ITER", "Options", "check_mass", "check_penalty", "check_schedule"]
 
@@ -30,6 +32,28 @@ __all__ = ["ACCELERATIONS", "DEFAULT_N_ITER", "Options", "check_mass", "check_pe
 DEFAULT_N_ITER = 3
 
 ACCELERATIONS = ("anderson",)
+
+
+def check_epsilon(epsilon: Any) -> float:
+    if type(epsilon) is float and 0 < epsilon < math.inf:  # the common case, checked first
+        return epsilon
+    if isinstance(epsilon, torch.Tensor) and epsilon.numel() == 1 and not epsilon.requires_grad:
+        epsilon = epsilon.item()
+    elif isinstance(epsilon, np.ndarray) and epsilon.size == 1:
+        epsilon = epsilon.item()
+    epsilon = real_number(epsilon, f"epsilon must be a real number, got {type(epsilon).__name__}")
+    if not math.isfinite(epsilon) or epsilon <= 0:
+        raise InvalidArgumentError(f"epsilon must be a finite number > 0, got {epsilon}")
+    return epsilon
+
+
+def check_tol(tol: Any) -> float | None:
+    if tol is None:
+        return None
+    tol = real_number(tol, f"tol must be a real number or None, got {type(tol).__name__}")
+    if not math.isfinite(tol) or tol <= 0:
+        raise InvalidArgumentError(f"tol must be a finite number > 0, got {tol}")
+    return tol
 
 
 def check_schedule(n_iter: Any, tol: Any, max_iter: Any, check_every: Any) -> Schedule:
@@ -47,9 +71,7 @@ def check_penalty(value: Any, name: str) -> float | None:
     """A KL penalty strength tau > 0 (None or inf: the hard constraint)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ArgumentTypeError(f"{name} must be a real number (the KL penalty's strength tau) or None, got {value!r}")
-    value = float(value)
+    value = real_number(value, f"{name} must be a real number (the KL penalty's strength tau) or None, got {value!r}")
     if math.isnan(value) or value <= 0:
         raise InvalidArgumentError(f"{name} must be > 0 (tau; None or inf for the hard constraint), got {value}")
     return None if math.isinf(value) else value
@@ -59,12 +81,16 @@ def check_mass(value: Any) -> float | None:
     """The labelled fraction m in (0, 1] (None or 1: all of it)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ArgumentTypeError(f"mass must be a real number in (0, 1] or None, got {value!r}")
-    value = float(value)
+    value = real_number(value, f"mass must be a real number in (0, 1] or None, got {value!r}")
     if not 0 < value <= 1:
         raise InvalidArgumentError(f"mass must lie in (0, 1] (the fraction of the mass to label), got {value}")
     return None if value == 1 else value
+
+
+def check_names(value: Any, name: str, allowed: tuple[str, ...]) -> None:
+    """``value`` must be one of the strings ``allowed``."""
+    if not isinstance(value, str) or value not in allowed:
+        raise InvalidArgumentError(f"{name} must be one of {allowed}, got {value!r}")
 
 
 def check_acceleration(acceleration: Any, fixed: bool, partial: bool, bounded: bool) -> bool:
@@ -148,9 +174,8 @@ class Options:
         schedule = check_schedule(self.n_iter, self.tol, self.max_iter, self.check_every)
         set_(self, "return_info", check_bool(self.return_info, "return_info"))
         set_(self, "log_prior", check_bool(self.log_prior, "log_prior"))
-        check_backend(self.backend)
-        if not isinstance(self.validate, str) or self.validate not in VALIDATE:
-            raise InvalidArgumentError(f"validate must be one of {VALIDATE}, got {self.validate!r}")
+        check_names(self.backend, "backend", BACKENDS)
+        check_names(self.validate, "validate", VALIDATE)
         if self.plain:  # the classical problem: nothing more to check
             set_(self, "schedule", schedule)
             return
