@@ -14,8 +14,11 @@ core's :class:`~otlabel._problem.Rule` objects, shared by every entry point.
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 import torch
 
 from ._checks import MARGINAL_SUM_ATOL, check_marginal, vector_tensor
@@ -78,6 +81,55 @@ def _bounds(
     return lower, upper
 
 
+def _array_like(value: Any) -> bool:
+    """A tensor or numpy array with at least one dimension, or a sequence (not a string): what can
+    be one part of an (f, g) pair; numbers (0-d tensors and arrays included) cannot."""
+    if isinstance(value, torch.Tensor):
+        return value.dim() > 0
+    if isinstance(value, np.ndarray):
+        return value.ndim > 0
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
+def _plain_shape(value: Any) -> tuple[int, ...] | None:
+    """The shape of a rectangular nest of sequences of plain numbers, or None for anything else
+    (tensors or arrays inside, rows of different lengths)."""
+    if not isinstance(value, Sequence) or isinstance(value, (str, bytes)):
+        return None
+    if all(isinstance(item, numbers.Real) for item in value):
+        return (len(value),)
+    shapes = {_plain_shape(item) for item in value}
+    if len(shapes) != 1 or None in shapes:
+        return None
+    return (len(value), *shapes.pop())
+
+
+_INIT_FORMS = "init must be a result, (log_row_scaling, log_col_scaling), or log_col_scaling"
+
+
+def _init_parts(value: Any, batch: int, n_rows: int, n_cols: int, batched: bool) -> tuple[Any, Any]:
+    """``init`` split into (f or None, g), not yet checked. A list or tuple is the pair (f, g) only
+    when it has two parts, each None or itself array-like; otherwise it is the column potential,
+    numbers (K,) or rows of numbers (B, K), as marginals are. Two rows of K numbers for a batch of
+    two problems are the column potential where N != K (they cannot be f (N,) and g), and refused
+    as ambiguous where N = K."""
+    if not isinstance(value, (tuple, list)):
+        return None, value
+    if len(value) == 2 and all(part is None or _array_like(part) for part in value):
+        if batched and _plain_shape(value) == (batch, n_cols):  # two rows of K numbers
+            if n_rows != n_cols:
+                return None, value  # f would need N numbers: the rows are the column potential
+            raise ArgumentTypeError(
+                f"init is two rows of {n_cols} numbers, which could be log_col_scaling for both "
+                f"problems or (log_row_scaling, log_col_scaling) (N = K = {n_cols}); pass "
+                "log_col_scaling as a tensor, or the pair as a tuple of tensors"
+            )
+        return value[0], value[1]
+    if any(part is None or (isinstance(part, (torch.Tensor, np.ndarray)) and _array_like(part)) for part in value):
+        raise ArgumentTypeError(f"{_INIT_FORMS}; got a {type(value).__name__} of {len(value)} parts")
+    return None, value
+
+
 def _init(
     value: Any,
     batch: int,
@@ -93,12 +145,7 @@ def _init(
     rows of every problem packed, f (N,), as in :func:`~otlabel.sinkhorn_ragged`)."""
     if hasattr(value, "log_row_scaling") and hasattr(value, "log_col_scaling"):
         value = (value.log_row_scaling, value.log_col_scaling)
-    if isinstance(value, (tuple, list)):
-        if len(value) != 2:
-            raise ArgumentTypeError("init must be (log_row_scaling, log_col_scaling), a result, or log_col_scaling")
-        f, g = value
-    else:
-        f, g = None, value
+    f, g = _init_parts(value, batch, n_rows, n_cols, batched)
     if g is None:
         raise ArgumentTypeError("init needs the column potential log_col_scaling (the row one may be None)")
 

@@ -35,6 +35,24 @@ ESTIMATES = ("predictions", "labels", "given")
 STATE_KEYS = ("queue", "queue_filled", "marginal_ema", "ema_updates", "log_col_scaling", "has_potential")
 
 
+_INT64_MAX = 2**63 - 1
+
+
+def _whole_number(value: torch.Tensor, key: str, low: int, high: int) -> int:
+    """One entry of a state dict that counts something: a single finite whole number in [low, high]
+    (any real or bool dtype), as a Python int; refused with the key's name before any cast."""
+    if value.dtype.is_complex:
+        raise ArgumentTypeError(f"state[{key!r}] must hold a real number, got {value.dtype}")
+    number = value.detach().reshape(()).item()  # exact for integer dtypes, a float for floating ones
+    if isinstance(number, float) and not (math.isfinite(number) and number.is_integer()):
+        raise InvalidArgumentError(f"state[{key!r}] must be a whole number, got {number}")
+    number = int(number)
+    if not low <= number <= high:
+        allowed = "be 0 or 1" if (low, high) == (0, 1) else f"lie in [{low}, {high}]"
+        raise InvalidArgumentError(f"state[{key!r}] must {allowed}, got {number}")
+    return number
+
+
 def _check_fraction(value: Any, name: str) -> float:
     """A real number in [0, 1)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -463,20 +481,13 @@ class OnlineLabeller:
                 raise InvalidArgumentError(
                     f"state[{key!r}] must be a single number, got shape {tuple(state[key].shape)}"
                 )
-        for key in ("queue_filled", "ema_updates", "has_potential"):
-            number = float(state[key])
-            if not (math.isfinite(number) and number == int(number)):
-                raise InvalidArgumentError(f"state[{key!r}] must be a whole number, got {number}")
-        if float(state["has_potential"]) not in (0.0, 1.0):
-            raise InvalidArgumentError(f"state['has_potential'] must be 0 or 1, got {float(state['has_potential'])}")
         for key in ("queue", "log_col_scaling"):
             if not bool(torch.isfinite(state[key]).all()):
                 raise InvalidArgumentError(f"state[{key!r}] contains NaN or infinite values")
-        filled, updates = int(state["queue_filled"]), int(state["ema_updates"])
-        if not 0 <= filled <= size:
-            raise InvalidArgumentError(f"state['queue_filled'] must lie in [0, {size}], got {filled}")
-        if updates < 0:
-            raise InvalidArgumentError(f"state['ema_updates'] must be >= 0, got {updates}")
+        # the counters are checked before any conversion: a float 1e30 cast to int64 is -2**63
+        filled = _whole_number(state["queue_filled"], "queue_filled", 0, size)
+        updates = _whole_number(state["ema_updates"], "ema_updates", 0, _INT64_MAX)
+        has_potential = _whole_number(state["has_potential"], "has_potential", 0, 1)
         ema64 = ema.detach().to(torch.float64)
         if not (bool(torch.isfinite(ema64).all()) and bool((ema64 >= 0).all()) and abs(float(ema64.sum()) - 1) <= 1e-6):
             raise InvalidArgumentError(
@@ -486,9 +497,9 @@ class OnlineLabeller:
         self._queue = queue.detach().clone().to(device)
         self._filled = filled
         self._ema = ema64.clone().to(device)
-        self._updates = state["ema_updates"].detach().reshape(()).to(torch.int64).clone().to(device)
+        self._updates = torch.tensor(updates, dtype=torch.int64, device=device)
         self._potential = potential.detach().to(torch.float64).clone().to(device)
-        self._has_potential = bool(state["has_potential"])
+        self._has_potential = bool(has_potential)
 
     def __repr__(self) -> str:
         mode = f"n_iter={self.n_iter or 3}" if self.tol is None else f"tol={self.tol:g}"

@@ -6,10 +6,26 @@ import os
 import random
 import zlib
 
-import numpy as np
-import pytest
-import torch
-from hypothesis import settings
+# One torch thread in the test process, and OMP_NUM_THREADS / MKL_NUM_THREADS = 1 for the
+# subprocesses and spawned workers the tests start (they inherit os.environ), unless the user set
+# them: on a machine whose cores are shared, OpenMP's spinning threads wait on descheduled peers
+# (with one of two cores busy, a 503 x 118 tolerance-mode solve took 12-20 ms per iteration
+# instead of 0.1 ms, and the suite stalled). The CASE smoke runs train with train.threads: 1, and
+# a reload that predicts on another number of threads need not reproduce them bit for bit.
+for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    if not os.environ.get(_variable):
+        os.environ[_variable] = "1"
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+torch.set_num_threads(1)
+try:  # refused once inter-op parallel work has started (torch imported and used before this file)
+    torch.set_num_interop_threads(1)
+except RuntimeError:
+    pass
 
 # The default run is reproducible: hypothesis derives its examples from each test's source rather than
 # from fresh randomness, so a green main stays green. `pytest --hypothesis-profile=explore` draws new

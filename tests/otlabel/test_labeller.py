@@ -334,6 +334,26 @@ def test_a_failed_device_mode_batch_does_not_poison_the_calls_after_it():
     assert torch.isfinite(labeller.state_dict()["queue"]).all()
 
 
+def test_whole_valued_counters_of_any_dtype_load_exactly():
+    """L-new-5: valid counters still load, as int64, float or bool tensors, and round-trip exactly."""
+    labeller = OnlineLabeller(3, 0.5, queue_size=4, marginal="ema", warm_start=True, tol=1e-6)
+    labeller(torch.randn(4, 3, generator=torch.Generator().manual_seed(1)))
+    state = labeller.state_dict()
+    assert int(state["ema_updates"]) == 1
+    for updates in (torch.tensor(7), torch.tensor(7.0), torch.tensor([7.0], dtype=torch.float64)):
+        resumed = OnlineLabeller(3, 0.5, queue_size=4, marginal="ema", warm_start=True, tol=1e-6)
+        resumed.load_state_dict({**state, "ema_updates": updates, "queue_filled": torch.tensor(4.0)})
+        assert resumed.state_dict()["ema_updates"].dtype == torch.int64
+        assert int(resumed.state_dict()["ema_updates"]) == 7
+        assert resumed.state_dict()["queue_filled"] == 4
+    largest = torch.tensor(2**63 - 1)  # int64's largest, exact (a float would round it to 2**63)
+    resumed.load_state_dict({**state, "ema_updates": largest, "has_potential": torch.tensor(1.0)})
+    assert torch.equal(resumed.state_dict()["ema_updates"], largest)
+    resumed.load_state_dict(state)
+    for key, value in state.items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+
+
 @pytest.mark.parametrize(
     ("key", "value", "match"),
     [
@@ -343,6 +363,19 @@ def test_a_failed_device_mode_batch_does_not_poison_the_calls_after_it():
         ("ema_updates", torch.tensor(2.7), "whole number"),
         ("queue_filled", torch.tensor(3.9), "whole number"),
         ("has_potential", torch.tensor(5), "0 or 1"),
+        # L-new-5: a float counter out of int64's range was cast (1e30 stored as -2**63); refused first
+        ("ema_updates", torch.tensor(1e30), r"ema_updates'\] must lie in \[0, 9223372036854775807\], got 1000"),
+        ("ema_updates", torch.tensor(2.0**63, dtype=torch.float64), "must lie in"),
+        ("ema_updates", torch.tensor(-1.0), r"ema_updates'\] must lie in \[0, .*got -1$"),
+        ("ema_updates", torch.tensor(math.nan), r"ema_updates'\] must be a whole number, got nan"),
+        ("ema_updates", torch.tensor(math.inf), "whole number, got inf"),
+        ("ema_updates", torch.tensor(2.5), r"ema_updates'\] must be a whole number, got 2.5"),
+        ("queue_filled", torch.tensor(1e30), r"queue_filled'\] must lie in \[0, 4\]"),
+        ("queue_filled", torch.tensor(-1.0), r"queue_filled'\] must lie in \[0, 4\]"),
+        ("queue_filled", torch.tensor(math.nan), "whole number"),
+        ("has_potential", torch.tensor(1e30), "0 or 1"),
+        ("has_potential", torch.tensor(-1.0), "0 or 1"),
+        ("has_potential", torch.tensor(0.5), "whole number"),
     ],
 )
 def test_a_state_with_values_out_of_range_is_refused_and_changes_nothing(key, value, match):

@@ -371,3 +371,67 @@ def test_l_new_6_the_balanced_problem_still_reports_its_column_error(ragged):
             sinkhorn_ragged(scores, [0, 12, 30], 0.05, tol=1e-12, max_iter=3)
         else:
             sinkhorn(scores, 0.05, tol=1e-12, max_iter=3)
+
+
+# L-new-4 -----------------------------------------------------------------------------------------
+
+
+def _same_result(got, expected) -> None:
+    assert torch.equal(got.labels, expected.labels)
+    assert torch.equal(torch.as_tensor(got.n_iter), torch.as_tensor(expected.n_iter))
+    assert torch.equal(got.log_col_scaling, expected.log_col_scaling)
+
+
+@pytest.mark.parametrize("values", [[0.0, 0.1], [0.0, 0.1, 0.2]], ids=["K=2", "K=3"])
+def test_l_new_4_a_list_of_numbers_is_the_column_potential(values):
+    """Was: init=[0.0, 0.1, 0.2] refused as a malformed (log_row_scaling, log_col_scaling) pair,
+    and init=[0.0, 0.1] read as that pair, f = 0.0 and g = 0.1 (refused with a confusing message)."""
+    scores = torch.randn(7, len(values), dtype=torch.float64)
+    g = torch.tensor(values, dtype=torch.float64)
+    for mode in ({"tol": 1e-6}, {"n_iter": 2}):
+        expected = sinkhorn(scores, 0.5, init=g, return_info=True, **mode)
+        for init in (values, tuple(values), np.array(values), [np.float64(v) for v in values]):
+            _same_result(sinkhorn(scores, 0.5, init=init, return_info=True, **mode), expected)
+    cold = sinkhorn(scores, 0.5, n_iter=2)
+    assert not torch.equal(sinkhorn(scores, 0.5, n_iter=2, init=values), cold)  # the start is used
+
+
+@pytest.mark.parametrize("batch", [2, 3])
+def test_l_new_4_batched_scores_take_rows_of_numbers(batch):
+    """(B, K) nested lists are the batch's column potentials, as a (B, K) tensor is; with B = 2
+    the two rows are not a pair (f, g), since f would need N = 5 numbers, not K = 3."""
+    scores = torch.randn(batch, 5, 3, dtype=torch.float64)
+    g = torch.linspace(-0.3, 0.3, batch * 3, dtype=torch.float64).reshape(batch, 3)
+    for mode in ({"tol": 1e-6}, {"n_iter": 2}):
+        expected = sinkhorn(scores, 0.5, init=g, return_info=True, **mode)
+        for init in (g.tolist(), [tuple(row) for row in g.tolist()], g.numpy()):
+            _same_result(sinkhorn(scores, 0.5, init=init, return_info=True, **mode), expected)
+
+
+def test_l_new_4_the_pair_forms_still_work_and_ambiguity_is_refused():
+    scores = torch.randn(6, 3, dtype=torch.float64)
+    first = sinkhorn(scores, 0.5, tol=1e-6, return_info=True)
+    f, g = first.log_row_scaling, first.log_col_scaling
+    fixed = {"n_iter": 2, "return_info": True}
+    expected = sinkhorn(scores, 0.5, init=(f, g), **fixed)
+    _same_result(sinkhorn(scores, 0.5, init=first, **fixed), expected)
+    for pair in ([f, g], (f.numpy(), g.numpy()), (f.tolist(), g.tolist())):
+        _same_result(sinkhorn(scores, 0.5, init=pair, **fixed), expected)
+    by_g = sinkhorn(scores, 0.5, init=g, **fixed)
+    for pair in ((None, g), [None, g.tolist()], g.numpy()):
+        _same_result(sinkhorn(scores, 0.5, init=pair, **fixed), by_g)
+    # ragged: (log_row_scaling (N,), log_col_scaling (G, K)) of a previous call, and (G, K) lists alone
+    ragged = sinkhorn_ragged(scores, [0, 2, 6], 0.5, tol=1e-6, return_info=True)
+    expected = sinkhorn_ragged(scores, [0, 2, 6], 0.5, init=ragged, **fixed)
+    pair = (ragged.log_row_scaling.tolist(), ragged.log_col_scaling.tolist())
+    _same_result(sinkhorn_ragged(scores, [0, 2, 6], 0.5, init=pair, **fixed), expected)
+    expected = sinkhorn_ragged(scores, [0, 2, 6], 0.5, init=ragged.log_col_scaling, **fixed)
+    _same_result(sinkhorn_ragged(scores, [0, 2, 6], 0.5, init=ragged.log_col_scaling.tolist(), **fixed), expected)
+    # two rows of K numbers for two problems of N = K rows: either reading fits, so neither is guessed
+    with pytest.raises(ArgumentTypeError, match="two rows of 3 numbers"):
+        sinkhorn(torch.randn(2, 3, 3), 0.5, init=[[0.0, 0.1, 0.2], [0.0, 0.1, 0.2]])
+    for bad in ((f, g, g), [0.0, None], [0.0, g]):
+        with pytest.raises(ArgumentTypeError, match="init must be a result"):
+            sinkhorn(scores, 0.5, init=bad)
+    with pytest.raises(ArgumentTypeError, match="rows of different lengths"):
+        sinkhorn(torch.randn(3, 4, 2), 0.5, init=[[0.0, 0.1], [0.0], [0.0, 0.1]])

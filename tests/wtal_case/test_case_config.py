@@ -189,7 +189,7 @@ def test_train_py_reports_config_errors_with_exit_status_2(tmp_path: Path) -> No
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},  # as tests/conftest.py
     )
     assert result.returncode == 2
     assert "unknown key 'train.stepz'" in result.stderr and "synthetic.yaml" in result.stderr

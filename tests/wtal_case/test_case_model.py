@@ -76,7 +76,7 @@ def test_profile_model_reproduces_table_1_for_thumos14() -> None:
         capture_output=True,
         text=True,
         check=True,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},  # as tests/conftest.py
     )
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1
@@ -113,7 +113,7 @@ def test_profile_model_refuses_bad_sizes_in_one_line(extra: list[str], message: 
         [sys.executable, str(ROOT / "examples" / "wtal_case" / "profile_model.py"), *extra],
         capture_output=True,
         text=True,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},  # as tests/conftest.py
     )
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
