@@ -1,16 +1,8 @@
 """otlabel: fast, numerically safe optimal-transport self-labelling for PyTorch."""
 
+from . import errors
 from .colabel import colabel
-from .errors import (
-    ArgumentTypeError,
-    BackendUnavailableError,
-    ConvergenceWarning,
-    DistributedMismatchError,
-    InfeasibleProblemError,
-    InvalidArgumentError,
-    OTLabelError,
-    OTLabelWarning,
-)
+from .errors import *  # noqa: F403 - the exception and warning classes, listed in errors.__all__
 from .labeller import OnlineLabeller
 from .labels import hard_labels, integer_quotas
 from .priors import foreground_marginal, fractional_ranks, gaussian_rank_prior
@@ -32,12 +24,5 @@ __all__ = [
     "colabel",
     "hard_labels",
     "integer_quotas",
-    "OTLabelError",
-    "InvalidArgumentError",
-    "ArgumentTypeError",
-    "InfeasibleProblemError",
-    "BackendUnavailableError",
-    "DistributedMismatchError",
-    "OTLabelWarning",
-    "ConvergenceWarning",
+    *errors.__all__,
 ]

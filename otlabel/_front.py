@@ -47,7 +47,7 @@ from ._checks import (
 )
 from ._deferred import DeferredChecks, device_checks
 from ._layout import Dense, Segmented, Segments, Single
-from ._marginals import Resolved, resolve, rules_in_masses
+from ._marginals import Resolved, Rules, Sizes, resolve, rules_in_masses
 from ._numerics import relative_violation
 from ._options import Options
 from ._problem import Problem, Schedule, Solution
@@ -150,9 +150,7 @@ def _check_locally(scores: Any, prior: Any, options: Options, *, split: bool) ->
             require_reachable_rows((support & live_cols.unsqueeze(-2)).any(-1), live_rows, checks)
         if not split and options.mass is None and options.col_penalty is None:
             require_reachable_columns((support & live_rows.unsqueeze(-1)).any(-2), live_cols, checks)
-    resolved = resolve(
-        options, batch=batch, n_rows=n_rows, n_cols=n_cols, batched=batched, like=scores3, dtype=dtype, checks=checks
-    )
+    resolved = resolve(options, Sizes(batch, n_rows, n_cols, batched), scores3, dtype, checks)
     return _Local(
         scores=scores3,
         batched=batched,
@@ -230,8 +228,8 @@ def build_problem(scores: Any, prior: Any, options: Options) -> Call:
         if col is None
         else col * n_total
     )
-    row_rule, col_rule, total_mass = rules_in_masses(local.resolved, row_mass, (batch, n_rows), col_mass, n_total)
-    balanced = total_mass is None and row_rule.hard and col_rule.hard
+    rules = rules_in_masses(local.resolved, row_mass, (batch, n_rows), col_mass, n_total)
+    balanced = rules.total_mass is None and rules.row.hard and rules.col.hard
     if (
         balanced
         and prior3 is not None
@@ -249,30 +247,43 @@ def build_problem(scores: Any, prior: Any, options: Options) -> Call:
     bias = (
         prior is not None or options.col_marginal is not None or options.row_marginal is not None or not options.plain
     )
-    if batch == 1:
-        layout = Single(n_rows, n_cols, dtype, scores3.device, reducer, bias)
-    else:
-        layout = Dense(batch, n_rows, n_cols, dtype, scores3.device, reducer, bias)
-    problem = Problem(
-        scores=scores3.detach(),
-        prior=None if prior3 is None else prior3.detach(),
-        log_prior=log_prior,
+    layout = (Single if batch == 1 else Dense)(batch, n_rows, n_cols, dtype, scores3.device, reducer, bias)
+    masses, ranges = (row_mass, col_mass), (local.score_range, local.prior_range)
+    problem = _problem(options, scores3, prior3, layout, checks, masses, ranges, rules, local.resolved.init)
+    return Call(problem, options.schedule, options, local.batched, local.was_numpy)
+
+
+def _problem(
+    options: Options,
+    scores: torch.Tensor,
+    prior: torch.Tensor | None,
+    layout: Dense | Segmented,
+    checks: DeferredChecks,
+    masses: tuple[torch.Tensor | None, torch.Tensor],
+    ranges: tuple[tuple[float, float] | None, tuple[float, float] | None],
+    rules: Rules,
+    init: tuple[torch.Tensor | None, torch.Tensor] | None,
+) -> Problem:
+    """The problem of a checked call: (row, column) masses, (score, prior) ranges when known."""
+    return Problem(
+        scores=scores.detach(),
+        prior=None if prior is None else prior.detach(),
+        log_prior=options.log_prior,
         epsilon=options.epsilon,
-        row_mass=row_mass,
-        col_mass=col_mass,
-        dtype=dtype,
+        row_mass=masses[0],
+        col_mass=masses[1],
+        dtype=masses[1].dtype,  # the column masses are in the compute dtype
         layout=layout,
         checks=checks,
         device_checks=checks.device_mode,
-        score_range=local.score_range,
-        prior_range=local.prior_range,
+        score_range=ranges[0],
+        prior_range=ranges[1],
         return_potentials=options.return_info,
-        row_rule=row_rule,
-        col_rule=col_rule,
-        total_mass=total_mass,
-        init=local.resolved.init,
+        row_rule=rules.row,
+        col_rule=rules.col,
+        total_mass=rules.total_mass,
+        init=init,
     )
-    return Call(problem, options.schedule, options, local.batched, local.was_numpy)
 
 
 def _output(tensor: torch.Tensor, batched: bool, was_numpy: bool, dtype: torch.dtype | None = None) -> Array:
@@ -501,19 +512,10 @@ def build_ragged(scores: Any, ptr: Any, prior: Any, options: Options, segments: 
         row = row_tensor / seg.expand(totals)
         row_mass = row * seg.expand(sizes)
     col_mass = col * sizes.unsqueeze(-1)
-    resolved = resolve(
-        options,
-        batch=n_groups,
-        n_rows=n_rows,
-        n_cols=n_cols,
-        batched=True,
-        like=scores2.unsqueeze(0),
-        dtype=dtype,
-        checks=checks,
-        packed_rows=True,
-    )
-    row_rule, col_rule, total_mass = rules_in_masses(resolved, row_mass, (n_rows,), col_mass, sizes)
-    balanced = total_mass is None and row_rule.hard and col_rule.hard
+    sizes_of_groups = Sizes(n_groups, n_rows, n_cols, batched=True, packed_rows=True)
+    resolved = resolve(options, sizes_of_groups, scores2.unsqueeze(0), dtype, checks)
+    rules = rules_in_masses(resolved, row_mass, (n_rows,), col_mass, sizes)
+    balanced = rules.total_mass is None and rules.row.hard and rules.col.hard
     if prior2 is not None:
         support = prior_support(prior2, log_prior)
         if col_marginal is not None or row_marginal is not None:
@@ -531,25 +533,8 @@ def build_ragged(scores: Any, ptr: Any, prior: Any, options: Options, segments: 
                 checks.raise_now()
                 _require_feasible_groups(support, row_mass, col_mass, ptr64, dtype)
     layout = Segmented(seg, n_rows, n_cols, dtype, scores2.device)
-    problem = Problem(
-        scores=scores2.detach(),
-        prior=None if prior2 is None else prior2.detach(),
-        log_prior=log_prior,
-        epsilon=epsilon,
-        row_mass=row_mass,
-        col_mass=col_mass,
-        dtype=dtype,
-        layout=layout,
-        checks=checks,
-        device_checks=checks.device_mode,
-        score_range=score_range,
-        prior_range=prior_range,
-        return_potentials=options.return_info,
-        row_rule=row_rule,
-        col_rule=col_rule,
-        total_mass=total_mass,
-        init=resolved.init,
-    )
+    masses, ranges = (row_mass, col_mass), (score_range, prior_range)
+    problem = _problem(options, scores2, prior2, layout, checks, masses, ranges, rules, resolved.init)
     schedule = options.schedule
     # "auto" labels equal-size groups in fixed-iteration mode as one batched dense problem
     dense_size = None

@@ -247,16 +247,10 @@ class Single(Dense):
     of a small problem (SwAV's and CASE's sizes on the CPU).
     """
 
-    def __init__(
-        self,
-        n_rows: int,
-        n_cols: int,
-        dtype: torch.dtype,
-        device: torch.device,
-        reducer: Reducer | None = None,
-        bias: bool = True,
-    ):
-        super().__init__(1, n_rows, n_cols, dtype, device, reducer, bias)
+    def __init__(self, *args: Any, **kwargs: Any):  # Dense's arguments, with batch 1
+        super().__init__(*args, **kwargs)
+        assert self.batch == 1, "Single holds one problem"
+        bias, n_cols = self._bias is not None, self.n_cols
         self._bias_vector = self._bias.reshape(1) if bias else None
         # addmv over an empty inner dimension (a rank without rows) returns its input unbroadcast
         self._col_bias = self._bias.reshape(1).expand(n_cols) if bias else None

@@ -29,7 +29,7 @@ from .errors import ArgumentTypeError, InvalidArgumentError
 if TYPE_CHECKING:
     from ._options import Options
 
-__all__ = ["NOTHING", "Resolved", "resolve", "rules_in_masses"]
+__all__ = ["NOTHING", "Resolved", "Rules", "Sizes", "resolve", "rules_in_masses"]
 
 
 class Resolved(NamedTuple):
@@ -45,8 +45,20 @@ class Resolved(NamedTuple):
 NOTHING = Resolved()
 
 
+class Sizes(NamedTuple):
+    """The sizes a call's options are checked against: B problems (G groups) of N rows in all and
+    K columns; ``batched``: the scores had a batch axis (a (B, K) option is accepted);
+    ``packed_rows``: the rows of every problem packed in one axis (a ragged call)."""
+
+    batch: int
+    n_rows: int
+    n_cols: int
+    batched: bool
+    packed_rows: bool = False
+
+
 def _bounds(
-    value: Any, batch: int, n_cols: int, batched: bool, like: torch.Tensor, dtype: torch.dtype, checks: DeferredChecks
+    value: Any, sizes: Sizes, like: torch.Tensor, dtype: torch.dtype, checks: DeferredChecks
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     if not isinstance(value, (tuple, list)) or len(value) != 2:
         raise ArgumentTypeError(
@@ -58,7 +70,16 @@ def _bounds(
             parts.append(None)
             continue
         tensor = check_marginal(
-            part, f"col_bounds {name}", n_cols, "K", batch, batched, like, dtype, checks, check_sum=False
+            part,
+            f"col_bounds {name}",
+            sizes.n_cols,
+            "K",
+            sizes.batch,
+            sizes.batched,
+            like,
+            dtype,
+            checks,
+            check_sum=False,
         )
         parts.append(tensor)
     lower, upper = parts
@@ -107,12 +128,13 @@ def _plain_shape(value: Any) -> tuple[int, ...] | None:
 _INIT_FORMS = "init must be a result, (log_row_scaling, log_col_scaling), or log_col_scaling"
 
 
-def _init_parts(value: Any, batch: int, n_rows: int, n_cols: int, batched: bool) -> tuple[Any, Any]:
+def _init_parts(value: Any, sizes: Sizes) -> tuple[Any, Any]:
     """``init`` split into (f or None, g), not yet checked. A list or tuple is the pair (f, g) only
     when it has two parts, each None or itself array-like; otherwise it is the column potential,
     numbers (K,) or rows of numbers (B, K), as marginals are. Two rows of K numbers for a batch of
     two problems are the column potential where N != K (they cannot be f (N,) and g), and refused
     as ambiguous where N = K."""
+    batch, n_rows, n_cols, batched, _ = sizes
     if not isinstance(value, (tuple, list)):
         return None, value
     if len(value) == 2 and all(part is None or _array_like(part) for part in value):
@@ -130,22 +152,14 @@ def _init_parts(value: Any, batch: int, n_rows: int, n_cols: int, batched: bool)
     return None, value
 
 
-def _init(
-    value: Any,
-    batch: int,
-    n_rows: int,
-    n_cols: int,
-    batched: bool,
-    like: torch.Tensor,
-    dtype: torch.dtype,
-    packed_rows: bool = False,
-) -> tuple[torch.Tensor | None, torch.Tensor]:
+def _init(value: Any, sizes: Sizes, like: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor | None, torch.Tensor]:
     """A warm start: a result with potentials, (log_row_scaling, log_col_scaling), or the column
     potential alone; returned as (f (B, N) or None, g (B, K)) in ``dtype`` (``packed_rows``: the
     rows of every problem packed, f (N,), as in :func:`~otlabel.sinkhorn_ragged`)."""
     if hasattr(value, "log_row_scaling") and hasattr(value, "log_col_scaling"):
         value = (value.log_row_scaling, value.log_col_scaling)
-    f, g = _init_parts(value, batch, n_rows, n_cols, batched)
+    f, g = _init_parts(value, sizes)
+    batch, n_rows, n_cols, batched, packed_rows = sizes
     if g is None:
         raise ArgumentTypeError("init needs the column potential log_col_scaling (the row one may be None)")
 
@@ -181,28 +195,13 @@ def _without_minus_infinity(potential: torch.Tensor) -> torch.Tensor:
     return torch.where(potential == -math.inf, floor, potential)
 
 
-def resolve(
-    options: Options,
-    *,
-    batch: int,
-    n_rows: int,
-    n_cols: int,
-    batched: bool,
-    like: torch.Tensor,
-    dtype: torch.dtype,
-    checks: DeferredChecks,
-    packed_rows: bool = False,
-) -> Resolved:
+def resolve(options: Options, sizes: Sizes, like: torch.Tensor, dtype: torch.dtype, checks: DeferredChecks) -> Resolved:
     """The options' bounds and warm start checked against the scores (shapes at once, values as
     ``checks``), and every option as the solver's rules."""
     if options.plain:
         return NOTHING
-    bounds = (
-        None if options.col_bounds is None else _bounds(options.col_bounds, batch, n_cols, batched, like, dtype, checks)
-    )
-    init = (
-        None if options.init is None else _init(options.init, batch, n_rows, n_cols, batched, like, dtype, packed_rows)
-    )
+    bounds = None if options.col_bounds is None else _bounds(options.col_bounds, sizes, like, dtype, checks)
+    init = None if options.init is None else _init(options.init, sizes, like, dtype)
     if init is not None:
         for part, name in ((init[0], "log_row_scaling"), (init[1], "log_col_scaling")):
             if part is not None:
@@ -219,13 +218,21 @@ def resolve(
     return Resolved(row_rule, col_rule, options.mass, init, options.schedule.accelerate)
 
 
+class Rules(NamedTuple):
+    """How a problem's rows and columns are held, in masses, and the total mass of partial transport."""
+
+    row: Rule
+    col: Rule
+    total_mass: torch.Tensor | None  #: per problem, (P,); None: not fixed
+
+
 def rules_in_masses(
     resolved: Resolved,
     row_mass: torch.Tensor | None,
     row_shape: tuple[int, ...],
     col_mass: torch.Tensor,
     counts: torch.Tensor | float,
-) -> tuple[Rule, Rule, torch.Tensor | None]:
+) -> Rules:
     """The problem's rules with proportions turned into masses, and the total mass of partial
     transport (per problem, or None). ``counts``: each problem's number of rows, (P,) or one
     number for all; ``row_shape``: the shape of the row masses (all ones when ``row_mass`` is None);
@@ -234,10 +241,10 @@ def rules_in_masses(
     if resolved.total_fraction is not None:  # partial transport: at most each marginal, m of it in all
         rows = row_mass if row_mass is not None else col_mass.new_ones(row_shape)
         total = resolved.total_fraction * counts * col_mass.new_ones(col_mass.shape[0])
-        return Rule(1.0, None, rows), Rule(1.0, None, col_mass), total
+        return Rules(Rule(1.0, None, rows), Rule(1.0, None, col_mass), total)
     if col_rule.bounded:
         per_problem = counts.unsqueeze(-1) if isinstance(counts, torch.Tensor) else counts
         lower = None if col_rule.lower is None else col_rule.lower * per_problem
         upper = None if col_rule.upper is None else col_rule.upper * per_problem
         col_rule = Rule(1.0, lower, upper)
-    return row_rule, col_rule, None
+    return Rules(row_rule, col_rule, None)

@@ -197,7 +197,18 @@ class Options:
         set_(self, "mass", fraction)
         set_(self, "schedule", schedule._replace(accelerate=accelerate) if accelerate else schedule)
 
+    @classmethod
+    def of_call(cls, arguments: dict[str, Any]) -> Options:
+        """The options among an entry point's arguments (its ``locals()`` before anything else is
+        assigned): every field whose name it has. One expression in every entry point, so that a
+        new option is a new field and a new keyword, nothing in between."""
+        return cls(**{name: arguments[name] for name in _SETTINGS if name in arguments})
+
     def raise_error(self) -> None:
         """Raise the validation error kept for a process group's agreement, if any."""
         if self.error is not None:
             raise self.error
+
+
+#: The fields an entry point passes (the others are derived at construction).
+_SETTINGS = tuple(name for name in Options.__dataclass_fields__ if name not in ("schedule", "error", "plain"))

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from ._checks import check_bool, check_int, check_marginal
 from ._deferred import DeferredChecks, device_checks
 from ._front import label, label_with_potentials
-from ._marginals import resolve
+from ._marginals import Sizes, resolve
 from ._options import Options
 from .errors import ArgumentTypeError, InvalidArgumentError
 
@@ -249,16 +249,7 @@ class OnlineLabeller:
             fixed = check_marginal(marginal, "marginal", k, "K", 1, False, like, torch.float64, DeferredChecks())[0]
         if col_bounds is not None:  # its shape and values, on a stand-in problem
             stand_in = torch.zeros(1, 1, k, dtype=torch.float64)
-            resolve(
-                self._options,
-                batch=1,
-                n_rows=1,
-                n_cols=k,
-                batched=False,
-                like=stand_in,
-                dtype=torch.float64,
-                checks=DeferredChecks(),
-            )
+            resolve(self._options, Sizes(1, 1, k, batched=False), stand_in, torch.float64, DeferredChecks())
         if estimate == "labels" and col_penalty is None and mass is None:
             raise InvalidArgumentError(
                 "estimate='labels' needs col_penalty or mass: under a hard column marginal the labels' class "

@@ -127,22 +127,4 @@ def sinkhorn_ragged(
     >>> torch.allclose(Q[:3].sum(0), torch.ones(3, dtype=torch.float64))  # 3 rows / K = 3 per column
     True
     """
-    options = Options(
-        epsilon=epsilon,
-        col_marginal=col_marginal,
-        row_marginal=row_marginal,
-        log_prior=log_prior,
-        n_iter=n_iter,
-        tol=tol,
-        max_iter=max_iter,
-        check_every=check_every,
-        return_info=return_info,
-        validate=validate,
-        col_penalty=col_penalty,
-        row_penalty=row_penalty,
-        mass=mass,
-        col_bounds=col_bounds,
-        init=init,
-        acceleration=acceleration,
-    )
-    return label_ragged(scores, ptr, prior, options, segments)
+    return label_ragged(scores, ptr, prior, Options.of_call(locals()), segments)

@@ -171,27 +171,7 @@ def sinkhorn(
     >>> torch.allclose(Q.sum(0), torch.full((3,), 2.0, dtype=torch.float64))
     True
     """
-    options = Options(
-        epsilon=epsilon,
-        col_marginal=col_marginal,
-        row_marginal=row_marginal,
-        log_prior=log_prior,
-        n_iter=n_iter,
-        tol=tol,
-        max_iter=max_iter,
-        check_every=check_every,
-        backend=backend,
-        return_info=return_info,
-        process_group=process_group,
-        validate=validate,
-        col_penalty=col_penalty,
-        row_penalty=row_penalty,
-        mass=mass,
-        col_bounds=col_bounds,
-        init=init,
-        acceleration=acceleration,
-    )
-    return label(scores, prior, options)
+    return label(scores, prior, Options.of_call(locals()))
 
 
 def sinkhorn_with_prior(
@@ -254,25 +234,4 @@ def sinkhorn_with_prior(
     >>> Q.argmax(1).tolist()                                   # foreground-like snippets -> cluster 1
     [1, 0, 0, 1]
     """
-    return sinkhorn(
-        scores,
-        epsilon,
-        prior=prior,
-        log_prior=log_prior,
-        col_marginal=col_marginal,
-        row_marginal=row_marginal,
-        n_iter=n_iter,
-        tol=tol,
-        max_iter=max_iter,
-        check_every=check_every,
-        backend=backend,
-        return_info=return_info,
-        process_group=process_group,
-        validate=validate,
-        col_penalty=col_penalty,
-        row_penalty=row_penalty,
-        mass=mass,
-        col_bounds=col_bounds,
-        init=init,
-        acceleration=acceleration,
-    )
+    return label(scores, prior, Options.of_call(locals()))
