@@ -14,8 +14,7 @@ their values) is checked by the front end when it builds the problem.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -108,15 +107,16 @@ def check_acceleration(acceleration: Any, fixed: bool, partial: bool, bounded: b
     return True
 
 
-@dataclass(frozen=True, slots=True)
-class Options:
-    """The keyword settings of one labelling call, as every entry point shares them.
+class Options(NamedTuple):
+    """The keyword settings of one labelling call, as every entry point shares them; read by name.
 
-    After construction the Python values are validated and normalised: ``epsilon`` a float,
-    ``schedule`` the iteration settings of either mode (``n_iter``, ``tol``, ``max_iter``,
-    ``check_every`` as given stay readable), penalties and ``mass`` floats or None (None: the hard
-    constraint, all of the mass). ``col_marginal``, ``row_marginal``, ``col_bounds`` and ``init``
-    are data, kept as given: the front end checks them against the scores.
+    Build it with :meth:`of_call` (an entry point's ``locals()``) or :meth:`make` (keywords), which
+    validate and normalise the Python values: ``epsilon`` a float, ``schedule`` the iteration
+    settings of either mode (``n_iter``, ``tol``, ``max_iter``, ``check_every`` as given stay
+    readable), penalties and ``mass`` floats or None (None: the hard constraint, all of the mass).
+    ``col_marginal``, ``row_marginal``, ``col_bounds`` and ``init`` are data, kept as given: the
+    front end checks them against the scores. (A NamedTuple rather than a frozen dataclass: it is
+    built on every call, and a tuple is built several microseconds faster.)
 
     A bad setting raises at construction, except with a ``process_group``: then the error waits in
     ``error`` for the front end to raise inside the ranks' agreement, so that the other ranks learn
@@ -141,68 +141,52 @@ class Options:
     col_bounds: Any = None
     init: Any = None
     acceleration: Any = None
-    #: the validated iteration settings (set at construction)
-    schedule: Schedule | None = None
+    #: the validated iteration settings
+    schedule: Schedule = Schedule(DEFAULT_N_ITER, None, 1000, 10)
     #: a validation error kept for the agreement of a process group's ranks (see above)
     error: OTLabelError | None = None
     #: no option beyond the classical problem was given (penalties, partial mass, bounds, warm
-    #: start, acceleration; set at construction, from the values as given: ``mass=1`` counts)
+    #: start, acceleration), judged from the values as given: ``mass=1`` counts
     plain: bool = True
-
-    def __post_init__(self) -> None:
-        plain = (
-            self.col_penalty is None
-            and self.row_penalty is None
-            and self.mass is None
-            and self.col_bounds is None
-            and self.init is None
-            and self.acceleration is None
-        )
-        object.__setattr__(self, "plain", plain)
-        if self.process_group is not None:  # raised at once: without a usable group no rank can tell the others
-            check_process_group(self.process_group)
-        try:
-            self._normalise()
-        except OTLabelError as error:
-            if self.process_group is None:
-                raise
-            object.__setattr__(self, "error", error)
-
-    def _normalise(self) -> None:
-        set_ = object.__setattr__
-        set_(self, "epsilon", check_epsilon(self.epsilon))
-        schedule = check_schedule(self.n_iter, self.tol, self.max_iter, self.check_every)
-        set_(self, "return_info", check_bool(self.return_info, "return_info"))
-        set_(self, "log_prior", check_bool(self.log_prior, "log_prior"))
-        check_names(self.backend, "backend", BACKENDS)
-        check_names(self.validate, "validate", VALIDATE)
-        if self.plain:  # the classical problem: nothing more to check
-            set_(self, "schedule", schedule)
-            return
-        col_tau = check_penalty(self.col_penalty, "col_penalty")
-        row_tau = check_penalty(self.row_penalty, "row_penalty")
-        fraction = check_mass(self.mass)
-        bounded = self.col_bounds is not None
-        if fraction is not None and (col_tau is not None or row_tau is not None or bounded):
-            raise InvalidArgumentError(
-                "mass (partial transport) cannot be combined with col_penalty, row_penalty or col_bounds"
-            )
-        if bounded and (col_tau is not None or row_tau is not None or self.col_marginal is not None):
-            raise InvalidArgumentError(
-                "col_bounds replaces col_marginal and cannot be combined with it, nor with col_penalty or row_penalty"
-            )
-        accelerate = check_acceleration(self.acceleration, schedule.fixed, fraction is not None, bounded)
-        set_(self, "col_penalty", col_tau)
-        set_(self, "row_penalty", row_tau)
-        set_(self, "mass", fraction)
-        set_(self, "schedule", schedule._replace(accelerate=accelerate) if accelerate else schedule)
 
     @classmethod
     def of_call(cls, arguments: dict[str, Any]) -> Options:
         """The options among an entry point's arguments (its ``locals()`` before anything else is
         assigned): every field whose name it has. One expression in every entry point, so that a
         new option is a new field and a new keyword, nothing in between."""
-        return cls(**{name: arguments[name] for name in _SETTINGS if name in arguments})
+        return cls._checked({name: arguments.get(name, default) for name, default in _DEFAULTS.items()})
+
+    @classmethod
+    def make(cls, **given: Any) -> Options:
+        """Validated options from keywords (the defaults for the others)."""
+        unknown = set(given) - _DEFAULTS.keys()
+        if unknown:  # only settings, and never a derived field
+            raise TypeError(f"Options.make() got unexpected settings {sorted(unknown)}")
+        return cls._checked({**_DEFAULTS, **given})
+
+    @classmethod
+    def _checked(cls, values: dict[str, Any]) -> Options:
+        """``values``: every setting, in field order."""
+        plain = True
+        for name in _EXTENSIONS:
+            if values[name] is not None:
+                plain = False
+                break
+        values["plain"] = plain  # (before normalising: mass=1 is given, even if it means all the mass)
+        error = None
+        if values["process_group"] is not None:  # raised at once: without a usable group no rank can tell the others
+            check_process_group(values["process_group"])
+        try:
+            schedule = _normalise(values)
+        except OTLabelError as caught:
+            if values["process_group"] is None:
+                raise
+            schedule, error = cls._field_defaults["schedule"], caught
+        return cls._make((*[values[name] for name in _SETTINGS], schedule, error, plain))
+
+    def changed(self, **changes: Any) -> Options:
+        """These options with some settings changed, validated again (derived fields follow)."""
+        return Options.make(**{**{name: getattr(self, name) for name in _SETTINGS}, **changes})
 
     def raise_error(self) -> None:
         """Raise the validation error kept for a process group's agreement, if any."""
@@ -210,5 +194,35 @@ class Options:
             raise self.error
 
 
-#: The fields an entry point passes (the others are derived at construction).
-_SETTINGS = tuple(name for name in Options.__dataclass_fields__ if name not in ("schedule", "error", "plain"))
+#: The settings an entry point passes; the derived fields (schedule, error, plain) follow from them.
+_SETTINGS = Options._fields[: Options._fields.index("schedule")]
+_DEFAULTS = {name: Options._field_defaults[name] for name in _SETTINGS}
+#: The options beyond the classical problem.
+_EXTENSIONS = ("col_penalty", "row_penalty", "mass", "col_bounds", "init", "acceleration")
+
+
+def _normalise(values: dict[str, Any]) -> Schedule:
+    """Validate the settings in ``values``, put the normalised ones back, and return the schedule."""
+    values["epsilon"] = check_epsilon(values["epsilon"])
+    schedule = check_schedule(values["n_iter"], values["tol"], values["max_iter"], values["check_every"])
+    values["return_info"] = check_bool(values["return_info"], "return_info")
+    values["log_prior"] = check_bool(values["log_prior"], "log_prior")
+    check_names(values["backend"], "backend", BACKENDS)
+    check_names(values["validate"], "validate", VALIDATE)
+    if values["plain"]:  # the classical problem: nothing more to check
+        return schedule
+    col_tau = check_penalty(values["col_penalty"], "col_penalty")
+    row_tau = check_penalty(values["row_penalty"], "row_penalty")
+    fraction = check_mass(values["mass"])
+    bounded = values["col_bounds"] is not None
+    if fraction is not None and (col_tau is not None or row_tau is not None or bounded):
+        raise InvalidArgumentError(
+            "mass (partial transport) cannot be combined with col_penalty, row_penalty or col_bounds"
+        )
+    if bounded and (col_tau is not None or row_tau is not None or values["col_marginal"] is not None):
+        raise InvalidArgumentError(
+            "col_bounds replaces col_marginal and cannot be combined with it, nor with col_penalty or row_penalty"
+        )
+    accelerate = check_acceleration(values["acceleration"], schedule.fixed, fraction is not None, bounded)
+    values.update(col_penalty=col_tau, row_penalty=row_tau, mass=fraction)
+    return schedule._replace(accelerate=True) if accelerate else schedule

@@ -30,7 +30,6 @@ device, Python settings (epsilon, n_iter, ...) and validation mode.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import threading
@@ -152,7 +151,7 @@ class _Graph:
         """The prior and options of the captured call: its static tensors in place of the caller's."""
         values = iter(static)
         prior, col, row = (next(values) if given else None for given in self.given)
-        return prior, dataclasses.replace(options, col_marginal=col, row_marginal=row, validate=validate)
+        return prior, options.changed(col_marginal=col, row_marginal=row, validate=validate)
 
     def replay(self, scores: torch.Tensor, prior: Any, options: Options) -> torch.Tensor:
         stream = torch.cuda.current_stream(scores.device)
@@ -168,7 +167,7 @@ class _Graph:
 
 
 def _device_mode(options: Options) -> Options:
-    return dataclasses.replace(options, validate="device")
+    return options.changed(validate="device")
 
 
 def _checked(labels: torch.Tensor, solve: Solve, scores: torch.Tensor, prior: Any, options: Options) -> Any:

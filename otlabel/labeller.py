@@ -10,7 +10,6 @@ without a host synchronisation in the fixed-iteration mode, and saves and restor
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 from collections.abc import Mapping
@@ -217,7 +216,7 @@ class OnlineLabeller:
             self._kind = "fixed"
         # the solver's settings, checked now with the library's own messages (a stand-in column
         # marginal says whether one will be given; the real one is set at every call)
-        self._options = Options(
+        self._options = Options.make(
             epsilon=epsilon,
             col_marginal=None if self._kind == "uniform" else "given at each call",
             n_iter=n_iter,
@@ -335,7 +334,7 @@ class OnlineLabeller:
     def _solve(self, rows: torch.Tensor, col_marginal: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Labels of the problem ``rows`` and, for a warm start, its column potential (no read-back)."""
         if not self.warm_start:
-            return label(rows, None, dataclasses.replace(self._options, col_marginal=col_marginal)), None
+            return label(rows, None, self._options.changed(col_marginal=col_marginal)), None
         init = None
         if self._has_potential:
             # the rows follow from the column potential by a row step, f = -logsumexp(S / eps + g); computed
@@ -343,7 +342,7 @@ class OnlineLabeller:
             dtype = torch.float64 if rows.dtype == torch.float64 else torch.float32
             g = self._potential.to(dtype)
             init = (-torch.logsumexp(rows.to(dtype) / self.epsilon + g, dim=-1), g)
-        options = dataclasses.replace(self._options, col_marginal=col_marginal, init=init)
+        options = self._options.changed(col_marginal=col_marginal, init=init)
         labels, potential = label_with_potentials(rows, options)
         return labels, potential.reshape(self.n_classes)
 

@@ -16,7 +16,7 @@ from otlabel._options import Options
 
 def call_of(scores, prior=None, **options):
     """A dense call as the front end hands it to the cache: (scores, prior, options)."""
-    return scores, prior, Options(**options)
+    return scores, prior, Options.make(**options)
 
 
 def test_the_entry_points_hand_their_calls_over_by_name(monkeypatch):
@@ -24,11 +24,11 @@ def test_the_entry_points_hand_their_calls_over_by_name(monkeypatch):
     monkeypatch.setattr(graphs, "eligible", lambda scores, prior, options: seen.append((prior, options)) or False)
     scores = torch.zeros(4, 3)
     sinkhorn(scores, 0.05)
-    assert seen == [(None, Options(epsilon=0.05))]
+    assert seen == [(None, Options.make(epsilon=0.05))]
     sinkhorn(scores, 0.5, n_iter=4, validate="device", backend="torch", prior=torch.ones(4, 3))
     prior, options = seen[-1]
     assert torch.equal(prior, torch.ones(4, 3))
-    assert options == Options(epsilon=0.5, n_iter=4, validate="device", backend="torch")
+    assert options == Options.make(epsilon=0.5, n_iter=4, validate="device", backend="torch")
 
 
 def test_calls_with_marginal_options_are_left_to_eager_runs(monkeypatch):

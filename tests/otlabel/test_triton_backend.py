@@ -354,7 +354,7 @@ def test_infeasible_support_raises_or_poisons(path, validate, request):
     scores = scores_of(1, 30, 4, seed=11)[0]
     prior = torch.ones(30, 4, device=DEVICE)
     prior[0, 1:] = 0
-    call = build_problem(scores, prior, Options(epsilon=0.1, validate=validate))
+    call = build_problem(scores, prior, Options.make(epsilon=0.1, validate=validate))
     call.problem.col_mass[:, 0] = 0
     call.problem.col_mass[:, 1:] = 30 / 3
     if validate == "host":
