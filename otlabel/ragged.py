@@ -43,7 +43,7 @@ from ._marginals import NO_OPTIONS, Options, resolve, rules_in_masses
 from ._numerics import relative_violation
 from ._problem import Problem, Schedule, Solution
 from .errors import ArgumentTypeError, BackendUnavailableError, ConvergenceWarning, InvalidArgumentError
-from .sinkhorn import _options, autocast_off, check_settings
+from .sinkhorn import _error_name, _options, autocast_off, check_settings
 
 __all__ = ["RaggedSinkhornResult", "sinkhorn_ragged"]
 
@@ -514,7 +514,7 @@ def _finish(
     if solution.unconverged:
         warnings.warn(
             f"Sinkhorn did not reach tol={schedule.tol:g} within max_iter={schedule.max_iter} iterations in "
-            f"{solution.unconverged} of {seg.n_groups} groups (largest column-marginal error "
+            f"{solution.unconverged} of {seg.n_groups} groups (largest {_error_name(problem).removeprefix('largest ')} "
             f"{solution.worst_error:.3g}); raise max_iter or epsilon, or loosen tol",
             ConvergenceWarning,
             stacklevel=3,

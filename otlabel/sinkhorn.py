@@ -62,8 +62,9 @@ class SinkhornResult:
         Iterations run (one iteration = one column step and one row step).
     converged : bool or None
         Tolerance mode: whether the column-marginal violation fell below ``tol`` — with
-        ``col_penalty``, ``row_penalty``, ``mass`` or ``col_bounds``, whether no scaling changed
-        by more than ``tol`` (relatively) since the previous check (stationarity: the column sums
+        ``col_penalty``, ``row_penalty``, ``mass`` or ``col_bounds``, whether no scaling (nor,
+        with ``mass``, Dykstra's correction of the total) changed by more than ``tol``
+        (relatively) in the iteration before a check (stationarity: the column sums
         need not meet the marginal then). Fixed-iteration mode has no criterion and reports ``None``.
     row_error, col_error : float
         Scale-free marginal violations of ``labels`` (computed in the compute dtype before
@@ -412,12 +413,17 @@ def check_representable(plan: torch.Tensor, problem: Problem) -> None:
         )
 
 
+def _error_name(problem: Problem) -> str:
+    """What the tolerance mode measured against ``tol``: the column violation, or stationarity."""
+    return "column-marginal error" if problem.balanced else "largest relative change of a scaling or correction"
+
+
 def finish(problem: Problem, schedule: Schedule, solution: Solution, call: Call) -> Array | SinkhornResult:
     """Turn a backend's solution into what the user asked for; warn on non-convergence."""
     if solution.converged is False:
         warnings.warn(
             f"Sinkhorn did not reach tol={schedule.tol:g} within max_iter={schedule.max_iter} iterations "
-            f"(column-marginal error {solution.worst_error:.3g}); raise max_iter or epsilon, or loosen tol",
+            f"({_error_name(problem)} {solution.worst_error:.3g}); raise max_iter or epsilon, or loosen tol",
             ConvergenceWarning,
             stacklevel=4,
         )
