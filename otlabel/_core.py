@@ -157,11 +157,34 @@ class ScalingPath:
             # shifted variables it gains the factor exp((exponent - 1) * shift).
             self.row_offset = _penalty_offset(self.row_rule, self.f_init + self.f0)
             self.col_offset = _penalty_offset(self.col_rule, self.g_init + self.g0)
+        #: what the start computed outside the steps, for the first check's health (see record_start)
+        self.start_values: tuple[torch.Tensor, ...] = ()
         if column_only:
             # only a column potential: the rows follow from it by a first row step, which must see
             # the columns unshifted (the kernel holds g_init + g0; b = exp(-g0) takes g0 back out)
             self.b = torch.exp(-_cols_tensor(problem, self.g0))
-            self.row_step(self.layout.row_sums(self.kernel, self.b))
+            row_sums = self.layout.row_sums(self.kernel, self.b)
+            # exp(-g0) may leave the range however well the plan stays in it (potentials of
+            # hundreds): an overflow, or a zero that Dykstra's multiplicative steps would keep for
+            # good, sends the call to the log domain's start
+            self.start_values = (row_sums,) if self.balanced else (row_sums, self.b)
+            self.row_step(row_sums)
+
+    def record_start(self, extrema: Extrema) -> None:
+        """Add to ``extrema`` what the start computed outside the steps (a column-only warm start's
+        first row step) and Dykstra's starting corrections: out of the safe range, the path is
+        unhealthy and the call restarts from the log domain's start."""
+        for value in self.start_values:
+            extrema.include(value)
+        self._record_corrections(extrema)
+
+    def _record_corrections(self, extrema: Extrema) -> None:
+        """Dykstra's corrections are read by the next steps as factors: one that overflowed, or
+        underflowed to a zero that the multiplicative steps would keep for good, is as unhealthy
+        as a sum out of range (the log domain holds them exactly)."""
+        for correction in self._corrections():
+            if correction is not None:
+                extrema.include(correction)
 
     def _ones_rows(self) -> torch.Tensor:
         kernel = self.kernel
@@ -206,6 +229,7 @@ class ScalingPath:
         row_sums = self.layout.row_sums(self.kernel, self.b)
         self.row_step(row_sums, frozen)
         extrema.add(col_sums, row_sums)
+        self._record_corrections(extrema)
 
     def row_step(self, row_sums: torch.Tensor, frozen: Frozen | None = None) -> None:
         """Scale rows using the row sums of G diag(b) (after fixing the total mass, if it is fixed:
@@ -236,13 +260,19 @@ class ScalingPath:
         col_sums = self.layout.exact_col_sums(self.kernel, self.a) * self.b
         return relative_violation(col_sums, self.col_mass).reshape(-1)
 
-    def snapshot(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def snapshot(self) -> tuple[torch.Tensor | None, ...]:
         # with check_every=1 the first snapshot comes before the first column step
-        return self.a, self._ones_cols() if self.b is None else self.b
+        return self.a, self._ones_cols() if self.b is None else self.b, self._corrections()[2]
 
-    def change(self, before: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """Per-problem stationarity: the largest relative change of a scaling since ``before``."""
-        return _largest_change(self.layout, self.a, before[0], self.b, before[1], logs=False)
+    def _corrections(self) -> tuple[torch.Tensor | None, ...]:
+        return (None, None, None) if self.balanced else (self.q_rows, self.q_cols, self.q_total)
+
+    def change(self, before: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
+        """Per-problem stationarity: the largest relative change of a scaling, or of Dykstra's
+        correction of the total, since ``before`` (the scalings alone may stand still while the
+        corrections move: rows held at their caps undo a moving total every iteration)."""
+        change = _largest_change(self.layout, self.a, before[0], self.b, before[1], logs=False)
+        return _total_change(self.layout, change, self._corrections()[2], before[2], self.a, logs=False)
 
     def poison(self, ok: torch.Tensor) -> None:
         """Make the plan (and potentials) NaN unless the 0-d bool ``ok`` holds, without a sync."""
@@ -350,15 +380,47 @@ def _largest_change(
     """Per problem, the largest relative change of a row or column scaling (``logs``: the scalings
     are log-potentials, and the change is their difference, a relative change to first order)."""
 
-    def change(now: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
-        if logs:
-            moved = (now - before).abs()
-            return torch.where(torch.isfinite(now) & torch.isfinite(before), moved, 0.0)
-        return torch.where(before > 0, (now / before - 1).abs(), 0.0)
-
-    col_change = change(cols, cols_before).amax(-1).reshape(-1)
-    row_change = layout.row_extreme(change(rows, rows_before))
+    col_change = _relative_change(cols, cols_before, logs).amax(-1).reshape(-1)
+    row_change = layout.row_extreme(_relative_change(rows, rows_before, logs))
     return torch.maximum(col_change, row_change)
+
+
+def _relative_change(now: torch.Tensor, before: torch.Tensor, logs: bool) -> torch.Tensor:
+    if logs:
+        moved = (now - before).abs()
+        return torch.where(torch.isfinite(now) & torch.isfinite(before), moved, 0.0)
+    return torch.where(before > 0, (now / before - 1).abs(), 0.0)
+
+
+def _total_change(
+    layout: Layout,
+    change: torch.Tensor,
+    total: torch.Tensor | None,
+    total_before: torch.Tensor | None,
+    rows: torch.Tensor,
+    logs: bool,
+) -> torch.Tensor:
+    """``change`` raised to the relative change of Dykstra's correction of the total (partial
+    transport; None: neutral) since ``total_before``.
+
+    Every other correction follows from the scalings (a side's scaling times its correction is
+    invariant under its steps), but the rows' caps and the total share the rows: their
+    corrections can trade against each other while the row scalings stand still. In the log
+    domain (``logs``; ``rows``: the row potentials) a change within the rounding of the
+    potentials involved (float32: 1.5e-5 at 150) is no change: it cannot be resolved.
+    """
+    if total is None and total_before is None:
+        return change
+    if total is None or total_before is None:
+        neutral = torch.zeros_like if logs else torch.ones_like
+        total, total_before = (neutral(total_before), total_before) if total is None else (total, neutral(total))
+    moved = _relative_change(total, total_before, logs).reshape(-1)
+    if logs:
+        magnitude = torch.maximum(total.abs(), total_before.abs()).reshape(-1)
+        finite_rows = torch.where(torch.isfinite(rows), rows.abs(), 0.0)
+        magnitude = torch.maximum(magnitude, layout.row_extreme(finite_rows).to(magnitude.dtype))
+        moved = torch.where(moved > 8 * torch.finfo(moved.dtype).eps * magnitude, moved, 0.0)
+    return torch.maximum(change, moved.to(change.dtype))
 
 
 def _clamp_to_row_mass(plan: torch.Tensor, row_mass: torch.Tensor | None, rule: Rule, layout: Layout) -> torch.Tensor:
@@ -476,11 +538,16 @@ class LogPath:
         col_sums = self.layout.col_sums(plan, None, accurate=False)
         return relative_violation(col_sums, self.layout.cols(self.problem.col_mass)).reshape(-1)
 
-    def snapshot(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.f, self.g
+    def snapshot(self) -> tuple[torch.Tensor | None, ...]:
+        return self.f, self.g, self._corrections()[2]
 
-    def change(self, before: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        return _largest_change(self.layout, self.f, before[0], self.g, before[1], logs=True)
+    def _corrections(self) -> tuple[torch.Tensor | None, ...]:
+        return (None, None, None) if self.balanced else (self.lq_rows, self.lq_cols, self.lq_total)
+
+    def change(self, before: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
+        """:meth:`ScalingPath.change` on log-potentials and the log-correction of the total."""
+        change = _largest_change(self.layout, self.f, before[0], self.g, before[1], logs=True)
+        return _total_change(self.layout, change, self._corrections()[2], before[2], self.f, logs=True)
 
     def potentials(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if not self.problem.return_potentials:
@@ -630,9 +697,11 @@ def _cols_tensor(problem: Problem, value: torch.Tensor | float) -> torch.Tensor:
     return torch.full(shape, value, dtype=problem.dtype, device=problem.scores.device)
 
 
-def _log_start(problem: Problem, kernel: torch.Tensor) -> LogPath:
+def _log_start(problem: Problem, kernel: torch.Tensor, rows_from_columns: bool = True) -> LogPath:
     """The log-domain path at the start of the schedule: a warm start's potentials, or the
-    unshifted start of the SwAV loop (the first column step sets g)."""
+    unshifted start of the SwAV loop (the first column step sets g). A column potential alone
+    gives the rows by a first row step (unless not ``rows_from_columns``: then f = 0, and with
+    Dykstra's corrections the first column step starts as a cold start would)."""
     layout = problem.layout
     f = torch.zeros(layout.row_shape(kernel), dtype=kernel.dtype, device=kernel.device)
     g = _cols_tensor(problem, 0.0)
@@ -646,7 +715,7 @@ def _log_start(problem: Problem, kernel: torch.Tensor) -> LogPath:
         row_offset = f if f_init is not None else 0.0
         corrections = _start_corrections(problem.row_rule, problem.col_rule, row_offset, g)
     log_state = LogPath(problem, f, g, corrections)
-    if f_init is None:  # only a column potential: the rows follow from it
+    if f_init is None and rows_from_columns:  # only a column potential: the rows follow from it
         log_state.row_step()
     return log_state
 
@@ -655,6 +724,7 @@ def fixed(problem: Problem, schedule: Schedule) -> Solution:
     """The fixed-iteration mode: ``schedule.n_iter`` iterations, rows last."""
     state = ScalingPath(problem)
     extrema = Extrema()
+    state.record_start(extrema)
     for _ in range(schedule.n_iter):
         state.step(state.col_sums(accurate=False), extrema)
     if problem.device_checks:  # no read-back: failures poison the labels instead
@@ -737,7 +807,8 @@ def tolerance(problem: Problem, schedule: Schedule) -> Solution:
 
     The balanced problem stops on the column-marginal violation; the others (KL-penalised,
     bounded or partial) on stationarity: the largest relative change of a scaling over the last
-    iteration (POT's criterion for its unbalanced solver).
+    iteration (POT's criterion for its unbalanced solver), and with partial transport of
+    Dykstra's correction of the total (the scalings alone may stand still away from the answer).
     """
     status = _status(problem)
     state = ScalingPath(problem, materialise=True)
@@ -748,6 +819,7 @@ def tolerance(problem: Problem, schedule: Schedule) -> Solution:
     iteration = checked = 0
     saved = (state.a, state.b, state.log_corrections(), progress, 0)  # last state known to be healthy
     extrema = Extrema()
+    state.record_start(extrema)
     before = None
     while True:
         col_sums = state.col_sums(accurate=True)
@@ -785,11 +857,17 @@ def tolerance(problem: Problem, schedule: Schedule) -> Solution:
 
     # The scaling path left the safe range: restart from the last healthy state in the log domain.
     a, b, corrections, progress, iteration = saved
-    # at the start a = exp(-f0) exactly, which float32 may round to 0 (f0 > 88): take f from its parts
-    f = state.f_init + (torch.zeros_like(a) if iteration == 0 else state.f0 + torch.log(a))
-    g = state.g_init + _cols_tensor(problem, state.g0) + (0.0 if b is None else torch.log(b))
+    if iteration == 0 and (problem.row_rule.bounded or problem.col_rule.bounded):
+        # Dykstra's iterate and corrections must agree: from the log domain's own start, less a
+        # column-only warm start's first row step (it may be what overflowed: potentials far from
+        # the answer, whose rows the corrections would carry at that magnitude from then on)
+        log_state = _log_start(problem, state.kernel, rows_from_columns=False)
+    else:
+        # at the start a = exp(-f0) exactly, which float32 may round to 0 (f0 > 88): take f from its parts
+        f = state.f_init + (torch.zeros_like(a) if iteration == 0 else state.f0 + torch.log(a))
+        g = state.g_init + _cols_tensor(problem, state.g0) + (0.0 if b is None else torch.log(b))
+        log_state = LogPath(problem, f, g, corrections)
     del state, col_sums
-    log_state = LogPath(problem, f, g, corrections)
     acceleration = _Acceleration(schedule.accelerate and not acceleration.given_up, balanced)
     before = None
     restart = iteration  # the check there was made (on the scaling path): the next one comes after a step

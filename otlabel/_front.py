@@ -323,8 +323,8 @@ def warn_unconverged(call: Call | RaggedCall, solution: Solution, stacklevel: in
     if problem.balanced:
         measure = f"{'largest ' if groups else ''}column-marginal error {error}"
     else:
-        measure = f"stationarity not reached: a scaling still changed by {'up to ' if groups else ''}{error}"
-        measure += " (relatively) since the previous check"
+        measure = f"stationarity not reached: a scaling or correction still changed by {'up to ' if groups else ''}"
+        measure += f"{error} (relatively) in its last iteration"
     warnings.warn(
         f"Sinkhorn did not reach tol={schedule.tol:g} within max_iter={schedule.max_iter} iterations{groups} "
         f"({measure}); raise max_iter or epsilon, or loosen tol",

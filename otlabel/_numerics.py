@@ -83,6 +83,10 @@ class Extrema:
             self._folded = torch.stack(self.bounds())
             self._pending = []
 
+    def include(self, values: torch.Tensor) -> None:
+        """Record values that must stay in the safe range as the sums do (once, not per step)."""
+        self._pending.append(values.reshape(-1))
+
     def bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(min, max) over every sum added so far, as 0-d tensors on the sums' device."""
         parts = self._pending if self._folded is None else [*self._pending, self._folded]

@@ -21,8 +21,9 @@ class SinkhornResult:
         Iterations run (one iteration = one column step and one row step).
     converged : bool or None
         Tolerance mode: whether the column-marginal violation fell below ``tol`` — with
-        ``col_penalty``, ``row_penalty``, ``mass`` or ``col_bounds``, whether no scaling changed
-        by more than ``tol`` (relatively) since the previous check (stationarity: the column sums
+        ``col_penalty``, ``row_penalty``, ``mass`` or ``col_bounds``, whether no scaling (nor,
+        with ``mass``, Dykstra's correction of the total) changed by more than ``tol``
+        (relatively) in the iteration before a check (stationarity: the column sums
         need not meet the marginal then). Fixed-iteration mode has no criterion and reports ``None``.
     row_error, col_error : float
         Scale-free marginal violations of ``labels`` (computed in the compute dtype before

@@ -5,9 +5,11 @@ Every test here failed on the release before the solver core was rewritten; the 
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -338,7 +340,7 @@ def test_l10_return_info_must_be_a_bool_everywhere(value):
 
 # L-new-6 -----------------------------------------------------------------------------------------
 # With mass, col_bounds or a penalty, tolerance mode stops on stationarity (the largest relative
-# change of a scaling since the previous check), not on the column-marginal error, which such a
+# change of a scaling in the last iteration), not on the column-marginal error, which such a
 # problem need not drive to zero: the warning said "column-marginal error" for either number.
 
 _STATIONARY = {
@@ -435,3 +437,164 @@ def test_l_new_4_the_pair_forms_still_work_and_ambiguity_is_refused():
             sinkhorn(scores, 0.5, init=bad)
     with pytest.raises(ArgumentTypeError, match="rows of different lengths"):
         sinkhorn(torch.randn(3, 4, 2), 0.5, init=[[0.0, 0.1], [0.0], [0.0, 0.1]])
+
+
+# L-new-1 -----------------------------------------------------------------------------------------
+
+
+def _partial_reference(scores: np.ndarray, epsilon: float, mass: float) -> np.ndarray:
+    """Entropic partial transport (rows and columns at most 1 and N/K, a total of mass * N) by a
+    generic convex solver. POT's entropic_partial_wasserstein stops, as we did, when its plan
+    stops moving, and stalls at the same wrong plans near mass 1."""
+    minimize = pytest.importorskip("scipy.optimize").minimize
+    n_rows, n_cols = scores.shape
+    logits = scores / epsilon
+
+    def objective(x):
+        return np.sum(x * (np.log(x) - logits.ravel()) - x)
+
+    def gradient(x):
+        return np.log(x) - logits.ravel()
+
+    constraints = [
+        {"type": "ineq", "fun": lambda x: 1 - x.reshape(n_rows, n_cols).sum(1)},
+        {"type": "ineq", "fun": lambda x: n_rows / n_cols - x.reshape(n_rows, n_cols).sum(0)},
+        {"type": "eq", "fun": lambda x: x.sum() - mass * n_rows},
+    ]
+    start = np.full(n_rows * n_cols, mass / n_cols)
+    bounds = [(1e-300, None)] * (n_rows * n_cols)
+    result = minimize(
+        objective, start, jac=gradient, constraints=constraints, bounds=bounds, method="SLSQP",
+        options={"ftol": 1e-16, "maxiter": 10_000},
+    )  # fmt: skip
+    return result.x.reshape(n_rows, n_cols)
+
+
+def test_l_new_1_partial_mass_close_to_one_is_not_called_converged_at_a_stall():
+    """Was: the full transport (total 2.0, not 1.998) with converged=True after 160 iterations:
+    rows held at their caps undo the total's step every iteration, so the scalings stood still
+    while Dykstra's corrections still moved; the stopping test saw only the scalings."""
+    scores = torch.tensor([[1.45, 4.80, -6.84, 0.78], [-3.30, 1.78, -3.94, -1.49]], dtype=torch.float64)
+    res = sinkhorn(scores, 0.5, mass=0.999, tol=1e-9, return_info=True)
+    assert res.converged
+    assert abs(float(res.labels.sum()) - 1.998) < 1e-8
+    torch.testing.assert_close(res.labels, sinkhorn(scores, 0.5, mass=0.999, n_iter=1500), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(res.labels.numpy(), _partial_reference(scores.numpy(), 0.5, 0.999), atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("scores", "mass"),
+    [
+        ([[-5.08, 0.25, 2.45, -0.78], [-3.38, -1.3, 7.35, 1.37]], 0.999),  # was: 2e-3 off, converged
+        ([[-5.79, -0.83, 0.79], [-4.21, 5.21, 2.32]], 0.9999),  # was: all-zero labels, converged
+    ],
+)
+def test_l_new_1_the_log_domain_stops_on_the_corrections_too(scores, mass):
+    """float32 at epsilon 0.1: the log-domain path, whose stopping test had the same blind spot;
+    the second problem also left the scaling path with an overflowed correction, which the
+    health check did not see (the log domain then started from an infinite one)."""
+    scores = torch.tensor(scores)
+    expected = _partial_reference(scores.double().numpy(), 0.1, mass)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # slow near mass 1: not converged is honest
+        res = sinkhorn(scores, 0.1, mass=mass, tol=1e-6, max_iter=2000, return_info=True)
+    assert res.log_domain
+    assert abs(float(res.labels.sum()) - mass * 2) < 1e-3  # not the all-zero labels
+    if res.converged:
+        np.testing.assert_allclose(res.labels.numpy(), expected, atol=5e-5)
+
+
+def test_l_new_1_random_small_problems_near_full_mass_never_stop_early():
+    """Was: 4 of these 80 problems off by up to 5e-4 with converged=True."""
+    rng = np.random.default_rng(0)
+    converged = 0
+    for index in range(80):
+        n_rows, n_cols = rng.integers(2, 6, size=2)
+        scores = rng.normal(0, 3, (n_rows, n_cols))
+        mass = (0.99, 0.999, 0.9999)[index % 3]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            res = sinkhorn(torch.from_numpy(scores), 0.5, mass=mass, tol=1e-9, max_iter=600, return_info=True)
+        if res.converged:  # a slow problem may run out of iterations, but must then say so
+            converged += 1
+            np.testing.assert_allclose(res.labels.numpy(), _partial_reference(scores, 0.5, mass), atol=1e-6)
+    assert converged >= 60
+
+
+# L-new-2, L-new-3 --------------------------------------------------------------------------------
+
+WARM_OPTIONS = {
+    "mass": {"mass": 0.5},
+    "lower": {"col_bounds": ([0.05] * 8, None)},
+    "upper": {"col_bounds": (None, [0.2] * 8)},
+}
+
+
+def test_l_new_2_a_column_only_warm_start_with_mass_labels_the_mass():
+    """Was: all-zero labels with converged=True (exp(-g0) overflowed in the first row step, which
+    no health check saw, and the log domain restarted from inconsistent Dykstra corrections)."""
+    torch.manual_seed(1)
+    scores = torch.randn(64, 8) + torch.linspace(0, 3, 8)
+    cold = sinkhorn(scores, 0.05, mass=0.5, tol=1e-5, return_info=True)
+    warm = sinkhorn(scores, 0.05, mass=0.5, tol=1e-5, return_info=True, init=cold.log_col_scaling)
+    assert warm.converged and abs(float(warm.labels.sum()) - 32.0) < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("dtype", "epsilon", "option", "ragged"),
+    [
+        (dtype, epsilon, option, False)
+        for dtype in (torch.float32, torch.float64)
+        for epsilon in (0.05, 0.02)
+        for option in WARM_OPTIONS
+    ]
+    + [(dtype, 0.05, option, True) for dtype in (torch.float32, torch.float64) for option in WARM_OPTIONS],
+)
+def test_l_new_2_and_3_every_warm_start_keeps_the_cold_answer(dtype, epsilon, option, ragged):
+    """Was: all-zero labels (mass), InfeasibleProblemError "check the prior's zeros" with no prior
+    (col_bounds), or wrong columns with a ConvergenceWarning (potentials of +-1000), from a
+    column potential alone; 18 of the reviewer's 432 warm-start cases."""
+    torch.manual_seed(1)
+    scores = (torch.randn(64, 8) + torch.linspace(0, 3, 8)).to(dtype)
+    tol, atol = (1e-5, 1e-3) if dtype == torch.float32 else (1e-7, 1e-5)
+    n_problems = 2 if ragged else 1
+
+    def label(init=None):
+        common = {"tol": tol, "max_iter": 3000, "return_info": True, "init": init, **WARM_OPTIONS[option]}
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            if ragged:
+                return sinkhorn_ragged(scores, [0, 21, 64], epsilon, **common)
+            return sinkhorn(scores, epsilon, **common)
+
+    cold = label()
+    generator = torch.Generator().manual_seed(0)
+    starts = {
+        "result": cold,
+        "column": cold.log_col_scaling,
+        "pair": (cold.log_row_scaling, cold.log_col_scaling),
+        "random": 5 * torch.randn(n_problems, 8, generator=generator, dtype=dtype).squeeze(0),
+    }
+    if dtype == torch.float64:
+        starts["spread"] = 1000 * (2 * torch.rand(n_problems, 8, generator=generator, dtype=dtype) - 1).squeeze(0)
+    for name, init in starts.items():
+        warm = label(init)
+        assert bool(np.all(np.asarray(warm.converged))), name
+        torch.testing.assert_close(warm.labels, cold.labels, rtol=0, atol=atol, msg=name)
+
+
+@pytest.mark.parametrize("option", WARM_OPTIONS)
+def test_l_new_2_and_3_column_potentials_far_from_the_answer_keep_it(option):
+    """Was: all-zero labels (mass) or InfeasibleProblemError (lower bounds) from [1e5, 0, ...]."""
+    scores = torch.randn(16, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    common = {"tol": 1e-10, "max_iter": 100_000, **WARM_OPTIONS[option]}
+    cold = sinkhorn(scores, 0.1, **common)
+    for init in ([1e5] + [0.0] * 7, [80.0] + [0.0] * 7, [-math.inf] + [0.0] * 7):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            warm = sinkhorn(scores, 0.1, init=torch.tensor(init, dtype=torch.float64), **common)
+            warm32 = sinkhorn(
+                scores.float(), 0.1, tol=1e-5, max_iter=5000, init=torch.tensor(init), **WARM_OPTIONS[option]
+            )
+        torch.testing.assert_close(warm, cold, rtol=0, atol=1e-8)
+        torch.testing.assert_close(warm32.double(), cold, rtol=0, atol=1e-3)
