@@ -14,6 +14,13 @@ Every schedule is the SwAV/CASE one: scale the columns to their mass, then the r
   (|scores/eps| of thousands, near-infeasible marginals), restarting from the last state known to
   be good, so the answer is the same as if nothing had overflowed.
 
+Both paths offer one interface — ``statistic()`` (what a step needs), ``step``, ``check`` (the
+read-back: health, or infeasibility), ``measure`` (what ``tol`` is compared with), ``snapshot`` /
+``change`` (stationarity), ``save``, ``plan``, ``potentials`` — so that each mode is one loop that
+switches path instead of a loop per path. Beyond the classical problem (penalised, bounded or
+partial marginals) a path carries its rules and Dykstra's corrections in an object of their own
+(:class:`Corrections`, :class:`LogCorrections`; None for the balanced problem).
+
 With ``Problem.device_checks`` the fixed-iteration mode makes no host synchronisation at all:
 the shifts are per row and per column (no host-known score range), and a failed input check or an
 unhealthy scaling path turns the labels into NaN rather than raising or replaying (a replay would
@@ -85,14 +92,61 @@ def _global_shift(problem: Problem) -> float | None:
     return shift
 
 
+class Corrections:
+    """How a scaling path holds the sides beyond the hard constraint: the rules (KL-penalised or
+    bounded sides, partial transport's total), the penalised steps' offsets, and Dykstra's
+    corrections (factors, None where neutral). Absent for the balanced problem."""
+
+    def __init__(
+        self,
+        problem: Problem,
+        f_start: torch.Tensor | float,
+        g_start: torch.Tensor | float,
+        f_shift: torch.Tensor | float,
+        g_shift: torch.Tensor | float,
+        column_only: bool,
+    ):
+        layout = problem.layout
+        self.row_rule = _rule_in(problem.row_rule, layout.rows)
+        self.col_rule = _rule_in(problem.col_rule, layout.cols)
+        self.total = problem.total_mass
+        # Dykstra's iterate must start at the plain kernel exp(L), so the offsets that the warm start
+        # and the column shift put into the iterate (rows f_start; columns g_start + g_shift with
+        # b = 1: the start undoes the row shift) start in a bounded side's correction.
+        col_offset = g_start if column_only else g_start + _cols_tensor(problem, g_shift)  # b: see ScalingPath
+        #: the corrections as logs until the first step (exact even where their exp overflows)
+        self.log_start: tuple[torch.Tensor | None, ...] | None = _start_corrections(
+            self.row_rule, self.col_rule, f_start, col_offset
+        )
+        self.rows, self.cols = (None if lq is None else torch.exp(lq) for lq in self.log_start[:2])
+        self.total_correction: torch.Tensor | None = None
+        # A penalised step is not invariant to the kernel's shifts (its exponent is < 1): in the
+        # shifted variables it gains the factor exp((exponent - 1) * shift).
+        self.row_offset = _penalty_offset(self.row_rule, f_start + f_shift)
+        self.col_offset = _penalty_offset(self.col_rule, g_start + g_shift)
+
+    def factors(self) -> tuple[torch.Tensor | None, ...]:
+        """(rows, columns, total): Dykstra's corrections as factors."""
+        return self.rows, self.cols, self.total_correction
+
+    def logs(self) -> tuple[torch.Tensor | None, ...]:
+        if self.log_start is not None:
+            return self.log_start
+        return tuple(None if q is None else torch.log(q) for q in self.factors())
+
+
 class ScalingPath:
     """plan = a * G * b, G = exp(L + f_init + g_init + f0 + g0) with L = scores / epsilon + log prior.
 
     ``f_init``, ``g_init`` are a warm start's potentials (zero for a cold start), ``f0``, ``g0`` the
-    shifts that keep the kernel in range.
+    shifts that keep the kernel in range. Every sum a step computes (and every correction) is
+    recorded in ``extrema``; :meth:`check` reads whether they all stayed in the safe range.
+    ``accurate``: column sums accumulated accurately (tolerance mode).
     """
 
-    def __init__(self, problem: Problem, materialise: bool = False):
+    log_domain = False
+
+    def __init__(self, problem: Problem, accurate: bool = False):
         self.problem = problem
         layout = self.layout = problem.layout
         shift = _global_shift(problem) if problem.init is None else None
@@ -135,30 +189,18 @@ class ScalingPath:
             # and every column sum is at least 1 (the row holding a column's maximum has f0 = 0).
             self.a = torch.exp(-f0)
         self.kernel = kernel
-        if materialise and self.a is None:  # tolerance mode: accurate column sums from the start
+        self.accurate = accurate
+        if accurate and self.a is None:  # tolerance mode: accurate column sums from the start
             self.a = self._ones_rows()
         self.b: torch.Tensor | None = None  # all ones until the first column step
         self.row_mass = None if problem.row_mass is None else layout.rows(problem.row_mass)
         self.col_mass = layout.cols(problem.col_mass)
         self.balanced = problem.balanced
+        self.extrema = Extrema()
         column_only = problem.init is not None and problem.init[0] is None  # a warm start's g alone
-        if not self.balanced:
-            self.row_rule = _rule_in(problem.row_rule, layout.rows)
-            self.col_rule = _rule_in(problem.col_rule, layout.cols)
-            self.total = problem.total_mass
-            # Dykstra's corrections. Its iterate must start at the plain kernel exp(L), so the offsets
-            # that the warm start and the column shift put into the iterate (rows f_init; columns
-            # g_init + g0 with b = 1: the start undoes f0) start in a bounded side's correction.
-            col_offset = self.g_init if column_only else self.g_init + _cols_tensor(problem, self.g0)  # b: below
-            self.log_q_start = _start_corrections(self.row_rule, self.col_rule, self.f_init, col_offset)
-            self.q_rows, self.q_cols = (None if lq is None else torch.exp(lq) for lq in self.log_q_start[:2])
-            self.q_total = None
-            # A penalised step is not invariant to the kernel's shifts (its exponent is < 1): in the
-            # shifted variables it gains the factor exp((exponent - 1) * shift).
-            self.row_offset = _penalty_offset(self.row_rule, self.f_init + self.f0)
-            self.col_offset = _penalty_offset(self.col_rule, self.g_init + self.g0)
-        #: what the start computed outside the steps, for the first check's health (see record_start)
-        self.start_values: tuple[torch.Tensor, ...] = ()
+        self.corrections = (
+            None if self.balanced else Corrections(problem, self.f_init, self.g_init, self.f0, self.g0, column_only)
+        )
         if column_only:
             # only a column potential: the rows follow from it by a first row step, which must see
             # the columns unshifted (the kernel holds g_init + g0; b = exp(-g0) takes g0 back out)
@@ -167,24 +209,20 @@ class ScalingPath:
             # exp(-g0) may leave the range however well the plan stays in it (potentials of
             # hundreds): an overflow, or a zero that Dykstra's multiplicative steps would keep for
             # good, sends the call to the log domain's start
-            self.start_values = (row_sums,) if self.balanced else (row_sums, self.b)
+            self.extrema.include(row_sums)
+            if not self.balanced:
+                self.extrema.include(self.b)
             self.row_step(row_sums)
+        self._record_corrections()
 
-    def record_start(self, extrema: Extrema) -> None:
-        """Add to ``extrema`` what the start computed outside the steps (a column-only warm start's
-        first row step) and Dykstra's starting corrections: out of the safe range, the path is
-        unhealthy and the call restarts from the log domain's start."""
-        for value in self.start_values:
-            extrema.include(value)
-        self._record_corrections(extrema)
-
-    def _record_corrections(self, extrema: Extrema) -> None:
+    def _record_corrections(self) -> None:
         """Dykstra's corrections are read by the next steps as factors: one that overflowed, or
         underflowed to a zero that the multiplicative steps would keep for good, is as unhealthy
         as a sum out of range (the log domain holds them exactly)."""
-        for correction in self._corrections():
-            if correction is not None:
-                extrema.include(correction)
+        if self.corrections is not None:
+            for correction in self.corrections.factors():
+                if correction is not None:
+                    self.extrema.include(correction)
 
     def _ones_rows(self) -> torch.Tensor:
         kernel = self.kernel
@@ -193,67 +231,82 @@ class ScalingPath:
     def _ones_cols(self) -> torch.Tensor:
         return torch.ones_like(self.col_mass)
 
-    def col_sums(self, accurate: bool) -> torch.Tensor:
-        """Column sums of diag(a) G per problem (over all ranks)."""
-        return self.layout.col_sums(self.kernel, self.a, accurate)
+    def statistic(self) -> torch.Tensor:
+        """What a step needs: the column sums of diag(a) G per problem (over all ranks)."""
+        return self.layout.col_sums(self.kernel, self.a, self.accurate)
 
-    def step(
-        self,
-        col_sums: torch.Tensor,
-        extrema: Extrema,
-        frozen: Frozen | None = None,
-        accelerator: Anderson | None = None,
-    ) -> None:
+    def step(self, col_sums: torch.Tensor, frozen: Frozen | None = None, accelerator: Anderson | None = None) -> None:
         """Scale columns using ``col_sums``, then rows (then the total mass, in partial transport);
         ``frozen`` problems keep their scalings; an ``accelerator`` replaces the column step's
         scalings by its proposal."""
-        if self.balanced and accelerator is None:  # the classical step, kept lean (SwAV's sizes)
+        corrections = self.corrections
+        if corrections is None and accelerator is None:  # the classical step, kept lean (SwAV's sizes)
             b = torch.div(self.col_mass, col_sums)
             self.b = b if frozen is None else torch.where(frozen.cols, self.b, b)
             row_sums = self.layout.row_sums(self.kernel, self.b)
             a = torch.reciprocal(row_sums) if self.row_mass is None else torch.div(self.row_mass, row_sums)
             self.a = a if frozen is None else torch.where(frozen.rows, self.a, a)
-            extrema.add(col_sums, row_sums)
+            self.extrema.add(col_sums, row_sums)
             return
-        rule = self.col_rule if not self.balanced else HARD
-        offset = None if self.balanced else self.col_offset
-        b, q_cols = _scaling_step(rule, self.col_mass, col_sums, self.b, getattr(self, "q_cols", None), offset)
+        if corrections is None:
+            b, _ = _scaling_step(HARD, self.col_mass, col_sums, self.b, None, None)
+        else:
+            b, q_cols = _scaling_step(
+                corrections.col_rule, self.col_mass, col_sums, self.b, corrections.cols, corrections.col_offset
+            )
         if accelerator is not None:
             old = torch.ones_like(b) if self.b is None else self.b
             log_ratio = torch.where(self.col_mass > 0, torch.log(b / old), -math.inf)
             b = torch.exp(accelerator.propose(torch.log(old), log_ratio))
         self.b = b if frozen is None else torch.where(frozen.cols, self.b, b)
-        if not self.balanced:
-            self.q_cols = q_cols
-            self.log_q_start = None
+        if corrections is not None:
+            corrections.cols = q_cols
+            corrections.log_start = None
         row_sums = self.layout.row_sums(self.kernel, self.b)
         self.row_step(row_sums, frozen)
-        extrema.add(col_sums, row_sums)
-        self._record_corrections(extrema)
+        self.extrema.add(col_sums, row_sums)
+        self._record_corrections()
 
     def row_step(self, row_sums: torch.Tensor, frozen: Frozen | None = None) -> None:
         """Scale rows using the row sums of G diag(b) (after fixing the total mass, if it is fixed:
         the rows' caps come last, so that no label exceeds its row's mass after any iteration)."""
         mass = 1.0 if self.row_mass is None else self.row_mass
-        rule = self.row_rule if not self.balanced else HARD
-        offset = None if self.balanced else self.row_offset
-        old = self.a
-        if not self.balanced and self.total is not None:  # partial transport: the plan's total
-            old = self._ones_rows() if old is None else old
-            if self.q_total is not None:
-                old = old * self.layout.problem_of_rows(self.q_total)
-            scale = self.total / self.layout.row_total(old * row_sums)
-            old = old * self.layout.problem_of_rows(scale)
-            self.q_total = torch.reciprocal(scale)
-        a, q_rows = _scaling_step(rule, mass, row_sums, old, getattr(self, "q_rows", None), offset)
-        if not self.balanced:
-            self.q_rows = q_rows
-            self.log_q_start = None
+        corrections = self.corrections
+        if corrections is None:
+            a, _ = _scaling_step(HARD, mass, row_sums, self.a, None, None)
+        else:
+            old = self.a
+            if corrections.total is not None:  # partial transport: the plan's total
+                old = self._ones_rows() if old is None else old
+                if corrections.total_correction is not None:
+                    old = old * self.layout.problem_of_rows(corrections.total_correction)
+                scale = corrections.total / self.layout.row_total(old * row_sums)
+                old = old * self.layout.problem_of_rows(scale)
+                corrections.total_correction = torch.reciprocal(scale)
+            a, corrections.rows = _scaling_step(
+                corrections.row_rule, mass, row_sums, old, corrections.rows, corrections.row_offset
+            )
+            corrections.log_start = None
         self.a = a if frozen is None else torch.where(frozen.rows, self.a, a)
 
-    def col_violation(self, col_sums: torch.Tensor) -> torch.Tensor:
-        """Per-problem column violation of the plan a G b, from the column sums of diag(a) G."""
-        return relative_violation(self.b * col_sums, self.col_mass).reshape(-1)
+    def check(self, status: StatusReader, *values: torch.Tensor) -> tuple[bool, list[float]]:
+        """Whether every recorded sum and correction stayed in the safe range since the last
+        check, and ``values``, in one read-back; the record starts afresh."""
+        healthy, numbers = status.read_health(self.extrema, self.problem.dtype, *values)
+        self.extrema = Extrema()
+        return healthy, numbers
+
+    @property
+    def exact(self) -> bool:
+        """Whether :meth:`measure`'s column violation is that of the plan returned (float64)."""
+        return self.problem.dtype == torch.float64
+
+    def measure(self, col_sums: torch.Tensor, before: tuple[torch.Tensor | None, ...] | None) -> torch.Tensor:
+        """Per problem, what tolerance mode compares with ``tol``: the column violation of the plan
+        a G b (from the column sums of diag(a) G), or stationarity since ``before``."""
+        if self.balanced:
+            return relative_violation(self.b * col_sums, self.col_mass).reshape(-1)
+        return self.change(before)
 
     def exact_violation(self) -> torch.Tensor:
         """Per-problem column violation of the current plan, accumulated in float64."""
@@ -262,33 +315,53 @@ class ScalingPath:
 
     def snapshot(self) -> tuple[torch.Tensor | None, ...]:
         # with check_every=1 the first snapshot comes before the first column step
-        return self.a, self._ones_cols() if self.b is None else self.b, self._corrections()[2]
-
-    def _corrections(self) -> tuple[torch.Tensor | None, ...]:
-        return (None, None, None) if self.balanced else (self.q_rows, self.q_cols, self.q_total)
+        total = None if self.corrections is None else self.corrections.total_correction
+        return self.a, self._ones_cols() if self.b is None else self.b, total
 
     def change(self, before: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
         """Per-problem stationarity: the largest relative change of a scaling, or of Dykstra's
         correction of the total, since ``before`` (the scalings alone may stand still while the
         corrections move: rows held at their caps undo a moving total every iteration)."""
         change = _largest_change(self.layout, self.a, before[0], self.b, before[1], logs=False)
-        return _total_change(self.layout, change, self._corrections()[2], before[2], self.a, logs=False)
+        total = None if self.corrections is None else self.corrections.total_correction
+        return _total_change(self.layout, change, total, before[2], self.a, logs=False)
+
+    def save(self) -> tuple[torch.Tensor | None, ...]:
+        """The state to come back to: (a, b, Dykstra's corrections as logs)."""
+        logs = (None, None, None) if self.corrections is None else self.corrections.logs()
+        return self.a, self.b, logs
+
+    def restore(self, saved: tuple[torch.Tensor | None, ...]) -> None:
+        """Back to the scalings of a :meth:`save` (acceleration alone moves them: no corrections)."""
+        self.a, self.b, _ = saved
+        self.extrema = Extrema()
+
+    def to_log_domain(self, saved: tuple[torch.Tensor | None, ...], iteration: int) -> LogPath:
+        """The log-domain path from the state of a :meth:`save` made at ``iteration``."""
+        a, b, corrections = saved
+        problem = self.problem
+        if iteration == 0 and (problem.row_rule.bounded or problem.col_rule.bounded):
+            # Dykstra's iterate and corrections must agree: from the log domain's own start, less a
+            # column-only warm start's first row step (it may be what overflowed: potentials far from
+            # the answer, whose rows the corrections would carry at that magnitude from then on)
+            return _log_start(problem, self.kernel, rows_from_columns=False)
+        # at the start a = exp(-f0) exactly, which float32 may round to 0 (f0 > 88): take f from its parts
+        f = self.f_init + (torch.zeros_like(a) if iteration == 0 else self.f0 + torch.log(a))
+        g = self.g_init + _cols_tensor(problem, self.g0) + (0.0 if b is None else torch.log(b))
+        return LogPath(problem, f, g, corrections)
 
     def poison(self, ok: torch.Tensor) -> None:
         """Make the plan (and potentials) NaN unless the 0-d bool ``ok`` holds, without a sync."""
         self.b = torch.where(ok, self.b, math.nan)
 
+    def healthy_on_device(self) -> torch.Tensor:
+        """:meth:`check` on the device: a 0-d bool, never read back."""
+        return healthy_tensor(*self.extrema.bounds(), self.problem.dtype)
+
     def log_scalings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(f, g) in the layout's row and column shapes: plan = exp(f + L + g)."""
         a = self._ones_rows() if self.a is None else self.a
         return self.f_init + self.f0 + torch.log(a), self.g_init + self.g0 + torch.log(self.b)
-
-    def log_corrections(self) -> tuple[torch.Tensor | None, ...]:
-        if self.balanced:
-            return None, None, None
-        if self.log_q_start is not None:  # exact even where exp of it overflows (a restart at the start)
-            return self.log_q_start
-        return tuple(None if q is None else torch.log(q) for q in (self.q_rows, self.q_cols, self.q_total))
 
     def potentials(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if not self.problem.return_potentials:
@@ -434,8 +507,24 @@ def _clamp_to_row_mass(plan: torch.Tensor, row_mass: torch.Tensor | None, rule: 
     return torch.minimum(plan, layout.on_kernel(row_mass), out=plan)
 
 
+class LogCorrections:
+    """:class:`Corrections` in the log domain: the rules with their bounds as logs, the log of the
+    total, and Dykstra's corrections as logs (None where neutral)."""
+
+    def __init__(self, problem: Problem, live_rows: torch.Tensor, logs: tuple[torch.Tensor | None, ...]):
+        layout = problem.layout
+        self.row_rule = _log_rule(_rule_in(problem.row_rule, layout.rows))
+        self.col_rule = _log_rule(_rule_in(problem.col_rule, layout.cols))
+        self.live_rows = live_rows
+        self.log_total = None if problem.total_mass is None else torch.log(problem.total_mass)
+        self.rows, self.cols, self.total = logs
+
+
 class LogPath:
     """plan = exp(L + f + g), iterated with log-sum-exp."""
+
+    log_domain = True
+    exact = True  # its column violation is measured on the plan it returns
 
     def __init__(
         self,
@@ -454,33 +543,37 @@ class LogPath:
         self.log_col_mass = torch.log(col_mass)
         self.live_cols = col_mass > 0
         self.balanced = problem.balanced
+        self.corrections = None
         if not self.balanced:
-            self.row_rule = _log_rule(_rule_in(problem.row_rule, layout.rows))
-            self.col_rule = _log_rule(_rule_in(problem.col_rule, layout.cols))
-            self.live_rows = torch.ones_like(f, dtype=torch.bool) if self.row_mass is None else self.row_mass > 0
-            self.log_total = None if problem.total_mass is None else torch.log(problem.total_mass)
-            self.lq_rows, self.lq_cols, self.lq_total = corrections  # Dykstra's corrections, as logs
+            live_rows = torch.ones_like(f, dtype=torch.bool) if self.row_mass is None else self.row_mass > 0
+            self.corrections = LogCorrections(problem, live_rows, corrections)
+        self._plan: torch.Tensor | None = None  # the plan a check measured, until the next step
 
-    def col_lse(self) -> torch.Tensor:
-        """log of the column sums of exp(L + f) per problem (over all ranks)."""
+    def statistic(self) -> torch.Tensor:
+        """What a step needs: the log of the column sums of exp(L + f) per problem (over all ranks)."""
         return self.layout.col_lse(self.kernel + self.layout.on_kernel(self.f))
 
     def step(self, col_lse: torch.Tensor, frozen: Frozen | None = None, accelerator: Anderson | None = None) -> None:
         layout = self.layout
-        if self.balanced and accelerator is None:
+        self._plan = None
+        corrections = self.corrections
+        if corrections is None and accelerator is None:
             g = torch.where(self.live_cols, self.log_col_mass - col_lse, -math.inf)
             self.g = g if frozen is None else torch.where(frozen.cols, self.g, g)
             f = self.log_row_mass - layout.row_lse(self.kernel + layout.spread(self.g))
             self.f = f if frozen is None else torch.where(frozen.rows, self.f, f)
             return
-        col_rule = HARD if self.balanced else self.col_rule
-        lq_cols = None if self.balanced else self.lq_cols
-        g, lq_cols = _log_step(col_rule, self.log_col_mass, col_lse, self.g, lq_cols, self.live_cols)
+        if corrections is None:
+            g, _ = _log_step(HARD, self.log_col_mass, col_lse, self.g, None, self.live_cols)
+        else:
+            g, lq_cols = _log_step(
+                corrections.col_rule, self.log_col_mass, col_lse, self.g, corrections.cols, self.live_cols
+            )
         if accelerator is not None:
             g = accelerator.propose(self.g, torch.where(self.live_cols, g - self.g, -math.inf))
         self.g = g if frozen is None else torch.where(frozen.cols, self.g, g)
-        if not self.balanced:
-            self.lq_cols = lq_cols
+        if corrections is not None:
+            corrections.cols = lq_cols
         self.row_step(frozen)
 
     def row_step(self, frozen: Frozen | None = None) -> None:
@@ -488,17 +581,20 @@ class LogPath:
         see :meth:`ScalingPath.row_step`)."""
         layout = self.layout
         row_lse = layout.row_lse(self.kernel + layout.spread(self.g))
-        if self.balanced:
+        corrections = self.corrections
+        if corrections is None:
             f, _ = _log_step(HARD, self.log_row_mass, row_lse, self.f, None, torch.ones_like(row_lse, dtype=torch.bool))
         else:
             old = self.f
-            if self.log_total is not None:  # partial transport: the plan's total
-                if self.lq_total is not None:
-                    old = old + layout.problem_of_rows(self.lq_total)
-                shift = self.log_total - layout.row_total_lse(old + row_lse)
+            if corrections.log_total is not None:  # partial transport: the plan's total
+                if corrections.total is not None:
+                    old = old + layout.problem_of_rows(corrections.total)
+                shift = corrections.log_total - layout.row_total_lse(old + row_lse)
                 old = old + layout.problem_of_rows(shift)
-                self.lq_total = -shift
-            f, self.lq_rows = _log_step(self.row_rule, self.log_row_mass, row_lse, old, self.lq_rows, self.live_rows)
+                corrections.total = -shift
+            f, corrections.rows = _log_step(
+                corrections.row_rule, self.log_row_mass, row_lse, old, corrections.rows, corrections.live_rows
+            )
         self.f = f if frozen is None else torch.where(frozen.rows, self.f, f)
 
     def infeasible(self) -> torch.Tensor:
@@ -520,10 +616,30 @@ class LogPath:
         bad_cols = (live_cols & ~torch.isfinite(self.g)).any()
         return (bad_rows | bad_cols).reshape(1).to(torch.float32)
 
+    def check(self, status: StatusReader, *values: torch.Tensor) -> tuple[bool, list[float]]:
+        """``values`` read back with whether no mass can reach a row or column that needs some,
+        which raises :class:`~otlabel.InfeasibleProblemError`; the log domain is always healthy."""
+        infeasible, *numbers = status.read(self.infeasible(), *values)
+        if infeasible:
+            raise_infeasible(self.problem.prior is not None)
+        return True, numbers
+
+    def measure(self, col_lse: torch.Tensor, before: tuple[torch.Tensor | None, ...] | None) -> torch.Tensor:
+        """:meth:`ScalingPath.measure`, the column violation measured on the plan that would be
+        returned: with potentials in the thousands, float32 rounding of the exponents is itself
+        ~1e-5, so only the returned plan's sums count."""
+        if not self.balanced:
+            return self.change(before)
+        self._plan = plan = self.plan()
+        col_sums = self.layout.col_sums(plan, None, accurate=False)
+        return relative_violation(col_sums, self.layout.cols(self.problem.col_mass)).reshape(-1)
+
     def plan(self) -> torch.Tensor:
         """The current plan. With rows held at their mass, rows as a softmax: each row sums to its
         mass to rounding, however large the potentials (exp(L + f + g) would carry their rounding
         into the row sums)."""
+        if self._plan is not None:
+            return self._plan
         layout = self.layout
         if not self.problem.row_rule.hard or self.problem.total_mass is not None:
             plan = torch.exp(self.kernel + layout.on_kernel(self.f) + layout.spread(self.g))
@@ -533,21 +649,17 @@ class LogPath:
             plan.mul_(layout.on_kernel(self.row_mass))
         return _clamp_to_row_mass(plan, self.row_mass, self.problem.row_rule, layout)
 
-    def col_violation(self, plan: torch.Tensor) -> torch.Tensor:
-        """Per-problem column violation of ``plan`` (the plan this path would return)."""
-        col_sums = self.layout.col_sums(plan, None, accurate=False)
-        return relative_violation(col_sums, self.layout.cols(self.problem.col_mass)).reshape(-1)
-
     def snapshot(self) -> tuple[torch.Tensor | None, ...]:
-        return self.f, self.g, self._corrections()[2]
-
-    def _corrections(self) -> tuple[torch.Tensor | None, ...]:
-        return (None, None, None) if self.balanced else (self.lq_rows, self.lq_cols, self.lq_total)
+        return self.f, self.g, None if self.corrections is None else self.corrections.total
 
     def change(self, before: tuple[torch.Tensor | None, ...]) -> torch.Tensor:
         """:meth:`ScalingPath.change` on log-potentials and the log-correction of the total."""
         change = _largest_change(self.layout, self.f, before[0], self.g, before[1], logs=True)
-        return _total_change(self.layout, change, self._corrections()[2], before[2], self.f, logs=True)
+        total = None if self.corrections is None else self.corrections.total
+        return _total_change(self.layout, change, total, before[2], self.f, logs=True)
+
+    def save(self) -> None:
+        """Nothing to come back to: the log domain never leaves its range."""
 
     def potentials(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if not self.problem.return_potentials:
@@ -720,44 +832,36 @@ def _log_start(problem: Problem, kernel: torch.Tensor, rows_from_columns: bool =
     return log_state
 
 
+Path = ScalingPath | LogPath
+
+
+def _iterate(path: Path, n_iter: int) -> None:
+    for _ in range(n_iter):
+        path.step(path.statistic())
+
+
 def fixed(problem: Problem, schedule: Schedule) -> Solution:
-    """The fixed-iteration mode: ``schedule.n_iter`` iterations, rows last."""
-    state = ScalingPath(problem)
-    extrema = Extrema()
-    state.record_start(extrema)
-    for _ in range(schedule.n_iter):
-        state.step(state.col_sums(accurate=False), extrema)
+    """The fixed-iteration mode: ``schedule.n_iter`` iterations, rows last; replayed from the same
+    start in the log domain when a sum of the scaling path left the safe range."""
+    path: Path = ScalingPath(problem)
+    _iterate(path, schedule.n_iter)
     if problem.device_checks:  # no read-back: failures poison the labels instead
-        ok = healthy_tensor(*extrema.bounds(), problem.dtype)
+        ok = path.healthy_on_device()
         if problem.checks.flags:
             ok = ok & problem.checks.all_passed()
-        state.poison(ok)
-        potentials = state.potentials()
-        return Solution(
-            state.plan(), *potentials, n_iter=schedule.n_iter, converged=None, log_domain=False, backend="torch"
-        )
-    status = _status(problem)
-    if status.read_health(extrema, problem.dtype)[0]:
-        potentials = state.potentials()
-        return Solution(
-            state.plan(), *potentials, n_iter=schedule.n_iter, converged=None, log_domain=False, backend="torch"
-        )
-    # Replay the same schedule in the log domain from the same start.
-    kernel = state.kernel
-    del state
-    log_state = _log_start(problem, kernel)
-    del kernel
-    for _ in range(schedule.n_iter):
-        log_state.step(log_state.col_lse())
-    (infeasible,) = status.read(log_state.infeasible())
-    if infeasible:
-        raise_infeasible(problem.prior is not None)
+        path.poison(ok)
+    else:
+        status = _status(problem)
+        if not path.check(status)[0]:
+            path = _log_start(problem, path.kernel)  # the same schedule from the same start
+            _iterate(path, schedule.n_iter)
+            path.check(status)  # raises where no mass can reach a row or column that needs some
     return Solution(
-        log_state.plan(),
-        *log_state.potentials(),
+        path.plan(),
+        *path.potentials(),
         n_iter=schedule.n_iter,
         converged=None,
-        log_domain=True,
+        log_domain=path.log_domain,
         backend="torch",
     )
 
@@ -809,87 +913,52 @@ def tolerance(problem: Problem, schedule: Schedule) -> Solution:
     bounded or partial) on stationarity: the largest relative change of a scaling over the last
     iteration (POT's criterion for its unbalanced solver), and with partial transport of
     Dykstra's correction of the total (the scalings alone may stand still away from the answer).
+    The scaling path hands over to the log domain, from its last healthy check, when a sum left
+    the safe range.
     """
     status = _status(problem)
-    state = ScalingPath(problem, materialise=True)
+    path: Path = ScalingPath(problem, accurate=True)
     max_iter, every = schedule.max_iter, schedule.check_every
     progress: Progress | Together = (Progress if problem.layout.independent else Together)(problem, schedule)
-    balanced = problem.balanced
-    acceleration = _Acceleration(schedule.accelerate, balanced)
+    acceleration = _Acceleration(schedule.accelerate, problem.balanced)
     iteration = checked = 0
-    saved = (state.a, state.b, state.log_corrections(), progress, 0)  # last state known to be healthy
-    extrema = Extrema()
-    state.record_start(extrema)
+    saved = (path.save(), progress, 0)  # the last state known to be healthy
     before = None
     while True:
-        col_sums = state.col_sums(accurate=True)
+        statistic = path.statistic()
         if iteration > checked and (iteration % every == 0 or iteration == max_iter):
-            measure = state.col_violation(col_sums) if balanced else state.change(before)
-            summary, candidate = progress.update(measure, iteration)
-            is_healthy, numbers = status.read_health(extrema, problem.dtype, summary)
             checked = iteration
-            if not is_healthy and acceleration.active:
-                # Extrapolated steps left the safe range, not the problem: back to the last healthy
-                # state, and on with the plain steps (the log domain would be far slower).
-                acceleration.give_up()
-                state.a, state.b, _, progress, iteration = saved
-                checked = iteration
-                extrema = Extrema()
-                continue
+            summary, candidate = progress.update(path.measure(statistic, before), iteration)
+            is_healthy, numbers = path.check(status, summary)
             if not is_healthy:
-                break
+                if acceleration.active:
+                    # Extrapolated steps left the safe range, not the problem: back to the last
+                    # healthy state, and on with the plain steps (the log domain is far slower).
+                    acceleration.give_up()
+                else:
+                    path = path.to_log_domain(saved[0], saved[2])
+                    acceleration = _Acceleration(schedule.accelerate and not acceleration.given_up, problem.balanced)
+                    before = None
+                state, progress, iteration = saved
+                if not path.log_domain:
+                    path.restore(state)
+                checked = iteration  # that check was made: the next one comes after a step
+                continue
             remaining, worst, stopped = candidate.outcome(numbers)
-            if stopped and balanced and problem.dtype != torch.float64:
+            if stopped and problem.balanced and not path.exact:
                 # The float32 measurement is good to ~1e-7; before calling a float32 problem
                 # converged, measure the plan it would return exactly (one pass).
-                summary, candidate = progress.update(state.exact_violation(), iteration)
+                summary, candidate = progress.update(path.exact_violation(), iteration)
                 remaining, worst, _ = candidate.outcome(status.read(summary))
             progress = candidate
             if remaining == 0 or iteration == max_iter:
-                return progress.solution(state.plan(), state.potentials(), iteration, remaining, worst, False)
-            saved = (state.a, state.b, state.log_corrections(), progress, iteration)
-            extrema = Extrema()
+                plan = path.plan()
+                return progress.solution(plan, path.potentials(), iteration, remaining, worst, path.log_domain)
+            saved = (path.save(), progress, iteration)
             acceleration.checked(worst)
-        if not balanced and ((iteration + 1) % every == 0 or iteration + 1 == max_iter):
-            before = state.snapshot()
-        state.step(col_sums, extrema, progress.frozen, acceleration.accelerator)
-        iteration += 1
-
-    # The scaling path left the safe range: restart from the last healthy state in the log domain.
-    a, b, corrections, progress, iteration = saved
-    if iteration == 0 and (problem.row_rule.bounded or problem.col_rule.bounded):
-        # Dykstra's iterate and corrections must agree: from the log domain's own start, less a
-        # column-only warm start's first row step (it may be what overflowed: potentials far from
-        # the answer, whose rows the corrections would carry at that magnitude from then on)
-        log_state = _log_start(problem, state.kernel, rows_from_columns=False)
-    else:
-        # at the start a = exp(-f0) exactly, which float32 may round to 0 (f0 > 88): take f from its parts
-        f = state.f_init + (torch.zeros_like(a) if iteration == 0 else state.f0 + torch.log(a))
-        g = state.g_init + _cols_tensor(problem, state.g0) + (0.0 if b is None else torch.log(b))
-        log_state = LogPath(problem, f, g, corrections)
-    del state, col_sums
-    acceleration = _Acceleration(schedule.accelerate and not acceleration.given_up, balanced)
-    before = None
-    restart = iteration  # the check there was made (on the scaling path): the next one comes after a step
-    while True:
-        if iteration > restart and (iteration % every == 0 or iteration == max_iter):
-            # Measure the plan that would be returned: with potentials in the thousands, float32
-            # rounding of the exponents is itself ~1e-5, so only the returned plan's sums count.
-            plan = log_state.plan()
-            measure = log_state.col_violation(plan) if balanced else log_state.change(before)
-            summary, candidate = progress.update(measure, iteration)
-            infeasible, *numbers = status.read(log_state.infeasible(), summary)
-            remaining, worst, _ = candidate.outcome(numbers)
-            if infeasible:
-                raise_infeasible(problem.prior is not None)
-            progress = candidate
-            if remaining == 0 or iteration == max_iter:
-                return progress.solution(plan, log_state.potentials(), iteration, remaining, worst, True)
-            del plan
-            acceleration.checked(worst)
-        if not balanced and ((iteration + 1) % every == 0 or iteration + 1 == max_iter):
-            before = log_state.snapshot()
-        log_state.step(log_state.col_lse(), progress.frozen, acceleration.accelerator)
+        if not problem.balanced and ((iteration + 1) % every == 0 or iteration + 1 == max_iter):
+            before = path.snapshot()
+        path.step(statistic, progress.frozen, acceleration.accelerator)
         iteration += 1
 
 
