@@ -266,7 +266,7 @@ def _problem(
 ) -> Problem:
     """The problem of a checked call: (row, column) masses, (score, prior) ranges when known."""
     return Problem(
-        scores=scores.detach(),
+        scores=scores.detach() if scores.requires_grad else scores,  # (an op fewer per call)
         prior=None if prior is None else prior.detach(),
         log_prior=options.log_prior,
         epsilon=options.epsilon,
@@ -342,11 +342,15 @@ def finish(call: Call, solution: Solution) -> Array | SinkhornResult:
     dtype = problem.scores.dtype
     if dtype == torch.float16:
         check_representable(plan, problem)
-    if plan.dim() == 2:  # a single problem's layout, (N, K)
-        plan = plan.unsqueeze(0)
-    labels = _output(plan, call.batched, call.was_numpy, dtype)
+    # a single problem's layout is (N, K): the caller's shape unless the scores were (1, N, K)
+    labels = plan.unsqueeze(0) if call.batched and plan.dim() == 2 else plan
+    if labels.dtype != dtype:
+        labels = labels.to(dtype)
+    labels = labels.numpy() if call.was_numpy else labels
     if not call.options.return_info:
         return labels
+    if plan.dim() == 2:
+        plan = plan.unsqueeze(0)
     # accumulate in float64 so that the reported errors are those of the returned plan,
     # not of a float32 summation
     reducer = problem.reducer
