@@ -21,6 +21,11 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    # MathJax from the built docs, not a CDN, so that maths renders on an air-gapped cluster: this
+    # package (its import name has hyphens) sets `mathjax_path` to `_static/mathjax/tex-chtml.js`
+    # (MathJax 3.2.2) and copies MathJax there; tests/test_docs.py checks no page loads a
+    # script from the network.
+    "sphinx-mathjax-offline",
     "sphinx.ext.intersphinx",
     "myst_parser",
 ]
