@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -83,8 +82,7 @@ class Call(NamedTuple):
 # ---------------------------------------------------------------------------------------- dense
 
 
-@dataclass(slots=True)
-class _Local:
+class _Local(NamedTuple):
     """One rank's part of a dense call after the checks that need no other rank."""
 
     scores: torch.Tensor  #: (B, N, K)

@@ -226,6 +226,10 @@ class Rules(NamedTuple):
     total_mass: torch.Tensor | None  #: per problem, (P,); None: not fixed
 
 
+#: The classical problem's rules: both sides held at their masses, no fixed total.
+_HARD_RULES = Rules(HARD, HARD, None)
+
+
 def rules_in_masses(
     resolved: Resolved,
     row_mass: torch.Tensor | None,
@@ -237,6 +241,8 @@ def rules_in_masses(
     transport (per problem, or None). ``counts``: each problem's number of rows, (P,) or one
     number for all; ``row_shape``: the shape of the row masses (all ones when ``row_mass`` is None);
     ``col_mass``: (P, K)."""
+    if resolved is NOTHING:
+        return _HARD_RULES
     row_rule, col_rule = resolved.row_rule, resolved.col_rule
     if resolved.total_fraction is not None:  # partial transport: at most each marginal, m of it in all
         rows = row_mass if row_mass is not None else col_mass.new_ones(row_shape)

@@ -44,9 +44,17 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def safe_range(dtype: torch.dtype) -> tuple[float, float]:
     """Sums inside [lo, hi] can neither underflow into lost precision nor overflow later."""
+    return _SAFE_RANGE[dtype] if dtype in _SAFE_RANGE else _safe_range_of(dtype)
+
+
+def _safe_range_of(dtype: torch.dtype) -> tuple[float, float]:
     info = torch.finfo(dtype)
     lo = info.tiny / info.eps
     return lo, 1.0 / lo
+
+
+#: (computed once: torch.finfo costs more than the rest of a health check's host work)
+_SAFE_RANGE = {dtype: _safe_range_of(dtype) for dtype in (torch.float32, torch.float64)}
 
 
 def healthy(low: float, high: float, dtype: torch.dtype) -> bool:
