@@ -101,9 +101,17 @@ class _Local(NamedTuple):
     resolved: Resolved
 
 
+def _require_prior_for_log_prior(prior: Any, options: Options) -> None:
+    if options.log_prior and prior is None:
+        raise InvalidArgumentError(
+            "log_prior=True says that prior holds log Q-hat, but no prior was given (pass prior=..., or drop log_prior)"
+        )
+
+
 def _check_locally(scores: Any, prior: Any, options: Options, *, split: bool) -> _Local:
     """Every check one rank can make alone (``split``: its rows are a slice of a global batch)."""
     options.raise_error()
+    _require_prior_for_log_prior(prior, options)
     scores3, batched, was_numpy = check_scores(scores, allow_no_rows=split)
     checks = DeferredChecks(device_checks(options.validate, scores3))
     dtype = compute_dtype(scores3.dtype)
@@ -473,6 +481,7 @@ def build_ragged(scores: Any, ptr: Any, prior: Any, options: Options, segments: 
         options.col_marginal,
         options.row_marginal,
     )
+    _require_prior_for_log_prior(prior, options)
     implementation = check_segments(segments)
     checks = DeferredChecks(device_checks(options.validate, scores2))
     dtype = compute_dtype(scores2.dtype)

@@ -13,6 +13,7 @@ from otlabel import (
     InvalidArgumentError,
     OTLabelError,
     sinkhorn,
+    sinkhorn_ragged,
     sinkhorn_with_prior,
 )
 
@@ -166,3 +167,17 @@ def test_triton_backend_on_a_cpu_tensor_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with raises(BackendUnavailableError, "backend='triton' cannot run here"):
         sinkhorn(SCORES, 0.05, backend="triton")
+
+
+def test_log_prior_without_a_prior_is_refused():
+    # sinkhorn(prior=...) took the prior from sinkhorn_with_prior; its log_prior flag alone means nothing
+    scores = torch.randn(6, 3)
+    with pytest.raises(InvalidArgumentError, match="log_prior=True .* no prior"):
+        sinkhorn(scores, 0.5, log_prior=True)
+    with pytest.raises(InvalidArgumentError, match="log_prior=True .* no prior"):
+        sinkhorn_ragged(scores, [0, 2, 6], 0.5, log_prior=True)
+    log_prior = torch.log(torch.rand(6, 3))
+    assert torch.equal(
+        sinkhorn(scores, 0.5, prior=log_prior, log_prior=True),
+        sinkhorn_with_prior(scores, log_prior, 0.5, log_prior=True),
+    )
