@@ -348,8 +348,12 @@ def finish(call: Call, solution: Solution) -> Array | SinkhornResult:
     dtype = problem.scores.dtype
     if dtype == torch.float16:
         check_representable(plan, problem)
-    # a single problem's layout is (N, K): the caller's shape unless the scores were (1, N, K)
-    labels = plan.unsqueeze(0) if call.batched and plan.dim() == 2 else plan
+    # the torch backend gives a single problem as (N, K), the Triton backend as (1, N, K)
+    labels = plan
+    if call.batched and plan.dim() == 2:
+        labels = plan.unsqueeze(0)
+    elif not call.batched and plan.dim() == 3:
+        labels = plan.squeeze(0)
     if labels.dtype != dtype:
         labels = labels.to(dtype)
     labels = labels.numpy() if call.was_numpy else labels
