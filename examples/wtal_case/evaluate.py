@@ -27,10 +27,11 @@ scores as above; otherwise it only writes the predictions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +43,13 @@ from case.evaluation import evaluate_checkpoint  # noqa: E402
 from case.metrics import (  # noqa: E402
     DEFAULT_TIOU_THRESHOLDS,
     DetectionMetrics,
+    check_tiou_thresholds,
     evaluate_detection,
     format_metrics,
     metrics_json,
     write_metrics,
 )
+from case.runfolder import owning_run  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,6 +167,7 @@ def run_checkpoint(args: argparse.Namespace) -> DetectionMetrics | None:
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")
     if args.eval_dir:
+        check_outputs_spare_runs(_eval_files(Path(args.eval_dir)))
         check_outputs_spare_inputs(_eval_files(Path(args.eval_dir)), args)
     result = evaluate_checkpoint(
         checkpoint, config=args.config, overrides=overrides, ground_truth=args.gt, subset=args.subset
@@ -175,11 +179,13 @@ def run_checkpoint(args: argparse.Namespace) -> DetectionMetrics | None:
     if result.config.eval.ambiguous:
         read.append(("eval.ambiguous", result.config.eval.ambiguous))
     outputs = _eval_files(out_dir) + ([("--out", args.out)] if args.out else [])
+    check_outputs_spare_runs(outputs)
     check_outputs_spare_inputs(outputs, args, read)
     if args.out and _same_file(args.out, out_dir / "predictions.json"):
         raise ValueError(f"--out {args.out} is where the predictions go; write the metrics to another file")
     mode = result.config.postprocess.foreground_mode
-    atomic_write_json(out_dir / "predictions.json", result.predictions[mode])
+    with writing("--eval-dir", out_dir / "predictions.json"):
+        atomic_write_json(out_dir / "predictions.json", result.predictions[mode])
     bare = sum(1 for e in result.dataset.ground_truth()["database"].values() if not e["annotations"])
     note = f"predictions for {len(result.dataset)} {split} videos ({bare} without ground truth)"
     note += f": {out_dir}/predictions.json"
@@ -187,7 +193,8 @@ def run_checkpoint(args: argparse.Namespace) -> DetectionMetrics | None:
         print(f"{note}; no annotation in the data set: nothing to evaluate", file=sys.stderr)
         return None
     args.subset = args.subset or split
-    write_metrics(out_dir / "metrics.json", result.metrics[mode])
+    with writing("--eval-dir", out_dir / "metrics.json"):
+        write_metrics(out_dir / "metrics.json", result.metrics[mode])
     print(f"{note}; metrics: {out_dir}/metrics.json", file=sys.stderr)
     return result.metrics[mode]
 
@@ -246,6 +253,38 @@ def check_outputs_spare_inputs(
             raise ValueError(f"{out_flag} {out_path} is an input ({in_flag} {in_path}); write to another file")
 
 
+def check_outputs_spare_runs(outputs: Iterable[tuple[str, str | Path]]) -> None:
+    """Refuse to write a run folder's own files (``--eval-dir <run>`` would replace the
+    predictions and metrics of its training with those of other settings).
+
+    ``outputs`` are (flag, path) pairs; a run folder is one that :func:`case.runfolder.owning_run`
+    recognises (its ``config.yaml``, or the lock of a run starting in it).
+    """
+    for flag, path in outputs:
+        run = owning_run(path)
+        if run is None:
+            continue
+        if flag == "--eval-dir":
+            raise ValueError(
+                f"--eval-dir {Path(path).parent} is a run folder of train.py, whose own {Path(path).name} it "
+                "would replace; choose another folder (by default one inside the run)"
+            )
+        raise ValueError(f"{flag} {path} is a file of the run folder {run} (train.py's own); write to another file")
+
+
+@contextlib.contextmanager
+def writing(flag: str, path: str | Path) -> Iterator[None]:
+    """Inside, a write that fails is one error naming the flag, the file and the reason.
+
+    The OS error alone named the temporary file beside the target (a read-only folder), or
+    nothing at all (``[Errno 28] No space left on device`` from ``--out /dev/full``).
+    """
+    try:
+        yield
+    except OSError as err:
+        raise OSError(f"{flag} {path}: cannot write it ({err.strerror or err})") from err
+
+
 def write_out(path: Path, metrics: DetectionMetrics) -> None:
     """``--out``: written atomically, or through a link the user gave (``--out /dev/stdout``, a
     link to ``/proc/self/fd/1``, which an atomic write would replace by a file)."""
@@ -285,7 +324,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with one_line_warnings("evaluate.py"):
             check_output_places(args)
+            if args.tiou is not None:
+                check_tiou_thresholds(args.tiou, "--tiou")
             if args.out:
+                check_outputs_spare_runs([("--out", args.out)])
                 check_outputs_spare_inputs([("--out", args.out)], args)
             if args.checkpoint is not None:
                 metrics = run_checkpoint(args)
@@ -301,7 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ambiguous=args.ambiguous,
                 )
             if args.out:
-                write_out(Path(args.out), metrics)
+                with writing("--out", args.out):
+                    write_out(Path(args.out), metrics)
     except (*SETUP_ERRORS, OSError, ValueError, RuntimeError) as exc:  # a missing or unreadable file too
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2

@@ -5,12 +5,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from test_evaluate_cli import read_only  # tests/wtal_case is on sys.path
 
 from case.checkpoint import load_checkpoint
 from case.config import CONFIG_DIR, ConfigError, load_config
@@ -237,3 +239,81 @@ def test_a_crafted_checkpoint_cannot_run_code(run: Path, tmp_path: Path, capsys:
     assert "holds objects other than tensors and plain data" in err and "crafted.pt" in err
     assert not marker.exists()
     assert load_checkpoint(run / "checkpoints" / "final.pt")["step"] == 20  # train.py's own still load
+
+
+def test_a_run_folder_s_own_outputs_are_not_replaced(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """C-new-1: ``--eval-dir <run>`` (or ``--out <run>/metrics.json``) silently replaced the training
+    run's own predictions.json and metrics.json with the results of other settings."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("eval-*"))  # not what other tests evaluated
+    final = str(copy / "checkpoints" / "final.pt")
+    before = {p: p.read_bytes() for p in (copy / "predictions.json", copy / "metrics.json")}
+    attention = ("--set", "postprocess.foreground_mode=attention")
+    code, out, err = evaluate(capsys, "--checkpoint", final, *attention, "--eval-dir", str(copy))
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith(f"evaluate.py: error: --eval-dir {copy} is a run folder of train.py"), err
+    code, out, err = evaluate(capsys, "--checkpoint", final, *attention, "--out", str(copy / "metrics.json"))
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    own = copy / "metrics.json"
+    assert err.startswith(f"evaluate.py: error: --out {own} is a file of the run folder {copy.resolve()}"), err
+    # refused before any work: the default evaluation folder was not even made
+    assert not any(p.name.startswith("eval-") for p in copy.iterdir())
+    # with --pred too, and a run in progress (its lock, no config.yaml yet) is a run folder as well
+    started = tmp_path / "started"
+    started.mkdir()
+    (started / "run.lock").write_text("{}")
+    code, out, err = evaluate(
+        capsys, "--gt", str(tmp_path / "g.json"), "--pred", str(copy / "predictions.json"),
+        "--out", str(started / "metrics.json"),
+    )  # fmt: skip
+    assert code == 2 and f"--out {started / 'metrics.json'} is a file of the run folder {started.resolve()}" in err, err
+    assert {p: p.read_bytes() for p in before} == before
+    # a file of one's own naming in a run folder, and a folder inside one, are fine
+    code, _, err = evaluate(capsys, "--checkpoint", final, "--out", str(copy / "metrics-again.json"))
+    assert code == 0, err
+    assert json.loads((copy / "metrics-again.json").read_text()) == json.loads(before[copy / "metrics.json"])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("state_dict", "lacks model, config, class_names, cluster_fg, step (a bare state_dict?"),
+        ("tensor", "holds a Tensor, not train.py's dictionary"),
+        ("no-model", "lacks model"),
+        ("no-config", "lacks config"),
+        ("wrong-shapes", "its model weights do not fit its configuration"),
+    ],
+)
+def test_a_checkpoint_that_is_not_train_py_s_is_one_line(
+    run: Path, tmp_path: Path, content: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """C-new-6: a bare state_dict, a tensor or a dict without ``model`` or ``config`` ended in a
+    traceback (KeyError, IndexError); --resume already said which file lacks what."""
+    state = torch.load(run / "checkpoints" / "final.pt", weights_only=False)
+    if content == "state_dict":
+        saved = state["model"]
+    elif content == "tensor":
+        saved = torch.zeros(3)
+    elif content == "wrong-shapes":
+        saved = {**state, "model": {k: v.reshape(-1)[:1] for k, v in state["model"].items()}}
+    else:
+        saved = {k: v for k, v in state.items() if k != content.removeprefix("no-")}
+    path = tmp_path / "other.pt"
+    torch.save(saved, path)
+    code, out, err = evaluate(capsys, "--checkpoint", str(path), "--eval-dir", str(tmp_path / "eval"))
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith(f"evaluate.py: error: checkpoint {path}") and message in err, err
+
+
+def test_a_failed_write_of_the_predictions_names_the_flag_and_the_file(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """C-new-10: a read-only --eval-dir was reported by the temporary file beside predictions.json."""
+    locked = tmp_path / "locked"
+    read_only(locked, monkeypatch)
+    code, out, err = evaluate(capsys, "--checkpoint", str(run / "checkpoints" / "final.pt"), "--eval-dir", str(locked))
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    target = locked / "predictions.json"
+    assert err == f"evaluate.py: error: --eval-dir {target}: cannot write it (Permission denied)\n", err

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -136,8 +139,6 @@ def test_bad_arguments(files: tuple[Path, Path], capsys: pytest.CaptureFixture[s
     gt, pred = files
     with pytest.raises(SystemExit):
         cli.main(["--gt", str(gt)])  # no prediction source
-    code, _, err = run(capsys, "--gt", str(gt), "--pred", str(pred), "--tiou", "1.5")
-    assert code == 2 and "tiou_thresholds" in err
     code, _, err = run(capsys, "--gt", str(gt), "--pred", str(pred), "--subset", "val")
     assert code == 2 and "no annotated instance in subset 'val'" in err
 
@@ -245,3 +246,56 @@ def test_out_through_a_link_keeps_the_link(files: tuple[Path, Path], tmp_path: P
     code, out, err = run(capsys, "--gt", str(gt), "--pred", str(pred), "--out", str(link), "--json")
     assert code == 0, err
     assert link.is_symlink() and json.loads(target.read_text()) == json.loads(out)
+
+
+@pytest.mark.parametrize("tiou", [["0"], ["0.5", "0"], ["1.5"], ["-0.1"], ["nan"]])
+def test_tiou_thresholds_lie_in_0_1_and_the_error_names_the_flag(
+    files: tuple[Path, Path], tiou: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """C-new-3: --tiou 0 scored a detection with no overlap as a hit (mAP 1.0), and --tiou 1.5 named
+    the Python parameter ``tiou_thresholds``. One rule, (0, 1], for the flag, the config key and the API."""
+    gt, pred = files
+    code, out, err = run(capsys, "--gt", str(gt), "--pred", str(pred), "--tiou", *tiou)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith("evaluate.py: error: --tiou must be a non-empty list of thresholds in (0, 1], got "), err
+    with pytest.raises(ValueError, match=r"tiou_thresholds must be a non-empty list of thresholds in \(0, 1\]"):
+        evaluate_detection(GT, PRED, tiou_thresholds=[float(t) for t in tiou])
+    from case.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"eval\.tiou must be a non-empty list of thresholds in \(0, 1\]"):
+        load_config(None, [f"eval.tiou=[{', '.join(tiou)}]".replace("nan", ".nan")])
+
+
+def read_only(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``folder`` read-only; where permissions stop no one (root), refuse its temporary files as the
+    kernel would (a write goes through a temporary file beside the target, :mod:`case.atomic`)."""
+    folder.mkdir()
+    folder.chmod(0o555)
+    if not os.access(folder, os.W_OK):
+        return
+
+    def refuse(prefix: str = "", suffix: str = "", dir: str | Path | None = None) -> tuple[int, str]:
+        if Path(dir or ".").resolve() == folder.resolve():
+            raise PermissionError(errno.EACCES, "Permission denied", str(Path(dir) / f"{prefix}x1y2z3{suffix}"))
+        return mkstemp(prefix=prefix, suffix=suffix, dir=dir)
+
+    mkstemp = tempfile.mkstemp
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+
+
+def test_a_failed_write_names_the_flag_the_file_and_the_reason(
+    files: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """C-new-10: ``--out /dev/full`` said only "[Errno 28] No space left on device", and --out in a
+    read-only folder named the temporary file beside the target."""
+    gt, pred = files
+    if Path("/dev/full").exists():
+        code, out, err = run(capsys, "--gt", str(gt), "--pred", str(pred), "--out", "/dev/full")
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert err == "evaluate.py: error: --out /dev/full: cannot write it (No space left on device)\n", err
+    locked = tmp_path / "locked"
+    read_only(locked, monkeypatch)
+    target = locked / "metrics.json"
+    code, out, err = run(capsys, "--gt", str(gt), "--pred", str(pred), "--out", str(target))
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err == f"evaluate.py: error: --out {target}: cannot write it (Permission denied)\n", err

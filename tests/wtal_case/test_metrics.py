@@ -151,8 +151,9 @@ def test_zero_length_segments_have_tiou_zero() -> None:
     # A zero-length prediction inside a real instance has tIoU 0 too.
     gt = gt_file({"v": [(0, 10, "A")]})
     assert ap_of(gt, pred_file({"v": [(5, 5, "A", 1.0)]}), [0.1]) == [0.0]
-    # With threshold 0 every pair qualifies (tIoU >= 0), as in the official code.
-    assert ap_of(gt, pred_file({"v": [(50, 60, "A", 1.0)]}), [0.0]) == [1.0]
+    # With threshold 0 every pair would qualify (tIoU >= 0; the official code scores this mAP 1.0): refused.
+    with pytest.raises(ValueError, match=r"thresholds in \(0, 1\]"):
+        ap_of(gt, pred_file({"v": [(50, 60, "A", 1.0)]}), [0.0])
 
 
 def test_string_bounds_and_extra_keys_are_accepted() -> None:
@@ -244,7 +245,7 @@ def test_errors_name_the_file_and_entry(tmp_path: Path) -> None:
         evaluate_detection(gt_path, 3)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("thr", [[], [1.5], [-0.1], [float("nan")], [[0.1, 0.2]]])
+@pytest.mark.parametrize("thr", [[], [0.0], [0.5, 0], [1.5], [-0.1], [float("nan")], [[0.1, 0.2]], ["x"]])
 def test_bad_thresholds_are_rejected(thr: list) -> None:
     with pytest.raises(ValueError, match="tiou_thresholds"):
         evaluate_detection(GOOD_GT, {"results": {}}, tiou_thresholds=thr)
@@ -280,7 +281,7 @@ def problems(draw: st.DrawFn, ties: bool) -> tuple[dict, dict, list[float]]:
         items = draw(st.lists(st.tuples(seg, st.sampled_from([*classes, "Z"]), score), max_size=8))
         pred_videos.setdefault(v, []).extend((s, e, lab, sc) for (s, e), lab, sc in items)
     thr = draw(
-        st.lists(st.sampled_from([0.0, 0.1, 0.2, 0.25, 1 / 3, 0.5, 0.6, 2 / 3, 0.7, 0.95, 1.0]), min_size=1, max_size=5)
+        st.lists(st.sampled_from([0.1, 0.2, 0.25, 1 / 3, 0.5, 0.6, 2 / 3, 0.7, 0.95, 1.0]), min_size=1, max_size=5)
     )
     return gt, pred_file(pred_videos), thr
 

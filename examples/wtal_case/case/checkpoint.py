@@ -28,9 +28,11 @@ from .atomic import atomic_write_bytes
 
 __all__ = [
     "REQUIRED_KEYS",
+    "INFERENCE_KEYS",
     "save_checkpoint",
     "load_checkpoint",
     "load_whole",
+    "load_trained",
     "periodic_checkpoints",
     "resume_candidates",
     "load_latest",
@@ -43,6 +45,10 @@ _PERIODIC = re.compile(r"^step_(\d+)\.pt$")
 
 #: What every checkpoint of a run holds (a file without one of them cannot resume a run).
 REQUIRED_KEYS = ("step", "model", "optimizer", "cluster_fg", "rng", "data_order", "config", "class_names", "best")
+
+#: What running a trained model needs of a checkpoint (:func:`load_trained`): the weights, the
+#: configuration that reads them, the class of each output, Q^C[:, fg] and the step.
+INFERENCE_KEYS = ("model", "config", "class_names", "cluster_fg", "step")
 
 #: The only objects besides tensors and plain containers that a checkpoint holds: NumPy's RNG
 #: state (an array of uint32). :func:`torch.load` with ``weights_only=True`` refuses every
@@ -127,6 +133,20 @@ def resume_candidates(folder: str | Path, before: int | None = None) -> list[Pat
     return final + periodic
 
 
+def _require(path: str | Path, state: Any, keys: tuple[str, ...]) -> None:
+    """Raise a :class:`RuntimeError` naming the file and what it lacks, unless ``state`` holds ``keys``."""
+    if not isinstance(state, dict):
+        raise RuntimeError(
+            f"checkpoint {path} holds a {type(state).__name__}, not train.py's dictionary of {', '.join(keys)}"
+        )
+    missing = [key for key in keys if key not in state]
+    if missing:
+        # the commonest mistake: torch.save(model.state_dict()), weights without the configuration that reads them
+        bare = bool(state) and all(isinstance(value, torch.Tensor) for value in state.values())
+        hint = " (a bare state_dict? train.py's checkpoints hold the weights with their configuration)" if bare else ""
+        raise RuntimeError(f"checkpoint {path} lacks {', '.join(missing)}{hint}")
+
+
 def load_whole(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """A checkpoint that reads back with every one of :data:`REQUIRED_KEYS`.
 
@@ -136,9 +156,20 @@ def load_whole(path: str | Path, map_location: str | torch.device = "cpu") -> di
         Naming the file: missing, unreadable, or lacking a key.
     """
     state = load_checkpoint(path, map_location)
-    missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
-    if missing:
-        raise RuntimeError(f"checkpoint {path} lacks {', '.join(missing)}")
+    _require(path, state, REQUIRED_KEYS)
+    return state
+
+
+def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint that holds what running its model needs (:data:`INFERENCE_KEYS`).
+
+    Raises
+    ------
+    FileNotFoundError, RuntimeError
+        Naming the file: missing, unreadable, not a dictionary, or lacking a key.
+    """
+    state = load_checkpoint(path, map_location)
+    _require(path, state, INFERENCE_KEYS)
     return state
 
 

@@ -51,7 +51,7 @@ from .data import DataConfig
 from .errors import ConfigError
 from .labeling import LabelingConfig
 from .losses import LossConfig
-from .metrics import DEFAULT_TIOU_THRESHOLDS
+from .metrics import DEFAULT_TIOU_THRESHOLDS, check_tiou_thresholds
 from .model import ModelConfig
 from .postprocess import PostprocessConfig
 
@@ -207,8 +207,7 @@ class EvalConfig:
     plot_videos: int = 2
 
     def __post_init__(self) -> None:
-        if not self.tiou or not all(0 < t <= 1 for t in self.tiou):
-            raise ValueError(f"eval.tiou must be a non-empty list of thresholds in (0, 1], got {self.tiou}")
+        check_tiou_thresholds(self.tiou, "eval.tiou")  # the rule of --tiou and of the evaluator
         if self.plot_videos < 0:
             raise ValueError(f"eval.plot_videos must be >= 0, got {self.plot_videos}")
 

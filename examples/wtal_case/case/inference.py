@@ -86,17 +86,32 @@ class TrainedModel:
 def load_for_inference(checkpoint: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
     """The model, Q^C[:, fg], configuration and class names saved in a checkpoint.
 
+    Raises
+    ------
+    FileNotFoundError, RuntimeError
+        Naming the file: missing, unreadable, lacking what inference needs
+        (:data:`case.checkpoint.INFERENCE_KEYS`: a bare ``state_dict`` lacks all but the
+        weights), or holding weights that do not fit its configuration.
+
     Examples
     --------
     >>> trained = load_for_inference("runs/synthetic-seed0/checkpoints/final.pt")  # doctest: +SKIP
     >>> trained.class_names[:2], trained.cluster_fg.shape  # doctest: +SKIP
     (['BaseballPitch', 'BasketballDunk'], torch.Size([16]))
     """
-    state = ckpt.load_checkpoint(checkpoint, map_location=device)
+    state = ckpt.load_trained(checkpoint, map_location=device)
     cfg = from_dict(Config, state["config"])
     names = list(state["class_names"])
     model = CASEModel(cfg.data.feature_dim, len(names), cfg.model).to(device)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:  # torch lists every mismatch, one per line: the first says enough
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__
+        detail = detail if len(detail) <= 300 else detail[:300] + "..."
+        raise RuntimeError(
+            f"checkpoint {checkpoint}: its model weights do not fit its configuration ({detail})"
+        ) from None
     model.eval()
     return TrainedModel(model, state["cluster_fg"].to(device), cfg, names, int(state["step"]), Path(checkpoint))
 

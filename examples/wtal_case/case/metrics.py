@@ -54,6 +54,7 @@ __all__ = [
     "GroundTruth",
     "Predictions",
     "average_precision",
+    "check_tiou_thresholds",
     "evaluate_detection",
     "filter_ambiguous",
     "format_metrics",
@@ -565,12 +566,20 @@ def segment_iou(start_a: np.ndarray, end_a: np.ndarray, start_b: np.ndarray, end
     return np.divide(inter, union, out=np.zeros(np.broadcast(inter, union).shape), where=union > 0)
 
 
-def _check_thresholds(tiou_thresholds: Iterable[float]) -> np.ndarray:
-    thr = np.asarray(list(tiou_thresholds), dtype=np.float64)
-    if thr.ndim != 1 or thr.size == 0:
-        raise ValueError(f"tiou_thresholds must be a non-empty list of numbers, got {thr!r}")
-    if not (np.isfinite(thr).all() and (thr >= 0).all() and (thr <= 1).all()):
-        raise ValueError(f"tiou_thresholds must lie in [0, 1], got {thr.tolist()}")
+def check_tiou_thresholds(tiou_thresholds: Iterable[float], name: str = "tiou_thresholds") -> np.ndarray:
+    """The thresholds as an array, or a :class:`ValueError` naming ``name`` (the flag, key or parameter).
+
+    The one rule for ``--tiou``, ``eval.tiou`` and the Python API: a non-empty list of
+    thresholds in (0, 1]. A threshold of 0 is refused because a match needs tIoU >= threshold:
+    a detection that does not overlap its instance at all would count as a hit.
+    """
+    values = list(tiou_thresholds) if isinstance(tiou_thresholds, Iterable) else tiou_thresholds
+    try:
+        thr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):  # not numbers, or ragged
+        thr = None
+    if thr is None or thr.ndim != 1 or thr.size == 0 or not ((thr > 0) & (thr <= 1)).all():  # NaN fails both
+        raise ValueError(f"{name} must be a non-empty list of thresholds in (0, 1], got {values}")
     return thr
 
 
@@ -705,7 +714,7 @@ def average_precision(
     predictions : Predictions
         Coded against ``ground_truth``.
     tiou_thresholds : iterable of float
-        Thresholds in [0, 1]; a match needs tIoU >= threshold.
+        Thresholds in (0, 1] (:func:`check_tiou_thresholds`); a match needs tIoU >= threshold.
 
     Returns
     -------
@@ -723,7 +732,7 @@ def average_precision(
     >>> average_precision(gt, pr, [0.5]).round(4).tolist()  # 0.5 * 1 + 0.5 * 2/3
     [[0.8333]]
     """
-    thr = _check_thresholds(tiou_thresholds)
+    thr = check_tiou_thresholds(tiou_thresholds)
     n_classes = len(ground_truth.class_names)
     ap = np.zeros((thr.size, n_classes))
     if len(predictions) == 0:
@@ -777,7 +786,7 @@ def evaluate_detection(
     >>> m.mAP, m.average
     ([1.0, 0.0], 0.5)
     """
-    thr = _check_thresholds(tiou_thresholds)
+    thr = check_tiou_thresholds(tiou_thresholds)
     gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth, subset)
     pred = load_predictions(predictions, gt)
     removed = 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import socket
 import time
 import warnings
@@ -39,7 +40,7 @@ from .atomic import atomic_write_text, remove_temporaries
 from .config import Config, ConfigError, differences_from, dump_config, parse_yaml
 from .errors import RunFolderError, RunWarning
 
-__all__ = ["LOCK_NAME", "RunPaths", "RunLock", "RunFolder"]
+__all__ = ["LOCK_NAME", "RunPaths", "RunLock", "RunFolder", "is_run_folder", "owning_run"]
 
 #: The lock file's name inside a run folder.
 LOCK_NAME = "run.lock"
@@ -51,6 +52,31 @@ _RUN_FILES = (
     r"|ablation\.json|ablation_error\.txt"
 )
 _CHECKPOINT_FILES = r"final\.pt|best\.pt|step_\d+\.pt"
+
+
+def is_run_folder(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a run of ``train.py``: its ``config.yaml`` (written before the first
+    step, kept after the last) or its lock (a run starting in it; removed when that run ends)."""
+    folder = Path(folder)
+    return (folder / "config.yaml").is_file() or (folder / LOCK_NAME).exists()
+
+
+def owning_run(path: str | Path) -> Path | None:
+    """The run folder whose own file ``path`` is (``metrics.json``, ``checkpoints/final.pt``, ...), or None.
+
+    Its own files are those its writers name (``config.yaml``, ``log.jsonl``,
+    ``predictions.json``, ``metrics.json``, the figures, the ablation's files, the
+    checkpoints); a file of another name in a run folder, or one in a folder inside it (the
+    ``eval-*`` folders of ``evaluate.py``), belongs to no run. Links are followed: a link to a
+    run's file is that file.
+    """
+    path = Path(path).resolve()
+    folder = path.parent
+    if re.fullmatch(_RUN_FILES, path.name) and is_run_folder(folder):
+        return folder
+    if folder.name == "checkpoints" and re.fullmatch(_CHECKPOINT_FILES, path.name) and is_run_folder(folder.parent):
+        return folder.parent
+    return None
 
 
 @dataclass(frozen=True)
