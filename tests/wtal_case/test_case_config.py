@@ -96,7 +96,7 @@ def test_bad_overrides_name_the_key(override: str, message: str) -> None:
         load_config(None, [override])
 
 
-@pytest.mark.parametrize("written", ["1e-4", "1E-4", "1e+4", "+2.5e-3", ".5", "5."])
+@pytest.mark.parametrize("written", ["1e-4", "1E-4", "1e+1", "+2.5e-3", ".5", "5."])  # optim.lr <= 10
 def test_every_float_a_user_writes_is_a_float(written: str, tmp_path: Path) -> None:
     """YAML 1.1 reads 1e-4 (no dot) as a string: the loader must still take it where a number goes."""
     assert load_config(None, [f"optim.lr={written}"]).optim.lr == float(written)
@@ -255,3 +255,51 @@ def test_no_float_setting_takes_nan_or_an_infinity() -> None:
             written = f"[{value}, 0.5]" if "tuple" in str(hint) or "list" in str(hint) else value
             with pytest.raises(ConfigError, match=re.escape(key)):
                 load_config(None, [f"{key}={written}"])
+
+
+# --------------------------------------------------------------------------- issue 21 (part)
+
+
+@pytest.mark.parametrize("written", ["5", "null", "[1, 2]"])
+def test_a_section_given_as_a_value_is_an_error_even_with_an_override(written: str, tmp_path: Path) -> None:
+    """C-new-4: `train: 5` was a clean error alone, but with `--set train.progress=false` the override
+    replaced the section by {} and a 3,600-step default run started."""
+    config = tmp_path / "scalar.yaml"
+    config.write_text(f"train: {written}\n")
+    for overrides in ([], ["train.progress=false"], ["train.steps=3", "optim.lr=0.1"]):
+        with pytest.raises(ConfigError, match=re.escape(f"{config}: train must be a mapping of TrainConfig fields")):
+            load_config(config, overrides)
+    config.write_text(f"labeling:\n  scc: {written}\n")  # a nested section alike
+    with pytest.raises(ConfigError, match=re.escape(f"{config}: labeling.scc must be a mapping of SCCConfig")):
+        load_config(config, ["labeling.scc.sigma=0.2"])
+
+
+@pytest.mark.parametrize("lr", ["1e38", "1e20", "11", "0", "-1e-4"])
+def test_the_learning_rate_is_bounded(lr: str) -> None:
+    """C-new-8: optim.lr=1e38 was a traceback in Adam's step (its step size overflows a float) and
+    1e20 otlabel's "fg_scores contains NaN" after the first step; Adam's rate lies in (0, 10]."""
+    message = f"defaults: optim.lr must lie in (0, 10] (the paper uses 1e-4), got {float(lr):g}"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, [f"optim.lr={lr}"])
+    for fine in ("10", "1e-4", "1e-12"):
+        assert load_config(None, [f"optim.lr={fine}"]).optim.lr == float(fine)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.seed=" + "1" * 400, "train.seed must be an integer in [0, 2**32 - 1], got an integer of 400 digits"),
+        ("train.seed=-" + "1" * 400, "train.seed must be an integer in [0, 2**32 - 1], got an integer of 400 digits"),
+        ("train.device=" + "1" * 400, "train.device must be a string, got an integer of 400 digits"),
+        ("eval.ambiguous=" + "1" * 400, "eval.ambiguous must be str or null, got an integer of 400 digits"),
+        ("train.progress=" + "1" * 400, "train.progress must be true or false, got an integer of 400 digits"),
+        ("train.device=cuda" + "x" * 400, "train.device must be 'cpu', 'cuda' or 'cuda:<index>', got"),
+        ("1" * 400 + "=3", "(400 characters)"),
+    ],
+    ids=["seed", "negative-seed", "string", "optional", "bool", "long-text", "key"],
+)
+def test_a_value_of_hundreds_of_digits_is_not_printed_whole(override: str, message: str) -> None:
+    """C-new-13: a 400-digit number in a config value was printed whole, 400 digits in a one-line error."""
+    with pytest.raises(ConfigError, match=re.escape(message)) as caught:
+        load_config(None, [override])
+    assert not re.search(r"\d{61}|x{61}", str(caught.value)), str(caught.value)

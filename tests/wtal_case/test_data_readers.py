@@ -118,7 +118,7 @@ def test_basnet_missing_feature_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("corrupt", "message"),
     [
-        (lambda p: p.write_bytes(b"this is not a numpy file"), "not a readable .npy array"),
+        (lambda p: p.write_bytes(b"this is not a numpy file"), "not a valid .npy array"),  # not allow_pickle advice
         (lambda p: p.write_bytes(p.read_bytes()[:-100]), "not a readable .npy array"),  # truncated data
         (lambda p: np.save(p, np.zeros((5, 512), np.float32)), r"shape \(5, 512\), expected \(T >= 1, 1024\)"),
         (lambda p: np.save(p, np.zeros(1024, np.float32)), r"shape \(1024,\)"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -86,6 +87,14 @@ def _poke(path: Path, value: float) -> None:
         # sizes a typo makes absurd: the allocator refused them after the run folder existed
         (["--set", f"model.hidden_dim={2**40}"], [f"the model (model.hidden_dim={2**40}", "does not fit", "GiB"]),
         (["--set", f"data.num_segments={2**40}"], [f"data.num_segments={2**40} snippets does not fit", "TiB"]),
+        # issue 21: a traceback in Adam's step once the run folder existed; 1e20, otlabel's "fg_scores contains NaN"
+        (["--set", "optim.lr=1e38"], ["optim.lr must lie in (0, 10]", "got 1e+38"]),
+        (["--set", "optim.lr=1e20"], ["optim.lr must lie in (0, 10]", "got 1e+20"]),
+        # issue 21: "train.batch_size (2) exceeds the 0 training videos" did not say why there were none
+        (
+            ["--set", "train.select=heldout", "--set", "train.heldout_fraction=0.99"],
+            ["train.heldout_fraction=0.99 holds out 2 of the 2 training videos, leaving 0", "batch_size (2)"],
+        ),
     ],
     ids=[
         "split",
@@ -99,6 +108,9 @@ def _poke(path: Path, value: float) -> None:
         "device",
         "hidden",
         "T",
+        "lr1e38",
+        "lr1e20",
+        "heldout-fraction",
     ],
 )
 def test_bad_settings_are_refused_at_once(data: Path, tmp_path: Path, extra: list[str], words: list[str]) -> None:
@@ -115,13 +127,27 @@ def test_bad_settings_are_refused_at_once(data: Path, tmp_path: Path, extra: lis
         (lambda root: (root / "split_test.txt").write_text(""), ["split_test.txt is empty"]),
         (lambda root: (root / "gt.json").unlink(), ["gt.json not found"]),
         (lambda root: (root / "split_train.txt").write_text("v_train_a\nv_train_b\nv_train_a\n"), ["listed twice"]),
+        # issue 21: NumPy's advice to set allow_pickle=True, and "not found" for a directory
+        (lambda root: (root / "features/train/flow/v_train_b.npy").write_bytes(np.random.default_rng(0).bytes(4096)),
+         ["feature file", "flow/v_train_b.npy is not a valid .npy array"]),
+        (lambda root: _swap_for_directory(root / "features/test/rgb/v_test_a.npy"),
+         ["feature file", "rgb/v_test_a.npy is a directory, not a file"]),
+        (lambda root: _swap_for_directory(root / "split_train.txt"), ["split_train.txt is a directory, not a file"]),
     ],
-    ids=["nan-test-features", "inf-train-features", "1e30-features", "empty-test-split", "no-gt", "repeated-video"],
+    ids=[
+        "nan-test-features", "inf-train-features", "1e30-features", "empty-test-split", "no-gt", "repeated-video",
+        "random-bytes-npy", "npy-directory", "split-directory",
+    ],
 )  # fmt: skip
 def test_bad_data_is_refused_at_once_naming_the_file(data: Path, tmp_path: Path, damage, words: list[str]) -> None:
     damage(data)
     out = tmp_path / "run"
     _refused(_train(data, out), out, *words)
+
+
+def _swap_for_directory(path: Path) -> None:
+    path.unlink()
+    path.mkdir()
 
 
 def test_a_training_split_without_annotations_is_refused(data: Path, tmp_path: Path) -> None:
@@ -312,3 +338,26 @@ def test_a_resume_on_data_with_other_classes_is_refused(finished: Path, data: Pa
         assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
         assert "final.pt was trained on the classes ['Jump', 'Run', 'Swim']" in errors[0]
         assert f"the data set has {classes}" in errors[0]
+
+
+def test_non_finite_model_outputs_stop_the_step_with_the_example_s_message() -> None:
+    """C-new-8: weights that a too-high learning rate has sent to NaN reached otlabel, whose
+    "fg_scores contains NaN or infinite values" named none of the example's settings; the step
+    now stops with the example's own message (train.py: exit status 1, the checkpoints kept)."""
+    from case.config import load_config
+    from case.model import CASEModel
+    from case.trainer import train_step
+
+    cfg = load_config(CONFIG_DIR / "smoke.yaml")
+    torch.manual_seed(0)
+    model = CASEModel(cfg.data.feature_dim, 3, cfg.model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
+    batch = {"features": torch.randn(2, 16, cfg.data.feature_dim), "label": torch.eye(3)[:2]}
+    cluster_fg = torch.full((cfg.model.num_clusters,), 0.5)
+    train_step(model, batch, cluster_fg, optimizer, cfg, torch.device("cpu"))  # a finite step passes
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.fill_(float("nan"))
+    message = "the loss is not finite (the model's outputs are NaN or infinite); lower optim.lr"
+    with pytest.raises(FloatingPointError, match=re.escape(message)):
+        train_step(model, batch, cluster_fg, optimizer, cfg, torch.device("cpu"))

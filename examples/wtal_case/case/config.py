@@ -84,21 +84,31 @@ INT_RANGE = (-(2**63), 2**63 - 1)
 #: The most worker processes or threads a run may ask for (``train.num_workers``, ``train.threads``).
 MAX_PARALLEL = 1024
 
+#: Adam's learning rate: above this a step moves every weight by more than the features' own
+#: scale (the paper uses 1e-4), and from about 1e38 Adam's step no longer fits in a float.
+MAX_LR = 10.0
+
+#: A run of digits longer than this in an error is a pasted or mistyped value: shown by its size.
+MAX_DIGITS_SHOWN = 40
+
 #: A decimal number as a user writes it: 1e-4, 5E+3, .5, -2.5e-3 (YAML 1.1 reads some as strings).
 _DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 @dataclass
 class OptimConfig:
-    """Adam (the paper's optimiser; learning rate 1e-4, weight decay 5e-4, β = (0.9, 0.999))."""
+    """Adam (the paper's optimiser; learning rate 1e-4, weight decay 5e-4, β = (0.9, 0.999)).
+
+    ``lr`` lies in (0, 10] (:data:`MAX_LR`).
+    """
 
     lr: float = 1e-4
     weight_decay: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.999)
 
     def __post_init__(self) -> None:
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"optim.lr must be a finite number > 0, got {self.lr}")
+        if not 0 < self.lr <= MAX_LR:  # NaN fails both comparisons
+            raise ValueError(f"optim.lr must lie in (0, {MAX_LR:g}] (the paper uses 1e-4), got {self.lr:g}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ValueError(f"optim.weight_decay must be a finite number >= 0, got {self.weight_decay}")
         if not all(0 <= b < 1 for b in self.betas):
@@ -172,7 +182,7 @@ class TrainConfig:
         if not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"train.seed must be an integer in [0, 2**32 - 1], got {self.seed}")
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
-            raise ValueError(f"train.device must be 'cpu', 'cuda' or 'cuda:<index>', got {self.device!r}")
+            raise ValueError(f"train.device must be 'cpu', 'cuda' or 'cuda:<index>', got {_shown(self.device)}")
         if self.select == "heldout" and not 0 < self.heldout_fraction < 1:
             raise ValueError(
                 f"train.select='heldout' needs 0 < train.heldout_fraction < 1, got {self.heldout_fraction}"
@@ -278,6 +288,29 @@ def _clip(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
+def _shown(value: Any) -> str:
+    """``value`` as an error shows it: an integer of hundreds of digits by its size, a long
+    text or list by its start and length, so that the message stays one readable line."""
+    if type(value) is int:
+        return _describe_int(value)
+    return _clip(repr(value))
+
+
+def _shorten_numbers(message: str) -> str:
+    """``message`` with every run of more than :data:`MAX_DIGITS_SHOWN` digits replaced by its size.
+
+    For the sections' own checks, which print the value they refuse (``train.seed must be an
+    integer in [0, 2**32 - 1], got 1111...``), whatever its length.
+
+    Examples
+    --------
+    >>> _shorten_numbers("train.seed must be an integer in [0, 2**32 - 1], got " + "1" * 400)
+    'train.seed must be an integer in [0, 2**32 - 1], got an integer of 400 digits'
+    """
+    long_number = rf"-?\d{{{MAX_DIGITS_SHOWN + 1},}}"
+    return re.sub(long_number, lambda run: f"an integer of {len(run[0].lstrip('-'))} digits", message)
+
+
 # --------------------------------------------------------------------------- typed mapping
 
 
@@ -298,13 +331,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     args = typing.get_args(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{key} must be a mapping of {tp.__name__} fields, got {value!r}")
+            raise ConfigError(f"{key} must be a mapping of {tp.__name__} fields, got {_shown(value)}")
         return from_dict(tp, value, key)
     if tp is Any:
         return value
     if origin is Literal:
         if not any(value == a and type(value) is type(a) for a in args):
-            raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
+            raise ConfigError(f"{key} must be {_type_name(tp)}, got {_shown(value)}")
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -316,41 +349,41 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, arg, key)
             except ConfigError:
                 pass
-        raise ConfigError(f"{key} must be {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{key} must be {_type_name(tp)}, got {_shown(value)}")
     if origin in (list, tuple, Sequence):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
+            raise ConfigError(f"{key} must be a list, got {_shown(value)}")
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
-                raise ConfigError(f"{key} must be a list of {len(args)} items, got {list(value)!r}")
+                raise ConfigError(f"{key} must be a list of {len(args)} items, got {_shown(list(value))}")
             return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
         item = args[0] if args else Any
         items = [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+            raise ConfigError(f"{key} must be a mapping, got {_shown(value)}")
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}")
+            raise ConfigError(f"{key} must be true or false, got {_shown(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
+            raise ConfigError(f"{key} must be an integer, got {_shown(value)}")
         return value  # its range: from_dict, after the section's own checks (which say more)
     if tp is float:
         if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
             return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
+            raise ConfigError(f"{key} must be a number, got {_shown(value)}")
         try:
             return float(value)
         except OverflowError:  # an integer of hundreds of digits
             raise ConfigError(f"{key} must be a number within the float range, got {_describe_int(value)}") from None
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
+            raise ConfigError(f"{key} must be a string, got {_shown(value)}")
         return value
     if isinstance(tp, type) and isinstance(value, tp):
         return value
@@ -380,15 +413,13 @@ def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
         path = f"{prefix}.{key}" if prefix else str(key)
         if key not in names:
             raise ConfigError(
-                f"unknown key {path!r}; valid keys{' of ' + prefix if prefix else ''}: {', '.join(names)}"
+                f"unknown key {_clip(path)!r}; valid keys{' of ' + prefix if prefix else ''}: {', '.join(names)}"
             )
         kwargs[key] = _convert(value, hints[key], path)
     try:
         made = cls(**kwargs)  # __post_init__ checks the values
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as err:
-        raise ConfigError(str(err)) from err
+    except (ValueError, TypeError) as err:  # a ConfigError too: its value may be hundreds of digits long
+        raise ConfigError(_shorten_numbers(str(err))) from err
     for key, value in kwargs.items():
         if type(value) is int and not INT_RANGE[0] <= value <= INT_RANGE[1]:
             path = f"{prefix}.{key}" if prefix else str(key)
@@ -442,16 +473,16 @@ def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[st
     result = dict(values)
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {_clip(item)!r}")
         dotted, raw = item.split("=", 1)
         dotted = dotted.strip()
         parts = dotted.split(".")
         if not all(parts):
-            raise ConfigError(f"--set key {dotted!r} is malformed")
+            raise ConfigError(f"--set key {_clip(dotted)!r} is malformed")
         try:
             value = parse_yaml(raw) if raw.strip() else ""
         except ConfigError as err:
-            raise ConfigError(f"--set {dotted}: cannot parse value {_clip(raw)!r}: {err}") from None
+            raise ConfigError(f"--set {_clip(dotted)}: cannot parse value {_clip(raw)!r}: {err}") from None
         cls: Any = Config
         node = result
         for depth, part in enumerate(parts):
@@ -459,15 +490,19 @@ def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[st
             here = ".".join(parts[: depth + 1])
             if part not in names:
                 where = ".".join(parts[:depth]) or "the top level"
-                raise ConfigError(f"--set {dotted}: unknown key {here!r}; valid keys of {where}: {', '.join(names)}")
+                raise ConfigError(
+                    f"--set {_clip(dotted)}: unknown key {_clip(here)!r}; valid keys of {where}: {', '.join(names)}"
+                )
             hint = typing.get_type_hints(cls)[part]
             if depth == len(parts) - 1:
                 node[part] = value
                 break
             if not dataclasses.is_dataclass(hint):
-                raise ConfigError(f"--set {dotted}: {here!r} is a value, not a section")
-            child = node.get(part)
-            child = dict(child) if isinstance(child, Mapping) else {}
+                raise ConfigError(f"--set {_clip(dotted)}: {here!r} is a value, not a section")
+            child = node.get(part, {})
+            if not isinstance(child, Mapping):  # `train: 5` in the file: an error, not a section to replace
+                raise ConfigError(f"{here} must be a mapping of {hint.__name__} fields, got {_shown(child)}")
+            child = dict(child)
             node[part] = child
             node, cls = child, hint
     return result

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from otlabel import OnlineLabeller
+from otlabel import OnlineLabeller, OTLabelError
 
 from . import checkpoint as ckpt
 from . import viz
@@ -182,6 +182,12 @@ def prepare_run(cfg: Config, env: Distributed) -> RunInputs:
     heldout = None
     if cfg.train.select == "heldout":
         train_idx, held_idx = split_heldout(len(full_train), cfg.train.heldout_fraction, seed)
+        if len(train_idx) < cfg.train.batch_size:  # BatchOrder's message would blame the batch size alone
+            raise ConfigError(
+                f"train.heldout_fraction={cfg.train.heldout_fraction:g} holds out {len(held_idx)} of the "
+                f"{len(full_train)} training videos, leaving {len(train_idx)} to train on, fewer than "
+                f"train.batch_size ({cfg.train.batch_size}); lower train.heldout_fraction or train.batch_size"
+            )
         train_set = VideoSubset(full_train, train_idx)
         held_set = full_train.with_sampling(cfg.eval.sampling)
         held_videos = {held_set.videos[i] for i in held_idx}
@@ -228,18 +234,36 @@ def train_step(
     labelling problems (SCC's Q^S with the rank prior of Q^C[:, fg] = ``cluster_fg``, and
     CCC's Q^C) on the way; the returned ``cluster_fg`` feeds the next step's prior.
     ``marginal_state`` is CCC's moving average of β (``labeling.ccc.marginal="ema"``).
+
+    Raises
+    ------
+    FloatingPointError
+        The model's outputs or the loss are not finite (training diverged: the learning rate
+        is too high); nothing is updated.
     """
     net.train()
     outputs = net(batch["features"].to(device, non_blocking=True))
-    result = case_objective(
-        outputs, batch["label"].to(device), cluster_fg, cfg.loss, cfg.labeling, marginal_state=marginal_state
-    )
+    try:
+        result = case_objective(
+            outputs, batch["label"].to(device), cluster_fg, cfg.loss, cfg.labeling, marginal_state=marginal_state
+        )
+    except OTLabelError:
+        # otlabel refuses a NaN or infinite score when it reads its inputs back, which it does
+        # anyway: the outputs are looked at only then, so a step that is fine reads nothing more.
+        if all(bool(torch.isfinite(tensor).all()) for stream in outputs for tensor in stream):
+            raise
+        raise _diverged("the model's outputs are NaN or infinite") from None
     if not torch.isfinite(result.loss):
-        raise FloatingPointError(f"the loss is not finite ({result.parts}); lower optim.lr")
+        raise _diverged(str(result.parts))
     optimizer.zero_grad(set_to_none=True)
     result.loss.backward()
     optimizer.step()
     return result
+
+
+def _diverged(what: str) -> FloatingPointError:
+    """The error of a step whose numbers left the float range (``train.py`` exits with status 1)."""
+    return FloatingPointError(f"the loss is not finite ({what}); lower optim.lr")
 
 
 def _jsonable(value: Any) -> Any:

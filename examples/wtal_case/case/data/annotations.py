@@ -26,7 +26,7 @@ import numpy as np
 
 from ..jsonfile import read_json
 from .constants import FEATURE_FPS, FRAMES_PER_SNIPPET, SNIPPET_SECONDS
-from .errors import DatasetError, DatasetFileNotFoundError
+from .errors import DatasetError, DatasetFileNotFoundError, require_file
 
 #: W-TALC subset names → this package's split names.
 WTALC_SUBSETS = {"validation": "train", "test": "test"}
@@ -200,8 +200,7 @@ def read_activitynet_gt(path: str | Path) -> dict[str, VideoRecord]:
 def load_pickled_npy(path: Path, what: str = "annotation file") -> np.ndarray:
     """Load one of W-TALC's pickled ``.npy`` files (annotations or the joint features);
     errors name ``what`` and the file."""
-    if not path.is_file():
-        raise DatasetFileNotFoundError(f"{what} {path} not found")
+    require_file(path, what)
     try:
         # W-TALC's files are Python 2 pickles: latin1 is the encoding numpy documents for them.
         return np.load(path, allow_pickle=True, encoding="latin1")

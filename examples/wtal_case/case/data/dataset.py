@@ -33,7 +33,7 @@ from .annotations import (
     read_wtalc_annotations,
 )
 from .constants import MAX_FEATURE_MAGNITUDE, SNIPPET_SECONDS, STREAM_DIM
-from .errors import DatasetError, DatasetFileNotFoundError, DatasetWarning
+from .errors import DatasetError, DatasetFileNotFoundError, DatasetWarning, require_file
 from .sampling import SAMPLING_MODES, sample_indices
 from .synthetic import SyntheticConfig, ensure_synthetic
 
@@ -281,13 +281,23 @@ def collate_videos(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def _npy_shape(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype from a ``.npy`` header, without reading the data."""
-    if not path.is_file():
-        raise DatasetFileNotFoundError(f"feature file {path} not found")
+    require_file(path, "feature file")
     try:
         arr = np.load(path, mmap_mode="r")
     except Exception as exc:  # truncated header, not a .npy file, pickled object array...
-        raise DatasetError(f"feature file {path} is not a readable .npy array ({exc})") from None
+        raise _not_npy(path, exc) from None
     return arr.shape, arr.dtype
+
+
+def _not_npy(path: Path, exc: Exception) -> DatasetError:
+    """The error for a feature file NumPy cannot load, naming the file.
+
+    A file without the ``.npy`` header is taken by NumPy for a pickle, and its message then
+    advises ``allow_pickle=True``: advice to load untrusted bytes as code, and not the problem.
+    """
+    if "allow_pickle" in str(exc):
+        return DatasetError(f"feature file {path} is not a valid .npy array (it lacks the .npy header)")
+    return DatasetError(f"feature file {path} is not a readable .npy array ({exc})")
 
 
 def _check_feature(shape: tuple[int, ...], dtype: np.dtype, width: int, path: Path | str) -> None:
@@ -301,6 +311,8 @@ def _load_npy(path: Path, width: int) -> np.ndarray:
     try:
         arr = np.load(path)
     except Exception as exc:  # truncated data, disk errors
+        if "allow_pickle" in str(exc):  # a file replaced after verify() read its header
+            raise _not_npy(path, exc) from None
         raise DatasetError(f"feature file {path} cannot be read ({exc})") from None
     _check_feature(arr.shape, arr.dtype, width, path)
     return arr
@@ -308,8 +320,7 @@ def _load_npy(path: Path, width: int) -> np.ndarray:
 
 def _read_names(path: Path, item: str) -> list[str]:
     """The ``item`` names of a split file or ``classes.txt``, one per non-empty line: at least one, each once."""
-    if not path.is_file():
-        raise DatasetFileNotFoundError(f"{item} list {path} not found")
+    require_file(path, f"{item} list")
     try:
         names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except UnicodeDecodeError as exc:
