@@ -8,7 +8,8 @@
     torchrun --nproc_per_node=2 examples/wtal_case/train.py --config ... # DDP (gloo on the CPU)
 
 The run folder (``--out``; default ``runs/<config>-seed<seed>``, numbered ``-2``, ``-3``, ...
-when that one already holds a run, and the unnumbered one with ``--resume``) receives config.yaml,
+when that one already holds a run or another run takes it first, and the unnumbered one with
+``--resume``) receives config.yaml,
 log.jsonl, checkpoints/, predictions.json, metrics.json and plots. The last line printed is
 the metrics as JSON.
 
@@ -16,6 +17,9 @@ Everything that can be wrong with the settings, the machine or the data is found
 first step and before the run folder exists: one line on stderr, exit status 2, nothing to
 clean up (``case.trainer.prepare_run``). Warnings (data oddities that real data has, a stale
 lock taken over, a damaged checkpoint passed over) are one line each and do not stop the run.
+A write that fails during the run (a full disk, a file-size limit, a read-only folder) is one
+line naming the file, and so is Ctrl-C (exit status 130): the run folder keeps the checkpoints
+written before, for ``--resume``.
 """
 
 from __future__ import annotations
@@ -30,11 +34,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from case.config import CONFIG_DIR, load_config  # noqa: E402
-from case.errors import SETUP_ERRORS, ConfigError, one_line_warnings  # noqa: E402
+from case.errors import SETUP_ERRORS, ConfigError, Interrupted, one_line_warnings  # noqa: E402
 from case.trainer import train  # noqa: E402
 
 #: A disk (or quota) that is full: the run stops with one line, and --resume continues it later.
 FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+#: The exit status of a command stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
+INTERRUPTED = 130
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,16 +67,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def default_run_folder(config_name: str, seed: int, resume: bool) -> Path:
-    """``runs/<config>-seed<seed>``; a new run never reuses an existing folder (``-2``, ``-3``, ...)."""
+def default_run_folder(config_name: str, seed: int, resume: bool) -> tuple[Path, bool]:
+    """``runs/<config>-seed<seed>``, and whether the run may take the next free name instead.
+
+    A new run never reuses a folder that holds a run: it takes the first free one of ``-2``,
+    ``-3``, ..., chosen when the folder is locked (:meth:`case.runfolder.RunFolder.open_new`),
+    so that two runs started together never take the same one.
+    """
     base = Path("runs") / f"{config_name}-seed{seed}"
-    if resume or int(os.environ.get("WORLD_SIZE", "1")) > 1:  # ranks must agree without talking: no numbering
-        return base
-    candidate, n = base, 1
-    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
+    # a resume continues the unnumbered run; DDP ranks must agree without talking: no numbering
+    return base, not resume and int(os.environ.get("WORLD_SIZE", "1")) == 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,12 +92,20 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"train.py: error: {err}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else default_run_folder(Path(args.config).stem, cfg.train.seed, args.resume)
+    out, numbered = Path(args.out or "."), False
+    if not args.out:
+        out, numbered = default_run_folder(Path(args.config).stem, cfg.train.seed, args.resume)
 
     # 2. Train and evaluate (everything is checked before the first step)
     with one_line_warnings("train.py"):
         try:
-            summary = train(cfg, out, resume=args.resume)
+            summary = train(cfg, out, resume=args.resume, numbered=numbered)
+        except Interrupted as err:
+            print(f"train.py: {err}", file=sys.stderr)
+            return INTERRUPTED
+        except KeyboardInterrupt:  # before the first step: nothing written, nothing to resume
+            print("train.py: interrupted before training started", file=sys.stderr)
+            return INTERRUPTED
         except SETUP_ERRORS as err:
             print(f"train.py: error: {err}", file=sys.stderr)
             return 2
@@ -98,21 +113,28 @@ def main(argv: list[str] | None = None) -> int:
             print(f"train.py: error: {err}", file=sys.stderr)
             return 1
         except OSError as err:
-            if err.errno not in FULL_DISK:
-                raise
+            if err.errno in FULL_DISK:
+                print(
+                    f"train.py: error: {err.filename or out}: {err.strerror}; the checkpoints written before are "
+                    "whole: free some space and continue with --resume",
+                    file=sys.stderr,
+                )
+                return 1
+            # a file-size limit, a read-only or vanished folder, an I/O error: what failed, in one line
+            code = errno.errorcode.get(err.errno, err.errno) if err.errno is not None else type(err).__name__
             print(
-                f"train.py: error: {err.filename or out}: {err.strerror}; the checkpoints written before are whole: "
-                "free some space and continue with --resume",
+                f"train.py: error: {err.filename or out}: {err.strerror or err} ({code}); the checkpoints written "
+                "before are whole: fix that and continue with --resume",
                 file=sys.stderr,
             )
-            return 1
+            return 2
 
     # 3. Report
     if summary is not None:
         metrics = summary["metrics"]
         tious = " | ".join(f"{t:.2f}" for t in metrics["tiou"])
         maps = " | ".join(f"{100 * m:.1f}" for m in metrics["mAP"])
-        print(f"\nrun folder: {out}  ({summary['steps']} steps, {summary['seconds']:.0f} s)")
+        print(f"\nrun folder: {summary['folder']}  ({summary['steps']} steps, {summary['seconds']:.0f} s)")
         if summary.get("selected_step") is not None:
             print(f"model selection: best held-out step {summary['selected_step']} (training videos only)")
         print(f"| tIoU | {tious} | avg |\n|---|{'---|' * len(metrics['tiou'])}---|")

@@ -70,7 +70,7 @@ def test_a_full_disk_leaves_the_old_file_and_names_the_new_one(tmp_path: Path, m
 def test_train_py_stops_on_a_full_disk_in_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     """A full disk mid-run was a traceback; the run is whole up to its last checkpoint: say how to go on."""
 
-    def full(cfg, out, resume=False):
+    def full(cfg, out, resume=False, numbered=False):
         raise OSError(errno.ENOSPC, "No space left on device", "runs/x/checkpoints/step_000500.pt")
 
     monkeypatch.setattr(train_py, "train", full)

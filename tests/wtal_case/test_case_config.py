@@ -200,14 +200,36 @@ def test_default_run_folder_never_reuses_a_run(tmp_path: Path, monkeypatch: pyte
     sys.path.insert(0, str(ROOT / "examples" / "wtal_case"))
     from train import default_run_folder
 
+    from case.errors import RunFolderInUse
+    from case.runfolder import RunFolder, RunLock
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert default_run_folder("synthetic", 0, resume=False) == Path("runs/synthetic-seed0")
-    (tmp_path / "runs" / "synthetic-seed0").mkdir(parents=True)
-    assert default_run_folder("synthetic", 0, resume=False) == Path("runs/synthetic-seed0")  # empty: reused
-    (tmp_path / "runs" / "synthetic-seed0" / "log.jsonl").write_text("")
-    assert default_run_folder("synthetic", 0, resume=False) == Path("runs/synthetic-seed0-2")
-    assert default_run_folder("synthetic", 0, resume=True) == Path("runs/synthetic-seed0")
+    base, numbered = default_run_folder("synthetic", 0, resume=False)
+    assert base == Path("runs/synthetic-seed0") and numbered
+    assert default_run_folder("synthetic", 0, resume=True) == (base, False)  # --resume: the unnumbered run
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert default_run_folder("synthetic", 0, resume=False) == (base, False)  # DDP ranks must agree
+
+    def new_run() -> Path:
+        with RunFolder.open_new(base, Config()) as folder:
+            return folder.paths.root
+
+    (tmp_path / base).mkdir(parents=True)
+    assert new_run() == base  # empty: reused
+    (tmp_path / base / "log.jsonl").write_text("")
+    assert new_run() == Path("runs/synthetic-seed0-2")
+    (tmp_path / base / "log.jsonl").unlink()
+    # another run locks the free name between our look and our lock: the next name, not "in use"
+    acquire = RunLock.acquire
+
+    def taken_first(lock: RunLock) -> None:
+        if lock.path.parent == base:
+            raise RunFolderInUse(f"run folder {base} is in use")
+        acquire(lock)
+
+    monkeypatch.setattr(RunLock, "acquire", taken_first)
+    assert new_run() == Path("runs/synthetic-seed0-2")
 
 
 def _fields(cls: type, prefix: str = "") -> list[tuple[str, object, type]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -361,3 +362,123 @@ def test_non_finite_model_outputs_stop_the_step_with_the_example_s_message() -> 
     message = "the loss is not finite (the model's outputs are NaN or infinite); lower optim.lr"
     with pytest.raises(FloatingPointError, match=re.escape(message)):
         train_step(model, batch, cluster_fg, optimizer, cfg, torch.device("cpu"))
+
+
+# --------------------------------------------------------------------------- a run stopped from outside
+
+
+def _last_error(result_stderr: str) -> list[str]:
+    """The lines of stderr that are not warnings."""
+    return [line for line in result_stderr.splitlines() if not line.startswith("train.py: warning:")]
+
+
+def test_ctrl_c_during_training_is_one_line_and_the_run_resumes(data: Path, tmp_path: Path) -> None:
+    """Ctrl-C was a 25-33 line traceback (C-new-9); now one line saying how to go on, exit status 130."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        _command(data, out), env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_for(out / "checkpoints" / "step_000002.pt", proc)
+        os.kill(proc.pid, signal.SIGSTOP)  # an interrupt between the first checkpoint and the end of the run
+        assert not (out / "metrics.json").exists()
+        os.kill(proc.pid, signal.SIGINT)
+        os.kill(proc.pid, signal.SIGCONT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and len(_last_error(stderr)) == 1, stderr
+    assert re.fullmatch(
+        rf"train\.py: interrupted at step \d; continue with --resume --out {re.escape(str(out))}",
+        _last_error(stderr)[0],
+    )
+    assert not (out / "run.lock").exists()
+    resumed = _train(data, out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (out / "metrics.json").exists()
+
+
+def test_ctrl_c_during_data_generation_is_one_line(tmp_path: Path) -> None:
+    """Ctrl-C while the first run generates the synthetic set: one line, exit 130, no half-written set."""
+    root = tmp_path / "synthetic"
+    command = [
+        sys.executable, str(TRAIN), "--config", str(CONFIG_DIR / "smoke.yaml"), "--set", f"data.root={root}",
+        "--set", "data.synthetic.scale=1.0", "--set", "train.progress=false", "--out", str(tmp_path / "run"),
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        command, env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".synthetic.tmp-*")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proc.poll() is None, proc.stderr.read()
+        os.kill(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and len(_last_error(stderr)) == 1, stderr
+    line = _last_error(stderr)[0]
+    assert line.startswith("train.py: interrupted while generating the synthetic data set") and str(root) in line
+    assert "the next run generates it again" in line
+    assert not root.exists() and not list(tmp_path.glob(".synthetic.tmp-*")) and not (tmp_path / "run").exists()
+
+
+def test_a_write_error_other_than_a_full_disk_is_one_line(data: Path, tmp_path: Path) -> None:
+    """A file-size limit (EFBIG), a read-only checkpoints/ folder (EACCES, EROFS): a 28-line traceback
+    (C-new-7); now one line naming the file and the error, exit status 2, the run folder resumable."""
+    out = tmp_path / "run"
+
+    def limit_file_size() -> None:  # the checkpoints (3 MB) do not fit; config.yaml and the log do
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+
+    result = subprocess.run(
+        _command(data, out), capture_output=True, text=True, env=_env(), cwd=tmp_path, preexec_fn=limit_file_size
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = _last_error(result.stderr)
+    assert "Traceback" not in result.stderr and len(errors) == 1, result.stderr
+    assert errors[0].startswith(f"train.py: error: {out / 'checkpoints' / 'step_000002.pt'}: File too large")
+    assert "EFBIG" in errors[0] and "--resume" in errors[0]
+    assert not (out / "run.lock").exists() and not list(out.rglob("*.tmp"))
+    resumed = _train(data, out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert (out / "metrics.json").exists()
+
+
+def test_two_runs_without_out_started_together_take_two_folders(data: Path, tmp_path: Path) -> None:
+    """Both chose runs/<config>-seed<seed> before either locked it: the second was refused "in use"
+    (C-new-14); now it takes the next free name, -2, as documented."""
+    command = [arg for arg in _command(data, tmp_path / "unused") if arg not in ("--out", str(tmp_path / "unused"))]
+    procs = [
+        subprocess.Popen(command, env=_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    results = [proc.communicate(timeout=300) for proc in procs]
+    for proc, (_, stderr) in zip(procs, results):
+        assert proc.returncode == 0, stderr[-3000:]
+    runs = tmp_path / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == ["smoke-seed0", "smoke-seed0-2"]
+    assert all((runs / name / "metrics.json").exists() for name in ("smoke-seed0", "smoke-seed0-2"))
+    printed = sorted(line for stdout, _ in results for line in stdout.splitlines() if line.startswith("run folder:"))
+    assert [line.split()[2] for line in printed] == ["runs/smoke-seed0", "runs/smoke-seed0-2"]
+
+
+# --------------------------------------------------------------------------- what --resume compares
+
+
+def test_a_resume_may_change_what_cannot_change_the_outcome(finished: Path, data: Path) -> None:
+    """--resume refused a changed train.progress or train.num_workers, which only show progress or load
+    the same batches in other processes; a setting that changes the run (optim.lr) is still refused."""
+    allowed = _train(data, finished, "--resume", "--set", "train.progress=true", "--set", "train.num_workers=1")
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    refused = _train(data, finished, "--resume", "--set", "optim.lr=0.5", "--set", "train.num_workers=1")
+    assert refused.returncode == 2 and "configuration differs" in refused.stderr, refused.stderr
+    assert "optim.lr: 0.001 -> 0.5" in refused.stderr and "num_workers" not in refused.stderr

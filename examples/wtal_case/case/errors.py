@@ -2,7 +2,8 @@
 
 Every error here names the setting or the file at fault. The command lines (``train.py``,
 ``evaluate.py``, ``ablate.py``) print :data:`SETUP_ERRORS` as one line on stderr with exit
-status 2, and warnings as one line each (:func:`one_line_warnings`).
+status 2, and warnings as one line each (:func:`one_line_warnings`); ``train.py`` prints
+:class:`Interrupted` (Ctrl-C) as one line with exit status 130.
 """
 
 from __future__ import annotations
@@ -13,10 +14,19 @@ import sys
 import warnings
 from collections.abc import Iterator
 
-from .data.errors import DatasetError
+from .data.errors import DatasetError, Interrupted
 from .metrics import DetectionFileError
 
-__all__ = ["ConfigError", "RunFolderError", "RunWarning", "SETUP_ERRORS", "one_line_warnings", "fits_in_memory"]
+__all__ = [
+    "ConfigError",
+    "Interrupted",
+    "RunFolderError",
+    "RunFolderInUse",
+    "RunWarning",
+    "SETUP_ERRORS",
+    "one_line_warnings",
+    "fits_in_memory",
+]
 
 
 class ConfigError(ValueError):
@@ -27,6 +37,10 @@ class ConfigError(ValueError):
 class RunFolderError(RuntimeError):
     """The run folder is in a state that the requested action would damage (taken, locked, or
     holding a run of another configuration); the message names the folder or file."""
+
+
+class RunFolderInUse(RunFolderError):
+    """Another process holds the run folder's lock."""
 
 
 class RunWarning(UserWarning):

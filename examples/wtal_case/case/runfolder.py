@@ -12,9 +12,9 @@ A run folder (``train.py --out``) holds::
 
 Every file is written atomically (:mod:`case.atomic`). One process at a time works in a
 folder (:class:`RunLock`); a new run needs an empty folder, and ``--resume`` continues only
-a run of the same configuration — compared with ``config.yaml`` and with the configuration
-saved in the checkpoint it resumes from, so that deleting ``config.yaml`` cannot smuggle
-another learning rate onto old weights.
+a run of the same configuration (but for :data:`RESUME_MAY_CHANGE`) — compared with
+``config.yaml`` and with the configuration saved in the checkpoint it resumes from, so that
+deleting ``config.yaml`` cannot smuggle another learning rate onto old weights.
 """
 
 from __future__ import annotations
@@ -38,12 +38,17 @@ except ImportError:  # not POSIX: the lock record alone decides (see RunLock)
 
 from .atomic import atomic_write_text, remove_temporaries
 from .config import Config, ConfigError, differences_from, dump_config, parse_yaml
-from .errors import RunFolderError, RunWarning
+from .errors import RunFolderError, RunFolderInUse, RunWarning
 
-__all__ = ["LOCK_NAME", "RunPaths", "RunLock", "RunFolder", "is_run_folder", "owning_run"]
+__all__ = ["LOCK_NAME", "RESUME_MAY_CHANGE", "RunPaths", "RunLock", "RunFolder", "is_run_folder", "owning_run"]
 
 #: The lock file's name inside a run folder.
 LOCK_NAME = "run.lock"
+
+#: The settings a ``--resume`` may change: they cannot change the run's weights, log or metrics
+#: (a progress bar; worker processes load the same batches as the training process, see
+#: :mod:`case.batching`). Every other setting must be the one the run started with.
+RESUME_MAY_CHANGE = ("train.progress", "train.num_workers")
 
 #: What a run folder's writers put in it, by name (the ablation adds its cache and error
 #: files): only a temporary file of one of these is a write that a kill cut short.
@@ -166,7 +171,8 @@ class RunLock:
         }
 
     def acquire(self) -> None:
-        """Take the lock, or raise :class:`RunFolderError` naming the process that holds it."""
+        """Take the lock, or raise :class:`RunFolderInUse` naming the process that holds it
+        (:class:`RunFolderError` where the lock file cannot be written)."""
         while True:
             try:  # never through a symbolic link: the record would overwrite whatever it points to
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
@@ -184,7 +190,7 @@ class RunLock:
             except BlockingIOError:
                 holder = self._read(fd)
                 os.close(fd)
-                raise RunFolderError(
+                raise RunFolderInUse(
                     f"run folder {self.path.parent} is in use by {_describe(holder)} (lock file {self.path}); "
                     "wait for that run to end, or stop it"
                 ) from None
@@ -204,7 +210,7 @@ class RunLock:
         previous = self._read(fd)
         if previous and not kernel_lock and _alive(previous):
             os.close(fd)
-            raise RunFolderError(
+            raise RunFolderInUse(
                 f"run folder {self.path.parent} is in use by {_describe(previous)} (lock file {self.path}); "
                 "wait for that run to end, or stop it (delete the lock file if that process is gone)"
             )
@@ -286,6 +292,30 @@ class RunFolder:
             raise
         return folder
 
+    @classmethod
+    def open_new(cls, base: Path, cfg: Config) -> RunFolder:
+        """Create and lock the first free folder of ``base``, ``base-2``, ``base-3``, ... for a new run.
+
+        A name is free if nothing is there or an empty folder. Choosing and locking are one step:
+        two runs started together both find ``base`` free, and the one that locks it second
+        goes on to the next name instead of being refused.
+
+        Raises
+        ------
+        RunFolderError
+            A free name cannot be created or locked (a read-only parent folder).
+        """
+        n = 1
+        while True:
+            root = base if n == 1 else base.with_name(f"{base.name}-{n}")
+            n += 1
+            if root.exists() and (not root.is_dir() or any(root.iterdir())):
+                continue
+            try:
+                return cls.open(RunPaths(root), cfg, resume=False)
+            except RunFolderInUse:  # another run took this name since we looked
+                continue
+
     def __enter__(self) -> RunFolder:
         return self
 
@@ -324,7 +354,14 @@ class RunFolder:
 
     @staticmethod
     def check_same_config(saved: Any, cfg: Config, source: str) -> None:
-        """Raise :class:`RunFolderError` naming the keys in which ``cfg`` differs from a saved configuration."""
+        """Raise :class:`RunFolderError` naming the keys in which ``cfg`` differs from a saved configuration
+        (but for :data:`RESUME_MAY_CHANGE`)."""
+        if isinstance(saved, Mapping):  # those keys compare equal: the saved run takes cfg's values
+            saved = dict(saved)
+            for key in RESUME_MAY_CHANGE:
+                section, name = key.split(".")
+                if isinstance(saved.get(section), Mapping):
+                    saved[section] = {**saved[section], name: getattr(getattr(cfg, section), name)}
         differences = differences_from(saved, cfg)
         if not differences:
             return

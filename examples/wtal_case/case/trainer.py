@@ -53,7 +53,7 @@ from .config import Config, ConfigError, to_dict
 from .data import DatasetError, VideoDataset, build_dataset
 from .data.constants import SNIPPET_SECONDS
 from .distributed import Distributed, mean_over_ranks, setup_runtime
-from .errors import RunFolderError, RunWarning, fits_in_memory
+from .errors import Interrupted, RunFolderError, RunWarning, fits_in_memory
 from .evaluation import evaluate_checkpoint, has_annotations, valid_one_epoch
 from .inference import TrainedModel
 from .labeling import ccc_marginal_state
@@ -276,7 +276,7 @@ def _warn(message: str) -> None:
     warnings.warn(RunWarning(message), stacklevel=2)
 
 
-def train(cfg: Config, out: str | Path, resume: bool = False) -> dict[str, Any] | None:
+def train(cfg: Config, out: str | Path, resume: bool = False, numbered: bool = False) -> dict[str, Any] | None:
     """Train CASE as ``cfg`` says, then evaluate on ``eval.split``; everything lands in ``out``.
 
     Parameters
@@ -286,52 +286,71 @@ def train(cfg: Config, out: str | Path, resume: bool = False) -> dict[str, Any] 
         The run folder (created; an existing non-empty one needs ``resume=True``).
     resume : bool
         Continue from the latest readable checkpoint in ``out`` (a finished run is only re-evaluated).
+    numbered : bool
+        ``out`` is a default name (a new run, one process): if it holds a run or another
+        process takes it first, the run goes to the first free one of ``out-2``, ``out-3``, ...
+        (:meth:`case.runfolder.RunFolder.open_new`).
 
     Returns
     -------
     dict or None
-        On the main process, ``{"metrics": {...}, "steps": int, "seconds": float}`` (and
-        ``"selected_step"`` with held-out selection); None elsewhere.
+        On the main process, ``{"metrics": {...}, "steps": int, "seconds": float, "folder":
+        Path}`` (and ``"selected_step"`` with held-out selection); None elsewhere.
 
     Raises
     ------
     ConfigError, DatasetError, DetectionFileError, RunFolderError
         Before the first step (and before any run folder is made, except for the last).
+    Interrupted
+        Ctrl-C: its message says where the run stopped and how to continue it (the run
+        folder keeps its checkpoints, and its lock is released), or that the synthetic set's
+        generation starts again on the next run.
     """
     env = Distributed.setup(cfg.train.device)
     try:
-        return _train(cfg, RunPaths(Path(out)), resume, env)
+        return _train(cfg, RunPaths(Path(out)), resume, numbered, env)
     finally:
         env.teardown()
 
 
-def _train(cfg: Config, paths: RunPaths, resume: bool, env: Distributed) -> dict[str, Any] | None:
+def _train(cfg: Config, paths: RunPaths, resume: bool, numbered: bool, env: Distributed) -> dict[str, Any] | None:
     started = time.perf_counter()
 
     # 1. Check everything that can be checked before the first step (no run folder yet).
     inputs = prepare_run(cfg, env)
 
     # 2. The run folder: locked, and new or resumed with the same configuration (rank 0 writes it).
-    with RunFolder.open(paths, cfg, resume) if env.main else contextlib.nullcontext() as folder:
-        # 3. The checkpoint to resume from, restored into the model and optimiser.
-        state = inputs.state
-        if resume:
-            _restore(state, cfg, inputs, paths, env)
-        if env.main:
-            folder.write_config(cfg)
-            folder.truncate_log(state.step)
-        env.barrier()
+    if not env.main:
+        opened = contextlib.nullcontext()
+    elif numbered:
+        opened = RunFolder.open_new(paths.root, cfg)
+        paths = opened.paths
+    else:
+        opened = RunFolder.open(paths, cfg, resume)
+    state = inputs.state
+    with opened as folder:
+        try:
+            # 3. The checkpoint to resume from, restored into the model and optimiser.
+            if resume:
+                _restore(state, cfg, inputs, paths, env)
+            if env.main:
+                folder.write_config(cfg)
+                folder.truncate_log(state.step)
+            env.barrier()
 
-        # 4-5. Training (one step = Eq. 14, train_step) and the final checkpoint.
-        _train_steps(cfg, inputs, state, paths, env, started)
-        env.barrier()
-        if not env.main:
-            return None
+            # 4-5. Training (one step = Eq. 14, train_step) and the final checkpoint.
+            _train_steps(cfg, inputs, state, paths, env, started)
+            env.barrier()
+            if not env.main:
+                return None
 
-        # 6. Evaluation of the final (or held-out selected) checkpoint: the one evaluation path.
-        chosen = "best.pt" if inputs.heldout is not None and state.best["step"] is not None else "final.pt"
-        metrics = _evaluate(paths.checkpoints / chosen, cfg, inputs, paths)
+            # 6. Evaluation of the final (or held-out selected) checkpoint: the one evaluation path.
+            chosen = "best.pt" if inputs.heldout is not None and state.best["step"] is not None else "final.pt"
+            metrics = _evaluate(paths.checkpoints / chosen, cfg, inputs, paths)
+        except KeyboardInterrupt:  # every file is whole (atomic writes), the log is cut back on resume
+            raise Interrupted(f"interrupted at step {state.step}; continue with --resume --out {paths.root}") from None
     summary = {"metrics": metrics, "steps": state.step, "seconds": round(time.perf_counter() - started, 2)}
+    summary["folder"] = paths.root
     if inputs.heldout is not None:
         summary["selected_step"] = state.best["step"]
     return summary
@@ -433,8 +452,7 @@ def _train_steps(
                     record = {"step": step, "epoch": epoch, "loss": total, **parts}
                     record.update({k: _jsonable(v) for k, v in result.diagnostics.items()})
                     record["seconds"] = round(time.perf_counter() - started, 3)
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
+                    _append(log, json.dumps(record) + "\n", paths.log)
             if inputs.heldout is not None and (step % train.eval_every == 0 or step == train.steps) and env.main:
                 held_set, held_idx, held_gt = inputs.heldout
                 trained = TrainedModel(state.model, state.cluster_fg, cfg, inputs.class_names, step)
@@ -456,6 +474,16 @@ def _train_steps(
         bar.close()
         if log is not None:
             log.close()
+
+
+def _append(log: Any, line: str, path: Path) -> None:
+    """Append ``line`` to the open log; a failed write names the file (a file object's error does not)."""
+    try:
+        log.write(line)
+        log.flush()
+    except OSError as err:
+        err.filename = err.filename or str(path)
+        raise
 
 
 def _evaluate(checkpoint: Path, cfg: Config, inputs: RunInputs, paths: RunPaths) -> dict[str, Any]:

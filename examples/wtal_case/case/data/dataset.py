@@ -33,7 +33,7 @@ from .annotations import (
     read_wtalc_annotations,
 )
 from .constants import MAX_FEATURE_MAGNITUDE, SNIPPET_SECONDS, STREAM_DIM
-from .errors import DatasetError, DatasetFileNotFoundError, DatasetWarning, require_file
+from .errors import DatasetError, DatasetFileNotFoundError, DatasetWarning, Interrupted, require_file
 from .sampling import SAMPLING_MODES, sample_indices
 from .synthetic import SyntheticConfig, ensure_synthetic
 
@@ -499,7 +499,12 @@ def build_dataset(cfg: DataConfig, split: str, sampling: str, seed: int = 0) -> 
     root = Path(cfg.root)
     try:
         if cfg.source == "synthetic":
-            ensure_synthetic(cfg.synthetic, root)
+            try:
+                ensure_synthetic(cfg.synthetic, root)
+            except KeyboardInterrupt:  # the half-written set is gone (ensure_synthetic writes it aside)
+                raise Interrupted(
+                    f"interrupted while generating the synthetic data set {root}; the next run generates it again"
+                ) from None
         dataset = (_wtalc if cfg.source == "wtalc" else _basnet)(cfg, root, split, sampling, seed)
     except DatasetError:
         raise

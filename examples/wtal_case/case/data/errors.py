@@ -13,6 +13,12 @@ class DatasetFileNotFoundError(DatasetError, FileNotFoundError):
     """A file the data set needs is missing; the message names the path."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what it cut short and how to go on as its message (the command lines print
+    it as one line, exit status 130). A :class:`KeyboardInterrupt`, so that whatever stops on
+    Ctrl-C stops on it too."""
+
+
 class DatasetWarning(UserWarning):
     """An oddity of a data set that real data has too (e.g. THUMOS14 annotations that run past
     their video's end): the data set is used as it is, and the warning names what is odd."""
