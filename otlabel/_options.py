@@ -154,7 +154,10 @@ class Options(NamedTuple):
         """The options among an entry point's arguments (its ``locals()`` before anything else is
         assigned): every field whose name it has. One expression in every entry point, so that a
         new option is a new field and a new keyword, nothing in between."""
-        return cls._checked({name: arguments.get(name, default) for name, default in _DEFAULTS.items()})
+        values = dict(_DEFAULTS)  # (a copy: inside torch.compile a comprehension over it guards every entry)
+        for name in arguments.keys() & values.keys():
+            values[name] = arguments[name]
+        return cls._checked(values)
 
     @classmethod
     def make(cls, **given: Any) -> Options:
@@ -166,23 +169,26 @@ class Options(NamedTuple):
 
     @classmethod
     def _checked(cls, values: dict[str, Any]) -> Options:
-        """``values``: every setting, in field order."""
-        plain = True
-        for name in _EXTENSIONS:
-            if values[name] is not None:
-                plain = False
-                break
-        values["plain"] = plain  # (before normalising: mass=1 is given, even if it means all the mass)
+        """``values``: every setting, in field order (a fresh dict: it is normalised in place)."""
+        # judged before normalising: mass=1 is given, even if it means all of the mass
+        plain = (
+            values["col_penalty"] is None
+            and values["row_penalty"] is None
+            and values["mass"] is None
+            and values["col_bounds"] is None
+            and values["init"] is None
+            and values["acceleration"] is None
+        )
         error = None
         if values["process_group"] is not None:  # raised at once: without a usable group no rank can tell the others
             check_process_group(values["process_group"])
         try:
-            schedule = _normalise(values)
+            schedule = _normalise(values, plain)
         except OTLabelError as caught:
             if values["process_group"] is None:
                 raise
             schedule, error = cls._field_defaults["schedule"], caught
-        return cls._make((*[values[name] for name in _SETTINGS], schedule, error, plain))
+        return cls._make((*values.values(), schedule, error, plain))
 
     def changed(self, **changes: Any) -> Options:
         """These options with some settings changed, validated again (derived fields follow)."""
@@ -197,11 +203,9 @@ class Options(NamedTuple):
 #: The settings an entry point passes; the derived fields (schedule, error, plain) follow from them.
 _SETTINGS = Options._fields[: Options._fields.index("schedule")]
 _DEFAULTS = {name: Options._field_defaults[name] for name in _SETTINGS}
-#: The options beyond the classical problem.
-_EXTENSIONS = ("col_penalty", "row_penalty", "mass", "col_bounds", "init", "acceleration")
 
 
-def _normalise(values: dict[str, Any]) -> Schedule:
+def _normalise(values: dict[str, Any], plain: bool) -> Schedule:
     """Validate the settings in ``values``, put the normalised ones back, and return the schedule."""
     values["epsilon"] = check_epsilon(values["epsilon"])
     schedule = check_schedule(values["n_iter"], values["tol"], values["max_iter"], values["check_every"])
@@ -209,7 +213,7 @@ def _normalise(values: dict[str, Any]) -> Schedule:
     values["log_prior"] = check_bool(values["log_prior"], "log_prior")
     check_names(values["backend"], "backend", BACKENDS)
     check_names(values["validate"], "validate", VALIDATE)
-    if values["plain"]:  # the classical problem: nothing more to check
+    if plain:  # the classical problem: nothing more to check
         return schedule
     col_tau = check_penalty(values["col_penalty"], "col_penalty")
     row_tau = check_penalty(values["row_penalty"], "row_penalty")
