@@ -70,13 +70,17 @@ _NO_CONTEXT = contextlib.nullcontext()
 
 
 class Call(NamedTuple):
-    """A validated call: the problem, its schedule, and how to hand the answer back."""
+    """A validated call: the problem, its options (the schedule among them), and how to hand the
+    answer back."""
 
     problem: Problem
-    schedule: Schedule
     options: Options
     batched: bool
     was_numpy: bool
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.options.schedule
 
 
 # ---------------------------------------------------------------------------------------- dense
@@ -256,7 +260,7 @@ def build_problem(scores: Any, prior: Any, options: Options) -> Call:
     layout = (Single if batch == 1 else Dense)(batch, n_rows, n_cols, dtype, scores3.device, reducer, bias)
     masses, ranges = (row_mass, col_mass), (local.score_range, local.prior_range)
     problem = _problem(options, scores3, prior3, layout, checks, masses, ranges, rules, local.resolved.init)
-    return Call(problem, options.schedule, options, local.batched, local.was_numpy)
+    return Call(problem, options, local.batched, local.was_numpy)
 
 
 def _problem(
@@ -419,10 +423,13 @@ class RaggedCall(NamedTuple):
     """A validated ragged call; ``dense_size``: equal-size groups labelled as one batched problem."""
 
     problem: Problem
-    schedule: Schedule
     options: Options
     was_numpy: bool
     dense_size: int | None
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.options.schedule
 
 
 def _group_col_marginal(
@@ -550,12 +557,11 @@ def build_ragged(scores: Any, ptr: Any, prior: Any, options: Options, segments: 
     layout = Segmented(seg, n_rows, n_cols, dtype, scores2.device)
     masses, ranges = (row_mass, col_mass), (score_range, prior_range)
     problem = _problem(options, scores2, prior2, layout, checks, masses, ranges, rules, resolved.init)
-    schedule = options.schedule
     # "auto" labels equal-size groups in fixed-iteration mode as one batched dense problem
     dense_size = None
-    if segments == "auto" and schedule.fixed and not checks.device_mode and options.plain:
+    if segments == "auto" and options.schedule.fixed and not checks.device_mode and options.plain:
         dense_size = _equal_size(ptr64, n_rows)
-    return RaggedCall(problem, schedule, options, was_numpy, dense_size)
+    return RaggedCall(problem, options, was_numpy, dense_size)
 
 
 def _solve_equal_groups(call: RaggedCall) -> Solution:
