@@ -34,6 +34,24 @@ def _single_process(tensor: torch.Tensor) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
+def _sinkhorn_knopp(q: torch.Tensor, n: int | torch.Tensor, n_iterations: int, all_reduce: AllReduce) -> torch.Tensor:
+    """The iteration all three loops share, on the transposed K x B_local matrix ``q`` (modified in
+    place); ``n``: the global row count, which is where they differ."""
+    k = q.shape[0]
+    total = torch.sum(q)
+    all_reduce(total)
+    q /= total
+    for _ in range(n_iterations):
+        per_prototype = torch.sum(q, dim=1, keepdim=True)  # prototype masses -> 1/K
+        all_reduce(per_prototype)
+        q /= per_prototype
+        q /= k
+        q /= torch.sum(q, dim=0, keepdim=True)  # sample masses -> 1/N
+        q /= n
+    q *= n  # every sample's label sums to 1
+    return q.t()
+
+
 def swav_distributed_sinkhorn(
     out: torch.Tensor,
     epsilon: float = 0.05,
@@ -48,19 +66,7 @@ def swav_distributed_sinkhorn(
     """
     q = torch.exp(out / epsilon).t()
     n = q.shape[1] * world_size
-    k = q.shape[0]
-    total = torch.sum(q)
-    all_reduce(total)
-    q /= total
-    for _ in range(sinkhorn_iterations):
-        per_prototype = torch.sum(q, dim=1, keepdim=True)  # prototype masses -> 1/K
-        all_reduce(per_prototype)
-        q /= per_prototype
-        q /= k
-        q /= torch.sum(q, dim=0, keepdim=True)  # sample masses -> 1/N
-        q /= n
-    q *= n  # every sample's label sums to 1
-    return q.t()
+    return _sinkhorn_knopp(q, n, sinkhorn_iterations, all_reduce)
 
 
 def dino_sinkhorn_knopp_teacher(
@@ -79,19 +85,7 @@ def dino_sinkhorn_knopp_teacher(
     teacher_output = teacher_output.float() if teacher_output.dtype != torch.float64 else teacher_output
     q = torch.exp(teacher_output / teacher_temp).t()
     n = q.shape[1] * world_size
-    k = q.shape[0]
-    total = torch.sum(q)
-    all_reduce(total)
-    q /= total
-    for _ in range(n_iterations):
-        per_prototype = torch.sum(q, dim=1, keepdim=True)
-        all_reduce(per_prototype)
-        q /= per_prototype
-        q /= k
-        q /= torch.sum(q, dim=0, keepdim=True)
-        q /= n
-    q *= n
-    return q.t()
+    return _sinkhorn_knopp(q, n, n_iterations, all_reduce)
 
 
 def dino_ibot_patch_sinkhorn_knopp_teacher(
@@ -111,19 +105,7 @@ def dino_ibot_patch_sinkhorn_knopp_teacher(
     q = torch.exp(teacher_output / teacher_temp).t()
     n = n_masked_patches_tensor.clone()
     all_reduce(n)
-    k = q.shape[0]
-    total = torch.sum(q)
-    all_reduce(total)
-    q /= total
-    for _ in range(n_iterations):
-        per_prototype = torch.sum(q, dim=1, keepdim=True)
-        all_reduce(per_prototype)
-        q /= per_prototype
-        q /= k
-        q /= torch.sum(q, dim=0, keepdim=True)
-        q /= n
-    q *= n
-    return q.t()
+    return _sinkhorn_knopp(q, n, n_iterations, all_reduce)
 
 
 # The otlabel calls (the page states them; the tests check them)
