@@ -9,6 +9,7 @@ command just works. The runs are real ``train.py`` processes on a three-video CA
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -17,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -244,12 +246,23 @@ def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 120) -> None:
     assert path.exists(), f"{path} did not appear"
 
 
+@contextlib.contextmanager
+def _started(command: list[str], cwd: Path, stderr: int = subprocess.DEVNULL) -> Iterator[subprocess.Popen]:
+    """A training process, killed on the way out if it still runs (a failed assertion must not
+    leave it behind); ``stderr=subprocess.PIPE`` keeps what it says, as text."""
+    text = stderr == subprocess.PIPE
+    proc = subprocess.Popen(command, env=_env(), cwd=cwd, stdout=subprocess.DEVNULL, stderr=stderr, text=text)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_a_second_process_is_refused_and_a_dead_holder_s_lock_is_stale(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    first = subprocess.Popen(
-        _command(data, out), env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
+    with _started(_command(data, out), tmp_path) as first:
         _wait_for(out / "config.yaml", first)  # written after the lock is taken
         os.kill(first.pid, signal.SIGSTOP)  # holds the lock, mid-run, for as long as the test needs
         holder = json.loads((out / "run.lock").read_text())
@@ -261,10 +274,6 @@ def test_a_second_process_is_refused_and_a_dead_holder_s_lock_is_stale(data: Pat
         assert time.monotonic() - started < 60  # refused at once, not after a run
         os.kill(first.pid, signal.SIGKILL)  # killed holding the lock: the file stays, the lock is stale
         first.wait()
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
     assert json.loads((out / "run.lock").read_text())["pid"] == first.pid
     third = _train(data, out, "--resume")
     assert third.returncode == 0, third.stderr[-3000:]
@@ -375,20 +384,13 @@ def _last_error(result_stderr: str) -> list[str]:
 def test_ctrl_c_during_training_is_one_line_and_the_run_resumes(data: Path, tmp_path: Path) -> None:
     """Ctrl-C was a 25-33 line traceback (C-new-9); now one line saying how to go on, exit status 130."""
     out = tmp_path / "run"
-    proc = subprocess.Popen(
-        _command(data, out), env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    try:
+    with _started(_command(data, out), tmp_path, stderr=subprocess.PIPE) as proc:
         _wait_for(out / "checkpoints" / "step_000002.pt", proc)
         os.kill(proc.pid, signal.SIGSTOP)  # an interrupt between the first checkpoint and the end of the run
         assert not (out / "metrics.json").exists()
         os.kill(proc.pid, signal.SIGINT)
         os.kill(proc.pid, signal.SIGCONT)
         _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and len(_last_error(stderr)) == 1, stderr
     assert re.fullmatch(
@@ -408,20 +410,13 @@ def test_ctrl_c_during_data_generation_is_one_line(tmp_path: Path) -> None:
         sys.executable, str(TRAIN), "--config", str(CONFIG_DIR / "smoke.yaml"), "--set", f"data.root={root}",
         "--set", "data.synthetic.scale=1.0", "--set", "train.progress=false", "--out", str(tmp_path / "run"),
     ]  # fmt: skip
-    proc = subprocess.Popen(
-        command, env=_env(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    try:
+    with _started(command, tmp_path, stderr=subprocess.PIPE) as proc:
         deadline = time.monotonic() + 120
         while not list(tmp_path.glob(".synthetic.tmp-*")) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert proc.poll() is None, proc.stderr.read()
         os.kill(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and len(_last_error(stderr)) == 1, stderr
     line = _last_error(stderr)[0]
