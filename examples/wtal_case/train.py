@@ -34,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from case.config import CONFIG_DIR, load_config  # noqa: E402
-from case.errors import SETUP_ERRORS, ConfigError, Interrupted, one_line_warnings  # noqa: E402
+from case.errors import SETUP_ERRORS, ConfigError, Interrupted, ctrl_c_is_never_lost, one_line_warnings  # noqa: E402
 from case.trainer import train  # noqa: E402
 
 #: A disk (or quota) that is full: the run stops with one line, and --resume continues it later.
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         out, numbered = default_run_folder(Path(args.config).stem, cfg.train.seed, args.resume)
 
     # 2. Train and evaluate (everything is checked before the first step)
-    with one_line_warnings("train.py"):
+    with one_line_warnings("train.py"), ctrl_c_is_never_lost():
         try:
             summary = train(cfg, out, resume=args.resume, numbered=numbered)
         except Interrupted as err:

@@ -18,6 +18,7 @@ import case.data.synthetic as synthetic
 from case.data import DataConfig, DatasetError, SyntheticConfig, build_dataset, ensure_synthetic
 from case.data.annotations import foreground_mask, num_snippets, read_activitynet_gt
 from case.data.constants import THUMOS14_CLASSES, THUMOS14_NUM_VIDEOS
+from case.data.errors import ctrl_c_is_never_lost, raise_if_interrupted
 from case.data.statistics import annotation_statistics
 from case.data.synthetic import FEATURE_MODEL, parameter_hash, parameters, synthetic_records
 
@@ -230,12 +231,13 @@ def test_failed_generation_leaves_no_half_set(tmp_path: Path, monkeypatch: pytes
     root = tmp_path / "set"
     cfg = SyntheticConfig(scale=0.02, max_snippets=40)
     saved = []
+    real_save = np.save  # the patch below replaces numpy's own np.save too
 
     def failing_save(path, arr):
         if len(saved) == 5:
             raise OSError("disk full")
         saved.append(path)
-        np.save(path, arr)
+        real_save(path, arr)
 
     monkeypatch.setattr(synthetic.np, "save", failing_save)
     with pytest.raises(OSError, match="disk full"):
@@ -253,6 +255,53 @@ def test_failed_generation_leaves_no_half_set(tmp_path: Path, monkeypatch: pytes
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == good
     assert json.loads((root / "manifest.json").read_text())["hash"] == parameter_hash(parameters(cfg))
     assert {p.name for p in tmp_path.iterdir()} == {"set", ".set.lock"}  # no temporary folder left
+
+
+@pytest.mark.parametrize("where", ["last video", "first video"])
+def test_a_ctrl_c_that_code_swallows_still_stops_the_generation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A Ctrl-C that lands in code which drops it (the init of a lazily imported C extension,
+    seen in CI: NumPy's ``numpy.random``) let the run generate, train and exit 0. Inside
+    ``ctrl_c_is_never_lost`` it is remembered, and the set is neither finished nor committed."""
+    root = tmp_path / "set"
+    saved = []
+    real_save = np.save  # the patch below replaces numpy's own np.save too
+
+    def save_with_a_swallowed_ctrl_c(path, arr):
+        saved.append(path)
+        real_save(path, arr)
+        if len(saved) == (1 if where == "first video" else 2 * 2 * 4):  # 2 streams; scale 0.02 = 4 + 4 videos
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)  # the handler runs here, in the main thread
+            except KeyboardInterrupt:
+                pass  # what the extension's init does with it
+
+    monkeypatch.setattr(synthetic.np, "save", save_with_a_swallowed_ctrl_c)
+    with ctrl_c_is_never_lost(), pytest.raises(KeyboardInterrupt):
+        ensure_synthetic(SyntheticConfig(scale=0.02, max_snippets=40), root)
+    assert not root.exists() and [p.name for p in tmp_path.iterdir()] == [".set.lock"]
+    if where == "first video":
+        assert len(saved) == 2  # stopped at the next video, not at the end
+    # Outside the guard nothing is remembered and the default handler is back.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.undo()
+    ensure_synthetic(SyntheticConfig(scale=0.02, max_snippets=40), root)
+    assert (root / "manifest.json").is_file()
+
+
+def test_ctrl_c_guard_leaves_an_ignored_ctrl_c_ignored() -> None:
+    """A job started with Ctrl-C ignored (``nohup``, ``&`` in a script) keeps ignoring it."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with ctrl_c_is_never_lost():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            raise_if_interrupted()  # nothing was remembered
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_killed_generation_is_cleaned_up(tmp_path: Path) -> None:

@@ -403,6 +403,42 @@ def test_ctrl_c_during_training_is_one_line_and_the_run_resumes(data: Path, tmp_
     assert (out / "metrics.json").exists()
 
 
+def test_a_ctrl_c_that_a_step_swallows_still_stops_training(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C raised inside code that drops it (a lazily imported C extension's init does) ran the
+    training to its end; the next step now raises it again, and the run resumes from there."""
+    import case.trainer as trainer
+    from case.config import load_config
+    from case.errors import ctrl_c_is_never_lost
+
+    real_step, steps = trainer.train_step, []
+
+    def step_with_a_swallowed_ctrl_c(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        steps.append(len(steps) + 1)
+        if len(steps) == 3:
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)  # the handler runs here
+            except KeyboardInterrupt:
+                pass
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", step_with_a_swallowed_ctrl_c)
+    command = _command(data, tmp_path)
+    overrides = [item for flag, item in zip(command, command[1:]) if flag == "--set"]
+    cfg = load_config(CONFIG_DIR / "smoke.yaml", overrides)
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        with ctrl_c_is_never_lost(), pytest.raises(KeyboardInterrupt, match="interrupted at step 3"):
+            trainer.train(cfg, tmp_path / "run")
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    assert steps == [1, 2, 3] and not (tmp_path / "run" / "metrics.json").exists()
+    assert not (tmp_path / "run" / "run.lock").exists()
+
+
 def test_ctrl_c_during_data_generation_is_one_line(tmp_path: Path) -> None:
     """Ctrl-C while the first run generates the synthetic set: one line, exit 130, no half-written set."""
     root = tmp_path / "synthetic"

@@ -14,7 +14,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 
-from .data.errors import DatasetError, Interrupted
+from .data.errors import DatasetError, Interrupted, ctrl_c_is_never_lost, raise_if_interrupted
 from .metrics import DetectionFileError
 
 __all__ = [
@@ -26,6 +26,8 @@ __all__ = [
     "SETUP_ERRORS",
     "one_line_warnings",
     "fits_in_memory",
+    "ctrl_c_is_never_lost",
+    "raise_if_interrupted",
 ]
 
 

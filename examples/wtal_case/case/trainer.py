@@ -53,7 +53,7 @@ from .config import Config, ConfigError, to_dict
 from .data import DatasetError, VideoDataset, build_dataset
 from .data.constants import SNIPPET_SECONDS
 from .distributed import Distributed, mean_over_ranks, setup_runtime
-from .errors import Interrupted, RunFolderError, RunWarning, fits_in_memory
+from .errors import Interrupted, RunFolderError, RunWarning, fits_in_memory, raise_if_interrupted
 from .evaluation import evaluate_checkpoint, has_annotations, valid_one_epoch
 from .inference import TrainedModel
 from .labeling import ccc_marginal_state
@@ -345,6 +345,7 @@ def _train(cfg: Config, paths: RunPaths, resume: bool, numbered: bool, env: Dist
                 return None
 
             # 6. Evaluation of the final (or held-out selected) checkpoint: the one evaluation path.
+            raise_if_interrupted()
             chosen = "best.pt" if inputs.heldout is not None and state.best["step"] is not None else "final.pt"
             metrics = _evaluate(paths.checkpoints / chosen, cfg, inputs, paths)
         except KeyboardInterrupt:  # every file is whole (atomic writes), the log is cut back on resume
@@ -432,6 +433,7 @@ def _train_steps(
     log = paths.log.open("a", encoding="utf-8") if env.main else None
     try:
         for batch in iterate_batches(inputs.train_set, inputs.order, state.step, train.steps, train.num_workers):
+            raise_if_interrupted()
             epoch, _ = inputs.order.position(state.step)
             try:
                 result = train_step(

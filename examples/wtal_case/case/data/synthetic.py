@@ -111,7 +111,7 @@ from .constants import (
     THUMOS14_NUM_VIDEOS,
     THUMOS14_VIDEO_SECONDS,
 )
-from .errors import DatasetError
+from .errors import DatasetError, raise_if_interrupted
 
 #: Bump when the generator's output changes for the same parameters (invalidates caches).
 GENERATOR_VERSION = 1
@@ -548,6 +548,7 @@ def write_synthetic(cfg: SyntheticConfig, folder: str | Path, model: FeatureMode
     names: dict[str, list[str]] = {split: [] for split in _SPLITS}
     snippets = 0
     for split, rec, feats in generate_videos(cfg, model):
+        raise_if_interrupted()
         for stream, x in feats.items():
             np.save(folder / "features" / split / stream / f"{rec.name}.npy", x)
         names[split].append(rec.name)
@@ -647,6 +648,7 @@ def ensure_synthetic(cfg: SyntheticConfig, root: str | Path, model: FeatureModel
         tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             write_synthetic(cfg, tmp, model)
+            raise_if_interrupted()  # a Ctrl-C swallowed on the way must not commit the set
             if root.exists():
                 old = root.parent / f".{root.name}.tmp-old-{uuid.uuid4().hex[:8]}"
                 os.replace(root, old)
