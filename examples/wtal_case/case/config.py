@@ -1,4 +1,4 @@
-"""The example's configuration: YAML files mapped onto nested dataclasses.
+"""The example's configuration: its sections, their rules, and the YAML files that set them.
 
 A config file holds any subset of the sections of :class:`Config` (missing keys keep their
 defaults); ``--set section.key=value`` overrides (values parsed as YAML) are applied on top.
@@ -17,9 +17,9 @@ One validation convention, for every section:
 * either way the caller gets one :class:`ConfigError` naming the source (file or defaults),
   on one line (a YAML syntax error is told by its problem and position).
 
-YAML is read strictly: a key written twice in one mapping is an error (YAML's loaders let the
-later one win silently), and an integer must fit in 64 bits (a float setting: in the float
-range), so that no absurd value reaches training.
+The loader is generic and lives in :mod:`case.typed_yaml` (strict YAML, typed mapping onto
+dataclasses, ``--set`` overrides); this module only gathers the sections of this example
+(:class:`Config`) and their own checks.
 
 What depends on the machine or the data (a GPU for ``train.device=cuda``, the data set's files,
 ``eval.ambiguous``) is checked before training starts (:mod:`case.trainer`), not here, so that
@@ -35,11 +35,8 @@ Examples
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,9 +48,12 @@ from .data import DataConfig
 from .errors import ConfigError
 from .labeling import LabelingConfig
 from .losses import LossConfig
+from .messages import shown
 from .metrics import DEFAULT_TIOU_THRESHOLDS, check_tiou_thresholds
 from .model import ModelConfig
 from .postprocess import PostprocessConfig
+from .typed_yaml import apply_overrides as _apply_overrides
+from .typed_yaml import config_differences, from_dict, load_typed, parse_yaml, to_dict
 
 __all__ = [
     "ConfigError",
@@ -78,21 +78,12 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 #: The largest ``train.seed``: NumPy seeds are 32-bit.
 MAX_SEED = 2**32 - 1
 
-#: Integer settings are 64-bit: beyond that, a value is a typo (and would overflow in NumPy or torch).
-INT_RANGE = (-(2**63), 2**63 - 1)
-
 #: The most worker processes or threads a run may ask for (``train.num_workers``, ``train.threads``).
 MAX_PARALLEL = 1024
 
 #: Adam's learning rate: above this a step moves every weight by more than the features' own
 #: scale (the paper uses 1e-4), and from about 1e38 Adam's step no longer fits in a float.
 MAX_LR = 10.0
-
-#: A run of digits longer than this in an error is a pasted or mistyped value: shown by its size.
-MAX_DIGITS_SHOWN = 40
-
-#: A decimal number as a user writes it: 1e-4, 5E+3, .5, -2.5e-3 (YAML 1.1 reads some as strings).
-_DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 @dataclass
@@ -182,7 +173,7 @@ class TrainConfig:
         if not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"train.seed must be an integer in [0, 2**32 - 1], got {self.seed}")
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
-            raise ValueError(f"train.device must be 'cpu', 'cuda' or 'cuda:<index>', got {_shown(self.device)}")
+            raise ValueError(f"train.device must be 'cpu', 'cuda' or 'cuda:<index>', got {shown(self.device)}")
         if self.select == "heldout" and not 0 < self.heldout_fraction < 1:
             raise ValueError(
                 f"train.select='heldout' needs 0 < train.heldout_fraction < 1, got {self.heldout_fraction}"
@@ -236,225 +227,7 @@ class Config:
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
 
 
-# --------------------------------------------------------------------------- strict YAML
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key written twice in one mapping."""
-
-
-def _unique_keys_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> Any:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *defaults' keys may be overridden
-            continue
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            repeated = key in seen
-            seen.add(key)
-        except TypeError:  # an unhashable key: the base constructor names it
-            continue
-        if repeated:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} is written twice in one mapping", key_node.start_mark
-            )
-    yield from loader.construct_yaml_map(node)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_keys_mapping)
-
-
-def parse_yaml(text: str) -> Any:
-    """Parse YAML text strictly (no repeated key); any problem is one :class:`ConfigError` line.
-
-    The message is the problem and where it is (``found character '\\t' that cannot start any
-    token (line 2, column 1)``), not PyYAML's several lines with a caret.
-    """
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # a safe loader (see above)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        raise ConfigError(f"{err.problem or err.context}{where}") from None
-    except (yaml.YAMLError, ValueError) as err:  # ValueError: a date like 2020-13-45, a 5000-digit integer
-        problem = " ".join(str(err).split())
-        if "integer string conversion" in problem:  # Python's advice (set_int_max_str_digits) is not the user's
-            problem = "an integer of more than 4300 digits"
-        raise ConfigError(problem) from None
-
-
-def _clip(text: str, limit: int = 60) -> str:
-    """``text`` for a one-line message: its start and length when it is long."""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
-
-
-def _shown(value: Any) -> str:
-    """``value`` as an error shows it: an integer of hundreds of digits by its size, a long
-    text or list by its start and length, so that the message stays one readable line."""
-    if type(value) is int:
-        return _describe_int(value)
-    return _clip(repr(value))
-
-
-def _shorten_numbers(message: str) -> str:
-    """``message`` with every run of more than :data:`MAX_DIGITS_SHOWN` digits replaced by its size.
-
-    For the sections' own checks, which print the value they refuse (``train.seed must be an
-    integer in [0, 2**32 - 1], got 1111...``), whatever its length.
-
-    Examples
-    --------
-    >>> _shorten_numbers("train.seed must be an integer in [0, 2**32 - 1], got " + "1" * 400)
-    'train.seed must be an integer in [0, 2**32 - 1], got an integer of 400 digits'
-    """
-    long_number = rf"-?\d{{{MAX_DIGITS_SHOWN + 1},}}"
-    return re.sub(long_number, lambda run: f"an integer of {len(run[0].lstrip('-'))} digits", message)
-
-
-# --------------------------------------------------------------------------- typed mapping
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _convert(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the type hint ``tp`` and return it in that type."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key} must be a mapping of {tp.__name__} fields, got {_shown(value)}")
-        return from_dict(tp, value, key)
-    if tp is Any:
-        return value
-    if origin is Literal:
-        if not any(value == a and type(value) is type(a) for a in args):
-            raise ConfigError(f"{key} must be {_type_name(tp)}, got {_shown(value)}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, key)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{key} must be {_type_name(tp)}, got {_shown(value)}")
-    if origin in (list, tuple, Sequence):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {_shown(value)}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"{key} must be a list of {len(args)} items, got {_shown(list(value))}")
-            return tuple(_convert(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
-        item = args[0] if args else Any
-        items = [_convert(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin in (dict, Mapping):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{key} must be a mapping, got {_shown(value)}")
-        return dict(value)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {_shown(value)}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {_shown(value)}")
-        return value  # its range: from_dict, after the section's own checks (which say more)
-    if tp is float:
-        if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
-            return float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {_shown(value)}")
-        try:
-            return float(value)
-        except OverflowError:  # an integer of hundreds of digits
-            raise ConfigError(f"{key} must be a number within the float range, got {_describe_int(value)}") from None
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {_shown(value)}")
-        return value
-    if isinstance(tp, type) and isinstance(value, tp):
-        return value
-    raise ConfigError(f"{key}: cannot check a value against type {tp!r}")
-
-
-def _describe_int(value: int) -> str:
-    """An integer for a message: itself, or its size when it is too long to print."""
-    if value.bit_length() <= 64:
-        return str(value)
-    return f"an integer of {int(value.bit_length() * math.log10(2)) + 1} digits"
-
-
-def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, checking keys and types (missing keys: defaults).
-
-    Raises
-    ------
-    ConfigError
-        For an unknown key (listing the valid ones), a value of the wrong type, or a value
-        the dataclass itself rejects.
-    """
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    kwargs = {}
-    for key, value in values.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            raise ConfigError(
-                f"unknown key {_clip(path)!r}; valid keys{' of ' + prefix if prefix else ''}: {', '.join(names)}"
-            )
-        kwargs[key] = _convert(value, hints[key], path)
-    try:
-        made = cls(**kwargs)  # __post_init__ checks the values
-    except (ValueError, TypeError) as err:  # a ConfigError too: its value may be hundreds of digits long
-        raise ConfigError(_shorten_numbers(str(err))) from err
-    for key, value in kwargs.items():
-        if type(value) is int and not INT_RANGE[0] <= value <= INT_RANGE[1]:
-            path = f"{prefix}.{key}" if prefix else str(key)
-            raise ConfigError(f"{path} must be an integer within ±2**63, got {_describe_int(value)}")
-    return made
-
-
-def to_dict(obj: Any) -> Any:
-    """A dataclass as plain YAML-ready data (tuples become lists)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, Mapping):
-        return {k: to_dict(v) for k, v in obj.items()}
-    return obj
-
-
-def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """``"key: old -> new"`` for every value that differs between two configurations as plain data.
-
-    Examples
-    --------
-    >>> config_differences({"optim": {"lr": 0.1, "betas": [0.9, 0.99]}}, {"optim": {"lr": 0.5, "betas": [0.9, 0.99]}})
-    ['optim.lr: 0.1 -> 0.5']
-    """
-    found = []
-    for key in list(old) + [k for k in new if k not in old]:
-        path = f"{prefix}.{key}" if prefix else str(key)
-        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            found += config_differences(a, b, path)
-        elif a != b:
-            found.append(f"{path}: {a!r} -> {b!r}")
-    return found
+# --------------------------------------------------------------------------- the example's configuration files
 
 
 def differences_from(saved: Any, cfg: Config) -> list[str]:
@@ -468,44 +241,10 @@ def differences_from(saved: Any, cfg: Config) -> list[str]:
 def apply_overrides(values: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` overrides (value parsed as YAML) to a raw config mapping.
 
-    Keys are checked against :class:`Config` so that a typo fails here, naming the key.
+    Keys are checked against :class:`Config` so that a typo fails here, naming the key
+    (:func:`case.typed_yaml.apply_overrides`).
     """
-    result = dict(values)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {_clip(item)!r}")
-        dotted, raw = item.split("=", 1)
-        dotted = dotted.strip()
-        parts = dotted.split(".")
-        if not all(parts):
-            raise ConfigError(f"--set key {_clip(dotted)!r} is malformed")
-        try:
-            value = parse_yaml(raw) if raw.strip() else ""
-        except ConfigError as err:
-            raise ConfigError(f"--set {_clip(dotted)}: cannot parse value {_clip(raw)!r}: {err}") from None
-        cls: Any = Config
-        node = result
-        for depth, part in enumerate(parts):
-            names = [f.name for f in dataclasses.fields(cls)] if dataclasses.is_dataclass(cls) else []
-            here = ".".join(parts[: depth + 1])
-            if part not in names:
-                where = ".".join(parts[:depth]) or "the top level"
-                raise ConfigError(
-                    f"--set {_clip(dotted)}: unknown key {_clip(here)!r}; valid keys of {where}: {', '.join(names)}"
-                )
-            hint = typing.get_type_hints(cls)[part]
-            if depth == len(parts) - 1:
-                node[part] = value
-                break
-            if not dataclasses.is_dataclass(hint):
-                raise ConfigError(f"--set {_clip(dotted)}: {here!r} is a value, not a section")
-            child = node.get(part, {})
-            if not isinstance(child, Mapping):  # `train: 5` in the file: an error, not a section to replace
-                raise ConfigError(f"{here} must be a mapping of {hint.__name__} fields, got {_shown(child)}")
-            child = dict(child)
-            node[part] = child
-            node, cls = child, hint
-    return result
+    return _apply_overrides(values, overrides, Config)
 
 
 def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
@@ -524,29 +263,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
         Naming the file and the key for a missing or unparsable file, an unknown key, a value
         of the wrong type or out of range.
     """
-    values: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        source = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as err:
-            raise ConfigError(f"cannot read config file {path}: {err.strerror or err}") from err
-        except UnicodeDecodeError as err:
-            raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-        try:
-            loaded = parse_yaml(text)
-        except ConfigError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, Mapping):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(loaded).__name__}")
-        values = dict(loaded)
-    try:
-        return from_dict(Config, apply_overrides(values, overrides))
-    except ConfigError as err:
-        raise ConfigError(f"{source}: {err}") from None
+    return load_typed(Config, path, overrides)
 
 
 def dump_config(cfg: Config) -> str:
