@@ -60,14 +60,16 @@ def test_gt_durations_must_be_positive_numbers(root: Path, duration: object, mes
     with pytest.raises(DatasetError, match=message) as info:
         build_dataset(basnet_cfg(root), "train", "all")
     assert "gt.json" in str(info.value) and "v_train_b" in str(info.value)
+    assert not re.search(r"\d{41}", str(info.value)), str(info.value)  # C-new-13: 400 digits printed whole
 
 
 def test_a_400_digit_bound_and_a_deep_file_are_named(root: Path) -> None:
     payload = json.loads((root / "gt.json").read_text())
     payload["database"]["v_train_b"]["annotations"][0]["segment"] = [0, 10**400]
     (root / "gt.json").write_text(json.dumps(payload))
-    with pytest.raises(DatasetError, match=r"gt\.json.*is not finite"):
+    with pytest.raises(DatasetError, match=r"gt\.json.*is not finite") as info:
         build_dataset(basnet_cfg(root), "train", "all")
+    assert "an integer of 401 digits" in str(info.value) and not re.search(r"\d{41}", str(info.value))
     (root / "gt.json").write_text('{"database": ' + "[" * 100_000 + "]" * 100_000 + "}")
     with pytest.raises(DatasetError, match=r"gt\.json: nested too deeply"):
         build_dataset(basnet_cfg(root), "train", "all")
@@ -212,3 +214,77 @@ def test_a_file_that_cannot_be_read_is_named(root: Path, name: str, monkeypatch:
     monkeypatch.setattr(Path, "stat", lambda p, *a, **k: refuse() if str(p) == denied else real_stat(p, *a, **k))
     with pytest.raises(DatasetError, match=re.escape(denied) + ".*Permission denied"):
         build_dataset(basnet_cfg(root), "train", "all")
+
+
+# --------------------------------------------------------------------------- issue 21 (part)
+
+
+@pytest.mark.parametrize(
+    ("video", "split", "subset"), [("v_test_a", "test", "train"), ("v_train_b", "train", "test")], ids=["test", "train"]
+)
+def test_a_video_that_gt_json_puts_in_the_other_subset_is_refused(
+    root: Path, video: str, split: str, subset: str
+) -> None:
+    """C-new-2: a test-split video whose gt.json subset is `train` (or the reverse: train/test
+    leakage) was accepted silently, and its ground truth relabelled with the split's name."""
+    _edit_gt(root, lambda db: db[video].update(subset=subset))
+    message = f"{root / f'split_{split}.txt'}: video {video!r} is in gt.json's subset {subset!r}"
+    with pytest.raises(DatasetError, match=re.escape(message)) as info:
+        build_dataset(basnet_cfg(root), split, "all")
+    assert "\n" not in str(info.value) and "leak" in str(info.value)
+    other = "test" if split == "train" else "train"
+    assert len(build_dataset(basnet_cfg(root), other, "all")) > 0  # the other split is not concerned
+
+
+@pytest.mark.parametrize("subset", ["validation", "training", ""])
+def test_subsets_of_other_names_are_not_judged(root: Path, subset: str) -> None:
+    """Only `train` and `test`, this layout's names, can contradict a split file: ActivityNet's own
+    files say `training` / `validation`, and `validation` trains on THUMOS14 but tests on ActivityNet."""
+    _edit_gt(root, lambda db: db["v_test_a"].update(subset=subset))
+    assert build_dataset(basnet_cfg(root), "test", "all").videos == ["v_test_a"]
+
+
+def test_the_real_thumos14_splits_agree_with_their_subsets(thumos14_dir: Path) -> None:
+    """Why a contradiction is refused, not warned about: the real THUMOS14 files have none."""
+    from case.data.annotations import check_split_subsets, read_activitynet_gt
+
+    gt = read_activitynet_gt(thumos14_dir / "gt.json")
+    for split in ("train", "test"):
+        path = thumos14_dir / f"split_{split}.txt"
+        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        check_split_subsets([gt[name] for name in names], split, path, thumos14_dir / "gt.json")
+        assert {gt[name].subset for name in names} == {split}
+
+
+@pytest.mark.parametrize("name", ["classes.txt", "gt.json", "split_test.txt"])
+def test_a_folder_where_a_data_file_goes_is_named_as_such(root: Path, name: str) -> None:
+    """C-new-13: `classes.txt` as a folder was silently ignored (the classes came from gt.json), and
+    `gt.json` as a folder was "cannot be read: Is a directory"; every data file says the same."""
+    path = root / name
+    if path.exists():
+        path.unlink()
+    path.mkdir()
+    with pytest.raises(DatasetError, match=re.escape(f"{path} is a directory, not a file")):
+        build_dataset(basnet_cfg(root), "test", "all")
+
+
+def test_a_file_where_a_data_folder_goes_is_named_as_such(tmp_path: Path) -> None:
+    """The data set's root, or W-TALC's annotation folder, given as a file was "not found"."""
+    root = tmp_path / "root"
+    root.write_text("")
+    with pytest.raises(DatasetError, match=re.escape(f"data set folder {root} is a file, not a folder")):
+        build_dataset(basnet_cfg(root), "test", "all")
+    (tmp_path / "Thumos14reduced-Annotations").write_text("")
+    cfg = DataConfig(source="wtalc", root=str(tmp_path), feature_dim=16)
+    with pytest.raises(DatasetError, match="Thumos14reduced-Annotations is a file, not a folder"):
+        build_dataset(cfg, "test", "all")
+
+
+def test_random_bytes_in_a_wtalc_file_get_no_pickle_advice(thumos14_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "Thumos14reduced-Annotations"
+    shutil.copytree(thumos14_dir / "wtalc-annotations", folder)  # a test-time copy, never in the repo
+    (folder / "labels.npy").write_bytes(np.random.default_rng(0).bytes(4096))
+    cfg = DataConfig(source="wtalc", root=str(tmp_path), feature_dim=16)
+    with pytest.raises(DatasetError, match=re.escape(str(folder / "labels.npy"))) as info:
+        build_dataset(cfg, "test", "all")
+    assert "allow_pickle" not in str(info.value) and "\n" not in str(info.value)

@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from ..jsonfile import read_json
+from ..messages import shown
 from .constants import FEATURE_FPS, FRAMES_PER_SNIPPET, SNIPPET_SECONDS
-from .errors import DatasetError, DatasetFileNotFoundError, require_file
+from .errors import DatasetError, DatasetFileNotFoundError, require_file, require_folder
 
 #: W-TALC subset names → this package's split names.
 WTALC_SUBSETS = {"validation": "train", "test": "test"}
@@ -106,11 +107,11 @@ def _number(value: Any, where: str) -> float:
     try:
         out = float(decode(value) if isinstance(value, (bytes, np.bytes_)) else value)
     except (TypeError, ValueError):
-        raise DatasetError(f"{where}: {value!r} is not a number") from None
+        raise DatasetError(f"{where}: {shown(value)} is not a number") from None
     except OverflowError:  # an integer of hundreds of digits
         out = math.inf
     if not math.isfinite(out):
-        raise DatasetError(f"{where}: {value!r} is not finite")
+        raise DatasetError(f"{where}: {shown(value)} is not finite")
     return out
 
 
@@ -166,10 +167,12 @@ def read_activitynet_gt(path: str | Path) -> dict[str, VideoRecord]:
     DatasetFileNotFoundError
         The file does not exist.
     DatasetError
-        Not JSON (or not readable, or a key written twice: :func:`case.jsonfile.read_json`), no
-        ``database`` mapping, or a malformed entry (the message names the file and the video).
+        A folder where the file goes; not JSON (or not readable, or a key written twice:
+        :func:`case.jsonfile.read_json`), no ``database`` mapping, or a malformed entry (the
+        message names the file and the video).
     """
     path = Path(path)
+    require_file(path, "annotation file")
     try:
         payload = read_json(path, "an annotation file", DatasetError)
     except FileNotFoundError:
@@ -237,8 +240,7 @@ def read_wtalc_annotations(
         subset, a segment label not in ``classlist.npy`` (named with its file and video).
     """
     folder = Path(folder)
-    if not folder.is_dir():
-        raise DatasetFileNotFoundError(f"W-TALC annotation folder {folder} not found")
+    require_folder(folder, "W-TALC annotation folder")
     arrays = {
         key: load_pickled_npy(folder / f"{key}.npy")
         for key in ("videoname", "subset", "duration", "segments", "labels", "classlist")
@@ -280,6 +282,30 @@ def read_wtalc_annotations(
         duration = _duration(durations[i, 0], f"{folder / 'duration.npy'} (video {name!r})")
         records.append(VideoRecord(name, subset if subsets is None else subsets[subset], duration, segments))
     return class_names, records
+
+
+#: The subsets a CASE/BaSNet ``gt.json`` names its splits by: a video of one in the other split leaks.
+SPLIT_SUBSETS = ("train", "test")
+
+
+def check_split_subsets(
+    records: Iterable[VideoRecord], split: str, split_file: str | Path, gt_file: str | Path
+) -> None:
+    """Raise :class:`DatasetError` naming ``split_file`` if one of its videos is in the other
+    split's subset of ``gt_file`` (a test video trained on, or a training video scored: leakage).
+
+    Only :data:`SPLIT_SUBSETS` are judged: other names (ActivityNet's ``training`` and
+    ``validation``, none) say nothing about this layout's splits. The real THUMOS14 files
+    (CASE/BaSNet's ``gt.json`` and split files) have no such video, so this is an error, not
+    a warning.
+    """
+    for rec in records:
+        if rec.subset in SPLIT_SUBSETS and rec.subset != split:
+            raise DatasetError(
+                f"{split_file}: video {rec.name!r} is in {Path(gt_file).name}'s subset {rec.subset!r}, not "
+                f"{split!r}: a video of one subset in the other split leaks between training and testing; "
+                f"fix {Path(split_file).name} or {gt_file}"
+            )
 
 
 def check_labels(records: Iterable[VideoRecord], class_names: Sequence[str], source: str | Path) -> None:

@@ -27,13 +27,14 @@ from .annotations import (
     VideoRecord,
     activitynet_entry,
     check_labels,
+    check_split_subsets,
     check_unique,
     load_pickled_npy,
     read_activitynet_gt,
     read_wtalc_annotations,
 )
 from .constants import MAX_FEATURE_MAGNITUDE, SNIPPET_SECONDS, STREAM_DIM
-from .errors import DatasetError, DatasetFileNotFoundError, DatasetWarning, Interrupted, require_file
+from .errors import DatasetError, DatasetWarning, Interrupted, require_file, require_folder
 from .sampling import SAMPLING_MODES, sample_indices
 from .synthetic import SyntheticConfig, ensure_synthetic
 
@@ -370,12 +371,12 @@ def _basnet(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) -
     Class names come from ``classes.txt`` (one per line) when present, otherwise they are
     the sorted labels of ``gt.json`` (THUMOS14: the official CASE code's order).
     """
-    if not root.is_dir():
-        raise DatasetFileNotFoundError(f"data set folder {root} not found")
+    require_folder(root, "data set folder")
     gt_path = root / "gt.json"
     gt = read_activitynet_gt(gt_path)
     classes_path = root / "classes.txt"
-    if classes_path.is_file():
+    has_classes = classes_path.exists() or classes_path.is_symlink()  # a folder or a dangling link is named
+    if has_classes:
         class_names = _read_names(classes_path, "class")
         check_labels(gt.values(), class_names, gt_path)
     else:
@@ -401,7 +402,8 @@ def _basnet(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) -
         lengths.append(shapes[0][0])
         paths.append(streams)
 
-    listed = [gt_path, split_path] + ([classes_path] if classes_path.is_file() else [])
+    check_split_subsets(records, split, split_path, gt_path)
+    listed = [gt_path, split_path] + ([classes_path] if has_classes else [])
     return VideoDataset(
         class_names=class_names,
         records=records,

@@ -79,3 +79,12 @@ def require_file(path: Path, what: str) -> None:
         raise DatasetError(f"{what} {path} is a directory, not a file")
     if not path.is_file():
         raise DatasetFileNotFoundError(f"{what} {path} not found")
+
+
+def require_folder(path: Path, what: str) -> None:
+    """Raise unless ``path`` is a folder: :class:`DatasetFileNotFoundError` when nothing is there,
+    :class:`DatasetError` saying so when a file is there, not "not found"."""
+    if path.exists() and not path.is_dir():
+        raise DatasetError(f"{what} {path} is a file, not a folder")
+    if not path.is_dir():
+        raise DatasetFileNotFoundError(f"{what} {path} not found")
