@@ -17,7 +17,7 @@ import io
 import pickle
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_write_bytes
+from .config import Config, ConfigError, from_dict
 
 __all__ = [
     "REQUIRED_KEYS",
@@ -33,6 +34,9 @@ __all__ = [
     "load_checkpoint",
     "load_whole",
     "load_trained",
+    "saved_config",
+    "saved_class_names",
+    "load_weights",
     "periodic_checkpoints",
     "resume_candidates",
     "load_latest",
@@ -91,6 +95,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint; a missing or unreadable file raises an error naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise RuntimeError(f"checkpoint {path} is a directory, not a file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
@@ -171,6 +177,82 @@ def load_trained(path: str | Path, map_location: str | torch.device = "cpu") -> 
     state = load_checkpoint(path, map_location)
     _require(path, state, INFERENCE_KEYS)
     return state
+
+
+def saved_config(path: str | Path, state: Mapping[str, Any]) -> Config:
+    """The configuration saved in checkpoint ``path`` (its ``state``), checked as a config file is.
+
+    Raises
+    ------
+    RuntimeError
+        Naming the file: the saved configuration is not a mapping, or is not a valid one.
+    """
+    saved = state["config"]
+    if not isinstance(saved, Mapping):
+        raise RuntimeError(f"checkpoint {path}: its saved configuration is a {type(saved).__name__}, not a mapping")
+    try:
+        return from_dict(Config, saved)
+    except ConfigError as err:
+        raise RuntimeError(f"checkpoint {path}: its saved configuration is invalid ({err})") from None
+
+
+def saved_class_names(path: str | Path, state: Mapping[str, Any]) -> list[str]:
+    """The class of each classifier output, as checkpoint ``path`` saved them (a list of strings).
+
+    Raises
+    ------
+    RuntimeError
+        Naming the file, when ``class_names`` is not a list of strings.
+    """
+    names = state["class_names"]
+    if not isinstance(names, (list, tuple)) or not all(isinstance(name, str) for name in names):
+        raise RuntimeError(f"checkpoint {path}: its class_names are not a list of strings ({type(names).__name__})")
+    return list(names)
+
+
+def load_weights(path: str | Path, state: Mapping[str, Any], model: torch.nn.Module) -> torch.Tensor:
+    """Load checkpoint ``path``'s weights into ``model`` and return its Q^C[:, fg], both checked.
+
+    ``model`` is built from the checkpoint's configuration (or one found equal to it): weights
+    of other shapes, NaN or infinite weights, and a Q^C[:, fg] that is not one finite number per
+    cluster are what no run of train.py writes (a step whose loss is not finite stops the run
+    before the optimiser moves), so each is one error naming the file — not a state_dict dump of
+    every mismatch, nor "attention contains non-finite values" once the model has run.
+
+    Raises
+    ------
+    RuntimeError
+        Naming the file and the first offending tensor.
+    """
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, AttributeError, ValueError) as err:
+        # torch lists every mismatch, one per line: the first says enough
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__
+        detail = detail if len(detail) <= 300 else detail[:300] + "..."
+        raise RuntimeError(f"checkpoint {path}: its model weights do not fit its configuration ({detail})") from None
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise RuntimeError(
+                f"checkpoint {path}: its model weights hold NaN or infinite values (first: {name}), which no "
+                "run of train.py saves"
+            )
+    cluster_fg = state["cluster_fg"]
+    clusters = getattr(model, "num_clusters", None)
+    if (
+        not isinstance(cluster_fg, torch.Tensor)
+        or not cluster_fg.is_floating_point()
+        or tuple(cluster_fg.shape) != (clusters,)
+        or not bool(torch.isfinite(cluster_fg).all())
+    ):
+        shape = tuple(cluster_fg.shape) if isinstance(cluster_fg, torch.Tensor) else type(cluster_fg).__name__
+        raise RuntimeError(
+            f"checkpoint {path}: its cluster_fg (Q^C[:, fg]) must be {clusters} finite numbers, one per cluster "
+            f"(model.num_clusters), got {shape}"
+            + (" holding NaN or infinite values" if isinstance(cluster_fg, torch.Tensor) else "")
+        )
+    return cluster_fg
 
 
 def load_latest(

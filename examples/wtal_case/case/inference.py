@@ -91,7 +91,8 @@ def load_for_inference(checkpoint: str | Path, device: str | torch.device = "cpu
     FileNotFoundError, RuntimeError
         Naming the file: missing, unreadable, lacking what inference needs
         (:data:`case.checkpoint.INFERENCE_KEYS`: a bare ``state_dict`` lacks all but the
-        weights), or holding weights that do not fit its configuration.
+        weights), an invalid saved configuration, or weights that do not fit it or are not
+        finite (:func:`case.checkpoint.load_weights`).
 
     Examples
     --------
@@ -100,20 +101,12 @@ def load_for_inference(checkpoint: str | Path, device: str | torch.device = "cpu
     (['BaseballPitch', 'BasketballDunk'], torch.Size([16]))
     """
     state = ckpt.load_trained(checkpoint, map_location=device)
-    cfg = from_dict(Config, state["config"])
-    names = list(state["class_names"])
+    cfg = ckpt.saved_config(checkpoint, state)
+    names = ckpt.saved_class_names(checkpoint, state)
     model = CASEModel(cfg.data.feature_dim, len(names), cfg.model).to(device)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:  # torch lists every mismatch, one per line: the first says enough
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-        detail = lines[1] if len(lines) > 1 else lines[0] if lines else type(err).__name__
-        detail = detail if len(detail) <= 300 else detail[:300] + "..."
-        raise RuntimeError(
-            f"checkpoint {checkpoint}: its model weights do not fit its configuration ({detail})"
-        ) from None
+    cluster_fg = ckpt.load_weights(checkpoint, state, model)  # shapes, finite values: one line naming the file
     model.eval()
-    return TrainedModel(model, state["cluster_fg"].to(device), cfg, names, int(state["step"]), Path(checkpoint))
+    return TrainedModel(model, cluster_fg.to(device), cfg, names, int(state["step"]), Path(checkpoint))
 
 
 def inference_config(trained: Config, config: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:

@@ -46,6 +46,7 @@ import numpy as np
 
 from .atomic import atomic_write_text
 from .jsonfile import read_json
+from .messages import shown
 
 __all__ = [
     "DEFAULT_TIOU_THRESHOLDS",
@@ -241,19 +242,19 @@ def _bound(value: Any) -> float:
 
 def _score(value: Any, where: str) -> float:
     if not _is_real_type(type(value)) or not math.isfinite(_to_float(value)):
-        raise DetectionFileError(f"{where}: 'score' must be a finite number, got {value!r}")
+        raise DetectionFileError(f"{where}: 'score' must be a finite number, got {shown(value)}")
     return _to_float(value)
 
 
 def _segment(seg: Any, where: str) -> tuple[float, float]:
     if not isinstance(seg, (list, tuple)) or len(seg) != 2:
-        raise DetectionFileError(f"{where}: 'segment' must be [start, end], got {seg!r}")
+        raise DetectionFileError(f"{where}: 'segment' must be [start, end], got {shown(seg)}")
     try:
         start, end = _bound(seg[0]), _bound(seg[1])
     except ValueError as exc:
-        raise DetectionFileError(f"{where}: bad segment {seg!r}: {exc}") from None
+        raise DetectionFileError(f"{where}: bad segment {shown(seg)}: {exc}") from None
     if not (math.isfinite(start) and math.isfinite(end)):
-        raise DetectionFileError(f"{where}: segment bounds must be finite, got {seg!r}")
+        raise DetectionFileError(f"{where}: segment bounds must be finite, got {shown(seg)}")
     if end < start:
         raise DetectionFileError(f"{where}: segment end {end} < start {start}")
     return start, end

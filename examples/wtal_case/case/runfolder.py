@@ -45,10 +45,19 @@ __all__ = ["LOCK_NAME", "RESUME_MAY_CHANGE", "RunPaths", "RunLock", "RunFolder",
 #: The lock file's name inside a run folder.
 LOCK_NAME = "run.lock"
 
-#: The settings a ``--resume`` may change: they cannot change the run's weights, log or metrics
-#: (a progress bar; worker processes load the same batches as the training process, see
-#: :mod:`case.batching`). Every other setting must be the one the run started with.
-RESUME_MAY_CHANGE = ("train.progress", "train.num_workers")
+#: The settings a ``--resume`` may change, the one list of them: they cannot change the run's
+#: weights, log or metrics — a progress bar; worker processes, which load the same batches as
+#: the training process (:mod:`case.batching`); how often a periodic checkpoint is written and
+#: how many are kept (saving draws no random number and changes no state); how many test videos
+#: are drawn in the plots. Every other setting must be the one the run started with (the thread
+#: count too: CPU kernels sum in another order on another number of threads).
+RESUME_MAY_CHANGE = (
+    "train.progress",
+    "train.num_workers",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+    "eval.plot_videos",
+)
 
 #: What a run folder's writers put in it, by name (the ablation adds its cache and error
 #: files): only a temporary file of one of these is a write that a kill cut short.

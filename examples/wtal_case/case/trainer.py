@@ -52,6 +52,7 @@ from .batching import BatchOrder, VideoSubset, iterate_batches, split_heldout
 from .config import Config, ConfigError, to_dict
 from .data import DatasetError, VideoDataset, build_dataset
 from .data.constants import SNIPPET_SECONDS
+from .data.fingerprint import fingerprint, first_change
 from .distributed import Distributed, mean_over_ranks, setup_runtime
 from .errors import Interrupted, RunFolderError, RunWarning, fits_in_memory, raise_if_interrupted
 from .evaluation import evaluate_checkpoint, has_annotations, valid_one_epoch
@@ -82,9 +83,11 @@ class TrainingState:
     #: CCC's moving average of β (labeling.ccc.marginal="ema"; None otherwise): checkpointed
     ccc_marginal: OnlineLabeller | None = None
 
-    def checkpoint(self, order: BatchOrder, cfg: Config, class_names: list[str]) -> dict[str, Any]:
-        """What a checkpoint holds (:data:`case.checkpoint.REQUIRED_KEYS`, and ``ccc_marginal``
-        with ``labeling.ccc.marginal="ema"``)."""
+    def checkpoint(
+        self, order: BatchOrder, cfg: Config, class_names: list[str], data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """What a checkpoint holds (:data:`case.checkpoint.REQUIRED_KEYS`, the splits' fingerprint
+        ``data`` as ``data_fingerprint``, and ``ccc_marginal`` with ``labeling.ccc.marginal="ema"``)."""
         extra = {}
         if self.ccc_marginal is not None:
             extra["ccc_marginal"] = {k: v.detach().cpu() for k, v in self.ccc_marginal.state_dict().items()}
@@ -98,6 +101,7 @@ class TrainingState:
             "config": to_dict(cfg),
             "class_names": class_names,  # what each classifier output means
             "best": self.best,
+            "data_fingerprint": data,  # the splits' videos in order and their files (--resume compares)
             **extra,
         }
 
@@ -120,6 +124,9 @@ class RunInputs:
         (data set, video indices, ground truth) of the held-out slice (``train.select="heldout"``).
     state : TrainingState
         The seeded model and optimiser at step 0.
+    data : dict
+        ``{split: fingerprint}`` of the splits the run reads (:mod:`case.data.fingerprint`):
+        saved in every checkpoint, compared by ``--resume``.
     """
 
     device: torch.device
@@ -129,6 +136,7 @@ class RunInputs:
     evaluated: VideoDataset
     heldout: tuple[VideoDataset, list[int], dict[str, Any]] | None
     state: TrainingState
+    data: dict[str, Any]
 
 
 def prepare_run(cfg: Config, env: Distributed) -> RunInputs:
@@ -203,7 +211,11 @@ def prepare_run(cfg: Config, env: Distributed) -> RunInputs:
     sizes = ", ".join(f"model.{k}={getattr(cfg.model, k)}" for k in ("hidden_dim", "num_clusters"))
     with fits_in_memory(f"the model ({sizes}, {len(class_names)} classes, data.feature_dim={cfg.data.feature_dim})"):
         state = _new_state(cfg, len(class_names), device)
-    return RunInputs(device, class_names, train_set, order, evaluated, heldout, state)
+    data = {
+        split: fingerprint(dataset, cfg.data.root)
+        for split, dataset in (("train", full_train), (cfg.eval.split, evaluated))
+    }
+    return RunInputs(device, class_names, train_set, order, evaluated, heldout, state, data)
 
 
 def _new_state(cfg: Config, num_classes: int, device: torch.device) -> TrainingState:
@@ -382,21 +394,33 @@ def _restore(state: TrainingState, cfg: Config, inputs: RunInputs, paths: RunPat
             _warn(f"no checkpoint before step {before} is kept: training restarts from step 0")
         return
     path, saved = found
+    try:  # a checkpoint made or edited by hand: one line naming it, not a traceback
+        ckpt.saved_config(path, saved)
+        class_names = ckpt.saved_class_names(path, saved)
+    except RuntimeError as err:
+        raise RunFolderError(str(err)) from None
     RunFolder.check_same_config(saved["config"], cfg, str(path))
-    if list(saved["class_names"]) != inputs.class_names:  # they come from the data, not the configuration
+    if class_names != inputs.class_names:  # they come from the data, not the configuration
         raise RunFolderError(
-            f"{path} was trained on the classes {list(saved['class_names'])}, but the data set has "
+            f"{path} was trained on the classes {class_names}, but the data set has "
             f"{inputs.class_names}; resume on the data the run started with, or start a new run with --out"
         )
+    _check_same_data(path, saved, cfg, inputs, env)
     if saved["data_order"] != inputs.order.state(saved["step"]):
         raise RunFolderError(
             f"{path}: its data order {saved['data_order']} does not match this run's "
             f"{inputs.order.state(saved['step'])}"
         )
-    state.model.load_state_dict(saved["model"])
-    state.optimizer.load_state_dict(saved["optimizer"])
+    try:
+        state.cluster_fg = ckpt.load_weights(path, saved, state.model).to(inputs.device)
+    except RuntimeError as err:
+        raise RunFolderError(str(err)) from None
+    try:
+        state.optimizer.load_state_dict(saved["optimizer"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise RunFolderError(f"checkpoint {path}: its optimizer state does not fit the model ({first})") from None
     ckpt.set_rng_state(saved["rng"])
-    state.cluster_fg = saved["cluster_fg"].to(inputs.device)
     if state.ccc_marginal is not None:  # labeling.ccc.marginal="ema" (the same configuration: checked above)
         if "ccc_marginal" not in saved:
             raise RunFolderError(f"{path} holds no ccc_marginal state for labeling.ccc.marginal='ema'")
@@ -405,6 +429,28 @@ def _restore(state: TrainingState, cfg: Config, inputs: RunInputs, paths: RunPat
         except (TypeError, ValueError) as err:
             raise RunFolderError(f"{path}: its ccc_marginal state does not load: {err}") from None
     state.step, state.best, state.finished = int(saved["step"]), saved["best"], path.name == "final.pt"
+
+
+def _check_same_data(path: Path, saved: dict[str, Any], cfg: Config, inputs: RunInputs, env: Distributed) -> None:
+    """Refuse to resume on data other than the run's: the splits' videos in order and their files
+    (:mod:`case.data.fingerprint`) against what checkpoint ``path`` saved.
+
+    A checkpoint written before fingerprints were saved cannot be compared: a warning says so.
+    """
+    fingerprints = saved.get("data_fingerprint")
+    if not isinstance(fingerprints, dict):
+        if env.main:
+            _warn(
+                f"{path} holds no data fingerprint (an older checkpoint): the data cannot be checked against the run's"
+            )
+        return
+    for split, now in inputs.data.items():
+        change = first_change(fingerprints.get(split, {}), now, cfg.data.root)
+        if change is not None:
+            raise RunFolderError(
+                f"--resume: {change}; {path} was trained on the data as it was: restore it, or start a new run "
+                "with --out"
+            )
 
 
 def _train_steps(
@@ -421,7 +467,8 @@ def _train_steps(
         )
 
     def save(name: str) -> None:
-        ckpt.save_checkpoint(paths.checkpoints / name, state.checkpoint(inputs.order, cfg, inputs.class_names))
+        saved = state.checkpoint(inputs.order, cfg, inputs.class_names, inputs.data)
+        ckpt.save_checkpoint(paths.checkpoints / name, saved)
 
     bar = tqdm(
         total=train.steps,

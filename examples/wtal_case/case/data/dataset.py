@@ -109,6 +109,12 @@ class VideoDataset(Dataset):
     files
         Every file the data set was built from and reads (annotations, split and class lists,
         features): what a command writing files must not replace (``evaluate.py --out``).
+    listing
+        The file of :attr:`files` that lists the split's videos in order (``split_<split>.txt``,
+        W-TALC's ``videoname.npy``), or None.
+    class_file
+        The file of :attr:`files` that lists the classes (``classes.txt``, W-TALC's
+        ``classlist.npy``), or None.
     """
 
     def __init__(
@@ -123,6 +129,8 @@ class VideoDataset(Dataset):
         num_segments: int,
         seed: int = 0,
         files: Sequence[Path] = (),
+        listing: Path | None = None,
+        class_file: Path | None = None,
     ) -> None:
         if sampling not in SAMPLING_MODES:
             raise DatasetError(f"sampling must be one of {SAMPLING_MODES}, got {sampling!r}")
@@ -135,6 +143,7 @@ class VideoDataset(Dataset):
         self.num_segments = int(num_segments)
         self.seed = int(seed)
         self.files = list(files)
+        self.listing, self.class_file = listing, class_file
         self.epoch = 0
         self._load = load
         index = {name: k for k, name in enumerate(self.class_names)}
@@ -164,6 +173,8 @@ class VideoDataset(Dataset):
             num_segments=self.num_segments,
             seed=self.seed,
             files=self.files,
+            listing=self.listing,
+            class_file=self.class_file,
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -414,6 +425,8 @@ def _basnet(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) -
         num_segments=cfg.num_segments,
         seed=seed,
         files=listed + [path for pair in paths for path in pair],
+        listing=split_path,
+        class_file=classes_path if has_classes else None,
     )
 
 
@@ -453,6 +466,8 @@ def _wtalc(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) ->
         num_segments=cfg.num_segments,
         seed=seed,
         files=[path, *sorted(annotations.glob("*.npy"))],
+        listing=annotations / "videoname.npy",
+        class_file=annotations / "classlist.npy",
     )
 
 
