@@ -85,7 +85,7 @@ def first_change(saved: Mapping[str, Any], now: Mapping[str, Any], root: str | P
             what = f"video {new[0]!r} is new" + (f" (and {len(new) - 1} more)" if len(new) > 1 else "")
         else:
             first = next(i for i, (a, b) in enumerate(zip(before, after)) if a != b)
-            what = f"the same videos in another order (from line {first + 1} on), another data order"
+            what = f"the same videos in another order (from entry {first + 1} on), another data order"
         return f"{listing} changed since the run started: {what}"
     files_before, files_after = saved.get("files", {}), now.get("files", {})
     for name in list(files_before) + [name for name in files_after if name not in files_before]:
