@@ -45,6 +45,7 @@ from ._checks import (
     vector_tensor,
 )
 from ._deferred import DeferredChecks, device_checks
+from ._gradients import Spec, check_differentiable, differentiable_plan
 from ._layout import Dense, Segmented, Segments, Single
 from ._marginals import Resolved, Rules, Sizes, resolve, rules_in_masses
 from ._numerics import relative_violation
@@ -400,9 +401,46 @@ def label(scores: Any, prior: Any, options: Options) -> Array | SinkhornResult:
 
 def label_now(scores: Any, prior: Any, options: Options) -> Array | SinkhornResult:
     """:func:`label` without the CUDA-graph cache."""
+    if options.differentiable:
+        return _label_differentiably(scores, prior, options)
     with autocast_off(scores):
         call = build_problem(scores, prior, options)
         return finish(call, solve(call))
+
+
+def _label_differentiably(scores: Any, prior: Any, options: Options) -> Array | SinkhornResult:
+    """:func:`label_now` with labels that carry gradients (``differentiable=True``): the same
+    forward, then the plan wrapped by :func:`otlabel._gradients.differentiable_plan`."""
+    check_differentiable(options, scores)
+    with autocast_off(scores):
+        call = build_problem(scores, prior, options)
+        problem = call.problem
+        implicit = not call.schedule.fixed
+        wants_potentials = implicit and prior is not None and not options.log_prior
+        if wants_potentials:
+            problem.return_potentials = True
+        solution = solve(call)
+        plan = solution.plan
+        batched_plan = plan if plan.dim() == 3 else plan.unsqueeze(0)
+        potentials = None
+        if wants_potentials:
+            potentials = (
+                solution.log_row_scaling.reshape(batched_plan.shape[:-1]),
+                solution.log_col_scaling.reshape(batched_plan.shape[:-2] + batched_plan.shape[-1:]),
+            )
+        spec = Spec(
+            epsilon=options.epsilon,
+            n_iter=None if implicit else call.schedule.n_iter,
+            row_step=problem.row_rule.exponent,
+            col_step=problem.col_rule.exponent,
+            log_prior=options.log_prior,
+            n_rows=batched_plan.shape[-2],
+        )
+        differentiable = differentiable_plan(
+            batched_plan, potentials, spec, scores, prior, options.row_marginal, options.col_marginal
+        )
+        solution.plan = differentiable if plan.dim() == 3 else differentiable.squeeze(0)
+        return finish(call, solution)
 
 
 def label_with_potentials(scores: torch.Tensor, options: Options) -> tuple[torch.Tensor, torch.Tensor]:

@@ -141,6 +141,7 @@ class Options(NamedTuple):
     col_bounds: Any = None
     init: Any = None
     acceleration: Any = None
+    differentiable: Any = False
     #: the validated iteration settings
     schedule: Schedule = Schedule(DEFAULT_N_ITER, None, 1000, 10)
     #: a validation error kept for the agreement of a process group's ranks (see above)
@@ -211,6 +212,7 @@ def _normalise(values: dict[str, Any], plain: bool) -> Schedule:
     schedule = check_schedule(values["n_iter"], values["tol"], values["max_iter"], values["check_every"])
     values["return_info"] = check_bool(values["return_info"], "return_info")
     values["log_prior"] = check_bool(values["log_prior"], "log_prior")
+    values["differentiable"] = check_bool(values["differentiable"], "differentiable")
     check_names(values["backend"], "backend", BACKENDS)
     check_names(values["validate"], "validate", VALIDATE)
     if plain:  # the classical problem: nothing more to check

@@ -99,6 +99,8 @@ def eligible(scores: Any, prior: Any, options: Options) -> bool:
         return False
     if not options.schedule.fixed or options.process_group is not None or options.return_info is not False:
         return False
+    if options.differentiable:
+        return False  # the plan carries an autograd graph
     if not options.plain:
         return False  # penalised, bounded or partial marginals, warm starts: the torch backend, eagerly
     if options.backend not in ("auto", "triton"):

@@ -41,6 +41,7 @@ def sinkhorn(
     col_bounds: Any = None,
     init: Any = None,
     acceleration: str | None = None,
+    differentiable: bool = False,
 ) -> Array | SinkhornResult:
     r"""Soft pseudo-labels with prescribed class proportions (entropic optimal transport).
 
@@ -146,11 +147,19 @@ def sinkhorn(
         (``benchmarks/bench_acceleration.py``); plain steps take over for good where it stops
         making progress. Not with ``mass`` or ``col_bounds``. See the guide page "Choosing a
         marginal", "Faster convergence".
+    differentiable : bool, default False
+        Labels that carry gradients to ``scores``, ``prior``, ``col_marginal`` and
+        ``row_marginal`` (the tensors among them). Fixed-iteration mode: the exact derivative
+        of the ``n_iter`` iterations, in O(N K + n_iter (N + K)) memory; tolerance mode: the
+        implicit derivative of the converged plan (one solve on the smaller side). The forward
+        is unchanged. Not with ``mass``, ``col_bounds``, ``process_group``, or ``init`` in
+        fixed-iteration mode. See the guide page "Differentiating through the labels".
 
     Returns
     -------
     Tensor, ndarray or SinkhornResult
-        Q with the shape, dtype, device and array type of ``scores`` (no gradient). Every
+        Q with the shape, dtype, device and array type of ``scores`` (no gradient unless
+        ``differentiable=True``). Every
         entry lies in [0, its row's mass]: [0, 1] with the default marginals (with
         ``row_penalty`` a row may receive more than its mass, and so may an entry).
 
@@ -196,6 +205,7 @@ def sinkhorn_with_prior(
     col_bounds: Any = None,
     init: Any = None,
     acceleration: str | None = None,
+    differentiable: bool = False,
 ) -> Array | SinkhornResult:
     r"""Pseudo-labels pulled toward a prior :math:`\hat Q` (CASE Eq. 12): :func:`sinkhorn` with ``prior=``.
 
@@ -216,7 +226,7 @@ def sinkhorn_with_prior(
         As in :func:`sinkhorn` (``prior`` is required here).
     epsilon, col_marginal, row_marginal, n_iter, tol, max_iter, check_every, backend, return_info
         As in :func:`sinkhorn`.
-    process_group, validate, col_penalty, row_penalty, mass, col_bounds, init, acceleration
+    process_group, validate, col_penalty, row_penalty, mass, col_bounds, init, acceleration, differentiable
         As in :func:`sinkhorn`.
 
     Returns

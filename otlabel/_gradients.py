@@ -1,0 +1,269 @@
+r"""Gradients through the labels (``differentiable=True``): one :class:`torch.autograd.Function`
+whose forward is the solved plan and whose backward is written by hand, in two modes.
+
+Both work on the log kernel :math:`L = S/\varepsilon + \log \hat Q` of a problem of B × N × K,
+with the plan :math:`Q = \exp(L + f \mathbf{1}^\top + \mathbf{1} g^\top)` and the log masses
+:math:`a = \log(N c)` (columns) and :math:`b = \log(N r)` (rows). A side held by a KL penalty
+of strength τ takes the damped step :math:`\varphi = \tau / (\tau + \varepsilon)` (1 for a hard
+side).
+
+**Fixed-iteration mode** — the exact derivative of the ``n_iter``-iteration map
+
+.. math::
+    g_t = \varphi_c \bigl(a - \operatorname{LSE}_n(L + f_{t-1})\bigr), \qquad
+    f_t = \varphi_r \bigl(b - \operatorname{LSE}_k(L + g_t)\bigr), \qquad f_0 = 0,
+
+(what autograd through the same loop gives), by reverse-mode through the loop. The backward
+recomputes the iterations keeping only the potentials and the log-sum-exps, O(n_iter·(N+K)),
+and rebuilds each step's soft-max when it needs it: one N × K tensor at a time, never
+``n_iter`` of them.
+
+**Tolerance mode** — implicit differentiation at the converged plan. The optimality conditions,
+each row and column equation multiplied by its sum (which leaves the derivative unchanged at a
+root) are
+
+.. math::
+    R_n \bigl(\log R_n + \rho_r f_n - b_n\bigr) = 0, \qquad
+    C_k \bigl(\log C_k + \rho_c g_k - a_k\bigr) = 0, \qquad \rho = \varepsilon / \tau
+
+(:math:`\rho = 0` for a hard side), :math:`R = Q\mathbf{1}`, :math:`C = Q^\top\mathbf{1}`. With
+:math:`\bar Z = \bar Q \odot Q`, the adjoint (λ, μ) solves
+
+.. math::
+    \begin{pmatrix} \operatorname{diag}(R (1 + \rho_r)) & Q \\
+                    Q^\top & \operatorname{diag}(C (1 + \rho_c)) \end{pmatrix}
+    \begin{pmatrix} \lambda \\ \mu \end{pmatrix} =
+    \begin{pmatrix} \bar Z \mathbf{1} \\ \bar Z^\top \mathbf{1} \end{pmatrix},
+
+and then :math:`\bar L = \bar Z - Q \odot (\lambda \mathbf{1}^\top + \mathbf{1} \mu^\top)`,
+:math:`\bar a = C \odot \mu`, :math:`\bar b = R \odot \lambda`. The system is solved through its
+Schur complement on the smaller side (min(N, K) × min(N, K), symmetric), directly, in float64.
+With both sides hard it is singular along (1, −1) — the potentials' shift — and a rank-one term
+fixes that shift without changing the answer. Only the plan is needed: no iterate is kept.
+
+From :math:`\bar L`: :math:`\bar S = \bar L / \varepsilon`; a prior :math:`\hat Q` gets
+:math:`\bar L / \hat Q`, computed without dividing (the backward forms every product with
+:math:`\exp(S/\varepsilon + \dots)` in place of :math:`\exp(L + \dots)`), so that a zero of the
+prior gets its derivative too; a log prior gets :math:`\bar L`. Marginals given as proportions
+are renormalised by the forward, and their gradient is that of the renormalised marginal:
+:math:`\partial \ell / \partial c_j = \bar a_j / c_j - \sum_k \bar a_k / \sum_k c_k`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+
+from .errors import ArgumentTypeError, InvalidArgumentError
+
+__all__ = ["Spec", "check_differentiable", "differentiable_plan"]
+
+
+class Spec(NamedTuple):
+    """What the backward needs besides the tensors: the problem's constants."""
+
+    epsilon: float
+    n_iter: int | None  #: fixed-iteration mode's iterations; None: tolerance mode (implicit)
+    row_step: float  #: φ_r (1: hard rows)
+    col_step: float  #: φ_c (1: hard columns)
+    log_prior: bool
+    n_rows: int  #: N, the rows each marginal's proportions are multiplied by
+
+
+def check_differentiable(options: Any, scores: Any) -> None:
+    """Refuse, before any work, what ``differentiable=True`` does not cover (naming the option)."""
+    if not isinstance(scores, torch.Tensor):
+        raise ArgumentTypeError(
+            "differentiable=True needs scores as a torch tensor (gradients flow to tensors), "
+            f"got {type(scores).__name__}"
+        )
+    refused = [
+        ("mass", options.mass is not None, "partial transport's gradient is not implemented yet"),
+        (
+            "col_bounds",
+            options.col_bounds is not None,
+            "bounded class sizes have no derivative where a bound turns active; pass col_marginal or col_penalty",
+        ),
+        ("process_group", options.process_group is not None, "a distributed backward is not implemented yet"),
+        (
+            "init",
+            options.init is not None and options.schedule.fixed,
+            "a warm start of the fixed-iteration mode is not differentiated yet (the tolerance mode takes one)",
+        ),
+    ]
+    for name, given, why in refused:
+        if given:
+            raise InvalidArgumentError(f"differentiable=True cannot be combined with {name}: {why}")
+
+
+def differentiable_plan(
+    plan: torch.Tensor,
+    potentials: tuple[torch.Tensor, torch.Tensor] | None,
+    spec: Spec,
+    scores: torch.Tensor,
+    prior: torch.Tensor | None,
+    row_marginal: Any,
+    col_marginal: Any,
+) -> torch.Tensor:
+    """``plan`` (B, N, K), the solved labels in the compute dtype, carrying gradients to the tensors
+    among ``scores``, ``prior``, ``row_marginal`` and ``col_marginal`` (as the caller gave them).
+    ``potentials``: the solution's (f, g), (B, N) and (B, K) — needed by the tolerance mode with a
+    prior that may be differentiated (else None)."""
+    row = row_marginal if isinstance(row_marginal, torch.Tensor) else None
+    col = col_marginal if isinstance(col_marginal, torch.Tensor) else None
+    f, g = (None, None) if potentials is None else potentials
+    return _Plan.apply(plan, f, g, spec, scores, prior, row, col)
+
+
+class _Plan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, plan, f, g, spec: Spec, scores, prior, row, col) -> torch.Tensor:  # noqa: ANN001
+        ctx.spec = spec
+        ctx.save_for_backward(plan, f, g, scores, prior, row, col)
+        return plan.view_as(plan)
+
+    @staticmethod
+    def backward(ctx: Any, plan_grad: torch.Tensor):  # noqa: ANN205
+        plan, f, g, scores, prior, row, col = ctx.saved_tensors
+        spec: Spec = ctx.spec
+        want_scores, want_prior, want_row, want_col = ctx.needs_input_grad[4:8]
+        dtype = plan.dtype
+        scaled = scores.detach().to(dtype).reshape(plan.shape) / spec.epsilon
+        kernel, prior_factor = scaled, None
+        if prior is not None:
+            prior3 = prior.detach().to(dtype).reshape(plan.shape)
+            kernel = scaled + (prior3 if spec.log_prior else prior3.log())
+            if not spec.log_prior and want_prior:
+                # A linear prior's gradient is bar-L / Q-hat: every product is formed with
+                # exp(S/eps + ...) instead of exp(L + ...), and bar-L = Q-hat * that; a zero of
+                # Q-hat gets its derivative too (no division).
+                prior_factor = prior3
+        grad = plan_grad.to(dtype)
+        if spec.n_iter is None:
+            if prior_factor is None:
+                plan_over_prior = plan
+            else:  # Q / Q-hat = exp(f + S/eps + g)
+                plan_over_prior = torch.exp(f.to(dtype).unsqueeze(-1) + scaled + g.to(dtype).unsqueeze(-2))
+            reduced_grad, log_row_grad, log_col_grad = _implicit(plan, plan_over_prior, grad, spec)
+        else:
+            reduced_grad, log_row_grad, log_col_grad = _unrolled(grad, kernel, scaled, prior_factor, spec, row, col)
+        # reduced_grad: bar-L, or bar-L / Q-hat with a linear prior to differentiate
+        scores_grad = prior_grad = row_grad = col_grad = None
+        if want_scores:
+            kernel_grad = reduced_grad if prior_factor is None else reduced_grad * prior_factor
+            scores_grad = (kernel_grad / spec.epsilon).reshape(scores.shape).to(scores.dtype)
+        if want_prior:
+            prior_grad = reduced_grad.reshape(prior.shape).to(prior.dtype)
+        if want_row:
+            row_grad = _proportions_grad(log_row_grad, row)
+        if want_col:
+            col_grad = _proportions_grad(log_col_grad, col)
+        return None, None, None, None, scores_grad, prior_grad, row_grad, col_grad
+
+
+def _proportions_grad(log_mass_grad: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
+    """The gradient of proportions ``given`` ((K,) or (B, K)) that the forward renormalised into
+    masses N * given / given.sum(), from the gradient of the log masses (B, K)."""
+    values = given.detach().to(log_mass_grad.dtype)
+    per = log_mass_grad / values - log_mass_grad.sum(-1, keepdim=True) / values.sum(-1, keepdim=True)
+    if given.dim() == 1:
+        per = per.sum(0)
+    return per.reshape(given.shape).to(given.dtype)
+
+
+def _log_masses(n_rows: int, batch: int, size: int, given: torch.Tensor | None, like: torch.Tensor, default: float):
+    """(B, size) log masses: N * proportions (renormalised), or ``default`` everywhere."""
+    if given is None:
+        return torch.full((batch, size), default, dtype=like.dtype, device=like.device)
+    values = given.detach().to(like.dtype)
+    values = values / values.sum(-1, keepdim=True)
+    return (n_rows * values).log().expand(batch, size)
+
+
+def _unrolled(grad, kernel, scaled, prior_factor, spec: Spec, row, col):  # noqa: ANN001, ANN202
+    """Fixed-iteration mode: reverse-mode through the loop, recomputed with its potentials only.
+    With a ``prior_factor`` (Q-hat), the kernel's gradient comes back divided by it."""
+    batch, n_rows, n_cols = kernel.shape
+    log_col = _log_masses(spec.n_rows, batch, n_cols, col, kernel, math.log(spec.n_rows / n_cols))
+    log_row = _log_masses(spec.n_rows, batch, n_rows, row, kernel, 0.0)
+    # forward again, keeping f_{t-1}, g_t and both log-sum-exps of every iteration: O(T (N + K))
+    f = torch.zeros(batch, n_rows, dtype=kernel.dtype, device=kernel.device)
+    tape = []
+    for _ in range(spec.n_iter):
+        col_lse = torch.logsumexp(kernel + f.unsqueeze(-1), dim=-2)
+        g = spec.col_step * (log_col - col_lse)
+        row_lse = torch.logsumexp(kernel + g.unsqueeze(-2), dim=-1)
+        tape.append((f, g, col_lse, row_lse))
+        f = spec.row_step * (log_row - row_lse)
+    numerator = kernel if prior_factor is None else scaled
+    # bar-Z = bar-Q ⊙ Q, the plan's direct contribution
+    reduced_grad = grad * torch.exp(numerator + f.unsqueeze(-1) + g.unsqueeze(-2))
+    z_grad = reduced_grad if prior_factor is None else reduced_grad * prior_factor
+    f_grad, g_grad = z_grad.sum(-1), z_grad.sum(-2)
+    log_row_grad = torch.zeros_like(log_row)
+    log_col_grad = torch.zeros_like(log_col)
+    for f_before, g, col_lse, row_lse in reversed(tape):
+        # row step f_t = φ_r (b - LSE_k(L + g_t)): its soft-max over k, times the step's adjoint
+        step = spec.row_step * f_grad
+        log_row_grad += step
+        weighted = torch.exp(numerator + g.unsqueeze(-2) - row_lse.unsqueeze(-1)) * step.unsqueeze(-1)
+        reduced_grad -= weighted
+        g_grad = g_grad - (weighted if prior_factor is None else weighted * prior_factor).sum(-2)
+        # column step g_t = φ_c (a - LSE_n(L + f_{t-1})): its soft-max over n
+        step = spec.col_step * g_grad
+        log_col_grad += step
+        weighted = torch.exp(numerator + f_before.unsqueeze(-1) - col_lse.unsqueeze(-2)) * step.unsqueeze(-2)
+        reduced_grad -= weighted
+        f_grad = -(weighted if prior_factor is None else weighted * prior_factor).sum(-1)
+        g_grad = torch.zeros_like(g_grad)
+    return reduced_grad, log_row_grad, log_col_grad
+
+
+def _implicit(plan, plan_over_prior, grad, spec: Spec):  # noqa: ANN001, ANN202
+    """Tolerance mode: the adjoint of the optimality conditions at the converged plan.
+    ``plan_over_prior``: the plan, or Q / Q-hat (then the kernel's gradient comes back divided by Q-hat)."""
+    solve_dtype = torch.float64
+    q = plan
+    z_grad = grad * q
+    row_sums, col_sums = q.sum(-1), q.sum(-2)
+    row_rho = 1.0 / spec.row_step - 1.0  # ε/τ: 0 for a hard side
+    col_rho = 1.0 / spec.col_step - 1.0
+    row_diag = (row_sums * (1.0 + row_rho)).to(solve_dtype)
+    col_diag = (col_sums * (1.0 + col_rho)).to(solve_dtype)
+    row_rhs = z_grad.sum(-1).to(solve_dtype)
+    col_rhs = z_grad.sum(-2).to(solve_dtype)
+    q64 = q.to(solve_dtype)
+    both_hard = row_rho == 0.0 and col_rho == 0.0
+    if q.shape[-1] <= q.shape[-2]:
+        col_adj = _schur_solve(q64, row_diag, col_diag, row_rhs, col_rhs, both_hard)
+        row_adj = (row_rhs - (q64 @ col_adj.unsqueeze(-1)).squeeze(-1)) / row_diag
+    else:
+        t = q64.transpose(-1, -2)
+        row_adj = _schur_solve(t, col_diag, row_diag, col_rhs, row_rhs, both_hard)
+        col_adj = (col_rhs - (t @ row_adj.unsqueeze(-1)).squeeze(-1)) / col_diag
+    row_adj, col_adj = row_adj.to(q.dtype), col_adj.to(q.dtype)
+    # bar-L = bar-Z - Q ⊙ (λ 1ᵀ + 1 μᵀ) = Q ⊙ (bar-Q - λ 1ᵀ - 1 μᵀ)
+    reduced_grad = (grad - row_adj.unsqueeze(-1) - col_adj.unsqueeze(-2)) * plan_over_prior
+    return reduced_grad, row_adj * row_sums, col_adj * col_sums
+
+
+def _schur_solve(q, row_diag, col_diag, row_rhs, col_rhs, both_hard: bool) -> torch.Tensor:  # noqa: ANN001
+    """μ of [[diag(row_diag), q], [qᵀ, diag(col_diag)]] (λ; μ) = (row_rhs; col_rhs), through the
+    K × K Schur complement diag(col_diag) - qᵀ diag(1/row_diag) q (symmetric)."""
+    scaled = q / row_diag.unsqueeze(-1)
+    schur = torch.diag_embed(col_diag) - q.transpose(-1, -2) @ scaled
+    rhs = col_rhs - (scaled.transpose(-1, -2) @ row_rhs.unsqueeze(-1)).squeeze(-1)
+    scale = col_diag.mean(-1, keepdim=True).unsqueeze(-1)
+    if both_hard:  # singular along 1 (the potentials' shift), with rhs ⟂ 1: pin the shift to 0
+        schur = schur + scale / schur.shape[-1]
+    # A sharp plan may fall apart into blocks (entries that underflowed to 0), each with a shift
+    # of its own: a tiny ridge picks one. Such a shift moves μ on a block's columns and λ on its
+    # rows oppositely, so bar-L (which needs λ_n + μ_k where Q is not 0) does not see it.
+    ridge = _RIDGE * torch.eye(schur.shape[-1], dtype=schur.dtype, device=schur.device)
+    return torch.linalg.solve(schur + scale * ridge, rhs.unsqueeze(-1)).squeeze(-1)
+
+
+#: The ridge of the Schur complement, relative to its diagonal's mean (float64).
+_RIDGE = 1e-12
