@@ -322,6 +322,8 @@ def scores_of(true: np.ndarray, clusters: np.ndarray) -> dict:
         "ari": float(adjusted_rand_score(true, clusters)),
         # total variation between the cluster sizes and the class sizes, each sorted
         "size_tv": float(0.5 * np.abs(sorted_shares(clusters) - sorted_shares(true)).sum()),
+        # clusters that received at least one image: fewer than 10 means classes were merged
+        "clusters_used": int(len(np.unique(clusters))),
         "shares": sorted_shares(clusters).tolist(),
     }
 
@@ -401,7 +403,7 @@ def settings_record(steps: int, seeds: list[int]) -> dict:
     }
 
 
-METRICS = ("accuracy", "nmi", "ari", "size_tv")
+METRICS = ("accuracy", "nmi", "ari", "size_tv", "clusters_used")
 
 
 def summarise(runs: list[dict]) -> list[dict]:
@@ -451,11 +453,14 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 def markdown_table(summary: list[dict]) -> str:
     lines = [
-        "| data set | option | setting | accuracy | NMI | ARI | size TV | beats equipartition by > 1 sd |",
-        "|---|---|---|---|---|---|---|---|",
+        "| data set | option | setting | accuracy | NMI | ARI | size TV | clusters used | > equipartition + 1 sd |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary:
-        cells = [f"{row[m]:.3f} ± {row[m + '_sd']:.3f}" for m in METRICS]
+        cells = []
+        for metric in METRICS:
+            digits = 1 if metric == "clusters_used" else 3
+            cells.append(f"{row[metric]:.{digits}f} ± {row[metric + '_sd']:.{digits}f}")
         verdict = {None: "", True: "yes", False: "no"}[row["beats_equipartition"]]
         setting = OPTION_SETTINGS.get(row["option"], "pixels, 10 inits (scikit-learn)")
         lines.append(f"| {row['dataset']} | {row['option']} | {setting} | {' | '.join(cells)} | {verdict} |")

@@ -69,12 +69,13 @@ def test_accuracy_of_a_renamed_labelling_is_one_and_of_a_hand_made_case_is_known
     assert digits.cluster_accuracy(true, renamed) == 1.0
     scores = digits.scores_of(true, renamed)
     assert scores["nmi"] == pytest.approx(1.0) and scores["ari"] == pytest.approx(1.0)
-    assert scores["size_tv"] == pytest.approx(0.0)
+    assert scores["size_tv"] == pytest.approx(0.0) and scores["clusters_used"] == 10
     # clusters 1 -> class 0 (2 right), 0 -> class 1 (1 right), the third sample of cluster 1 is wrong
     assert digits.cluster_accuracy(np.array([0, 0, 1, 1]), np.array([1, 1, 1, 0])) == 0.75
     # one cluster for everything: the largest class's share
     assert digits.cluster_accuracy(np.array([0, 0, 0, 1, 2]), np.zeros(5, dtype=int)) == 0.6
-    assert digits.scores_of(np.array([0, 0, 0, 1, 2]), np.zeros(5, dtype=int))["nmi"] == pytest.approx(0.0)
+    merged = digits.scores_of(np.array([0, 0, 0, 1, 2]), np.zeros(5, dtype=int))
+    assert merged["nmi"] == pytest.approx(0.0) and merged["clusters_used"] == 1
 
 
 def test_accuracy_refuses_vectors_of_different_lengths() -> None:
@@ -92,7 +93,7 @@ def test_summary_means_sds_and_the_one_sd_rule() -> None:
     runs += [run("better", s, a) for s, a in enumerate((0.70, 0.72, 0.74))]
     runs += [run("close", s, a) for s, a in enumerate((0.60, 0.63, 0.66))]
     for r in runs:
-        r.update(size_tv=0.1, shares=[0.5, 0.5])
+        r.update(size_tv=0.1, clusters_used=2, shares=[0.5, 0.5])
     rows = {row["option"]: row for row in digits.summarise(runs)}
     assert rows["equipartition"]["accuracy"] == pytest.approx(0.62)
     assert rows["equipartition"]["accuracy_sd"] == pytest.approx(0.02)  # ddof = 1
