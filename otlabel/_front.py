@@ -434,10 +434,11 @@ def _label_differentiably(scores: Any, prior: Any, options: Options) -> Array | 
             row_step=problem.row_rule.exponent,
             col_step=problem.col_rule.exponent,
             log_prior=options.log_prior,
-            n_rows=batched_plan.shape[-2],
+            reducer=problem.reducer,
         )
+        masses = (problem.row_mass, problem.col_mass)
         differentiable = differentiable_plan(
-            batched_plan, potentials, spec, scores, prior, options.row_marginal, options.col_marginal
+            batched_plan, potentials, masses, spec, scores, prior, options.row_marginal, options.col_marginal
         )
         solution.plan = differentiable if plan.dim() == 3 else differentiable.squeeze(0)
         return finish(call, solution)

@@ -56,6 +56,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from ._reduce import Reducer
 from .errors import ArgumentTypeError, InvalidArgumentError
 
 __all__ = ["Spec", "check_differentiable", "differentiable_plan"]
@@ -69,7 +70,8 @@ class Spec(NamedTuple):
     row_step: float  #: φ_r (1: hard rows)
     col_step: float  #: φ_c (1: hard columns)
     log_prior: bool
-    n_rows: int  #: N, the rows each marginal's proportions are multiplied by
+    #: how the ranks of a process group combine sums over rows (the identity for one process)
+    reducer: Reducer
 
 
 def check_differentiable(options: Any, scores: Any) -> None:
@@ -86,7 +88,6 @@ def check_differentiable(options: Any, scores: Any) -> None:
             options.col_bounds is not None,
             "bounded class sizes have no derivative where a bound turns active; pass col_marginal or col_penalty",
         ),
-        ("process_group", options.process_group is not None, "a distributed backward is not implemented yet"),
         (
             "init",
             options.init is not None and options.schedule.fixed,
@@ -101,6 +102,7 @@ def check_differentiable(options: Any, scores: Any) -> None:
 def differentiable_plan(
     plan: torch.Tensor,
     potentials: tuple[torch.Tensor, torch.Tensor] | None,
+    masses: tuple[torch.Tensor | None, torch.Tensor],
     spec: Spec,
     scores: torch.Tensor,
     prior: torch.Tensor | None,
@@ -110,25 +112,26 @@ def differentiable_plan(
     """``plan`` (B, N, K), the solved labels in the compute dtype, carrying gradients to the tensors
     among ``scores``, ``prior``, ``row_marginal`` and ``col_marginal`` (as the caller gave them).
     ``potentials``: the solution's (f, g), (B, N) and (B, K) — needed by the tolerance mode with a
-    prior that may be differentiated (else None)."""
+    prior that may be differentiated (else None); ``masses``: the problem's (row, column) masses,
+    (B, N) (None: every row 1) and (B, K)."""
     row = row_marginal if isinstance(row_marginal, torch.Tensor) else None
     col = col_marginal if isinstance(col_marginal, torch.Tensor) else None
     f, g = (None, None) if potentials is None else potentials
-    return _Plan.apply(plan, f, g, spec, scores, prior, row, col)
+    return _Plan.apply(plan, f, g, masses[0], masses[1], spec, scores, prior, row, col)
 
 
 class _Plan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, plan, f, g, spec: Spec, scores, prior, row, col) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx: Any, plan, f, g, row_mass, col_mass, spec: Spec, scores, prior, row, col) -> torch.Tensor:  # noqa: ANN001
         ctx.spec = spec
-        ctx.save_for_backward(plan, f, g, scores, prior, row, col)
+        ctx.save_for_backward(plan, f, g, row_mass, col_mass, scores, prior, row, col)
         return plan.view_as(plan)
 
     @staticmethod
     def backward(ctx: Any, plan_grad: torch.Tensor):  # noqa: ANN205
-        plan, f, g, scores, prior, row, col = ctx.saved_tensors
+        plan, f, g, row_mass, col_mass, scores, prior, row, col = ctx.saved_tensors
         spec: Spec = ctx.spec
-        want_scores, want_prior, want_row, want_col = ctx.needs_input_grad[4:8]
+        want_scores, want_prior, want_row, want_col = ctx.needs_input_grad[6:10]
         dtype = plan.dtype
         scaled = scores.detach().to(dtype).reshape(plan.shape) / spec.epsilon
         kernel, prior_factor = scaled, None
@@ -141,6 +144,8 @@ class _Plan(torch.autograd.Function):
                 # Q-hat gets its derivative too (no division).
                 prior_factor = prior3
         grad = plan_grad.to(dtype)
+        log_row = torch.zeros_like(plan[..., 0]) if row_mass is None else row_mass.to(dtype).log()
+        log_col = col_mass.to(dtype).log()
         if spec.n_iter is None:
             if prior_factor is None:
                 plan_over_prior = plan
@@ -148,7 +153,9 @@ class _Plan(torch.autograd.Function):
                 plan_over_prior = torch.exp(f.to(dtype).unsqueeze(-1) + scaled + g.to(dtype).unsqueeze(-2))
             reduced_grad, log_row_grad, log_col_grad = _implicit(plan, plan_over_prior, grad, spec)
         else:
-            reduced_grad, log_row_grad, log_col_grad = _unrolled(grad, kernel, scaled, prior_factor, spec, row, col)
+            reduced_grad, log_row_grad, log_col_grad = _unrolled(
+                grad, kernel, scaled, prior_factor, spec, log_row, log_col
+            )
         # reduced_grad: bar-L, or bar-L / Q-hat with a linear prior to differentiate
         scores_grad = prior_grad = row_grad = col_grad = None
         if want_scores:
@@ -156,43 +163,47 @@ class _Plan(torch.autograd.Function):
             scores_grad = (kernel_grad / spec.epsilon).reshape(scores.shape).to(scores.dtype)
         if want_prior:
             prior_grad = reduced_grad.reshape(prior.shape).to(prior.dtype)
-        if want_row:
-            row_grad = _proportions_grad(log_row_grad, row)
+        if want_row:  # this rank's slice of a marginal over all rows: its sums are over all ranks
+            row_grad = _proportions_grad(log_row_grad, row, spec.reducer)
         if want_col:
-            col_grad = _proportions_grad(log_col_grad, col)
-        return None, None, None, None, scores_grad, prior_grad, row_grad, col_grad
+            col_grad = _proportions_grad(log_col_grad, col, None)
+        return None, None, None, None, None, None, scores_grad, prior_grad, row_grad, col_grad
 
 
-def _proportions_grad(log_mass_grad: torch.Tensor, given: torch.Tensor) -> torch.Tensor:
+def _proportions_grad(log_mass_grad: torch.Tensor, given: torch.Tensor, reducer: Reducer | None) -> torch.Tensor:
     """The gradient of proportions ``given`` ((K,) or (B, K)) that the forward renormalised into
-    masses N * given / given.sum(), from the gradient of the log masses (B, K)."""
+    masses N * given / given.sum(), from the gradient of the log masses (B, K). ``reducer``: the
+    sums run over every rank's slice (a row marginal over a process group)."""
     values = given.detach().to(log_mass_grad.dtype)
-    per = log_mass_grad / values - log_mass_grad.sum(-1, keepdim=True) / values.sum(-1, keepdim=True)
+    grad_total, value_total = log_mass_grad.sum(-1, keepdim=True), values.sum(-1, keepdim=True)
+    if reducer is not None:
+        grad_total, value_total = reducer.sum(grad_total), reducer.sum(value_total)
+    per = log_mass_grad / values - grad_total / value_total
     if given.dim() == 1:
         per = per.sum(0)
     return per.reshape(given.shape).to(given.dtype)
 
 
-def _log_masses(n_rows: int, batch: int, size: int, given: torch.Tensor | None, like: torch.Tensor, default: float):
-    """(B, size) log masses: N * proportions (renormalised), or ``default`` everywhere."""
-    if given is None:
-        return torch.full((batch, size), default, dtype=like.dtype, device=like.device)
-    values = given.detach().to(like.dtype)
-    values = values / values.sum(-1, keepdim=True)
-    return (n_rows * values).log().expand(batch, size)
+def _logsumexp_over_rows(values: torch.Tensor, reducer: Reducer) -> torch.Tensor:
+    """log Σ_n exp(values) over the rows of every rank (dim -2)."""
+    if not reducer.distributed:
+        return torch.logsumexp(values, dim=-2)
+    top = values.amax(-2) if values.shape[-2] else values.new_full(values.shape[:-2] + values.shape[-1:], -math.inf)
+    top = reducer.max(top)
+    safe = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    return safe + reducer.sum(torch.exp(values - safe.unsqueeze(-2)).sum(-2)).log()
 
 
-def _unrolled(grad, kernel, scaled, prior_factor, spec: Spec, row, col):  # noqa: ANN001, ANN202
+def _unrolled(grad, kernel, scaled, prior_factor, spec: Spec, log_row, log_col):  # noqa: ANN001, ANN202
     """Fixed-iteration mode: reverse-mode through the loop, recomputed with its potentials only.
     With a ``prior_factor`` (Q-hat), the kernel's gradient comes back divided by it."""
     batch, n_rows, n_cols = kernel.shape
-    log_col = _log_masses(spec.n_rows, batch, n_cols, col, kernel, math.log(spec.n_rows / n_cols))
-    log_row = _log_masses(spec.n_rows, batch, n_rows, row, kernel, 0.0)
+    reducer = spec.reducer
     # forward again, keeping f_{t-1}, g_t and both log-sum-exps of every iteration: O(T (N + K))
     f = torch.zeros(batch, n_rows, dtype=kernel.dtype, device=kernel.device)
     tape = []
     for _ in range(spec.n_iter):
-        col_lse = torch.logsumexp(kernel + f.unsqueeze(-1), dim=-2)
+        col_lse = _logsumexp_over_rows(kernel + f.unsqueeze(-1), reducer)
         g = spec.col_step * (log_col - col_lse)
         row_lse = torch.logsumexp(kernel + g.unsqueeze(-2), dim=-1)
         tape.append((f, g, col_lse, row_lse))
@@ -201,7 +212,7 @@ def _unrolled(grad, kernel, scaled, prior_factor, spec: Spec, row, col):  # noqa
     # bar-Z = bar-Q ⊙ Q, the plan's direct contribution
     reduced_grad = grad * torch.exp(numerator + f.unsqueeze(-1) + g.unsqueeze(-2))
     z_grad = reduced_grad if prior_factor is None else reduced_grad * prior_factor
-    f_grad, g_grad = z_grad.sum(-1), z_grad.sum(-2)
+    f_grad, g_grad = z_grad.sum(-1), reducer.sum(z_grad.sum(-2))
     log_row_grad = torch.zeros_like(log_row)
     log_col_grad = torch.zeros_like(log_col)
     for f_before, g, col_lse, row_lse in reversed(tape):
@@ -210,8 +221,8 @@ def _unrolled(grad, kernel, scaled, prior_factor, spec: Spec, row, col):  # noqa
         log_row_grad += step
         weighted = torch.exp(numerator + g.unsqueeze(-2) - row_lse.unsqueeze(-1)) * step.unsqueeze(-1)
         reduced_grad -= weighted
-        g_grad = g_grad - (weighted if prior_factor is None else weighted * prior_factor).sum(-2)
-        # column step g_t = φ_c (a - LSE_n(L + f_{t-1})): its soft-max over n
+        g_grad = g_grad - reducer.sum((weighted if prior_factor is None else weighted * prior_factor).sum(-2))
+        # column step g_t = φ_c (a - LSE_n(L + f_{t-1})): its soft-max over n (every rank's rows)
         step = spec.col_step * g_grad
         log_col_grad += step
         weighted = torch.exp(numerator + f_before.unsqueeze(-1) - col_lse.unsqueeze(-2)) * step.unsqueeze(-2)
@@ -223,25 +234,28 @@ def _unrolled(grad, kernel, scaled, prior_factor, spec: Spec, row, col):  # noqa
 
 def _implicit(plan, plan_over_prior, grad, spec: Spec):  # noqa: ANN001, ANN202
     """Tolerance mode: the adjoint of the optimality conditions at the converged plan.
-    ``plan_over_prior``: the plan, or Q / Q-hat (then the kernel's gradient comes back divided by Q-hat)."""
+    ``plan_over_prior``: the plan, or Q / Q-hat (then the kernel's gradient comes back divided by Q-hat).
+    Over a process group the column side is eliminated on every rank from all-reduced sums (the
+    K × K Schur complement), and each rank's λ follows from its own rows."""
     solve_dtype = torch.float64
+    reducer = spec.reducer
     q = plan
     z_grad = grad * q
-    row_sums, col_sums = q.sum(-1), q.sum(-2)
+    row_sums, col_sums = q.sum(-1), reducer.sum(q.sum(-2))
     row_rho = 1.0 / spec.row_step - 1.0  # ε/τ: 0 for a hard side
     col_rho = 1.0 / spec.col_step - 1.0
     row_diag = (row_sums * (1.0 + row_rho)).to(solve_dtype)
     col_diag = (col_sums * (1.0 + col_rho)).to(solve_dtype)
     row_rhs = z_grad.sum(-1).to(solve_dtype)
-    col_rhs = z_grad.sum(-2).to(solve_dtype)
+    col_rhs = reducer.sum(z_grad.sum(-2).to(solve_dtype))
     q64 = q.to(solve_dtype)
     both_hard = row_rho == 0.0 and col_rho == 0.0
-    if q.shape[-1] <= q.shape[-2]:
-        col_adj = _schur_solve(q64, row_diag, col_diag, row_rhs, col_rhs, both_hard)
+    if q.shape[-1] <= q.shape[-2] or reducer.distributed:
+        col_adj = _schur_solve(q64, row_diag, col_diag, row_rhs, col_rhs, both_hard, reducer)
         row_adj = (row_rhs - (q64 @ col_adj.unsqueeze(-1)).squeeze(-1)) / row_diag
     else:
         t = q64.transpose(-1, -2)
-        row_adj = _schur_solve(t, col_diag, row_diag, col_rhs, row_rhs, both_hard)
+        row_adj = _schur_solve(t, col_diag, row_diag, col_rhs, row_rhs, both_hard, reducer)
         col_adj = (col_rhs - (t @ row_adj.unsqueeze(-1)).squeeze(-1)) / col_diag
     row_adj, col_adj = row_adj.to(q.dtype), col_adj.to(q.dtype)
     # bar-L = bar-Z - Q ⊙ (λ 1ᵀ + 1 μᵀ) = Q ⊙ (bar-Q - λ 1ᵀ - 1 μᵀ)
@@ -249,12 +263,17 @@ def _implicit(plan, plan_over_prior, grad, spec: Spec):  # noqa: ANN001, ANN202
     return reduced_grad, row_adj * row_sums, col_adj * col_sums
 
 
-def _schur_solve(q, row_diag, col_diag, row_rhs, col_rhs, both_hard: bool) -> torch.Tensor:  # noqa: ANN001
+def _schur_solve(q, row_diag, col_diag, row_rhs, col_rhs, both_hard: bool, reducer: Reducer) -> torch.Tensor:  # noqa: ANN001
     """μ of [[diag(row_diag), q], [qᵀ, diag(col_diag)]] (λ; μ) = (row_rhs; col_rhs), through the
-    K × K Schur complement diag(col_diag) - qᵀ diag(1/row_diag) q (symmetric)."""
+    Schur complement diag(col_diag) - qᵀ diag(1/row_diag) q (symmetric); the products over rows
+    are summed over the ranks of a process group (``col_diag`` and ``col_rhs`` already are)."""
     scaled = q / row_diag.unsqueeze(-1)
-    schur = torch.diag_embed(col_diag) - q.transpose(-1, -2) @ scaled
-    rhs = col_rhs - (scaled.transpose(-1, -2) @ row_rhs.unsqueeze(-1)).squeeze(-1)
+    over_rows = q.transpose(-1, -2) @ scaled
+    moved = (scaled.transpose(-1, -2) @ row_rhs.unsqueeze(-1)).squeeze(-1)
+    if reducer.distributed:
+        over_rows, moved = reducer.sum(over_rows), reducer.sum(moved)
+    schur = torch.diag_embed(col_diag) - over_rows
+    rhs = col_rhs - moved
     scale = col_diag.mean(-1, keepdim=True).unsqueeze(-1)
     if both_hard:  # singular along 1 (the potentials' shift), with rhs ⟂ 1: pin the shift to 0
         schur = schur + scale / schur.shape[-1]

@@ -152,8 +152,10 @@ def sinkhorn(
         ``row_marginal`` (the tensors among them). Fixed-iteration mode: the exact derivative
         of the ``n_iter`` iterations, in O(N K + n_iter (N + K)) memory; tolerance mode: the
         implicit derivative of the converged plan (one solve on the smaller side). The forward
-        is unchanged. Not with ``mass``, ``col_bounds``, ``process_group``, or ``init`` in
-        fixed-iteration mode. See the guide page "Differentiating through the labels".
+        is unchanged. With a ``process_group`` the backward all-reduces like the forward (every
+        rank must call it) and each rank gets its slice of one process's gradient. Not with
+        ``mass``, ``col_bounds``, or ``init`` in fixed-iteration mode. See the guide page
+        "Differentiating through the labels".
 
     Returns
     -------
