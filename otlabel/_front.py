@@ -408,16 +408,17 @@ def label_now(scores: Any, prior: Any, options: Options) -> Array | SinkhornResu
         return finish(call, solve(call))
 
 
-def _label_differentiably(scores: Any, prior: Any, options: Options) -> Array | SinkhornResult:
+def _label_differentiably(scores: Any, prior: Any, options: Options, with_potential: bool = False) -> Any:
     """:func:`label_now` with labels that carry gradients (``differentiable=True``): the same
-    forward, then the plan wrapped by :func:`otlabel._gradients.differentiable_plan`."""
+    forward, then the plan wrapped by :func:`otlabel._gradients.differentiable_plan`
+    (``with_potential``: also the column potential, as :func:`label_with_potentials` returns it)."""
     check_differentiable(options, scores)
     with autocast_off(scores):
         call = build_problem(scores, prior, options)
         problem = call.problem
         implicit = not call.schedule.fixed
         wants_potentials = implicit and prior is not None and not options.log_prior
-        if wants_potentials:
+        if wants_potentials or with_potential:
             problem.return_potentials = True
         solution = solve(call)
         plan = solution.plan
@@ -441,12 +442,16 @@ def _label_differentiably(scores: Any, prior: Any, options: Options) -> Array | 
             batched_plan, potentials, masses, spec, scores, prior, options.row_marginal, options.col_marginal
         )
         solution.plan = differentiable if plan.dim() == 3 else differentiable.squeeze(0)
+        if with_potential:
+            return finish(call, solution), solution.log_col_scaling
         return finish(call, solution)
 
 
 def label_with_potentials(scores: torch.Tensor, options: Options) -> tuple[torch.Tensor, torch.Tensor]:
     """The labels of a dense call and its column potential, without the diagnostics' read-back
     (what a warm-starting labeller carries to its next call)."""
+    if options.differentiable:
+        return _label_differentiably(scores, None, options, with_potential=True)
     with autocast_off(scores):
         call = build_problem(scores, None, options)
         problem = call.problem

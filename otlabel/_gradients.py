@@ -59,7 +59,7 @@ import torch
 from ._reduce import Reducer
 from .errors import ArgumentTypeError, InvalidArgumentError
 
-__all__ = ["Spec", "check_differentiable", "differentiable_plan"]
+__all__ = ["Spec", "check_differentiable", "check_differentiable_options", "differentiable_plan"]
 
 
 class Spec(NamedTuple):
@@ -81,6 +81,12 @@ def check_differentiable(options: Any, scores: Any) -> None:
             "differentiable=True needs scores as a torch tensor (gradients flow to tensors), "
             f"got {type(scores).__name__}"
         )
+    check_differentiable_options(options, warm_start=options.init is not None)
+
+
+def check_differentiable_options(options: Any, warm_start: bool) -> None:
+    """The part of :func:`check_differentiable` that needs no scores (``warm_start``: an ``init``
+    will be given)."""
     refused = [
         ("mass", options.mass is not None, "partial transport's gradient is not implemented yet"),
         (
@@ -89,9 +95,9 @@ def check_differentiable(options: Any, scores: Any) -> None:
             "bounded class sizes have no derivative where a bound turns active; pass col_marginal or col_penalty",
         ),
         (
-            "init",
-            options.init is not None and options.schedule.fixed,
-            "a warm start of the fixed-iteration mode is not differentiated yet (the tolerance mode takes one)",
+            "a warm start",
+            warm_start and options.schedule.fixed,
+            "the fixed-iteration mode's warm start is not differentiated yet (the tolerance mode, tol=..., takes one)",
         ),
     ]
     for name, given, why in refused:

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from ._checks import check_bool, check_int, check_marginal
 from ._deferred import DeferredChecks, device_checks
 from ._front import label, label_with_potentials
+from ._gradients import check_differentiable_options
 from ._marginals import Sizes, resolve
 from ._options import Options
 from .errors import ArgumentTypeError, InvalidArgumentError
@@ -147,6 +148,9 @@ class OnlineLabeller:
     col_penalty, row_penalty, mass, col_bounds, acceleration, backend, validate
         Passed to :func:`~otlabel.sinkhorn` at every call (``col_bounds`` replaces the marginal:
         it needs ``marginal="uniform"``).
+    differentiable : bool, default False
+        Labels that carry gradients to the batch's scores (the queued scores are constants), as
+        :func:`~otlabel.sinkhorn`'s ``differentiable``; with ``warm_start`` only in tolerance mode.
 
     Attributes
     ----------
@@ -203,6 +207,7 @@ class OnlineLabeller:
         acceleration: str | None = None,
         backend: str = "auto",
         validate: str = "auto",
+        differentiable: bool = False,
     ):
         self.n_classes = check_int(n_classes, "n_classes", 1)
         k = self.n_classes
@@ -231,8 +236,11 @@ class OnlineLabeller:
             mass=mass,
             col_bounds=col_bounds,
             acceleration=acceleration,
+            differentiable=differentiable,
         )
         self._options.raise_error()
+        if self._options.differentiable:
+            check_differentiable_options(self._options, warm_start=bool(warm_start))
         self.queue_size = check_int(queue_size, "queue_size", 0)
         self.momentum = _check_fraction(momentum, "momentum")
         self.floor = _check_fraction(floor, "floor")
@@ -356,9 +364,11 @@ class OnlineLabeller:
     validate = property(lambda self: self._options.validate)
     process_group = property(lambda self: self._options.process_group)
     acceleration = property(lambda self: self._options.acceleration)
+    differentiable = property(lambda self: self._options.differentiable)
 
     def __call__(self, scores: torch.Tensor) -> torch.Tensor:
-        """Label a batch: ``scores`` (B, K) → labels (B, K) of its rows (rows sum to 1, no gradient).
+        """Label a batch: ``scores`` (B, K) → labels (B, K) of its rows (rows sum to 1; no gradient
+        unless ``differentiable=True``, then to ``scores`` — the queue is a constant).
 
         Labels the queue and the batch together with the current marginal, then updates the
         marginal estimate (``estimate="predictions"`` or ``"labels"``), the potential
@@ -374,7 +384,8 @@ class OnlineLabeller:
         rows = scores.detach()
         n_batch = rows.shape[0]
         queued = self._queue[self.queue_size - self._filled :].to(rows.dtype) if self._filled else None
-        problem = rows if queued is None else torch.cat((queued, rows))
+        batch = scores if self._options.differentiable else rows  # (the queue is a constant)
+        problem = batch if queued is None else torch.cat((queued, batch))
         col_marginal = None if self._kind == "uniform" else self.marginal
         labels, potential = self._solve(problem, col_marginal)
         mine = labels if queued is None else labels[self._filled :]
@@ -384,7 +395,7 @@ class OnlineLabeller:
                 dtype = torch.float64 if rows.dtype == torch.float64 else torch.float32
                 shares = torch.softmax(rows.to(dtype) / self.epsilon, dim=-1)
             else:
-                shares = mine
+                shares = mine.detach()
             sums = shares.sum(0, dtype=torch.float64)
             if self.process_group is not None:  # one all-reduce: the column sums, and whether any rank failed
                 both = torch.cat((sums, (~ok).to(torch.float64).reshape(1)))

@@ -238,7 +238,7 @@ def test_compiled_with_fullgraph_gives_the_eager_gradient() -> None:
     [
         ({"mass": 0.5, "tol": 1e-6}, "mass"),
         ({"col_bounds": (0.1, 0.5), "tol": 1e-6}, "col_bounds"),
-        ({"init": torch.zeros(4, dtype=torch.float64)}, "init"),
+        ({"init": torch.zeros(4, dtype=torch.float64)}, "a warm start"),
         ({"differentiable": "yes"}, "differentiable must be a bool"),
     ],
 )
@@ -280,3 +280,34 @@ def test_fixed_sums_have_no_gradient_and_return_info_carries_the_labels() -> Non
     rows = sinkhorn(scores, EPS, n_iter=3, differentiable=True).sum(1)
     grad = torch.autograd.grad((rows * values["row"]).sum(), scores)[0]
     assert grad.abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_online_labeller_s_gradient_is_that_of_one_call_on_queue_and_batch(mode: str) -> None:
+    """The queue is a constant; the batch's gradient equals sinkhorn's on the concatenated rows,
+    and a warm-started tolerance labeller gives the cold gradient."""
+    from otlabel import OnlineLabeller
+
+    values = _inputs(n=10, k=4, seed=10)
+    settings = {"n_iter": 4} if mode == "fixed" else {"tol": 1e-13, "max_iter": 100_000}
+    warm = mode == "tolerance"
+    labeller = OnlineLabeller(4, EPS, queue_size=6, differentiable=True, warm_start=warm, **settings)
+    first = values["scores"][:6]
+    labeller(first)  # fills the queue (and the potential)
+    batch = values["scores"][6:].clone().requires_grad_(True)
+    labels = labeller(batch)
+    assert labels.requires_grad and labels.shape == (4, 4)
+    ours = torch.autograd.grad((labels * values["weights"][6:]).sum(), batch)[0]
+    reference_in = values["scores"][6:].clone().requires_grad_(True)
+    reference = sinkhorn(torch.cat((first, reference_in)), EPS, differentiable=True, **settings)[6:]
+    theirs = torch.autograd.grad((reference * values["weights"][6:]).sum(), reference_in)[0]
+    assert torch.allclose(labels, reference, atol=1e-10, rtol=0)
+    assert torch.allclose(ours, theirs, atol=1e-9, rtol=0)
+    assert not labeller._queue.requires_grad and not labeller._potential.requires_grad
+
+
+def test_online_labeller_refuses_a_differentiable_fixed_mode_warm_start() -> None:
+    from otlabel import OnlineLabeller
+
+    with pytest.raises(InvalidArgumentError, match="differentiable=True cannot be combined with a warm start"):
+        OnlineLabeller(4, differentiable=True, warm_start=True, n_iter=3)
