@@ -324,9 +324,13 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, ...]:
     """Maximal runs of True along the last axis: (leading indices..., start, end exclusive)."""
     pad = np.zeros(mask.shape[:-1] + (1,), np.int8)
     edges = np.diff(np.concatenate([pad, mask.astype(np.int8), pad], axis=-1), axis=-1)
-    starts = np.nonzero(edges == 1)
-    ends = np.nonzero(edges == -1)
-    return (*starts[:-1], starts[-1], ends[-1])
+    width = edges.shape[-1]
+    # within each padded row a rise (+1, a start) and a fall (-1, its end) alternate: one
+    # pass over the edges finds both, in the order that np.nonzero(edges == ±1) gives them
+    flat = np.flatnonzero(edges)
+    starts, ends = flat[0::2], flat[1::2]
+    lead = np.unravel_index(starts // width, mask.shape[:-1]) if mask.ndim > 1 else ()
+    return (*lead, starts % width, ends % width)
 
 
 def oic_scores(values: np.ndarray, start: np.ndarray, end: np.ndarray, outer_ratio: float) -> np.ndarray:
@@ -434,6 +438,22 @@ def _iou_one_to_many(start: np.ndarray, end: np.ndarray, i: int, rest: np.ndarra
     return inter / np.maximum(union, np.finfo(np.float64).tiny)
 
 
+#: Up to this many segments of one class, NMS takes their IoUs from one pairwise matrix (at most
+#: 32 MiB) instead of computing one row per kept segment: the same numbers, element by element.
+PAIRWISE_IOU_LIMIT = 2048
+
+
+def _iou_matrix(start: np.ndarray, end: np.ndarray, offset: float) -> np.ndarray:
+    """Every row of :func:`_iou_one_to_many` at once: the same operations on the same operands,
+    so each entry is bit-identical to the one-to-many value."""
+    length = end - start + offset
+    inter = np.maximum(
+        0.0, np.minimum(end[:, None], end[None, :]) - np.maximum(start[:, None], start[None, :]) + offset
+    )
+    union = length[:, None] + length[None, :] - inter
+    return inter / np.maximum(union, np.finfo(np.float64).tiny)
+
+
 def temporal_nms(
     start: np.ndarray,
     end: np.ndarray,
@@ -485,19 +505,22 @@ def temporal_nms(
             current[live] *= np.exp(-(_iou_one_to_many(start, end, best, live, 0.0) ** 2) / sigma)
         return np.asarray(order, np.int64), np.asarray(out, np.float64)
     offset = 1.0 if kind == "official" else 0.0
+    pairwise = _iou_matrix(start, end, offset) if scores.size <= PAIRWISE_IOU_LIMIT else None
     remaining = _descending(scores)
-    kept, decayed, decayed_scores = [], [], []
+    kept: list[int] = []
+    decayed: list[np.ndarray] = [np.empty(0, np.int64)]
+    decayed_scores: list[np.ndarray] = [np.empty(0, np.float64)]
     while remaining.size:
         best, rest = remaining[0], remaining[1:]
         kept.append(best)
-        iou = _iou_one_to_many(start, end, best, rest, offset)
+        iou = pairwise[best, rest] if pairwise is not None else _iou_one_to_many(start, end, best, rest, offset)
         suppressed = iou >= iou_threshold
         if kind == "official":
-            decayed.extend(rest[suppressed])
-            decayed_scores.extend(scores[rest[suppressed]] * np.exp(-(iou[suppressed] ** 2) / sigma))
+            decayed.append(rest[suppressed])
+            decayed_scores.append(scores[rest[suppressed]] * np.exp(-(iou[suppressed] ** 2) / sigma))
         remaining = rest[~suppressed]
-    index = np.asarray(kept + decayed, np.int64)
-    return index, np.concatenate([scores[kept], np.asarray(decayed_scores, np.float64)])
+    index = np.concatenate([np.asarray(kept, np.int64), *decayed])
+    return index, np.concatenate([scores[kept], *decayed_scores])
 
 
 # --------------------------------------------------------------------------------------------
@@ -606,8 +629,10 @@ def detect_video(
     order = np.argsort(-all_scores, kind="stable")
     if cfg.max_detections is not None:
         order = order[: cfg.max_detections]
-    all_starts, all_ends = np.concatenate(starts), np.concatenate(ends)
+    # .tolist() gives the Python floats that float() gives, at once
+    out_scores = all_scores[order].tolist()
+    out_starts, out_ends = np.concatenate(starts)[order].tolist(), np.concatenate(ends)[order].tolist()
     return [
-        {"label": labels[i], "score": float(all_scores[i]), "segment": [float(all_starts[i]), float(all_ends[i])]}
-        for i in order
+        {"label": labels[i], "score": value, "segment": [lo, hi]}
+        for i, value, lo, hi in zip(order.tolist(), out_scores, out_starts, out_ends, strict=True)
     ]
