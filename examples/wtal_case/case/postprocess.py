@@ -55,7 +55,9 @@ from .data.constants import FEATURE_FPS, FRAMES_PER_SNIPPET, SNIPPET_SECONDS
 
 __all__ = [
     "FOREGROUND_MODES",
+    "MODE_LABELS",
     "NMS_KINDS",
+    "TEST_MODES",
     "TIME_MAPPINGS",
     "PostprocessConfig",
     "detect_video",
@@ -79,6 +81,12 @@ TimeMapping = Literal["index", "stretch"]
 FOREGROUND_MODES: tuple[str, ...] = get_args(ForegroundMode)
 NMS_KINDS: tuple[str, ...] = get_args(NmsKind)
 TIME_MAPPINGS: tuple[str, ...] = get_args(TimeMapping)
+
+#: The three foregrounds of clustering-assisted testing (the paper's Table 7), which every
+#: evaluation of a checkpoint scores side by side from one forward pass per video.
+TEST_MODES: tuple[str, ...] = ("attention", "cluster", "mixed")
+#: How the paper names each foreground mode.
+MODE_LABELS: dict[str, str] = {"attention": "P^A", "cluster": "P^T", "mixed": "P^M"}
 
 
 #: The largest ``postprocess.scale``: a few digits more (24000 for 24) would ask for gigabytes per
