@@ -513,22 +513,68 @@ def temporal_nms(
             current[live] *= np.exp(-(_iou_one_to_many(start, end, best, live, 0.0) ** 2) / sigma)
         return np.asarray(order, np.int64), np.asarray(out, np.float64)
     offset = 1.0 if kind == "official" else 0.0
-    pairwise = _iou_matrix(start, end, offset) if scores.size <= PAIRWISE_IOU_LIMIT else None
-    remaining = _descending(scores)
-    kept: list[int] = []
-    decayed: list[np.ndarray] = [np.empty(0, np.int64)]
+    ranked = _descending(scores)
+    if scores.size <= PAIRWISE_IOU_LIMIT:
+        found = _greedy_by_matrix(_iou_matrix(start[ranked], end[ranked], offset), iou_threshold)
+        if found is not None:
+            kept, decayed, iou = found
+            index = np.concatenate([ranked[kept], ranked[decayed]])
+            if kind == "hard":
+                return ranked[kept], scores[ranked[kept]]
+            return index, np.concatenate([scores[ranked[kept]], scores[ranked[decayed]] * np.exp(-(iou**2) / sigma)])
+    remaining = ranked
+    kept_list: list[int] = []
+    decayed_list: list[np.ndarray] = [np.empty(0, np.int64)]
     decayed_scores: list[np.ndarray] = [np.empty(0, np.float64)]
     while remaining.size:
         best, rest = remaining[0], remaining[1:]
-        kept.append(best)
-        iou = pairwise[best, rest] if pairwise is not None else _iou_one_to_many(start, end, best, rest, offset)
+        kept_list.append(best)
+        iou = _iou_one_to_many(start, end, best, rest, offset)
         suppressed = iou >= iou_threshold
         if kind == "official":
-            decayed.append(rest[suppressed])
+            decayed_list.append(rest[suppressed])
             decayed_scores.append(scores[rest[suppressed]] * np.exp(-(iou[suppressed] ** 2) / sigma))
         remaining = rest[~suppressed]
-    index = np.concatenate([np.asarray(kept, np.int64), *decayed])
-    return index, np.concatenate([scores[kept], *decayed_scores])
+    index = np.concatenate([np.asarray(kept_list, np.int64), *decayed_list])
+    return index, np.concatenate([scores[kept_list], *decayed_scores])
+
+
+#: Greedy NMS by whole-matrix passes gives up (and the loop takes over) after this many passes.
+MAX_MATRIX_PASSES = 32
+
+
+def _greedy_by_matrix(iou: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Greedy NMS of segments ranked best first, from their IoU matrix, without a loop per kept one.
+
+    Segment j is kept when no kept i < j has ``iou[i, j] >= threshold``. That rule has one
+    solution, which the passes ``keep[j] = not any(keep[i] and iou[i, j] >= threshold, i < j)``
+    reach from "all kept" (after pass t the first t ranks are settled; in practice a few passes
+    settle all) — the result of Cluster-NMS (Zheng et al., 2021), identical to the loop's.
+
+    Returns
+    -------
+    (kept, decayed, iou) or None
+        Ranks kept, in order; ranks suppressed, in the loop's order (grouped by the kept rank
+        that suppressed them, in its order, then by rank); the IoU with that suppressor. None
+        after :data:`MAX_MATRIX_PASSES` passes without settling.
+    """
+    over = np.triu(iou >= threshold, 1)
+    keep = np.ones(iou.shape[0], bool)
+    for _ in range(MAX_MATRIX_PASSES):
+        settled = ~over[keep].any(axis=0)
+        if np.array_equal(settled, keep):
+            break
+        keep = settled
+    else:
+        return None
+    kept = np.flatnonzero(keep)
+    decayed = np.flatnonzero(~keep)
+    if decayed.size == 0:
+        return kept, decayed, np.empty(0, np.float64)
+    suppressor = kept[np.argmax(over[kept][:, decayed], axis=0)]  # the first kept rank that suppresses each
+    order = np.argsort(suppressor, kind="stable")  # by suppressor, then by rank (decayed is ascending)
+    decayed, suppressor = decayed[order], suppressor[order]
+    return kept, decayed, iou[suppressor, decayed]
 
 
 # --------------------------------------------------------------------------------------------
@@ -610,9 +656,10 @@ def detect_video(
     _, col, start, end = _runs(mask)
     if start.size == 0:
         return []
+    # each class's proposals, thresholds outer, time inner: the official order
+    per_class = [(c, np.flatnonzero(col == c)) for c in np.unique(col)]
     score = np.empty(start.size)
-    for c in np.unique(col):
-        rows = col == c
+    for c, rows in per_class:
         score[rows] = (
             oic_scores(amap[:, c], start[rows], end[rows], cfg.outer_ratio)
             + cfg.video_score_weight * video_scores[classes[c]]
@@ -624,8 +671,7 @@ def detect_video(
         seconds_end = np.minimum(seconds_end, duration)
 
     labels, scores, starts, ends = [], [], [], []
-    for c in np.unique(col):
-        rows = np.flatnonzero(col == c)  # thresholds outer, time inner: the official order
+    for c, rows in per_class:
         keep, kept_scores = temporal_nms(
             seconds_start[rows], seconds_end[rows], score[rows], cfg.nms, cfg.nms_iou, cfg.soft_nms_sigma
         )
