@@ -446,8 +446,9 @@ def _iou_one_to_many(start: np.ndarray, end: np.ndarray, i: int, rest: np.ndarra
     return inter / np.maximum(union, np.finfo(np.float64).tiny)
 
 
-#: Up to this many segments of one class, NMS takes their IoUs from one pairwise matrix (at most
-#: 32 MiB) instead of computing one row per kept segment: the same numbers, element by element.
+#: Up to this many segments of one class, NMS takes their IoUs from one pairwise matrix (32 MiB
+#: of float64 at most, a few such temporaries alive while it is built) and runs greedy NMS by
+#: whole-matrix passes, instead of one loop step per kept segment: the same result, bit for bit.
 PAIRWISE_IOU_LIMIT = 2048
 
 
