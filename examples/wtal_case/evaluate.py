@@ -21,7 +21,15 @@ runs the checkpoint on a data set — by default its own run's test split; ``--c
 ``predictions.json`` for every video, with or without ground truth, into ``--eval-dir``
 (default ``<run>/eval-<checkpoint>-<config>-<split>/``). When the data set's videos carry
 annotations (or ``--gt`` is given) it also writes ``metrics.json`` there and prints the
-scores as above; otherwise it only writes the predictions.
+scores; otherwise it only writes the predictions. One forward pass per video scores the three
+test-time foregrounds of clustering-assisted testing, P^A (attention), P^T (cluster) and P^M
+(mixed): the table has a row for each, the JSON object (and ``metrics.json``) keeps the
+configured mode's figures at the top and adds ``"foreground_mode"`` and ``"modes": {mode:
+{tiou, mAP, average}}``; ``predictions.json`` holds the configured mode's detections.
+
+``--pred`` goes through the same scoring step as ``--checkpoint`` (``case.scoring``: the same
+checks; detections of labels that the ground truth does not know are dropped and counted) and
+never imports torch.
 """
 
 from __future__ import annotations
@@ -37,19 +45,20 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the `case` package beside this file
 
+# NumPy only: --pred never imports torch (case.evaluation, which runs a checkpoint, is imported
+# by run_checkpoint alone)
 from case.atomic import atomic_write_json, write_through  # noqa: E402
 from case.errors import SETUP_ERRORS, one_line_warnings  # noqa: E402
-from case.evaluation import evaluate_checkpoint  # noqa: E402
 from case.metrics import (  # noqa: E402
     DEFAULT_TIOU_THRESHOLDS,
     DetectionMetrics,
     check_tiou_thresholds,
-    evaluate_detection,
     format_metrics,
     metrics_json,
     write_metrics,
 )
 from case.runfolder import owning_run  # noqa: E402
+from case.scoring import evaluate_predictions, format_modes, metrics_record, read_references  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,10 +134,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def report(metrics: DetectionMetrics, args: argparse.Namespace) -> str:
-    """What to print: the JSON object, or a summary line and a table in percent."""
+class Scores:
+    """What one invocation scored: the figures of each foreground mode (one, from ``--pred``),
+    and the one that the top-level figures are (the configured mode of ``--checkpoint``).
+
+    A plain class: the tests load this script as a module that ``sys.modules`` does not hold,
+    where a dataclass cannot resolve its annotations.
+    """
+
+    def __init__(self, metrics: dict[str, DetectionMetrics], mode: str | None = None) -> None:
+        self.metrics, self.mode = metrics, mode
+
+    @property
+    def main(self) -> DetectionMetrics:
+        return self.metrics[self.mode] if self.mode is not None else next(iter(self.metrics.values()))
+
+    def record(self) -> dict[str, Any]:
+        """The JSON object of ``--json``, ``--out`` and ``metrics.json``: ``{tiou, mAP, average}``,
+        and with ``--checkpoint`` every mode's figures (:func:`case.scoring.metrics_record`)."""
+        return metrics_record(self.metrics, self.mode) if self.mode is not None else self.main.to_dict()
+
+
+def report(scores: Scores, args: argparse.Namespace) -> str:
+    """What to print: the JSON object, or a summary line and a table in percent (one row per
+    foreground mode with ``--checkpoint``)."""
+    metrics = scores.main
     if args.json:
-        out: dict[str, Any] = metrics.to_dict()
+        out: dict[str, Any] = scores.record()
         if args.per_class:
             out["per_class_ap"] = metrics.per_class_ap
         return json.dumps(out)
@@ -141,9 +173,22 @@ def report(metrics: DetectionMetrics, args: argparse.Namespace) -> str:
         notes.append(f"{metrics.num_outside_subset} in videos outside the subset, counted as false positives")
     if metrics.num_ambiguous:
         notes.append(f"{metrics.num_ambiguous} removed as ambiguous")
+    if metrics.num_unknown_labels:
+        notes.append(f"{metrics.num_unknown_labels} of labels the ground truth does not know, dropped")
     if notes:
         summary += " (" + "; ".join(notes) + ")"
-    return summary + "\n" + format_metrics(metrics, per_class=args.per_class)
+    if scores.mode is None:
+        return summary + "\n" + format_metrics(metrics, per_class=args.per_class)
+    table = format_modes(scores.metrics, scores.mode, per_class=args.per_class)
+    note = "* the configured foreground (postprocess.foreground_mode): its predictions are written and counted above"
+    return f"{summary}\n{table}\n{note}"
+
+
+def score_file(args: argparse.Namespace) -> Scores:
+    """``--pred``: the file scored by the evaluation path's own step (:mod:`case.scoring`), the
+    same checks and unknown-label rule as ``--checkpoint``; NumPy only."""
+    gt, ambiguous = read_references(args.gt, args.subset, args.ambiguous)
+    return Scores({"pred": evaluate_predictions(gt, args.pred, args.tiou or DEFAULT_TIOU_THRESHOLDS, ambiguous)})
 
 
 def default_eval_dir(checkpoint: Path, config: str | None, split: str) -> Path:
@@ -152,14 +197,16 @@ def default_eval_dir(checkpoint: Path, config: str | None, split: str) -> Path:
     return run / f"eval-{checkpoint.stem}-{Path(config).stem if config else 'run'}-{split}"
 
 
-def run_checkpoint(args: argparse.Namespace) -> DetectionMetrics | None:
+def run_checkpoint(args: argparse.Namespace) -> Scores | None:
     """``--checkpoint``: predict on the data set, write predictions (and metrics when there is ground truth).
 
     One call of the evaluation path that ``train.py`` and the ablation use
-    (:func:`case.evaluation.evaluate_checkpoint`). Returns the metrics, or None when the data
-    set has no annotation and no ``--gt`` is given. Progress notes go to stderr (stdout stays
-    one JSON object with ``--json``).
+    (:func:`case.evaluation.evaluate_checkpoint`), which scores P^A, P^T and P^M from one
+    forward pass. Returns the scores, or None when the data set has no annotation and no
+    ``--gt`` is given. Progress notes go to stderr (stdout stays one JSON object with ``--json``).
     """
+    from case.evaluation import evaluate_checkpoint  # torch: only where a checkpoint runs
+
     checkpoint = Path(args.checkpoint)
     overrides = list(args.set)
     # the flags as overrides (values as JSON, which YAML reads back exactly, paths included)
@@ -183,9 +230,8 @@ def run_checkpoint(args: argparse.Namespace) -> DetectionMetrics | None:
     check_outputs_spare_inputs(outputs, args, read)
     if args.out and _same_file(args.out, out_dir / "predictions.json"):
         raise ValueError(f"--out {args.out} is where the predictions go; write the metrics to another file")
-    mode = result.config.postprocess.foreground_mode
     with writing("--eval-dir", out_dir / "predictions.json"):
-        atomic_write_json(out_dir / "predictions.json", result.predictions[mode])
+        atomic_write_json(out_dir / "predictions.json", result.predictions[result.mode])
     bare = sum(1 for e in result.dataset.ground_truth()["database"].values() if not e["annotations"])
     note = f"predictions for {len(result.dataset)} {split} videos ({bare} without ground truth)"
     note += f": {out_dir}/predictions.json"
@@ -193,10 +239,11 @@ def run_checkpoint(args: argparse.Namespace) -> DetectionMetrics | None:
         print(f"{note}; no annotation in the data set: nothing to evaluate", file=sys.stderr)
         return None
     args.subset = args.subset or split
+    scores = Scores(result.metrics, result.mode)
     with writing("--eval-dir", out_dir / "metrics.json"):
-        write_metrics(out_dir / "metrics.json", result.metrics[mode])
+        write_metrics(out_dir / "metrics.json", scores.record())
     print(f"{note}; metrics: {out_dir}/metrics.json", file=sys.stderr)
-    return result.metrics[mode]
+    return scores
 
 
 def _eval_files(out_dir: Path) -> list[tuple[str, Path]]:
@@ -285,13 +332,13 @@ def writing(flag: str, path: str | Path) -> Iterator[None]:
         raise OSError(f"{flag} {path}: cannot write it ({err.strerror or err})") from err
 
 
-def write_out(path: Path, metrics: DetectionMetrics) -> None:
+def write_out(path: Path, record: dict[str, Any]) -> None:
     """``--out``: written atomically, or through a link the user gave (``--out /dev/stdout``, a
     link to ``/proc/self/fd/1``, which an atomic write would replace by a file)."""
     if path.is_symlink():
-        write_through(path, metrics_json(metrics).encode("utf-8"))
+        write_through(path, metrics_json(record).encode("utf-8"))
     else:
-        write_metrics(path, metrics)
+        write_metrics(path, record)
 
 
 def check_output_places(args: argparse.Namespace) -> None:
@@ -330,25 +377,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_outputs_spare_runs([("--out", args.out)])
                 check_outputs_spare_inputs([("--out", args.out)], args)
             if args.checkpoint is not None:
-                metrics = run_checkpoint(args)
-                if metrics is None:
+                scores = run_checkpoint(args)
+                if scores is None:
                     return 0
             else:
                 args.subset = args.subset or "test"
-                metrics = evaluate_detection(
-                    args.gt,
-                    args.pred,
-                    subset=args.subset,
-                    tiou_thresholds=args.tiou or DEFAULT_TIOU_THRESHOLDS,
-                    ambiguous=args.ambiguous,
-                )
+                scores = score_file(args)
             if args.out:
                 with writing("--out", args.out):
-                    write_out(Path(args.out), metrics)
+                    write_out(Path(args.out), scores.record())
     except (*SETUP_ERRORS, OSError, ValueError, RuntimeError) as exc:  # a missing or unreadable file too
         print(f"evaluate.py: error: {exc}", file=sys.stderr)
         return 2
-    print(report(metrics, args))
+    print(report(scores, args))
     return 0
 
 

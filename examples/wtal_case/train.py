@@ -10,8 +10,9 @@
 The run folder (``--out``; default ``runs/<config>-seed<seed>``, numbered ``-2``, ``-3``, ...
 when that one already holds a run or another run takes it first, and the unnumbered one with
 ``--resume``) receives config.yaml,
-log.jsonl, checkpoints/, predictions.json, metrics.json and plots. The last line printed is
-the metrics as JSON.
+log.jsonl, checkpoints/, predictions.json, metrics.json and plots. The run ends with a table
+of the test mAP with each test-time foreground (P^A, P^T, P^M: one forward pass scores all
+three) and, as its last line, metrics.json's JSON.
 
 Everything that can be wrong with the settings, the machine or the data is found before the
 first step and before the run folder exists: one line on stderr, exit status 2, nothing to
@@ -35,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from case.config import CONFIG_DIR, load_config  # noqa: E402
 from case.errors import SETUP_ERRORS, ConfigError, Interrupted, ctrl_c_is_never_lost, one_line_warnings  # noqa: E402
+from case.postprocess import MODE_LABELS  # noqa: E402
 from case.trainer import train  # noqa: E402
 
 #: A disk (or quota) that is full: the run stops with one line, and --resume continues it later.
@@ -133,12 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     if summary is not None:
         metrics = summary["metrics"]
         tious = " | ".join(f"{t:.2f}" for t in metrics["tiou"])
-        maps = " | ".join(f"{100 * m:.1f}" for m in metrics["mAP"])
         print(f"\nrun folder: {summary['folder']}  ({summary['steps']} steps, {summary['seconds']:.0f} s)")
         if summary.get("selected_step") is not None:
             print(f"model selection: best held-out step {summary['selected_step']} (training videos only)")
-        print(f"| tIoU | {tious} | avg |\n|---|{'---|' * len(metrics['tiou'])}---|")
-        print(f"| mAP (%) | {maps} | {100 * metrics['average']:.1f} |")
+        print(f"| mAP (%), test-time foreground | {tious} | avg |\n|---|{'---|' * len(metrics['tiou'])}---|")
+        for mode, figures in metrics["modes"].items():
+            maps = " | ".join(f"{100 * m:.1f}" for m in figures["mAP"])
+            configured = ", configured" if mode == metrics["foreground_mode"] else ""
+            name = f"{MODE_LABELS.get(mode, mode)} ({mode}{configured})"
+            print(f"| {name} | {maps} | {100 * figures['average']:.1f} |")
         print(json.dumps(metrics))
     return 0
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from case.metrics import evaluate_detection
+from case.evaluation import evaluate_predictions as checkpoint_scoring  # what --checkpoint scores with
+from case.metrics import evaluate_detection, load_ground_truth
 
 SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "wtal_case" / "evaluate.py"
 _spec = importlib.util.spec_from_file_location("evaluate_cli", SCRIPT)
@@ -104,7 +105,8 @@ def test_ambiguous_option(files: tuple[Path, Path], tmp_path: Path, capsys: pyte
     ("pred", "subset", "message"),
     [
         ({"results": {"v": [{"label": "A", "score": 0.5, "segment": [3, 1]}]}}, "test", "end 1.0 < start 3.0"),
-        ({"results": {"v": [{"label": "Q", "score": 0.5, "segment": [0, 1]}]}}, "test", "unknown"),
+        # a label the ground truth does not know is dropped, but checked first, as any other
+        ({"results": {"v": [{"label": "Q", "score": "garbage", "segment": [0, 1]}]}}, "test", "'score' must be a"),
         ({"results": {"v": [{"label": "A", "score": None, "segment": [0, 1]}]}}, "test", "'score'"),
         # B is in the database (video v) but not in the 'train' subset: still validated
         ({"results": {"w": [{"label": "B", "score": "garbage", "segment": [0, 1]}]}}, "train", "'score' must be a"),
@@ -114,8 +116,8 @@ def test_ambiguous_option(files: tuple[Path, Path], tmp_path: Path, capsys: pyte
         ({"results": {"v": [{"label": "A", "score": 10**400, "segment": [0, 1]}]}}, "train", "'score' must be a"),
         ({"results": {"v": [{"label": "A", "score": 0.5, "segment": [0, 10**400]}]}}, "train", "bounds must be finite"),
     ],
-    ids=["reversed", "unknown", "no-score", "other-garbage-score", "other-garbage-segment", "other-reversed",
-         "huge-score", "huge-bound"],
+    ids=["reversed", "unknown-garbage-score", "no-score", "other-garbage-score", "other-garbage-segment",
+         "other-reversed", "huge-score", "huge-bound"],
 )  # fmt: skip
 def test_bad_files_exit_with_status_2(
     files: tuple[Path, Path],
@@ -299,3 +301,43 @@ def test_a_failed_write_names_the_flag_the_file_and_the_reason(
     code, out, err = run(capsys, "--gt", str(gt), "--pred", str(pred), "--out", str(target))
     assert code == 2 and out == "" and err.count("\n") == 1, err
     assert err == f"evaluate.py: error: --out {target}: cannot write it (Permission denied)\n", err
+
+
+def test_an_unknown_label_is_dropped_as_the_checkpoint_path_drops_it(
+    files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--pred scores through the step that --checkpoint scores with: a detection whose label the
+    ground truth does not know (a class the model knows and the test set lacks) is dropped and
+    counted, not an error; the figures are those of the file without it."""
+    gt, _ = files
+    extra = {"label": "Q", "score": 0.99, "segment": [0, 10]}  # would be the top-ranked detection
+    with_unknown = {"results": {**PRED["results"], "v": [extra, *PRED["results"]["v"]]}}
+    pred = tmp_path / "unknown.json"
+    pred.write_text(json.dumps(with_unknown))
+    code, out, err = run(capsys, "--gt", str(gt), "--pred", str(pred), "--tiou", "0.5", "0.7", "--json")
+    assert code == 0, err
+    expected = checkpoint_scoring(load_ground_truth(GT, "test"), with_unknown, (0.5, 0.7))
+    assert expected.num_unknown_labels == 1
+    assert json.loads(out) == expected.to_dict()
+    assert json.loads(out) == evaluate_detection(GT, PRED, tiou_thresholds=(0.5, 0.7)).to_dict()
+    code, out, _ = run(capsys, "--gt", str(gt), "--pred", str(pred))
+    assert code == 0 and "1 of labels the ground truth does not know, dropped" in out.splitlines()[0]
+
+
+def test_pred_never_imports_torch(files: tuple[Path, Path], tmp_path: Path) -> None:
+    """--pred is a NumPy job: torch (a second of start-up) is imported only where a checkpoint runs."""
+    gt, pred = files
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", str(SCRIPT), "--gt", str(gt), "--pred", str(pred), "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = [
+        line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
+    ]
+    assert "case.metrics" in imported and "case.scoring" in imported  # the listing is the real one
+    assert not [name for name in imported if name == "torch" or name.startswith("torch.")]
+    assert json.loads(result.stdout) == evaluate_detection(GT, PRED).to_dict()

@@ -3,8 +3,8 @@ checkpoint with one call of :func:`case.evaluation.evaluate_checkpoint` (load �
 → predict → detect → ground truth → score), and so cannot disagree.
 
 Until this path existed the chain was written three times (``engine.evaluate_run``,
-``ablation._evaluate_modes``, ``evaluate.py``'s ``run_checkpoint``), each with its own ground
-truth and its own way to the device.
+``ablation._evaluate_modes``, now in ``case.ablation.runner``, and ``evaluate.py``'s
+``run_checkpoint``), each with its own ground truth and its own way to the device.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import pytest
 import torch
 from test_data_readers import make_basnet  # tests/wtal_case is on sys.path
 
-from case import ablation, evaluation
+from case import evaluation
+from case.ablation import runner
 from case.config import CONFIG_DIR, load_config
 from case.trainer import train
 
@@ -62,7 +63,8 @@ def test_train_evaluate_and_the_ablation_share_one_evaluation(
     run = tmp_path / "run"
     summary = train(cfg, run)
     final = run / "checkpoints" / "final.pt"
-    assert calls == [{"checkpoint": final, "split": "test", "modes": None}]  # train.py's final evaluation
+    # train.py's final evaluation: P^A, P^T and P^M in one call
+    assert calls == [{"checkpoint": final, "split": "test", "modes": ("attention", "cluster", "mixed")}]
     metrics = json.loads((run / "metrics.json").read_text())
     assert summary["metrics"] == metrics
 
@@ -71,7 +73,7 @@ def test_train_evaluate_and_the_ablation_share_one_evaluation(
     assert json.loads(capsys.readouterr().out) == metrics
     assert (tmp_path / "eval" / "predictions.json").read_text() == (run / "predictions.json").read_text()
 
-    modes = ablation._evaluate_modes(run, ["attention", "mixed"])
-    assert calls[2] == {"checkpoint": final, "split": "test", "modes": ["attention", "mixed"]}  # the ablation
-    assert modes["mixed"] == metrics and set(modes) == {"attention", "mixed"}
+    modes = runner._evaluate_modes(run, ["attention", "mixed"])
+    assert calls[2] == {"checkpoint": final, "split": "test", "modes": ("attention", "mixed")}  # the ablation
+    assert modes == {mode: metrics["modes"][mode] for mode in ("attention", "mixed")}
     assert len(calls) == 3

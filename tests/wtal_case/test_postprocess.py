@@ -128,6 +128,29 @@ def test_nms_kinds_by_hand() -> None:
     np.testing.assert_allclose(out, [0.9, 0.7, s3, s1_after])
 
 
+@pytest.mark.parametrize("kind", ["hard", "official"])
+def test_nms_pairwise_matrix_is_bit_identical_to_one_row_at_a_time(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Below PAIRWISE_IOU_LIMIT greedy NMS runs on one IoU matrix (whole-matrix passes), above it
+    (or when the passes do not settle) one row per kept segment: the same segments, in the same
+    order, with the same scores to the last bit."""
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        n = int(rng.integers(0, 300))
+        start = np.round(rng.uniform(0, 60, n), 2)  # rounded: equal bounds and zero lengths occur
+        end = start + np.round(rng.exponential(3.0, n) * (rng.random(n) > 0.1), 2)
+        scores = np.round(rng.uniform(-0.2, 1.0, n), 2)  # ties, and negative OIC scores
+        threshold = float(rng.choice([0.0, 0.2, 0.4, 0.7, 1.0]))
+        by_matrix = temporal_nms(start, end, scores, kind, threshold, 0.35)
+        monkeypatch.setattr(postprocess, "PAIRWISE_IOU_LIMIT", 0)
+        by_rows = temporal_nms(start, end, scores, kind, threshold, 0.35)
+        monkeypatch.undo()
+        monkeypatch.setattr(postprocess, "MAX_MATRIX_PASSES", 1)  # gives up at once: the loop takes over
+        gave_up = temporal_nms(start, end, scores, kind, threshold, 0.35)
+        monkeypatch.undo()
+        assert by_matrix[0].tolist() == by_rows[0].tolist() == gave_up[0].tolist()
+        assert by_matrix[1].tobytes() == by_rows[1].tobytes() == gave_up[1].tobytes()
+
+
 def test_nms_ties_keep_the_later_segment_first() -> None:
     keep, _ = temporal_nms(np.array([0.0, 0.0]), np.array([1.0, 1.0]), np.array([0.5, 0.5]), "hard", 0.5)
     assert keep.tolist() == [1]

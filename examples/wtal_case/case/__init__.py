@@ -14,7 +14,10 @@ Sub-modules, one job each (import what you need; nothing is imported eagerly):
   checkpoints, and the locked run folder with its resume checks;
 * :mod:`case.trainer` — training: checks, run folder, the Eq. 14 step, the loop;
 * :mod:`case.inference` — a trained model on videos: outputs and detections;
-* :mod:`case.evaluation` — the one evaluation path of train.py, evaluate.py and the ablation;
+* :mod:`case.evaluation` — the one evaluation path of train.py and evaluate.py: P^A, P^T and P^M
+  of a checkpoint from one forward pass per video;
+* :mod:`case.scoring` — its scoring step, NumPy only (``evaluate.py --pred`` takes it too);
 * :mod:`case.postprocess`, :mod:`case.metrics`, :mod:`case.viz` — detections, mAP, plots;
-* :mod:`case.ablation` — the reproduction report.
+* :mod:`case.ablation` — the reproduction report (a package: grid, runner, statistics, report,
+  figures).
 """

@@ -7,7 +7,12 @@ load → build the data set → predict → detect → ground truth → score:
   ablation's re-scored foreground modes are each one call, so they cannot disagree;
 * :func:`valid_one_epoch` is its second half for a model in memory (predict → detect →
   score), which the held-out model selection calls during training;
-* :func:`evaluate_predictions` is the scoring step alone.
+* :func:`evaluate_predictions` is the scoring step alone (:mod:`case.scoring`, NumPy only,
+  which ``evaluate.py --pred`` calls without importing this module and torch).
+
+An evaluation of a checkpoint detects and scores every foreground mode of clustering-assisted
+testing — P^A, P^T and P^M (:func:`case.scoring.reported_modes`) — from one forward pass per
+video; :meth:`Evaluation.record` is its ``metrics.json``.
 
 Examples
 --------
@@ -15,6 +20,8 @@ Examples
 >>> result = evaluate_checkpoint("runs/synthetic-seed0/checkpoints/final.pt")  # doctest: +SKIP
 >>> result.metrics["mixed"].average, len(result.predictions["mixed"]["results"])  # doctest: +SKIP
 (0.251..., 210)
+>>> sorted(result.metrics), result.record()["modes"]["attention"]["average"]  # doctest: +SKIP
+(['attention', 'cluster', 'mixed'], 0.236...)
 """
 
 from __future__ import annotations
@@ -37,7 +44,8 @@ from .inference import (
     load_for_inference,
     predict_dataset,
 )
-from .metrics import DetectionMetrics, GroundTruth, evaluate_detection, load_ambiguous, load_ground_truth
+from .metrics import DetectionMetrics
+from .scoring import evaluate_predictions, has_annotations, metrics_record, read_references, reported_modes
 
 __all__ = ["Evaluation", "evaluate_checkpoint", "valid_one_epoch", "evaluate_predictions", "has_annotations"]
 
@@ -63,27 +71,15 @@ class Evaluation:
     predictions: dict[str, dict[str, Any]] = field(default_factory=dict)
     metrics: dict[str, DetectionMetrics] = field(default_factory=dict)
 
+    @property
+    def mode(self) -> str:
+        """The configured foreground mode (``postprocess.foreground_mode``)."""
+        return self.config.postprocess.foreground_mode
 
-def has_annotations(ground_truth: Mapping[str, Any]) -> bool:
-    """Whether an ActivityNet-style ground truth holds at least one annotated instance."""
-    return any(entry.get("annotations") for entry in ground_truth["database"].values())
-
-
-def evaluate_predictions(
-    ground_truth: GroundTruth,
-    predictions: Mapping[str, Any],
-    tiou: Sequence[float],
-    ambiguous: Mapping[str, Any] | None = None,
-) -> DetectionMetrics:
-    """mAP of ``predictions`` by the ActivityNet protocol at ``tiou`` (optionally without ``ambiguous`` segments).
-
-    Detections of classes absent from the whole database are dropped first: a class
-    without any instance has no AP, so they change no score, and the evaluator rejects
-    labels it does not know.
-    """
-    known = ground_truth.known_labels
-    kept = {"results": {v: [d for d in dets if d["label"] in known] for v, dets in predictions["results"].items()}}
-    return evaluate_detection(ground_truth, kept, tiou_thresholds=tuple(tiou), ambiguous=ambiguous)
+    def record(self) -> dict[str, Any]:
+        """``metrics.json``: the configured mode's figures, and every scored mode's under ``"modes"``
+        (:func:`case.scoring.metrics_record`)."""
+        return metrics_record(self.metrics, self.mode)
 
 
 def _observed(outputs: Iterable[dict[str, Any]], observe: Callable[[dict[str, Any]], None]) -> Iterator[dict[str, Any]]:
@@ -119,8 +115,8 @@ def valid_one_epoch(
     subset : str
         The ground truth's subset to score.
     modes : sequence of str, optional
-        Foreground modes to detect with (default: ``postprocess.foreground_mode``); one
-        forward pass serves them all.
+        Foreground modes to detect with (default: ``postprocess.foreground_mode`` alone, as
+        the held-out model selection needs); one forward pass serves them all.
     indices : sequence of int, optional
         Only these videos of ``dataset``.
     observe : callable, optional
@@ -128,8 +124,7 @@ def valid_one_epoch(
     """
     modes = tuple(modes or (cfg.postprocess.foreground_mode,))
     class_names = inference_class_names(trained, dataset.class_names)
-    gt = None if ground_truth is None else load_ground_truth(ground_truth, subset)
-    ambiguous = load_ambiguous(cfg.eval.ambiguous) if gt is not None and cfg.eval.ambiguous else None
+    gt, ambiguous = (None, None) if ground_truth is None else read_references(ground_truth, subset, cfg.eval.ambiguous)
     outputs: Iterable[dict[str, Any]] = predict_dataset(trained, dataset, cfg, device, indices)
     if observe is not None:
         outputs = _observed(outputs, observe)
@@ -172,7 +167,10 @@ def evaluate_checkpoint(
         Default: the data set's own annotations, or none when it has none (predictions only).
     subset : str, optional
         The ground truth's subset to score (default ``eval.split``).
-    modes, observe
+    modes : sequence of str, optional
+        Foreground modes to detect with and score; default: P^A, P^T and P^M and the
+        configured one (:func:`case.scoring.reported_modes`), all from one forward pass.
+    observe : callable, optional
         As in :func:`valid_one_epoch`.
     """
     trained = load_for_inference(checkpoint, "cpu")
@@ -192,6 +190,6 @@ def evaluate_checkpoint(
         device,
         ground_truth=ground_truth,
         subset=subset or cfg.eval.split,
-        modes=modes,
+        modes=tuple(modes) if modes else reported_modes(cfg.postprocess.foreground_mode),
         observe=observe,
     )

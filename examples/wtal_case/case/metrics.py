@@ -59,6 +59,7 @@ __all__ = [
     "evaluate_detection",
     "filter_ambiguous",
     "format_metrics",
+    "format_table",
     "load_ambiguous",
     "load_ground_truth",
     "load_predictions",
@@ -136,6 +137,9 @@ class Predictions:
     num_other_classes : int
         Predictions dropped because their label (known to the database) has no instance in
         the subset: they cannot change any class's AP.
+    num_unknown_labels : int
+        Predictions dropped because the whole database does not know their label (only with
+        ``unknown_labels="drop"``, see :func:`load_predictions`).
     """
 
     video: np.ndarray
@@ -144,6 +148,7 @@ class Predictions:
     end: np.ndarray
     score: np.ndarray
     num_other_classes: int = 0
+    num_unknown_labels: int = 0
 
     def __len__(self) -> int:
         return int(self.label.size)
@@ -157,6 +162,7 @@ class Predictions:
             self.end[keep],
             self.score[keep],
             self.num_other_classes,
+            self.num_unknown_labels,
         )
 
 
@@ -183,6 +189,9 @@ class DetectionMetrics:
         Evaluated predictions in videos outside the subset (all false positives).
     num_ambiguous : int
         Predictions removed by ambiguous-segment filtering.
+    num_unknown_labels : int
+        Predictions dropped because the ground truth does not know their label
+        (``unknown_labels="drop"``).
     """
 
     tiou: list[float]
@@ -193,6 +202,7 @@ class DetectionMetrics:
     num_predictions: int = 0
     num_outside_subset: int = 0
     num_ambiguous: int = 0
+    num_unknown_labels: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The run-folder ``metrics.json`` object: ``{"tiou", "mAP", "average"}``."""
@@ -342,7 +352,7 @@ def load_ground_truth(source: Source, subset: str = "test") -> GroundTruth:
     )
 
 
-def load_predictions(source: Source, ground_truth: GroundTruth) -> Predictions:
+def load_predictions(source: Source, ground_truth: GroundTruth, unknown_labels: str = "error") -> Predictions:
     """Read ``{"results": {video: [{"label", "score", "segment"}, ...]}}`` predictions.
 
     Parameters
@@ -356,6 +366,11 @@ def load_predictions(source: Source, ground_truth: GroundTruth) -> Predictions:
         false positives, as in the official code). A label of the database without an
         instance in the subset is dropped (it cannot change any AP; the official code
         raises ``KeyError`` on it).
+    unknown_labels : {"error", "drop"}
+        A label that the whole database does not know: an error naming the entry (the
+        default), or dropped and counted (``Predictions.num_unknown_labels``), as the
+        evaluation path does (:func:`case.scoring.evaluate_predictions`): a model may know
+        classes that a test set lacks. A dropped detection is still checked.
 
     Returns
     -------
@@ -364,23 +379,30 @@ def load_predictions(source: Source, ground_truth: GroundTruth) -> Predictions:
     Raises
     ------
     DetectionFileError
-        Malformed file, a label unknown to the ground truth, a segment with ``end < start``
-        or a non-finite bound, a non-numeric or non-finite score.
+        Malformed file, a label unknown to the ground truth (``unknown_labels="error"``), a
+        segment with ``end < start`` or a non-finite bound, a non-numeric or non-finite score.
     """
+    if unknown_labels not in ("error", "drop"):
+        raise ValueError(f"unknown_labels must be 'error' or 'drop', got {unknown_labels!r}")
     data, name = _read_json(source, "predictions")
     results = data.get("results")
     if not isinstance(results, Mapping):
         raise DetectionFileError(f"{name}: expected a 'results' object mapping video names to lists of detections")
     video_code = {v: i for i, v in enumerate(ground_truth.videos)}
     class_code = {c: i for i, c in enumerate(ground_truth.class_names)}
-    parsed = _predictions_fast(results, video_code, class_code, ground_truth.known_labels)
+    drop = unknown_labels == "drop"
+    parsed = _predictions_fast(results, video_code, class_code, ground_truth.known_labels, drop)
     if parsed is None:  # something is wrong: the careful pass names the first bad entry
-        parsed = _predictions_checked(results, name, video_code, class_code, ground_truth.known_labels)
+        parsed = _predictions_checked(results, name, video_code, class_code, ground_truth.known_labels, drop)
     return parsed
 
 
 def _predictions_fast(
-    results: Mapping[str, Any], video_code: dict[str, int], class_code: dict[str, int], known: frozenset[str]
+    results: Mapping[str, Any],
+    video_code: dict[str, int],
+    class_code: dict[str, int],
+    known: frozenset[str],
+    drop_unknown: bool,
 ) -> Predictions | None:
     """Vectorised parse of well-formed predictions; ``None`` at the first sign of trouble."""
     codes, labels, scores, segments = [], [], [], []
@@ -408,12 +430,14 @@ def _predictions_fast(
     except (ValueError, OverflowError):
         return None
     label = np.asarray([class_code.get(x, -1) for x in labels], dtype=np.int64)
+    outside = np.flatnonzero(label < 0)
+    unknown = [i for i in outside if labels[i] not in known]
     if (
         seg.shape[0] != len(segments)
         or not np.isfinite(seg).all()
         or not np.isfinite(score).all()
         or (seg[:, 1] < seg[:, 0]).any()
-        or any(x not in known for x in {labels[i] for i in np.flatnonzero(label < 0)})
+        or (unknown and not drop_unknown)
     ):
         return None
     video = np.repeat(np.asarray([c for c, _ in codes], np.int64), np.asarray([n for _, n in codes], np.int64))
@@ -424,16 +448,22 @@ def _predictions_fast(
         start=seg[keep, 0].copy(),
         end=seg[keep, 1].copy(),
         score=score[keep],
-        num_other_classes=int((~keep).sum()),
+        num_other_classes=int(outside.size) - len(unknown),
+        num_unknown_labels=len(unknown),
     )
 
 
 def _predictions_checked(
-    results: Mapping[str, Any], name: str, video_code: dict[str, int], class_code: dict[str, int], known: frozenset[str]
+    results: Mapping[str, Any],
+    name: str,
+    video_code: dict[str, int],
+    class_code: dict[str, int],
+    known: frozenset[str],
+    drop_unknown: bool,
 ) -> Predictions:
     """Entry-by-entry parse that raises :class:`DetectionFileError` naming the bad entry."""
     video, label, start, end, score = [], [], [], [], []
-    other = 0
+    other = unknown = 0
     for vid, items in results.items():
         if not isinstance(items, list):
             raise DetectionFileError(f"{name}: results[{vid!r}] must be a list of detections")
@@ -448,6 +478,9 @@ def _predictions_checked(
             if lab not in class_code:
                 if lab in known:
                     other += 1
+                    continue
+                if drop_unknown:
+                    unknown += 1
                     continue
                 raise DetectionFileError(
                     f"{where}: label {lab!r} is unknown to the ground truth (classes: {sorted(known)})"
@@ -464,6 +497,7 @@ def _predictions_checked(
         end=np.asarray(end, np.float64),
         score=np.asarray(score, np.float64),
         num_other_classes=other,
+        num_unknown_labels=unknown,
     )
 
 
@@ -757,6 +791,7 @@ def evaluate_detection(
     subset: str = "test",
     tiou_thresholds: Iterable[float] = DEFAULT_TIOU_THRESHOLDS,
     ambiguous: PathLike | Mapping[str, Any] | None = None,
+    unknown_labels: str = "error",
 ) -> DetectionMetrics:
     """Detection mAP of predictions against ground truth (ActivityNet protocol).
 
@@ -773,6 +808,8 @@ def evaluate_detection(
     ambiguous : path or mapping, optional
         Ambiguous segments (THUMOS14 ``Ambiguous_test.txt``); predictions overlapping one are
         removed first (:func:`filter_ambiguous`). Off by default, as in the official CASE code.
+    unknown_labels : {"error", "drop"}
+        What a label unknown to the whole ground truth is (:func:`load_predictions`).
 
     Returns
     -------
@@ -789,7 +826,7 @@ def evaluate_detection(
     """
     thr = check_tiou_thresholds(tiou_thresholds)
     gt = ground_truth if isinstance(ground_truth, GroundTruth) else load_ground_truth(ground_truth, subset)
-    pred = load_predictions(predictions, gt)
+    pred = load_predictions(predictions, gt, unknown_labels)
     removed = 0
     if ambiguous is not None:
         pred, removed = filter_ambiguous(pred, gt, load_ambiguous(ambiguous))
@@ -804,6 +841,7 @@ def evaluate_detection(
         num_predictions=len(pred),
         num_outside_subset=int((pred.video < 0).sum()),
         num_ambiguous=removed,
+        num_unknown_labels=pred.num_unknown_labels,
     )
 
 
@@ -812,12 +850,17 @@ def evaluate_detection(
 # --------------------------------------------------------------------------------------------
 
 
-def metrics_json(metrics: DetectionMetrics) -> str:
-    """``{"tiou": [...], "mAP": [...], "average": ...}`` (fractions) as the JSON text of ``metrics.json``."""
-    return json.dumps(metrics.to_dict(), indent=2) + "\n"
+def metrics_json(metrics: DetectionMetrics | Mapping[str, Any]) -> str:
+    """``{"tiou": [...], "mAP": [...], "average": ...}`` (fractions) as the JSON text of ``metrics.json``.
+
+    A mapping is written as it is: the record of an evaluation, which adds every test mode's
+    figures to these (:func:`case.scoring.metrics_record`).
+    """
+    record = metrics.to_dict() if isinstance(metrics, DetectionMetrics) else dict(metrics)
+    return json.dumps(record, indent=2) + "\n"
 
 
-def write_metrics(path: PathLike, metrics: DetectionMetrics) -> None:
+def write_metrics(path: PathLike, metrics: DetectionMetrics | Mapping[str, Any]) -> None:
     """Atomically write :func:`metrics_json`.
 
     The file is written to a temporary file in the same folder and moved into place, so a
@@ -835,16 +878,23 @@ def format_metrics(metrics: DetectionMetrics, per_class: bool = False) -> str:
     tIoU      0.50    avg
     mAP (%)  25.00  25.00
     """
-    names = ["mAP (%)"] + (list(metrics.per_class_ap) if per_class else [])
-    width = max(len(n) for n in names + ["tIoU"])
-    header = "tIoU".ljust(width) + "".join(f"{t:7.2f}" for t in metrics.tiou) + "    avg"
-    rows = [header]
+    rows = [("mAP (%)", metrics.mAP)] + (list(metrics.per_class_ap.items()) if per_class else [])
+    return format_table(metrics.tiou, rows)
 
-    def row(name: str, values: Sequence[float]) -> str:
+
+def format_table(tiou: Sequence[float], rows: Sequence[tuple[str, Sequence[float]]]) -> str:
+    """Named rows of fractions at ``tiou`` as a plain-text table in percent, with their mean.
+
+    Examples
+    --------
+    >>> print(format_table([0.5, 0.7], [("a", [0.5, 0.25]), ("bb", [1.0, 0.0])]))
+    tIoU   0.50   0.70    avg
+    a     50.00  25.00  37.50
+    bb   100.00   0.00  50.00
+    """
+    width = max(len(name) for name, _ in [*rows, ("tIoU", ())])
+    lines = ["tIoU".ljust(width) + "".join(f"{t:7.2f}" for t in tiou) + "    avg"]
+    for name, values in rows:
         cells = "".join(f"{100 * v:7.2f}" for v in values)
-        return name.ljust(width) + cells + f"{100 * float(np.mean(values)):7.2f}"
-
-    rows.append(row("mAP (%)", metrics.mAP))
-    if per_class:
-        rows.extend(row(c, ap) for c, ap in metrics.per_class_ap.items())
-    return "\n".join(rows)
+        lines.append(name.ljust(width) + cells + f"{100 * float(np.mean(values)):7.2f}")
+    return "\n".join(lines)

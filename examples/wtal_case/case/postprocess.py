@@ -55,7 +55,9 @@ from .data.constants import FEATURE_FPS, FRAMES_PER_SNIPPET, SNIPPET_SECONDS
 
 __all__ = [
     "FOREGROUND_MODES",
+    "MODE_LABELS",
     "NMS_KINDS",
+    "TEST_MODES",
     "TIME_MAPPINGS",
     "PostprocessConfig",
     "detect_video",
@@ -79,6 +81,12 @@ TimeMapping = Literal["index", "stretch"]
 FOREGROUND_MODES: tuple[str, ...] = get_args(ForegroundMode)
 NMS_KINDS: tuple[str, ...] = get_args(NmsKind)
 TIME_MAPPINGS: tuple[str, ...] = get_args(TimeMapping)
+
+#: The three foregrounds of clustering-assisted testing (the paper's Table 7), which every
+#: evaluation of a checkpoint scores side by side from one forward pass per video.
+TEST_MODES: tuple[str, ...] = ("attention", "cluster", "mixed")
+#: How the paper names each foreground mode.
+MODE_LABELS: dict[str, str] = {"attention": "P^A", "cluster": "P^T", "mixed": "P^M"}
 
 
 #: The largest ``postprocess.scale``: a few digits more (24000 for 24) would ask for gigabytes per
@@ -324,9 +332,13 @@ def _runs(mask: np.ndarray) -> tuple[np.ndarray, ...]:
     """Maximal runs of True along the last axis: (leading indices..., start, end exclusive)."""
     pad = np.zeros(mask.shape[:-1] + (1,), np.int8)
     edges = np.diff(np.concatenate([pad, mask.astype(np.int8), pad], axis=-1), axis=-1)
-    starts = np.nonzero(edges == 1)
-    ends = np.nonzero(edges == -1)
-    return (*starts[:-1], starts[-1], ends[-1])
+    width = edges.shape[-1]
+    # within each padded row a rise (+1, a start) and a fall (-1, its end) alternate: one
+    # pass over the edges finds both, in the order that np.nonzero(edges == ±1) gives them
+    flat = np.flatnonzero(edges)
+    starts, ends = flat[0::2], flat[1::2]
+    lead = np.unravel_index(starts // width, mask.shape[:-1]) if mask.ndim > 1 else ()
+    return (*lead, starts % width, ends % width)
 
 
 def oic_scores(values: np.ndarray, start: np.ndarray, end: np.ndarray, outer_ratio: float) -> np.ndarray:
@@ -434,6 +446,23 @@ def _iou_one_to_many(start: np.ndarray, end: np.ndarray, i: int, rest: np.ndarra
     return inter / np.maximum(union, np.finfo(np.float64).tiny)
 
 
+#: Up to this many segments of one class, NMS takes their IoUs from one pairwise matrix (32 MiB
+#: of float64 at most, a few such temporaries alive while it is built) and runs greedy NMS by
+#: whole-matrix passes, instead of one loop step per kept segment: the same result, bit for bit.
+PAIRWISE_IOU_LIMIT = 2048
+
+
+def _iou_matrix(start: np.ndarray, end: np.ndarray, offset: float) -> np.ndarray:
+    """Every row of :func:`_iou_one_to_many` at once: the same operations on the same operands,
+    so each entry is bit-identical to the one-to-many value."""
+    length = end - start + offset
+    inter = np.maximum(
+        0.0, np.minimum(end[:, None], end[None, :]) - np.maximum(start[:, None], start[None, :]) + offset
+    )
+    union = length[:, None] + length[None, :] - inter
+    return inter / np.maximum(union, np.finfo(np.float64).tiny)
+
+
 def temporal_nms(
     start: np.ndarray,
     end: np.ndarray,
@@ -485,19 +514,68 @@ def temporal_nms(
             current[live] *= np.exp(-(_iou_one_to_many(start, end, best, live, 0.0) ** 2) / sigma)
         return np.asarray(order, np.int64), np.asarray(out, np.float64)
     offset = 1.0 if kind == "official" else 0.0
-    remaining = _descending(scores)
-    kept, decayed, decayed_scores = [], [], []
+    ranked = _descending(scores)
+    if scores.size <= PAIRWISE_IOU_LIMIT:
+        found = _greedy_by_matrix(_iou_matrix(start[ranked], end[ranked], offset), iou_threshold)
+        if found is not None:
+            kept, decayed, iou = found
+            index = np.concatenate([ranked[kept], ranked[decayed]])
+            if kind == "hard":
+                return ranked[kept], scores[ranked[kept]]
+            return index, np.concatenate([scores[ranked[kept]], scores[ranked[decayed]] * np.exp(-(iou**2) / sigma)])
+    remaining = ranked
+    kept_list: list[int] = []
+    decayed_list: list[np.ndarray] = [np.empty(0, np.int64)]
+    decayed_scores: list[np.ndarray] = [np.empty(0, np.float64)]
     while remaining.size:
         best, rest = remaining[0], remaining[1:]
-        kept.append(best)
+        kept_list.append(best)
         iou = _iou_one_to_many(start, end, best, rest, offset)
         suppressed = iou >= iou_threshold
         if kind == "official":
-            decayed.extend(rest[suppressed])
-            decayed_scores.extend(scores[rest[suppressed]] * np.exp(-(iou[suppressed] ** 2) / sigma))
+            decayed_list.append(rest[suppressed])
+            decayed_scores.append(scores[rest[suppressed]] * np.exp(-(iou[suppressed] ** 2) / sigma))
         remaining = rest[~suppressed]
-    index = np.asarray(kept + decayed, np.int64)
-    return index, np.concatenate([scores[kept], np.asarray(decayed_scores, np.float64)])
+    index = np.concatenate([np.asarray(kept_list, np.int64), *decayed_list])
+    return index, np.concatenate([scores[kept_list], *decayed_scores])
+
+
+#: Greedy NMS by whole-matrix passes gives up (and the loop takes over) after this many passes.
+MAX_MATRIX_PASSES = 32
+
+
+def _greedy_by_matrix(iou: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Greedy NMS of segments ranked best first, from their IoU matrix, without a loop per kept one.
+
+    Segment j is kept when no kept i < j has ``iou[i, j] >= threshold``. That rule has one
+    solution, which the passes ``keep[j] = not any(keep[i] and iou[i, j] >= threshold, i < j)``
+    reach from "all kept" (after pass t the first t ranks are settled; in practice a few passes
+    settle all) — the result of Cluster-NMS (Zheng et al., 2021), identical to the loop's.
+
+    Returns
+    -------
+    (kept, decayed, iou) or None
+        Ranks kept, in order; ranks suppressed, in the loop's order (grouped by the kept rank
+        that suppressed them, in its order, then by rank); the IoU with that suppressor. None
+        after :data:`MAX_MATRIX_PASSES` passes without settling.
+    """
+    over = np.triu(iou >= threshold, 1)
+    keep = np.ones(iou.shape[0], bool)
+    for _ in range(MAX_MATRIX_PASSES):
+        settled = ~over[keep].any(axis=0)
+        if np.array_equal(settled, keep):
+            break
+        keep = settled
+    else:
+        return None
+    kept = np.flatnonzero(keep)
+    decayed = np.flatnonzero(~keep)
+    if decayed.size == 0:
+        return kept, decayed, np.empty(0, np.float64)
+    suppressor = kept[np.argmax(over[kept][:, decayed], axis=0)]  # the first kept rank that suppresses each
+    order = np.argsort(suppressor, kind="stable")  # by suppressor, then by rank (decayed is ascending)
+    decayed, suppressor = decayed[order], suppressor[order]
+    return kept, decayed, iou[suppressor, decayed]
 
 
 # --------------------------------------------------------------------------------------------
@@ -579,9 +657,10 @@ def detect_video(
     _, col, start, end = _runs(mask)
     if start.size == 0:
         return []
+    # each class's proposals, thresholds outer, time inner: the official order
+    per_class = [(c, np.flatnonzero(col == c)) for c in np.unique(col)]
     score = np.empty(start.size)
-    for c in np.unique(col):
-        rows = col == c
+    for c, rows in per_class:
         score[rows] = (
             oic_scores(amap[:, c], start[rows], end[rows], cfg.outer_ratio)
             + cfg.video_score_weight * video_scores[classes[c]]
@@ -593,8 +672,7 @@ def detect_video(
         seconds_end = np.minimum(seconds_end, duration)
 
     labels, scores, starts, ends = [], [], [], []
-    for c in np.unique(col):
-        rows = np.flatnonzero(col == c)  # thresholds outer, time inner: the official order
+    for c, rows in per_class:
         keep, kept_scores = temporal_nms(
             seconds_start[rows], seconds_end[rows], score[rows], cfg.nms, cfg.nms_iou, cfg.soft_nms_sigma
         )
@@ -606,8 +684,10 @@ def detect_video(
     order = np.argsort(-all_scores, kind="stable")
     if cfg.max_detections is not None:
         order = order[: cfg.max_detections]
-    all_starts, all_ends = np.concatenate(starts), np.concatenate(ends)
+    # .tolist() gives the Python floats that float() gives, at once
+    out_scores = all_scores[order].tolist()
+    out_starts, out_ends = np.concatenate(starts)[order].tolist(), np.concatenate(ends)[order].tolist()
     return [
-        {"label": labels[i], "score": float(all_scores[i]), "segment": [float(all_starts[i]), float(all_ends[i])]}
-        for i in order
+        {"label": labels[i], "score": value, "segment": [lo, hi]}
+        for i, value, lo, hi in zip(order.tolist(), out_scores, out_starts, out_ends, strict=True)
     ]

@@ -6,7 +6,8 @@ A run folder (``train.py --out``) holds::
     <out>/log.jsonl          one JSON record per logged step: losses, OT diagnostics, Q^C
     <out>/checkpoints/       step_XXXXXX.pt (periodic), final.pt, best.pt (held-out selection)
     <out>/predictions.json   {"results": {video: [{"label", "score", "segment"}]}} on eval.split
-    <out>/metrics.json       {"tiou": [...], "mAP": [...], "average": ...} (fractions)
+    <out>/metrics.json       {"tiou": [...], "mAP": [...], "average": ...} (fractions), and the
+                             same of P^A, P^T, P^M under "modes" (case.scoring.metrics_record)
     <out>/*.png              foreground plots (Fig. 5 style) and entropy curves (Fig. 4 style)
     <out>/run.lock           while a process works in it: that process's pid and host
 
@@ -29,7 +30,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     import fcntl
@@ -37,8 +38,14 @@ except ImportError:  # not POSIX: the lock record alone decides (see RunLock)
     fcntl = None
 
 from .atomic import atomic_write_text, remove_temporaries
-from .config import Config, ConfigError, differences_from, dump_config, parse_yaml
-from .errors import RunFolderError, RunFolderInUse, RunWarning
+from .errors import ConfigError, RunFolderError, RunFolderInUse, RunWarning
+
+if TYPE_CHECKING:
+    from .config import Config
+
+# case.config (and with it torch, through the model's and the losses' settings) is imported
+# where a configuration is read or compared: owning_run, which evaluate.py --pred asks, needs
+# neither.
 
 __all__ = ["LOCK_NAME", "RESUME_MAY_CHANGE", "RunPaths", "RunLock", "RunFolder", "is_run_folder", "owning_run"]
 
@@ -355,6 +362,8 @@ class RunFolder:
                 "choose the run's folder, or another --out for a new run"
             )
         if paths.config.exists():
+            from .config import parse_yaml
+
             try:
                 saved = parse_yaml(paths.config.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, ConfigError) as err:
@@ -365,6 +374,8 @@ class RunFolder:
     def check_same_config(saved: Any, cfg: Config, source: str) -> None:
         """Raise :class:`RunFolderError` naming the keys in which ``cfg`` differs from a saved configuration
         (but for :data:`RESUME_MAY_CHANGE`)."""
+        from .config import differences_from
+
         if isinstance(saved, Mapping):  # those keys compare equal: the saved run takes cfg's values
             saved = dict(saved)
             for key in RESUME_MAY_CHANGE:
@@ -381,6 +392,8 @@ class RunFolder:
 
     def write_config(self, cfg: Config) -> None:
         """Write ``config.yaml`` (and make ``checkpoints/``)."""
+        from .config import dump_config
+
         self.paths.checkpoints.mkdir(exist_ok=True)
         atomic_write_text(self.paths.config, dump_config(cfg))
 

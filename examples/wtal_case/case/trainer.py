@@ -536,7 +536,10 @@ def _append(log: Any, line: str, path: Path) -> None:
 
 
 def _evaluate(checkpoint: Path, cfg: Config, inputs: RunInputs, paths: RunPaths) -> dict[str, Any]:
-    """Section 6: ``predictions.json``, ``metrics.json`` and the plots of ``checkpoint`` on ``eval.split``."""
+    """Section 6: ``predictions.json``, ``metrics.json`` and the plots of ``checkpoint`` on ``eval.split``.
+
+    The predictions are the configured foreground mode's; ``metrics.json`` (returned) holds its
+    figures and those of P^A, P^T and P^M, scored from the same forward pass."""
     ground_truth = inputs.evaluated.ground_truth()
     drawn: list[dict[str, Any]] = []
     evaluation = evaluate_checkpoint(
@@ -545,11 +548,11 @@ def _evaluate(checkpoint: Path, cfg: Config, inputs: RunInputs, paths: RunPaths)
         dataset=inputs.evaluated,
         observe=_first_annotated(drawn, ground_truth, cfg.eval.plot_videos),
     )
-    mode = cfg.postprocess.foreground_mode
-    atomic_write_json(paths.predictions, evaluation.predictions[mode])
-    write_metrics(paths.metrics, evaluation.metrics[mode])
+    record = evaluation.record()
+    atomic_write_json(paths.predictions, evaluation.predictions[evaluation.mode])
+    write_metrics(paths.metrics, record)
     _plot(drawn, ground_truth, cfg, paths)
-    return evaluation.metrics[mode].to_dict()
+    return record
 
 
 def _first_annotated(
