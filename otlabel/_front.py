@@ -45,7 +45,7 @@ from ._checks import (
     vector_tensor,
 )
 from ._deferred import DeferredChecks, device_checks
-from ._gradients import Spec, check_differentiable, differentiable_plan
+from ._gradients import Spec, check_differentiable, differentiable_plan, differentiable_ragged_plan
 from ._layout import Dense, Segmented, Segments, Single
 from ._marginals import Resolved, Rules, Sizes, resolve, rules_in_masses
 from ._numerics import relative_violation
@@ -682,10 +682,38 @@ def finish_ragged(call: RaggedCall, solution: Solution) -> Array | RaggedSinkhor
 
 def label_ragged(scores: Any, ptr: Any, prior: Any, options: Options, segments: Any) -> Array | RaggedSinkhornResult:
     """Check, build, solve, finish: the body of :func:`~otlabel.sinkhorn_ragged`."""
+    if options.differentiable:
+        check_differentiable(options, scores)
     with autocast_off(scores):
         call = build_ragged(scores, ptr, prior, options, segments)
+        problem = call.problem
+        implicit = options.differentiable and not call.schedule.fixed
+        wants_potentials = implicit and prior is not None and not options.log_prior
+        if wants_potentials:
+            problem.return_potentials = True
         if call.dense_size is not None:  # equal-size groups, fixed mode: one batched dense problem
             solution = _solve_equal_groups(call)
         else:
-            solution = backends.select("torch", call.problem, call.schedule)(call.problem, call.schedule)
+            solution = backends.select("torch", problem, call.schedule)(problem, call.schedule)
+        if options.differentiable:
+            spec = Spec(
+                epsilon=options.epsilon,
+                n_iter=None if implicit else call.schedule.n_iter,
+                row_step=problem.row_rule.exponent,
+                col_step=problem.col_rule.exponent,
+                log_prior=options.log_prior,
+                reducer=SINGLE_PROCESS,
+            )
+            potentials = (solution.log_row_scaling, solution.log_col_scaling) if wants_potentials else None
+            solution.plan = differentiable_ragged_plan(
+                solution.plan,
+                potentials,
+                (problem.row_mass, problem.col_mass),
+                problem.layout.segments.ptr,
+                spec,
+                scores,
+                prior,
+                options.row_marginal,
+                options.col_marginal,
+            )
         return finish_ragged(call, solution)

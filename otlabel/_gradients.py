@@ -59,7 +59,13 @@ import torch
 from ._reduce import Reducer
 from .errors import ArgumentTypeError, InvalidArgumentError
 
-__all__ = ["Spec", "check_differentiable", "check_differentiable_options", "differentiable_plan"]
+__all__ = [
+    "Spec",
+    "check_differentiable",
+    "check_differentiable_options",
+    "differentiable_plan",
+    "differentiable_ragged_plan",
+]
 
 
 class Spec(NamedTuple):
@@ -126,6 +132,25 @@ def differentiable_plan(
     return _Plan.apply(plan, f, g, masses[0], masses[1], spec, scores, prior, row, col)
 
 
+def differentiable_ragged_plan(
+    plan: torch.Tensor,
+    potentials: tuple[torch.Tensor, torch.Tensor] | None,
+    masses: tuple[torch.Tensor | None, torch.Tensor],
+    ptr: torch.Tensor,
+    spec: Spec,
+    scores: torch.Tensor,
+    prior: torch.Tensor | None,
+    row_marginal: Any,
+    col_marginal: Any,
+) -> torch.Tensor:
+    """:func:`differentiable_plan` for a ragged call: ``plan`` (N, K) packed, ``ptr`` (G + 1,) its
+    CSR offsets, potentials (N,) and (G, K), masses (N,) (None: every row 1) and (G, K)."""
+    row = row_marginal if isinstance(row_marginal, torch.Tensor) else None
+    col = col_marginal if isinstance(col_marginal, torch.Tensor) else None
+    f, g = (None, None) if potentials is None else potentials
+    return _RaggedPlan.apply(plan, f, g, masses[0], masses[1], ptr, spec, scores, prior, row, col)
+
+
 class _Plan(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, plan, f, g, row_mass, col_mass, spec: Spec, scores, prior, row, col) -> torch.Tensor:  # noqa: ANN001
@@ -138,42 +163,135 @@ class _Plan(torch.autograd.Function):
         plan, f, g, row_mass, col_mass, scores, prior, row, col = ctx.saved_tensors
         spec: Spec = ctx.spec
         want_scores, want_prior, want_row, want_col = ctx.needs_input_grad[6:10]
-        dtype = plan.dtype
-        scaled = scores.detach().to(dtype).reshape(plan.shape) / spec.epsilon
-        kernel, prior_factor = scaled, None
-        if prior is not None:
-            prior3 = prior.detach().to(dtype).reshape(plan.shape)
-            kernel = scaled + (prior3 if spec.log_prior else prior3.log())
-            if not spec.log_prior and want_prior:
-                # A linear prior's gradient is bar-L / Q-hat: every product is formed with
-                # exp(S/eps + ...) instead of exp(L + ...), and bar-L = Q-hat * that; a zero of
-                # Q-hat gets its derivative too (no division).
-                prior_factor = prior3
-        grad = plan_grad.to(dtype)
-        log_row = torch.zeros_like(plan[..., 0]) if row_mass is None else row_mass.to(dtype).log()
-        log_col = col_mass.to(dtype).log()
-        if spec.n_iter is None:
-            if prior_factor is None:
-                plan_over_prior = plan
-            else:  # Q / Q-hat = exp(f + S/eps + g)
-                plan_over_prior = torch.exp(f.to(dtype).unsqueeze(-1) + scaled + g.to(dtype).unsqueeze(-2))
-            reduced_grad, log_row_grad, log_col_grad = _implicit(plan, plan_over_prior, grad, spec)
-        else:
-            reduced_grad, log_row_grad, log_col_grad = _unrolled(
-                grad, kernel, scaled, prior_factor, spec, log_row, log_col
-            )
-        # reduced_grad: bar-L, or bar-L / Q-hat with a linear prior to differentiate
-        scores_grad = prior_grad = row_grad = col_grad = None
-        if want_scores:
-            kernel_grad = reduced_grad if prior_factor is None else reduced_grad * prior_factor
-            scores_grad = (kernel_grad / spec.epsilon).reshape(scores.shape).to(scores.dtype)
-        if want_prior:
-            prior_grad = reduced_grad.reshape(prior.shape).to(prior.dtype)
+        inputs = _Inputs.of(plan, plan_grad, scores, prior, row_mass, spec, want_prior)
+        reduced_grad, log_row_grad, log_col_grad = _core(inputs, f, g, col_mass, spec, None)
+        grads = inputs.scores_and_prior_grads(reduced_grad, scores, prior, spec, want_scores, want_prior)
+        row_grad = col_grad = None
         if want_row:  # this rank's slice of a marginal over all rows: its sums are over all ranks
             row_grad = _proportions_grad(log_row_grad, row, spec.reducer)
         if want_col:
             col_grad = _proportions_grad(log_col_grad, col, None)
-        return None, None, None, None, None, None, scores_grad, prior_grad, row_grad, col_grad
+        return None, None, None, None, None, None, *grads, row_grad, col_grad
+
+
+class _RaggedPlan(torch.autograd.Function):
+    """:class:`_Plan` for a ragged call: G problems packed row-wise (CSR offsets ``ptr``); the
+    backward pads them into (G, max N_g, K), masks the padding, and packs the gradients back."""
+
+    @staticmethod
+    def forward(ctx: Any, plan, f, g, row_mass, col_mass, ptr, spec: Spec, scores, prior, row, col) -> torch.Tensor:  # noqa: ANN001
+        ctx.spec = spec
+        ctx.save_for_backward(plan, f, g, row_mass, col_mass, ptr, scores, prior, row, col)
+        return plan.view_as(plan)
+
+    @staticmethod
+    def backward(ctx: Any, plan_grad: torch.Tensor):  # noqa: ANN205
+        plan, f, g, row_mass, col_mass, ptr, scores, prior, row, col = ctx.saved_tensors
+        spec: Spec = ctx.spec
+        want_scores, want_prior, want_row, want_col = ctx.needs_input_grad[7:11]
+        inputs = _Inputs.of(plan, plan_grad, scores, prior, row_mass, spec, want_prior)
+        packing = _Packing(ptr, plan.shape[0])
+        padded = inputs.padded(packing)
+        f_padded = None if f is None else packing.pad(f, -math.inf)
+        reduced, log_row_grad, log_col_grad = _core(padded, f_padded, g, col_mass, spec, packing.valid)
+        reduced_grad, log_row_grad = packing.unpad(reduced), packing.unpad(log_row_grad)
+        grads = inputs.scores_and_prior_grads(reduced_grad, scores, prior, spec, want_scores, want_prior)
+        row_grad = col_grad = None
+        if want_row:  # proportions renormalised within each group
+            values = row.detach().to(log_row_grad.dtype)
+            per_group = packing.group_sum(log_row_grad) / packing.group_sum(values)
+            row_grad = (log_row_grad / values - per_group[packing.group]).to(row.dtype)
+        if want_col:
+            col_grad = _proportions_grad(log_col_grad, col, None)
+        return None, None, None, None, None, None, None, *grads, row_grad, col_grad
+
+
+class _Inputs(NamedTuple):
+    """What the backward works on, in the compute dtype: the plan and its gradient, S/ε, the log
+    kernel L, the prior when its gradient comes back divided by it, and the log row masses."""
+
+    plan: torch.Tensor
+    grad: torch.Tensor
+    scaled: torch.Tensor
+    kernel: torch.Tensor
+    prior_factor: torch.Tensor | None
+    log_row: torch.Tensor
+
+    @classmethod
+    def of(cls, plan, plan_grad, scores, prior, row_mass, spec: Spec, want_prior: bool) -> _Inputs:  # noqa: ANN001
+        dtype = plan.dtype
+        scaled = scores.detach().to(dtype).reshape(plan.shape) / spec.epsilon
+        kernel, prior_factor = scaled, None
+        if prior is not None:
+            prior_values = prior.detach().to(dtype).reshape(plan.shape)
+            kernel = scaled + (prior_values if spec.log_prior else prior_values.log())
+            if not spec.log_prior and want_prior:
+                # A linear prior's gradient is bar-L / Q-hat: every product is formed with
+                # exp(S/eps + ...) instead of exp(L + ...), and bar-L = Q-hat * that; a zero of
+                # Q-hat gets its derivative too (no division).
+                prior_factor = prior_values
+        log_row = torch.zeros_like(plan[..., 0]) if row_mass is None else row_mass.to(dtype).log()
+        return cls(plan, plan_grad.to(dtype), scaled, kernel, prior_factor, log_row)
+
+    def padded(self, packing: _Packing) -> _Inputs:
+        """These inputs of packed rows (N, ...) as (G, max N_g, ...); padded rows hold no mass."""
+        factor = None if self.prior_factor is None else packing.pad(self.prior_factor, 0.0)
+        return _Inputs(
+            packing.pad(self.plan, 0.0),
+            packing.pad(self.grad, 0.0),
+            packing.pad(self.scaled, 0.0),
+            packing.pad(self.kernel, 0.0),
+            factor,
+            packing.pad(self.log_row, -math.inf),
+        )
+
+    def scores_and_prior_grads(self, reduced_grad, scores, prior, spec: Spec, want_scores: bool, want_prior: bool):  # noqa: ANN001, ANN201
+        """The gradients of ``scores`` and ``prior`` from bar-L (or bar-L / Q-hat)."""
+        scores_grad = prior_grad = None
+        if want_scores:
+            kernel_grad = reduced_grad if self.prior_factor is None else reduced_grad * self.prior_factor
+            scores_grad = (kernel_grad / spec.epsilon).reshape(scores.shape).to(scores.dtype)
+        if want_prior:
+            prior_grad = reduced_grad.reshape(prior.shape).to(prior.dtype)
+        return scores_grad, prior_grad
+
+
+class _Packing:
+    """Rows of G groups packed one after another (CSR offsets ``ptr``) and their padded layout."""
+
+    def __init__(self, ptr: torch.Tensor, n_rows: int):
+        sizes = ptr.diff()
+        n_groups = sizes.numel()
+        self.width = int(sizes.max()) if n_groups else 0  # (the backward of a ragged call reads it back)
+        self.group = torch.repeat_interleave(torch.arange(n_groups, device=ptr.device), sizes)
+        self.position = torch.arange(n_rows, device=ptr.device) - ptr[:-1][self.group]
+        self.n_groups = n_groups
+        self.valid = self.pad(torch.ones(n_rows, dtype=torch.bool, device=ptr.device), False)
+
+    def pad(self, packed: torch.Tensor, fill: float | bool) -> torch.Tensor:
+        out = packed.new_full((self.n_groups, self.width, *packed.shape[1:]), fill)
+        out[self.group, self.position] = packed
+        return out
+
+    def unpad(self, padded: torch.Tensor) -> torch.Tensor:
+        return padded[self.group, self.position]
+
+    def group_sum(self, packed: torch.Tensor) -> torch.Tensor:
+        return packed.new_zeros(self.n_groups).index_add_(0, self.group, packed)
+
+
+def _core(inputs: _Inputs, f, g, col_mass, spec: Spec, row_mask):  # noqa: ANN001, ANN202
+    """bar-L (or bar-L / Q-hat), and the gradients of the log row and column masses, of either
+    mode; ``row_mask``: which rows are real (padded ones hold no mass), or None."""
+    dtype = inputs.plan.dtype
+    log_col = col_mass.to(dtype).log()
+    if spec.n_iter is not None:
+        return _unrolled(inputs, spec, log_col, row_mask)
+    if inputs.prior_factor is None:
+        plan_over_prior = inputs.plan
+    else:  # Q / Q-hat = exp(f + S/eps + g)
+        plan_over_prior = torch.exp(f.to(dtype).unsqueeze(-1) + inputs.scaled + g.to(dtype).unsqueeze(-2))
+    return _implicit(inputs.plan, plan_over_prior, inputs.grad, spec, row_mask)
 
 
 def _proportions_grad(log_mass_grad: torch.Tensor, given: torch.Tensor, reducer: Reducer | None) -> torch.Tensor:
@@ -200,13 +318,23 @@ def _logsumexp_over_rows(values: torch.Tensor, reducer: Reducer) -> torch.Tensor
     return safe + reducer.sum(torch.exp(values - safe.unsqueeze(-2)).sum(-2)).log()
 
 
-def _unrolled(grad, kernel, scaled, prior_factor, spec: Spec, log_row, log_col):  # noqa: ANN001, ANN202
+def _unrolled(inputs: _Inputs, spec: Spec, log_col, row_mask):  # noqa: ANN001, ANN202
     """Fixed-iteration mode: reverse-mode through the loop, recomputed with its potentials only.
-    With a ``prior_factor`` (Q-hat), the kernel's gradient comes back divided by it."""
+    With a ``prior_factor`` (Q-hat), the kernel's gradient comes back divided by it. Padded rows
+    (``row_mask`` false) start at f = -inf and have no mass: they stay at -inf and add nothing."""
+    grad, kernel, scaled, prior_factor, log_row = (
+        inputs.grad,
+        inputs.kernel,
+        inputs.scaled,
+        inputs.prior_factor,
+        inputs.log_row,
+    )
     batch, n_rows, n_cols = kernel.shape
     reducer = spec.reducer
     # forward again, keeping f_{t-1}, g_t and both log-sum-exps of every iteration: O(T (N + K))
     f = torch.zeros(batch, n_rows, dtype=kernel.dtype, device=kernel.device)
+    if row_mask is not None:
+        f = f.masked_fill(~row_mask, -math.inf)
     tape = []
     for _ in range(spec.n_iter):
         col_lse = _logsumexp_over_rows(kernel + f.unsqueeze(-1), reducer)
@@ -238,11 +366,12 @@ def _unrolled(grad, kernel, scaled, prior_factor, spec: Spec, log_row, log_col):
     return reduced_grad, log_row_grad, log_col_grad
 
 
-def _implicit(plan, plan_over_prior, grad, spec: Spec):  # noqa: ANN001, ANN202
+def _implicit(plan, plan_over_prior, grad, spec: Spec, row_mask):  # noqa: ANN001, ANN202
     """Tolerance mode: the adjoint of the optimality conditions at the converged plan.
     ``plan_over_prior``: the plan, or Q / Q-hat (then the kernel's gradient comes back divided by Q-hat).
     Over a process group the column side is eliminated on every rank from all-reduced sums (the
-    K × K Schur complement), and each rank's λ follows from its own rows."""
+    K × K Schur complement), and each rank's λ follows from its own rows. ``row_mask``: which rows
+    are real (padded rows of a ragged call are not)."""
     solve_dtype = torch.float64
     reducer = spec.reducer
     q = plan
@@ -251,6 +380,8 @@ def _implicit(plan, plan_over_prior, grad, spec: Spec):  # noqa: ANN001, ANN202
     row_rho = 1.0 / spec.row_step - 1.0  # ε/τ: 0 for a hard side
     col_rho = 1.0 / spec.col_step - 1.0
     row_diag = (row_sums * (1.0 + row_rho)).to(solve_dtype)
+    if row_mask is not None:  # padded rows: an identity block (no coupling, zero right-hand side)
+        row_diag = row_diag.masked_fill(~row_mask, 1.0)
     col_diag = (col_sums * (1.0 + col_rho)).to(solve_dtype)
     row_rhs = z_grad.sum(-1).to(solve_dtype)
     col_rhs = reducer.sum(z_grad.sum(-2).to(solve_dtype))

@@ -43,6 +43,7 @@ def sinkhorn_ragged(
     col_bounds: Any = None,
     init: Any = None,
     acceleration: str | None = None,
+    differentiable: bool = False,
 ) -> Array | RaggedSinkhornResult:
     r"""Label G independent problems of different sizes, packed row-wise, in one call.
 
@@ -102,6 +103,9 @@ def sinkhorn_ragged(
         As in :func:`~otlabel.sinkhorn`, per group: ``col_bounds`` are proportions of each
         group's rows, ``mass`` a fraction of each group's mass; ``init`` takes the
         ``log_row_scaling`` (N,) and ``log_col_scaling`` (G, K) or (K,) of a previous call.
+    differentiable : bool, default False
+        As in :func:`~otlabel.sinkhorn`, per group (``row_marginal``'s gradient follows its
+        renormalisation within each group). The backward pads the groups to the largest one.
 
     Returns
     -------

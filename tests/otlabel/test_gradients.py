@@ -311,3 +311,43 @@ def test_online_labeller_refuses_a_differentiable_fixed_mode_warm_start() -> Non
 
     with pytest.raises(InvalidArgumentError, match="differentiable=True cannot be combined with a warm start"):
         OnlineLabeller(4, differentiable=True, warm_start=True, n_iter=3)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(("name", "keywords", "wanted"), CASES, ids=[c[0] for c in CASES])
+def test_ragged_gradients_are_each_group_s_own(mode: str, name: str, keywords: dict, wanted: list) -> None:
+    """sinkhorn_ragged with differentiable=True: every group's gradient is that of sinkhorn on its
+    rows alone (groups of 3, 6 and 2 rows; a row marginal renormalised within each group)."""
+    from otlabel import sinkhorn_ragged
+
+    ptr = torch.tensor([0, 3, 9, 11])
+    values = _inputs(n=11, k=4, seed=11)
+    if keywords.get("log_prior"):
+        values["prior"] = values["prior"].log()
+    row = values["row"].clone()
+    for lo, hi in zip(ptr[:-1], ptr[1:]):
+        row[lo:hi] = row[lo:hi] / row[lo:hi].sum()  # sums to 1 within each group
+    values["row"] = row
+    leaves = {key: values[key].clone().requires_grad_(True) for key in wanted}
+    given = {k: leaves.get(v, values.get(v)) if isinstance(v, str) else v for k, v in keywords.items()}
+    labels = sinkhorn_ragged(leaves["scores"], ptr, EPS, differentiable=True, **given, **MODES[mode])
+    ours = torch.autograd.grad((labels * values["weights"]).sum(), [leaves[k] for k in wanted])
+    expected = {key: torch.zeros_like(values[key]) for key in wanted}
+    for lo, hi in zip(ptr[:-1].tolist(), ptr[1:].tolist()):
+        rows_of = ("scores", "prior", "row", "weights")
+        group = {key: value[lo:hi] if key in rows_of else value for key, value in values.items()}
+        for key, grad in _group_grads(group, keywords, wanted, MODES[mode]).items():
+            if key in ("scores", "prior", "row"):
+                expected[key][lo:hi] = grad
+            else:
+                expected[key] += grad
+    for key, got in zip(wanted, ours):
+        torch.testing.assert_close(got, expected[key], rtol=0, atol=1e-9, msg=key)
+
+
+def _group_grads(group: dict, keywords: dict, wanted: list, mode: dict) -> dict[str, torch.Tensor]:
+    leaves = {key: group[key].clone().requires_grad_(True) for key in wanted}
+    given = {k: leaves.get(v, group.get(v)) if isinstance(v, str) else v for k, v in keywords.items()}
+    labels = sinkhorn(leaves["scores"], EPS, differentiable=True, **given, **mode)
+    found = torch.autograd.grad((labels * group["weights"]).sum(), [leaves[k] for k in wanted])
+    return dict(zip(wanted, found))
