@@ -436,8 +436,9 @@ def _label_differentiably(scores: Any, prior: Any, options: Options, with_potent
             col_step=problem.col_rule.exponent,
             log_prior=options.log_prior,
             reducer=problem.reducer,
+            tol=call.schedule.tol,
         )
-        masses = (problem.row_mass, problem.col_mass)
+        masses = (problem.row_mass, problem.col_mass, problem.total_mass)
         differentiable = differentiable_plan(
             batched_plan, potentials, masses, spec, scores, prior, options.row_marginal, options.col_marginal
         )
@@ -703,12 +704,13 @@ def label_ragged(scores: Any, ptr: Any, prior: Any, options: Options, segments: 
                 col_step=problem.col_rule.exponent,
                 log_prior=options.log_prior,
                 reducer=SINGLE_PROCESS,
+                tol=call.schedule.tol,
             )
             potentials = (solution.log_row_scaling, solution.log_col_scaling) if wants_potentials else None
             solution.plan = differentiable_ragged_plan(
                 solution.plan,
                 potentials,
-                (problem.row_mass, problem.col_mass),
+                (problem.row_mass, problem.col_mass, problem.total_mass),
                 problem.layout.segments.ptr,
                 spec,
                 scores,

@@ -78,6 +78,8 @@ class Spec(NamedTuple):
     log_prior: bool
     #: how the ranks of a process group combine sums over rows (the identity for one process)
     reducer: Reducer
+    #: the tolerance the forward met (partial transport: a side within it of its mass is active)
+    tol: float | None = None
 
 
 def check_differentiable(options: Any, scores: Any) -> None:
@@ -94,7 +96,11 @@ def check_differentiable_options(options: Any, warm_start: bool) -> None:
     """The part of :func:`check_differentiable` that needs no scores (``warm_start``: an ``init``
     will be given)."""
     refused = [
-        ("mass", options.mass is not None, "partial transport's gradient is not implemented yet"),
+        (
+            "mass",
+            options.mass is not None and options.schedule.fixed,
+            "the fixed-iteration mode's Dykstra steps are not differentiated (the tolerance mode, tol=..., is)",
+        ),
         (
             "col_bounds",
             options.col_bounds is not None,
@@ -114,7 +120,7 @@ def check_differentiable_options(options: Any, warm_start: bool) -> None:
 def differentiable_plan(
     plan: torch.Tensor,
     potentials: tuple[torch.Tensor, torch.Tensor] | None,
-    masses: tuple[torch.Tensor | None, torch.Tensor],
+    masses: tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None],
     spec: Spec,
     scores: torch.Tensor,
     prior: torch.Tensor | None,
@@ -124,18 +130,18 @@ def differentiable_plan(
     """``plan`` (B, N, K), the solved labels in the compute dtype, carrying gradients to the tensors
     among ``scores``, ``prior``, ``row_marginal`` and ``col_marginal`` (as the caller gave them).
     ``potentials``: the solution's (f, g), (B, N) and (B, K) — needed by the tolerance mode with a
-    prior that may be differentiated (else None); ``masses``: the problem's (row, column) masses,
-    (B, N) (None: every row 1) and (B, K)."""
+    prior that may be differentiated (else None); ``masses``: the problem's (row, column, total)
+    masses, (B, N) (None: every row 1), (B, K) and (B,) (None: not partial transport)."""
     row = row_marginal if isinstance(row_marginal, torch.Tensor) else None
     col = col_marginal if isinstance(col_marginal, torch.Tensor) else None
     f, g = (None, None) if potentials is None else potentials
-    return _Plan.apply(plan, f, g, masses[0], masses[1], spec, scores, prior, row, col)
+    return _Plan.apply(plan, f, g, *masses, spec, scores, prior, row, col)
 
 
 def differentiable_ragged_plan(
     plan: torch.Tensor,
     potentials: tuple[torch.Tensor, torch.Tensor] | None,
-    masses: tuple[torch.Tensor | None, torch.Tensor],
+    masses: tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None],
     ptr: torch.Tensor,
     spec: Spec,
     scores: torch.Tensor,
@@ -148,30 +154,30 @@ def differentiable_ragged_plan(
     row = row_marginal if isinstance(row_marginal, torch.Tensor) else None
     col = col_marginal if isinstance(col_marginal, torch.Tensor) else None
     f, g = (None, None) if potentials is None else potentials
-    return _RaggedPlan.apply(plan, f, g, masses[0], masses[1], ptr, spec, scores, prior, row, col)
+    return _RaggedPlan.apply(plan, f, g, *masses, ptr, spec, scores, prior, row, col)
 
 
 class _Plan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, plan, f, g, row_mass, col_mass, spec: Spec, scores, prior, row, col) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx: Any, plan, f, g, row_mass, col_mass, total_mass, spec: Spec, scores, prior, row, col):  # noqa: ANN001, ANN205
         ctx.spec = spec
-        ctx.save_for_backward(plan, f, g, row_mass, col_mass, scores, prior, row, col)
+        ctx.save_for_backward(plan, f, g, row_mass, col_mass, total_mass, scores, prior, row, col)
         return plan.view_as(plan)
 
     @staticmethod
     def backward(ctx: Any, plan_grad: torch.Tensor):  # noqa: ANN205
-        plan, f, g, row_mass, col_mass, scores, prior, row, col = ctx.saved_tensors
+        plan, f, g, row_mass, col_mass, total_mass, scores, prior, row, col = ctx.saved_tensors
         spec: Spec = ctx.spec
-        want_scores, want_prior, want_row, want_col = ctx.needs_input_grad[6:10]
+        want_scores, want_prior, want_row, want_col = ctx.needs_input_grad[7:11]
         inputs = _Inputs.of(plan, plan_grad, scores, prior, row_mass, spec, want_prior)
-        reduced_grad, log_row_grad, log_col_grad = _core(inputs, f, g, col_mass, spec, None)
+        reduced_grad, log_row_grad, log_col_grad = _core(inputs, f, g, col_mass, total_mass, spec, None)
         grads = inputs.scores_and_prior_grads(reduced_grad, scores, prior, spec, want_scores, want_prior)
         row_grad = col_grad = None
         if want_row:  # this rank's slice of a marginal over all rows: its sums are over all ranks
             row_grad = _proportions_grad(log_row_grad, row, spec.reducer)
         if want_col:
             col_grad = _proportions_grad(log_col_grad, col, None)
-        return None, None, None, None, None, None, *grads, row_grad, col_grad
+        return None, None, None, None, None, None, None, *grads, row_grad, col_grad
 
 
 class _RaggedPlan(torch.autograd.Function):
@@ -179,21 +185,21 @@ class _RaggedPlan(torch.autograd.Function):
     backward pads them into (G, max N_g, K), masks the padding, and packs the gradients back."""
 
     @staticmethod
-    def forward(ctx: Any, plan, f, g, row_mass, col_mass, ptr, spec: Spec, scores, prior, row, col) -> torch.Tensor:  # noqa: ANN001
+    def forward(ctx: Any, plan, f, g, row_mass, col_mass, total_mass, ptr, spec: Spec, scores, prior, row, col):  # noqa: ANN001, ANN205
         ctx.spec = spec
-        ctx.save_for_backward(plan, f, g, row_mass, col_mass, ptr, scores, prior, row, col)
+        ctx.save_for_backward(plan, f, g, row_mass, col_mass, total_mass, ptr, scores, prior, row, col)
         return plan.view_as(plan)
 
     @staticmethod
     def backward(ctx: Any, plan_grad: torch.Tensor):  # noqa: ANN205
-        plan, f, g, row_mass, col_mass, ptr, scores, prior, row, col = ctx.saved_tensors
+        plan, f, g, row_mass, col_mass, total_mass, ptr, scores, prior, row, col = ctx.saved_tensors
         spec: Spec = ctx.spec
-        want_scores, want_prior, want_row, want_col = ctx.needs_input_grad[7:11]
+        want_scores, want_prior, want_row, want_col = ctx.needs_input_grad[8:12]
         inputs = _Inputs.of(plan, plan_grad, scores, prior, row_mass, spec, want_prior)
         packing = _Packing(ptr, plan.shape[0])
         padded = inputs.padded(packing)
         f_padded = None if f is None else packing.pad(f, -math.inf)
-        reduced, log_row_grad, log_col_grad = _core(padded, f_padded, g, col_mass, spec, packing.valid)
+        reduced, log_row_grad, log_col_grad = _core(padded, f_padded, g, col_mass, total_mass, spec, packing.valid)
         reduced_grad, log_row_grad = packing.unpad(reduced), packing.unpad(log_row_grad)
         grads = inputs.scores_and_prior_grads(reduced_grad, scores, prior, spec, want_scores, want_prior)
         row_grad = col_grad = None
@@ -203,7 +209,7 @@ class _RaggedPlan(torch.autograd.Function):
             row_grad = (log_row_grad / values - per_group[packing.group]).to(row.dtype)
         if want_col:
             col_grad = _proportions_grad(log_col_grad, col, None)
-        return None, None, None, None, None, None, None, *grads, row_grad, col_grad
+        return None, None, None, None, None, None, None, None, *grads, row_grad, col_grad
 
 
 class _Inputs(NamedTuple):
@@ -280,9 +286,10 @@ class _Packing:
         return packed.new_zeros(self.n_groups).index_add_(0, self.group, packed)
 
 
-def _core(inputs: _Inputs, f, g, col_mass, spec: Spec, row_mask):  # noqa: ANN001, ANN202
+def _core(inputs: _Inputs, f, g, col_mass, total_mass, spec: Spec, row_mask):  # noqa: ANN001, ANN202
     """bar-L (or bar-L / Q-hat), and the gradients of the log row and column masses, of either
-    mode; ``row_mask``: which rows are real (padded ones hold no mass), or None."""
+    mode; ``row_mask``: which rows are real (padded ones hold no mass), or None; ``total_mass``:
+    partial transport's total per problem, or None."""
     dtype = inputs.plan.dtype
     log_col = col_mass.to(dtype).log()
     if spec.n_iter is not None:
@@ -291,6 +298,9 @@ def _core(inputs: _Inputs, f, g, col_mass, spec: Spec, row_mask):  # noqa: ANN00
         plan_over_prior = inputs.plan
     else:  # Q / Q-hat = exp(f + S/eps + g)
         plan_over_prior = torch.exp(f.to(dtype).unsqueeze(-1) + inputs.scaled + g.to(dtype).unsqueeze(-2))
+    if total_mass is not None:
+        masses = (inputs.log_row.exp(), col_mass.to(dtype))
+        return _implicit_partial(inputs.plan, plan_over_prior, inputs.grad, spec, row_mask, masses)
     return _implicit(inputs.plan, plan_over_prior, inputs.grad, spec, row_mask)
 
 
@@ -423,3 +433,70 @@ def _schur_solve(q, row_diag, col_diag, row_rhs, col_rhs, both_hard: bool, reduc
 
 #: The ridge of the Schur complement, relative to its diagonal's mean (float64).
 _RIDGE = 1e-12
+
+
+def _implicit_partial(plan, plan_over_prior, grad, spec: Spec, row_mask, masses):  # noqa: ANN001, ANN202
+    r"""Tolerance mode with partial transport (``mass``): the adjoint of the active constraints.
+
+    At the solution :math:`Q = \exp(L + f + g + h)` a row is *active* when it holds its mass
+    (:math:`f_n < 0`) and free otherwise (:math:`f_n = 0`, fixed), columns likewise, and the
+    total :math:`T = m N` is always held (its multiplier h is free). The derivative is that of the
+    active equations — each multiplied by its sum, as in :func:`_implicit` — whose adjoint
+    (λ on active rows, μ on active columns, ν on the total) solves
+
+    .. math::
+        \begin{pmatrix} \operatorname{diag}(R_A) & Q_{AB} & R_A \\ Q_{AB}^\top & \operatorname{diag}(C_B) & C_B \\
+        R_A^\top & C_B^\top & T \end{pmatrix} \begin{pmatrix} \lambda \\ \mu \\ \nu \end{pmatrix}
+        = \begin{pmatrix} (\bar Z \mathbf 1)_A \\ (\bar Z^\top \mathbf 1)_B \\
+          \mathbf 1^\top \bar Z \mathbf 1 \end{pmatrix}
+
+    (eliminating the rows: a (K + 1) × (K + 1) system), and
+    :math:`\bar L = Q \odot (\bar Q - \lambda \mathbf 1^\top - \mathbf 1 \mu^\top - \nu)`. A side is
+    taken as active within ``10 * tol`` (at least 1e-9) of its mass, relatively; at a side exactly
+    on the boundary the derivative has a kink, and this is one of its one-sided values.
+    """
+    solve_dtype = torch.float64
+    reducer = spec.reducer
+    row_mass, col_mass = masses
+    q = plan
+    z_grad = grad * q
+    row_sums, col_sums = q.sum(-1), reducer.sum(q.sum(-2))
+    total = reducer.sum(row_sums.sum(-1))
+    slack = max(10 * (spec.tol or 0.0), 1e-9)
+    active_rows = row_sums >= row_mass * (1 - slack)
+    if row_mask is not None:
+        active_rows = active_rows & row_mask
+    active_cols = col_sums >= col_mass * (1 - slack)
+    rows_on, cols_on = active_rows.to(solve_dtype), active_cols.to(solve_dtype)
+    q64 = q.to(solve_dtype)
+    row_diag = torch.where(active_rows, row_sums.to(solve_dtype), torch.ones_like(rows_on))
+    row_rhs = z_grad.sum(-1).to(solve_dtype) * rows_on
+    col_rhs = reducer.sum(z_grad.sum(-2).to(solve_dtype)) * cols_on
+    total_rhs = reducer.sum(z_grad.sum((-2, -1)).to(solve_dtype))
+    # the rows' coupling to the columns' and the total's unknowns: [Q_AB, R_A] (B, N, K + 1)
+    coupling = torch.cat(
+        (q64 * rows_on.unsqueeze(-1) * cols_on.unsqueeze(-2), (row_sums.to(solve_dtype) * rows_on).unsqueeze(-1)), -1
+    )
+    col64 = col_sums.to(solve_dtype)
+    n_cols = col64.shape[-1]
+    own = torch.zeros(*col64.shape[:-1], n_cols + 1, n_cols + 1, dtype=solve_dtype, device=q.device)
+    own[..., :n_cols, :n_cols] = torch.diag_embed(torch.where(active_cols, col64, torch.ones_like(col64)))
+    own[..., :n_cols, n_cols] = col64 * cols_on
+    own[..., n_cols, :n_cols] = col64 * cols_on
+    own[..., n_cols, n_cols] = total.to(solve_dtype)
+    scaled = coupling / row_diag.unsqueeze(-1)
+    over_rows = coupling.transpose(-1, -2) @ scaled
+    moved = (scaled.transpose(-1, -2) @ row_rhs.unsqueeze(-1)).squeeze(-1)
+    if reducer.distributed:
+        over_rows, moved = reducer.sum(over_rows), reducer.sum(moved)
+    schur = own - over_rows
+    rhs = torch.cat((col_rhs, total_rhs.unsqueeze(-1)), -1) - moved
+    scale = own.diagonal(dim1=-2, dim2=-1).mean(-1, keepdim=True).unsqueeze(-1)
+    ridge = _RIDGE * torch.eye(n_cols + 1, dtype=solve_dtype, device=q.device)
+    unknowns = torch.linalg.solve(schur + scale * ridge, rhs.unsqueeze(-1)).squeeze(-1)
+    col_adj, total_adj = unknowns[..., :n_cols] * cols_on, unknowns[..., n_cols]
+    row_adj = (row_rhs - (coupling @ unknowns.unsqueeze(-1)).squeeze(-1)) / row_diag * rows_on
+    row_adj, col_adj, total_adj = row_adj.to(q.dtype), col_adj.to(q.dtype), total_adj.to(q.dtype)
+    shift = row_adj.unsqueeze(-1) + col_adj.unsqueeze(-2) + total_adj.reshape(*total_adj.shape, 1, 1)
+    reduced_grad = (grad - shift) * plan_over_prior
+    return reduced_grad, row_adj * row_sums, col_adj * col_sums.to(q.dtype)

@@ -24,9 +24,15 @@ OPTIONS: dict[str, tuple[dict[str, Any], list[str]]] = {
     "marginals": ({"col_marginal": "col", "row_marginal": "row"}, ["scores", "col", "row"]),
     "prior": ({"prior": "prior"}, ["scores", "prior"]),
     "col_penalty": ({"col_penalty": 0.4, "col_marginal": "col"}, ["scores", "col"]),
+    "mass": ({"mass": 0.7, "col_marginal": "col"}, ["scores", "col"]),  # tolerance mode only
 }
 MODES = {"fixed": {"n_iter": 5}, "tolerance": {"tol": 1e-12, "max_iter": 100_000}}
 K = 4
+
+
+def applies(option: str, mode: str) -> bool:
+    """Partial transport is differentiated in tolerance mode only."""
+    return not (option == "mass" and mode == "fixed")
 
 
 def global_inputs(n_rows: int) -> dict[str, torch.Tensor]:
@@ -70,6 +76,8 @@ def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         values = _local(global_inputs(sum(splits)), lo, hi)
         for option in OPTIONS:
             for mode in MODES:
+                if not applies(option, mode):
+                    continue
                 name = f"{split_name}/{option}/{mode}"
                 try:
                     results[name] = gradients(values, option, mode, process_group=dist.group.WORLD)

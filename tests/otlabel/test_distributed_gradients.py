@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from .distributed_cases import offsets, run_world
-from .distributed_gradients import MODES, OPTIONS, SPLITS, global_inputs, gradients, worker
+from .distributed_gradients import MODES, OPTIONS, SPLITS, applies, global_inputs, gradients, worker
 
 ROW_SHAPED = {"scores", "prior", "row", "labels"}
 
@@ -30,8 +30,9 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.mark.parametrize("world", [2, 3])
 @pytest.mark.parametrize("split", ["uneven", "empty"])
-@pytest.mark.parametrize("option", list(OPTIONS))
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize(
+    ("option", "mode"), [(option, mode) for option in OPTIONS for mode in MODES if applies(option, mode)]
+)
 def test_each_rank_gets_its_slice_of_one_process_gradient(
     outcomes: Any, world: int, split: str, option: str, mode: str
 ) -> None:

@@ -236,7 +236,7 @@ def test_compiled_with_fullgraph_gives_the_eager_gradient() -> None:
 @pytest.mark.parametrize(
     ("keywords", "words"),
     [
-        ({"mass": 0.5, "tol": 1e-6}, "mass"),
+        ({"mass": 0.5, "n_iter": 3}, "mass"),
         ({"col_bounds": (0.1, 0.5), "tol": 1e-6}, "col_bounds"),
         ({"init": torch.zeros(4, dtype=torch.float64)}, "a warm start"),
         ({"differentiable": "yes"}, "differentiable must be a bool"),
@@ -351,3 +351,46 @@ def _group_grads(group: dict, keywords: dict, wanted: list, mode: dict) -> dict[
     labels = sinkhorn(leaves["scores"], EPS, differentiable=True, **given, **mode)
     found = torch.autograd.grad((labels * group["weights"]).sum(), [leaves[k] for k in wanted])
     return dict(zip(wanted, found))
+
+
+@pytest.mark.parametrize("batch", [(), (2,)], ids=["single", "batched"])
+@pytest.mark.parametrize(
+    ("keywords", "wanted"),
+    [
+        ({"mass": 0.6}, ["scores"]),
+        ({"mass": 0.6, "col_marginal": "col", "row_marginal": "row"}, ["scores", "col", "row"]),
+        ({"mass": 0.9, "prior": "prior"}, ["scores", "prior"]),
+    ],
+    ids=["mass", "mass_marginals", "mass_prior"],
+)
+def test_partial_transport_gradcheck(batch: tuple, keywords: dict, wanted: list) -> None:
+    """``mass`` in tolerance mode: the active rows and columns hold their mass, the others are
+    free; finite differences agree (the problems here have both kinds of rows and columns)."""
+    values = _inputs(batch, n=6, k=4, seed=12)
+    settings = {"tol": 1e-14, "max_iter": 200_000}
+    plain = {k: values[v] if isinstance(v, str) else v for k, v in keywords.items()}
+    labels = sinkhorn(values["scores"], EPS, **plain, **settings)
+    rows = labels.sum(-1)
+    assert (rows < 0.99).any() and (rows > 0.999999).any()  # free and active rows
+
+    def call(*tensors: torch.Tensor) -> torch.Tensor:
+        return _call({**values, **dict(zip(wanted, tensors))}, keywords, settings)
+
+    tensors = [values[k].clone().requires_grad_(True) for k in wanted]
+    assert torch.autograd.gradcheck(call, tensors, atol=1e-6, rtol=1e-5)
+
+
+def test_partial_transport_ragged_gradients_are_each_group_s_own() -> None:
+    from otlabel import sinkhorn_ragged
+
+    values = _inputs(n=11, k=4, seed=13)
+    ptr = torch.tensor([0, 4, 9, 11])
+    settings = {"tol": 1e-14, "max_iter": 200_000, "differentiable": True, "mass": 0.7}
+    scores = values["scores"].clone().requires_grad_(True)
+    labels = sinkhorn_ragged(scores, ptr, EPS, **settings)
+    ours = torch.autograd.grad((labels * values["weights"]).sum(), scores)[0]
+    for lo, hi in zip(ptr[:-1].tolist(), ptr[1:].tolist()):
+        group = values["scores"][lo:hi].clone().requires_grad_(True)
+        alone = sinkhorn(group, EPS, **settings)
+        theirs = torch.autograd.grad((alone * values["weights"][lo:hi]).sum(), group)[0]
+        torch.testing.assert_close(ours[lo:hi], theirs, rtol=0, atol=1e-9)
