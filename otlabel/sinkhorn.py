@@ -154,7 +154,7 @@ def sinkhorn(
         implicit derivative of the converged plan (one solve on the smaller side). The forward
         is unchanged. With a ``process_group`` the backward all-reduces like the forward (every
         rank must call it) and each rank gets its slice of one process's gradient. Not with
-        ``mass``, ``col_bounds``, or ``init`` in fixed-iteration mode. See the guide page
+        ``col_bounds``, nor ``mass`` or ``init`` in fixed-iteration mode. See the guide page
         "Differentiating through the labels".
 
     Returns
