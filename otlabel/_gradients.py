@@ -52,12 +52,13 @@ are renormalised by the forward, and their gradient is that of the renormalised 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, NamedTuple
 
 import torch
 
 from ._reduce import Reducer
-from .errors import ArgumentTypeError, InvalidArgumentError
+from .errors import ArgumentTypeError, ConvergenceWarning, InvalidArgumentError
 
 __all__ = [
     "Spec",
@@ -414,25 +415,91 @@ def _schur_solve(q, row_diag, col_diag, row_rhs, col_rhs, both_hard: bool, reduc
     """μ of [[diag(row_diag), q], [qᵀ, diag(col_diag)]] (λ; μ) = (row_rhs; col_rhs), through the
     Schur complement diag(col_diag) - qᵀ diag(1/row_diag) q (symmetric); the products over rows
     are summed over the ranks of a process group (``col_diag`` and ``col_rhs`` already are)."""
-    scaled = q / row_diag.unsqueeze(-1)
-    over_rows = q.transpose(-1, -2) @ scaled
+    size = col_diag.shape[-1]
+    scale = col_diag.mean(-1, keepdim=True)
+    # With both sides hard the complement is singular along 1 (the potentials' shift) while the
+    # right-hand side is ⟂ 1: a rank-one term pins the shift to 0 without changing the answer.
+    pin = scale / size if both_hard else torch.zeros_like(scale)
+
+    def own_dense() -> torch.Tensor:
+        return torch.diag_embed(col_diag) + pin.unsqueeze(-1)
+
+    def own_times(vector: torch.Tensor) -> torch.Tensor:
+        return col_diag * vector + pin * vector.sum(-1, keepdim=True)
+
+    return _solve_schur(own_dense, own_times, col_diag + pin, q, row_diag, col_rhs, row_rhs, scale, reducer)
+
+
+def _solve_schur(own_dense, own_times, own_diagonal, coupling, row_diag, rhs, row_rhs, scale, reducer: Reducer):  # noqa: ANN001, ANN202
+    """y of (Own - Cᵀ diag(1/row_diag) C) y = rhs - Cᵀ diag(1/row_diag) row_rhs, C = ``coupling``
+    (B, N, M): directly for M up to :data:`DIRECT_SOLVE_LIMIT`, else by conjugate gradients.
+
+    A sharp plan may fall apart into blocks (entries that underflowed to 0), each with a shift of
+    its own: a ridge of 1e-12 times the diagonal's mean picks one. Such a shift moves μ on a
+    block's columns and λ on its rows oppositely, so bar-L (which needs λ_n + μ_k where Q is not
+    0) does not see it."""
+    size = coupling.shape[-1]
+    scaled = coupling / row_diag.unsqueeze(-1)
     moved = (scaled.transpose(-1, -2) @ row_rhs.unsqueeze(-1)).squeeze(-1)
     if reducer.distributed:
-        over_rows, moved = reducer.sum(over_rows), reducer.sum(moved)
-    schur = torch.diag_embed(col_diag) - over_rows
-    rhs = col_rhs - moved
-    scale = col_diag.mean(-1, keepdim=True).unsqueeze(-1)
-    if both_hard:  # singular along 1 (the potentials' shift), with rhs ⟂ 1: pin the shift to 0
-        schur = schur + scale / schur.shape[-1]
-    # A sharp plan may fall apart into blocks (entries that underflowed to 0), each with a shift
-    # of its own: a tiny ridge picks one. Such a shift moves μ on a block's columns and λ on its
-    # rows oppositely, so bar-L (which needs λ_n + μ_k where Q is not 0) does not see it.
-    ridge = _RIDGE * torch.eye(schur.shape[-1], dtype=schur.dtype, device=schur.device)
-    return torch.linalg.solve(schur + scale * ridge, rhs.unsqueeze(-1)).squeeze(-1)
+        moved = reducer.sum(moved)
+    rhs = rhs - moved
+    ridge = _RIDGE * scale
+    if size <= DIRECT_SOLVE_LIMIT:
+        over_rows = coupling.transpose(-1, -2) @ scaled
+        if reducer.distributed:
+            over_rows = reducer.sum(over_rows)
+        eye = torch.eye(size, dtype=rhs.dtype, device=rhs.device)
+        matrix = own_dense() - over_rows + ridge.unsqueeze(-1) * eye
+        return torch.linalg.solve(matrix, rhs.unsqueeze(-1)).squeeze(-1)
+
+    def times(vector: torch.Tensor) -> torch.Tensor:
+        through_rows = (scaled.transpose(-1, -2) @ (coupling @ vector.unsqueeze(-1))).squeeze(-1)
+        return own_times(vector) - reducer.sum(through_rows) + ridge * vector
+
+    diagonal = own_diagonal - reducer.sum((coupling * scaled).sum(-2)) + ridge
+    return _conjugate_gradients(times, rhs, diagonal.clamp_min(1e-300))
 
 
 #: The ridge of the Schur complement, relative to its diagonal's mean (float64).
 _RIDGE = 1e-12
+#: The largest Schur complement (min(N, K) on one process, K over a process group; K + 1 with
+#: ``mass``) solved directly; beyond it, conjugate gradients (no M × M matrix is formed).
+DIRECT_SOLVE_LIMIT = 2048
+#: Conjugate gradients: relative residual to reach, the most iterations, how often to look.
+CG_TOL, CG_MAX_ITER, CG_CHECK_EVERY = 1e-10, 2000, 10
+
+
+def _conjugate_gradients(times, rhs: torch.Tensor, diagonal: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
+    """Diagonally preconditioned conjugate gradients for the symmetric positive semi-definite
+    systems ``times(y) = rhs`` of a batch (B, M), to a relative residual of :data:`CG_TOL`; warns
+    with :class:`~otlabel.ConvergenceWarning` if :data:`CG_MAX_ITER` iterations do not reach it."""
+    solution = torch.zeros_like(rhs)
+    residual = rhs.clone()
+    preconditioned = residual / diagonal
+    direction = preconditioned.clone()
+    product = (residual * preconditioned).sum(-1, keepdim=True)
+    target = CG_TOL * rhs.norm(dim=-1, keepdim=True)
+    tiny = torch.finfo(rhs.dtype).tiny
+    for step in range(1, CG_MAX_ITER + 1):
+        image = times(direction)
+        alpha = product / (direction * image).sum(-1, keepdim=True).clamp_min(tiny)
+        solution = solution + alpha * direction
+        residual = residual - alpha * image
+        if step % CG_CHECK_EVERY == 0 and bool((residual.norm(dim=-1, keepdim=True) <= target).all()):
+            return solution
+        preconditioned = residual / diagonal
+        new_product = (residual * preconditioned).sum(-1, keepdim=True)
+        direction = preconditioned + new_product / product.clamp_min(tiny) * direction
+        product = new_product
+    worst = (residual.norm(dim=-1) / rhs.norm(dim=-1).clamp_min(tiny)).max().item()
+    warnings.warn(
+        f"the implicit gradient's conjugate gradients reached a relative residual of {worst:.3g}, not "
+        f"{CG_TOL:g}, within {CG_MAX_ITER} iterations (an ill-conditioned plan: a larger epsilon helps)",
+        ConvergenceWarning,
+        stacklevel=2,
+    )
+    return solution
 
 
 def _implicit_partial(plan, plan_over_prior, grad, spec: Spec, row_mask, masses):  # noqa: ANN001, ANN202
@@ -479,21 +546,27 @@ def _implicit_partial(plan, plan_over_prior, grad, spec: Spec, row_mask, masses)
     )
     col64 = col_sums.to(solve_dtype)
     n_cols = col64.shape[-1]
-    own = torch.zeros(*col64.shape[:-1], n_cols + 1, n_cols + 1, dtype=solve_dtype, device=q.device)
-    own[..., :n_cols, :n_cols] = torch.diag_embed(torch.where(active_cols, col64, torch.ones_like(col64)))
-    own[..., :n_cols, n_cols] = col64 * cols_on
-    own[..., n_cols, :n_cols] = col64 * cols_on
-    own[..., n_cols, n_cols] = total.to(solve_dtype)
-    scaled = coupling / row_diag.unsqueeze(-1)
-    over_rows = coupling.transpose(-1, -2) @ scaled
-    moved = (scaled.transpose(-1, -2) @ row_rhs.unsqueeze(-1)).squeeze(-1)
-    if reducer.distributed:
-        over_rows, moved = reducer.sum(over_rows), reducer.sum(moved)
-    schur = own - over_rows
-    rhs = torch.cat((col_rhs, total_rhs.unsqueeze(-1)), -1) - moved
-    scale = own.diagonal(dim1=-2, dim2=-1).mean(-1, keepdim=True).unsqueeze(-1)
-    ridge = _RIDGE * torch.eye(n_cols + 1, dtype=solve_dtype, device=q.device)
-    unknowns = torch.linalg.solve(schur + scale * ridge, rhs.unsqueeze(-1)).squeeze(-1)
+    col_own = torch.where(active_cols, col64, torch.ones_like(col64))  # a free column: μ = 0
+    col_link, total64 = col64 * cols_on, total.to(solve_dtype).unsqueeze(-1)
+
+    def own_dense() -> torch.Tensor:  # [[diag(C_B), C_B], [C_Bᵀ, T]]
+        own = torch.zeros(*col64.shape[:-1], n_cols + 1, n_cols + 1, dtype=solve_dtype, device=q.device)
+        own[..., :n_cols, :n_cols] = torch.diag_embed(col_own)
+        own[..., :n_cols, n_cols] = col_link
+        own[..., n_cols, :n_cols] = col_link
+        own[..., n_cols, n_cols] = total64.squeeze(-1)
+        return own
+
+    def own_times(vector: torch.Tensor) -> torch.Tensor:
+        cols, last = vector[..., :n_cols], vector[..., n_cols:]
+        return torch.cat(
+            (col_own * cols + col_link * last, (col_link * cols).sum(-1, keepdim=True) + total64 * last), -1
+        )
+
+    own_diagonal = torch.cat((col_own, total64), -1)
+    rhs = torch.cat((col_rhs, total_rhs.unsqueeze(-1)), -1)
+    scale = own_diagonal.mean(-1, keepdim=True)
+    unknowns = _solve_schur(own_dense, own_times, own_diagonal, coupling, row_diag, rhs, row_rhs, scale, reducer)
     col_adj, total_adj = unknowns[..., :n_cols] * cols_on, unknowns[..., n_cols]
     row_adj = (row_rhs - (coupling @ unknowns.unsqueeze(-1)).squeeze(-1)) / row_diag * rows_on
     row_adj, col_adj, total_adj = row_adj.to(q.dtype), col_adj.to(q.dtype), total_adj.to(q.dtype)

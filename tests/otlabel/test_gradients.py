@@ -394,3 +394,29 @@ def test_partial_transport_ragged_gradients_are_each_group_s_own() -> None:
         alone = sinkhorn(group, EPS, **settings)
         theirs = torch.autograd.grad((alone * values["weights"][lo:hi]).sum(), group)[0]
         torch.testing.assert_close(ours[lo:hi], theirs, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "keywords",
+    [{}, {"col_penalty": 0.3}, {"mass": 0.6}, {"prior": "prior", "row_marginal": "row"}],
+    ids=["balanced", "col_penalty", "mass", "prior"],
+)
+@pytest.mark.parametrize("shape", [(9, 4), (4, 9)], ids=["tall", "wide"])
+def test_conjugate_gradients_give_the_direct_solve_s_gradient(
+    keywords: dict, shape: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond DIRECT_SOLVE_LIMIT the implicit solve is iterative: here it is forced at every size
+    and must give the direct solve's gradient (the balanced problem's singular direction included)."""
+    import otlabel._gradients as gradients
+
+    n, k = shape
+    values = _inputs(n=n, k=k, seed=14)
+    settings = {"tol": 1e-14, "max_iter": 200_000}
+    found = []
+    for limit in (gradients.DIRECT_SOLVE_LIMIT, 0):
+        monkeypatch.setattr(gradients, "DIRECT_SOLVE_LIMIT", limit)
+        scores = values["scores"].clone().requires_grad_(True)
+        labels = _call({**values, "scores": scores}, keywords, settings)
+        found.append(torch.autograd.grad((labels * values["weights"]).sum(), scores)[0])
+    assert found[0].abs().max() > 1e-3
+    torch.testing.assert_close(found[1], found[0], rtol=0, atol=1e-8)
