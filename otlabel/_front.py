@@ -429,15 +429,7 @@ def _label_differentiably(scores: Any, prior: Any, options: Options, with_potent
                 solution.log_row_scaling.reshape(batched_plan.shape[:-1]),
                 solution.log_col_scaling.reshape(batched_plan.shape[:-2] + batched_plan.shape[-1:]),
             )
-        spec = Spec(
-            epsilon=options.epsilon,
-            n_iter=None if implicit else call.schedule.n_iter,
-            row_step=problem.row_rule.exponent,
-            col_step=problem.col_rule.exponent,
-            log_prior=options.log_prior,
-            reducer=problem.reducer,
-            tol=call.schedule.tol,
-        )
+        spec = Spec.of(problem, call.schedule, options)
         masses = (problem.row_mass, problem.col_mass, problem.total_mass)
         differentiable = differentiable_plan(
             batched_plan, potentials, masses, spec, scores, prior, options.row_marginal, options.col_marginal
@@ -697,15 +689,7 @@ def label_ragged(scores: Any, ptr: Any, prior: Any, options: Options, segments: 
         else:
             solution = backends.select("torch", problem, call.schedule)(problem, call.schedule)
         if options.differentiable:
-            spec = Spec(
-                epsilon=options.epsilon,
-                n_iter=None if implicit else call.schedule.n_iter,
-                row_step=problem.row_rule.exponent,
-                col_step=problem.col_rule.exponent,
-                log_prior=options.log_prior,
-                reducer=SINGLE_PROCESS,
-                tol=call.schedule.tol,
-            )
+            spec = Spec.of(problem, call.schedule, options)
             potentials = (solution.log_row_scaling, solution.log_col_scaling) if wants_potentials else None
             solution.plan = differentiable_ragged_plan(
                 solution.plan,

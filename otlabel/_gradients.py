@@ -82,6 +82,19 @@ class Spec(NamedTuple):
     #: the tolerance the forward met (partial transport: a side within it of its mass is active)
     tol: float | None = None
 
+    @classmethod
+    def of(cls, problem: Any, schedule: Any, options: Any) -> Spec:
+        """The spec of a built problem (:class:`~otlabel._problem.Problem`) and its schedule."""
+        return cls(
+            epsilon=options.epsilon,
+            n_iter=schedule.n_iter if schedule.fixed else None,
+            row_step=problem.row_rule.exponent,
+            col_step=problem.col_rule.exponent,
+            log_prior=options.log_prior,
+            reducer=problem.reducer,
+            tol=schedule.tol,
+        )
+
 
 def check_differentiable(options: Any, scores: Any) -> None:
     """Refuse, before any work, what ``differentiable=True`` does not cover (naming the option)."""
