@@ -45,7 +45,7 @@ from ._checks import (
     vector_tensor,
 )
 from ._deferred import DeferredChecks, device_checks
-from ._gradients import Spec, check_differentiable, differentiable_plan, differentiable_ragged_plan
+from ._gradients import Spec, check_differentiable, differentiable_plan
 from ._layout import Dense, Segmented, Segments, Single
 from ._marginals import Resolved, Rules, Sizes, resolve, rules_in_masses
 from ._numerics import relative_violation
@@ -691,15 +691,15 @@ def label_ragged(scores: Any, ptr: Any, prior: Any, options: Options, segments: 
         if options.differentiable:
             spec = Spec.of(problem, call.schedule, options)
             potentials = (solution.log_row_scaling, solution.log_col_scaling) if wants_potentials else None
-            solution.plan = differentiable_ragged_plan(
+            solution.plan = differentiable_plan(
                 solution.plan,
                 potentials,
                 (problem.row_mass, problem.col_mass, problem.total_mass),
-                problem.layout.segments.ptr,
                 spec,
                 scores,
                 prior,
                 options.row_marginal,
                 options.col_marginal,
+                ptr=problem.layout.segments.ptr,
             )
         return finish_ragged(call, solution)

@@ -65,7 +65,6 @@ __all__ = [
     "check_differentiable",
     "check_differentiable_options",
     "differentiable_plan",
-    "differentiable_ragged_plan",
 ]
 
 
@@ -140,34 +139,21 @@ def differentiable_plan(
     prior: torch.Tensor | None,
     row_marginal: Any,
     col_marginal: Any,
+    ptr: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``plan`` (B, N, K), the solved labels in the compute dtype, carrying gradients to the tensors
     among ``scores``, ``prior``, ``row_marginal`` and ``col_marginal`` (as the caller gave them).
     ``potentials``: the solution's (f, g), (B, N) and (B, K) — needed by the tolerance mode with a
     prior that may be differentiated (else None); ``masses``: the problem's (row, column, total)
-    masses, (B, N) (None: every row 1), (B, K) and (B,) (None: not partial transport)."""
+    masses, (B, N) (None: every row 1), (B, K) and (B,) (None: not partial transport).
+
+    A ragged call passes its CSR offsets ``ptr`` (G + 1,): then ``plan`` is (N, K) packed, the
+    potentials (N,) and (G, K), the masses (N,), (G, K) and (G,)."""
     row = row_marginal if isinstance(row_marginal, torch.Tensor) else None
     col = col_marginal if isinstance(col_marginal, torch.Tensor) else None
     f, g = (None, None) if potentials is None else potentials
-    return _Plan.apply(plan, f, g, *masses, spec, scores, prior, row, col)
-
-
-def differentiable_ragged_plan(
-    plan: torch.Tensor,
-    potentials: tuple[torch.Tensor, torch.Tensor] | None,
-    masses: tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None],
-    ptr: torch.Tensor,
-    spec: Spec,
-    scores: torch.Tensor,
-    prior: torch.Tensor | None,
-    row_marginal: Any,
-    col_marginal: Any,
-) -> torch.Tensor:
-    """:func:`differentiable_plan` for a ragged call: ``plan`` (N, K) packed, ``ptr`` (G + 1,) its
-    CSR offsets, potentials (N,) and (G, K), masses (N,) (None: every row 1) and (G, K)."""
-    row = row_marginal if isinstance(row_marginal, torch.Tensor) else None
-    col = col_marginal if isinstance(col_marginal, torch.Tensor) else None
-    f, g = (None, None) if potentials is None else potentials
+    if ptr is None:
+        return _Plan.apply(plan, f, g, *masses, spec, scores, prior, row, col)
     return _RaggedPlan.apply(plan, f, g, *masses, ptr, spec, scores, prior, row, col)
 
 
