@@ -7,7 +7,9 @@ problems, backward, update) on a THUMOS14-shaped batch (``configs/thumos14.yaml`
 CASE/BaSNet layout (``bench_case_step.write_layout``). Variants (each its own model and
 optimiser, seeded alike):
 
-* ``float32`` — today's main: float32, eager, the for-loop Adam update;
+* ``float32 (main)`` — today's main: float32, eager, the for-loop Adam update, and
+  deterministic mode's NaN fill of every new tensor;
+* ``float32`` — the same without the NaN fill (this branch's default: the same bits);
 * ``float32 + fused`` — ``optim.fused=true``;
 * ``bfloat16 + fused`` — ``train.precision=bfloat16``;
 * ``compile + fused`` — ``train.compile=true``;
@@ -19,7 +21,7 @@ shared machine falls on all of them alike); the first ``--warmup`` rounds are no
 of an N-step run (``--run-steps``, default 600) is *extrapolated*: the first step (with the
 compilation) + (N - 1) x the median step + N x the median data loading.
 
-    python benchmarks/bench_case_speed.py [--rounds 11] [--warmup 2] [--run-steps 600] [--json out.json]
+    python benchmarks/bench_case_speed.py [--rounds 11] [--warmup 2] [--run-steps 600] [--threads 0] [--json out.json]
 
 Prints a Markdown table with the ratios to ``float32`` and writes JSON (default
 ``benchmarks/results/bench_case_speed.json``).
@@ -49,8 +51,13 @@ from case.config import load_config  # noqa: E402
 from case.data import build_dataset  # noqa: E402
 from case.trainer import _new_state, compiled, train_step  # noqa: E402
 
+#: Today's main also fills every new tensor with NaN (deterministic mode's default; this
+#: branch turns it off in every variant, the same bits): the first variant keeps it on.
+MAIN = "float32 (main)"
+
 VARIANTS = {
-    "float32 (main)": [],
+    MAIN: [],
+    "float32": [],
     "float32 + fused": ["optim.fused=true"],
     "bfloat16 + fused": ["train.precision=bfloat16", "optim.fused=true"],
     "compile + fused": ["train.compile=true", "optim.fused=true"],
@@ -64,8 +71,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--run-steps", type=int, default=600, help="steps of the extrapolated whole run")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), help="names from the list above")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: PyTorch's default)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "bench_case_speed.json")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,6 +96,7 @@ def main() -> None:
 
         def step(name: str) -> float:
             cfg, state, net = runs[name]
+            torch.utils.deterministic.fill_uninitialized_memory = name == MAIN
             result = train_step(net, batch, state.cluster_fg, state.optimizer, cfg, device)
             state.cluster_fg = result.cluster_fg
             return float(result.loss.detach())
