@@ -7,9 +7,7 @@ problems, backward, update) on a THUMOS14-shaped batch (``configs/thumos14.yaml`
 CASE/BaSNet layout (``bench_case_step.write_layout``). Variants (each its own model and
 optimiser, seeded alike):
 
-* ``float32 (main)`` — today's main: float32, eager, the for-loop Adam update, and
-  deterministic mode's NaN fill of every new tensor;
-* ``float32`` — the same without the NaN fill (this branch's default: the same bits);
+* ``float32 (main)`` — today's main: float32, eager, the for-loop Adam update;
 * ``float32 + fused`` — ``optim.fused=true``;
 * ``bfloat16 + fused`` — ``train.precision=bfloat16``;
 * ``compile + fused`` — ``train.compile=true``;
@@ -51,13 +49,8 @@ from case.config import load_config  # noqa: E402
 from case.data import build_dataset  # noqa: E402
 from case.trainer import _new_state, compiled, train_step  # noqa: E402
 
-#: Today's main also fills every new tensor with NaN (deterministic mode's default; this
-#: branch turns it off in every variant, the same bits): the first variant keeps it on.
-MAIN = "float32 (main)"
-
 VARIANTS = {
-    MAIN: [],
-    "float32": [],
+    "float32 (main)": [],
     "float32 + fused": ["optim.fused=true"],
     "bfloat16 + fused": ["train.precision=bfloat16", "optim.fused=true"],
     "compile + fused": ["train.compile=true", "optim.fused=true"],
@@ -96,7 +89,6 @@ def main() -> None:
 
         def step(name: str) -> float:
             cfg, state, net = runs[name]
-            torch.utils.deterministic.fill_uninitialized_memory = name == MAIN
             result = train_step(net, batch, state.cluster_fg, state.optimizer, cfg, device)
             state.cluster_fg = result.cluster_fg
             return float(result.loss.detach())

@@ -242,10 +242,6 @@ def _new_state(cfg: Config, num_classes: int, device: torch.device) -> TrainingS
     torch.manual_seed(cfg.train.seed)
     np.random.seed(cfg.train.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    # Deterministic mode also fills every new tensor with NaN, a check for kernels that read
-    # memory they did not write (none of ours does: the results are the same bits without it);
-    # it cost 5-15% of a THUMOS14-scale step (hundreds of fills a step).
-    torch.utils.deterministic.fill_uninitialized_memory = False
     model = CASEModel(cfg.data.feature_dim, num_classes, cfg.model).to(device)
     optimizer = torch.optim.Adam(
         model.parameters(),
