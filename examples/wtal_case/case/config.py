@@ -92,7 +92,8 @@ class OptimConfig:
 
     ``lr`` lies in (0, 10] (:data:`MAX_LR`). ``fused`` takes PyTorch's fused Adam kernel
     (``torch.optim.Adam(fused=True)``): one pass over all parameters instead of a dozen
-    operations per parameter (at THUMOS14 scale on a 2-core CPU, 7 ms instead of 51 ms a step).
+    operations per parameter (at THUMOS14 scale on a 2-core CPU, the update alone takes 7 ms
+    instead of 51 ms, within the noise of a whole step).
     It is not bit-identical with the default for-loop update (its arithmetic is ordered
     differently: weights differ in the last bit after a step), so it is a setting: part of a
     run's configuration, which ``--resume`` keeps.
