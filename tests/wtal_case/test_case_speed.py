@@ -13,8 +13,8 @@ import math
 import pytest
 import torch
 
-from case.config import load_config
-from case.runfolder import ADDED_SETTINGS, RESUME_MAY_CHANGE, RunFolder
+from case.config import ADDED_SETTINGS, load_config
+from case.runfolder import RESUME_MAY_CHANGE, RunFolder
 from case.trainer import _new_state, compiled, forward, train_step
 
 CLASSES, BATCH, SNIPPETS, FEATURES = 5, 4, 48, 2048  # data.feature_dim's default
@@ -140,6 +140,9 @@ def test_a_run_saved_before_the_speed_settings_resumes_with_their_old_values() -
     for key in ADDED_SETTINGS:
         section, name = key.split(".")
         del old[section][name]
-    RunFolder.check_same_config(old, _config(), "config.yaml")  # what such a run used: no difference
+    from case.config import differences_from  # what --resume and the ablation's reuse compare with
+
+    assert differences_from(old, _config()) == []  # what such a run used: no difference
+    RunFolder.check_same_config(old, _config(), "config.yaml")
     with pytest.raises(RunFolderError, match=r"train\.precision: 'float32' -> 'bfloat16'"):
         RunFolder.check_same_config(old, _config("train.precision=bfloat16"), "config.yaml")

@@ -67,6 +67,7 @@ __all__ = [
     "apply_overrides",
     "config_differences",
     "differences_from",
+    "ADDED_SETTINGS",
     "dump_config",
     "parse_yaml",
     "CONFIG_DIR",
@@ -247,11 +248,23 @@ class Config:
 # --------------------------------------------------------------------------- the example's configuration files
 
 
+#: Settings added after runs had been saved, with the value that a run saved before them used:
+#: :func:`differences_from` reads a saved configuration without the key as having this value
+#: (so such a run resumes, and an ablation reuses it).
+ADDED_SETTINGS = {"train.precision": "float32", "train.compile": False, "optim.fused": False}
+
+
 def differences_from(saved: Any, cfg: Config) -> list[str]:
     """How ``cfg`` differs from a saved configuration (plain data, as a run folder's
-    ``config.yaml`` or a checkpoint holds it): :func:`config_differences`, empty when the same."""
+    ``config.yaml`` or a checkpoint holds it): :func:`config_differences`, empty when the same.
+    A key of :data:`ADDED_SETTINGS` missing from ``saved`` has the value runs had before it."""
     if not isinstance(saved, Mapping):
         return [f"(the saved configuration is a {type(saved).__name__}, not a mapping)"]
+    saved = dict(saved)
+    for key, before in ADDED_SETTINGS.items():
+        section, name = key.split(".")
+        if isinstance(saved.get(section), Mapping) and name not in saved[section]:
+            saved[section] = {**saved[section], name: before}
     return config_differences(saved, parse_yaml(dump_config(cfg)))  # the plain data a saved one reads back as
 
 

@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 __all__ = [
     "LOCK_NAME",
     "RESUME_MAY_CHANGE",
-    "ADDED_SETTINGS",
     "RunPaths",
     "RunLock",
     "RunFolder",
@@ -74,10 +73,6 @@ RESUME_MAY_CHANGE = (
     "train.keep_checkpoints",
     "eval.plot_videos",
 )
-
-#: Settings added after runs had been saved, with the value a run saved before them used: a
-#: saved configuration without the key is read as having this value (so such a run resumes).
-ADDED_SETTINGS = {"train.precision": "float32", "train.compile": False, "optim.fused": False}
 
 #: What a run folder's writers put in it, by name (the ablation adds its cache and error
 #: files): only a temporary file of one of these is a write that a kill cut short.
@@ -395,10 +390,6 @@ class RunFolder:
                 section, name = key.split(".")
                 if isinstance(saved.get(section), Mapping):
                     saved[section] = {**saved[section], name: getattr(getattr(cfg, section), name)}
-            for key, before in ADDED_SETTINGS.items():
-                section, name = key.split(".")
-                if isinstance(saved.get(section), Mapping) and name not in saved[section]:
-                    saved[section] = {**saved[section], name: before}
         differences = differences_from(saved, cfg)
         if not differences:
             return
