@@ -146,3 +146,16 @@ def test_a_run_saved_before_the_speed_settings_resumes_with_their_old_values() -
     RunFolder.check_same_config(old, _config(), "config.yaml")
     with pytest.raises(RunFolderError, match=r"train\.precision: 'float32' -> 'bfloat16'"):
         RunFolder.check_same_config(old, _config("train.precision=bfloat16"), "config.yaml")
+
+
+def test_the_machine_is_checked_for_the_speed_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before the first step (prepare_run): compile without a C++ compiler is one line naming the key."""
+    import case.trainer
+    from case.errors import ConfigError
+
+    case.trainer._check_speed_settings(_config("train.compile=true"), torch.device("cpu"))  # g++ is here
+    monkeypatch.setattr(case.trainer.shutil, "which", lambda name: None)
+    monkeypatch.setenv("CXX", "my-c++")
+    with pytest.raises(ConfigError, match=r"^train\.compile is true but the C\+\+ compiler 'my-c\+\+'"):
+        case.trainer._check_speed_settings(_config("train.compile=true"), torch.device("cpu"))
+    case.trainer._check_speed_settings(_config(), torch.device("cpu"))  # eager needs no compiler

@@ -47,15 +47,7 @@ if TYPE_CHECKING:
 # where a configuration is read or compared: owning_run, which evaluate.py --pred asks, needs
 # neither.
 
-__all__ = [
-    "LOCK_NAME",
-    "RESUME_MAY_CHANGE",
-    "RunPaths",
-    "RunLock",
-    "RunFolder",
-    "is_run_folder",
-    "owning_run",
-]
+__all__ = ["LOCK_NAME", "RESUME_MAY_CHANGE", "RunPaths", "RunLock", "RunFolder", "is_run_folder", "owning_run"]
 
 #: The lock file's name inside a run folder.
 LOCK_NAME = "run.lock"
