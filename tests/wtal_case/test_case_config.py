@@ -77,6 +77,11 @@ def test_overrides_are_typed() -> None:
         ("train.seed=-1", "train.seed must be an integer in [0, 2**32 - 1], got -1"),
         (f"train.seed={2**70}", "train.seed must be an integer in [0, 2**32 - 1]"),
         ("train.device=gpu", "train.device must be 'cpu', 'cuda' or 'cuda:<index>'"),
+        ("train.precision=float16", "train.precision must be one of 'float32', 'bfloat16', got 'float16'"),
+        ("train.precision=bf16", "train.precision must be one of 'float32', 'bfloat16', got 'bf16'"),
+        ("train.compile=1", "train.compile must be true or false, got 1"),
+        ("train.compile=max-autotune", "train.compile must be true or false, got 'max-autotune'"),
+        ("optim.fused=2", "optim.fused must be true or false, got 2"),
         ("optim.lr=1e-4x", "optim.lr must be a number, got '1e-4x'"),
         # absurd numbers, each a traceback once the run folder existed (or before it)
         ("optim.lr=1" + "0" * 400, "optim.lr must be a number within the float range, got an integer of 401 digits"),
@@ -259,7 +264,7 @@ def test_one_validation_convention_for_every_section() -> None:
     choices = [(key, hint) for key, hint, _ in fields if typing.get_origin(hint) is typing.Literal]
     assert {key for key, _ in choices} >= {
         "data.source", "data.synthetic.dtype", "eval.split", "eval.sampling", "labeling.scc.method",
-        "postprocess.foreground_mode", "postprocess.nms", "postprocess.time_mapping",
+        "postprocess.foreground_mode", "postprocess.nms", "postprocess.time_mapping", "train.precision",
     }  # fmt: skip
     for key, hint in choices:
         allowed = ", ".join(repr(a) for a in typing.get_args(hint))

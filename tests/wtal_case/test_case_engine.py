@@ -295,3 +295,39 @@ def test_all_snippets_foreground_does_not_crash_the_labelling(smoke_data: Path, 
     _train(smoke_data, run, "--set", "loss.topk_divisor=1", "--set", "train.steps=12", "--set", "eval.plot_videos=0")
     assert [r["step"] for r in _log(run)] == list(range(1, 13))
     assert all(0 <= v <= 1 for r in _log(run) for v in r["QC_fg"])
+
+
+def test_a_bfloat16_run_resumes_bit_for_bit_and_keeps_its_precision(
+    reference_run: Path, smoke_data: Path, tmp_path: Path
+) -> None:
+    """train.precision=bfloat16 (with the fused Adam step): a resume from a periodic checkpoint ends
+    on the same weights, log and metrics; resuming it in float32 is refused, naming the key."""
+    speed = ("--set", "train.precision=bfloat16", "--set", "optim.fused=true")
+    run = tmp_path / "bf16"
+    _train(smoke_data, run, *speed)
+    log = _log(run)
+    assert all(math.isfinite(r["loss"]) for r in log) and len(log) == STEPS
+    exact = _log(reference_run)  # float32: another arithmetic, the same training at first
+    assert log[0]["loss"] != exact[0]["loss"] and abs(log[0]["loss"] - exact[0]["loss"]) < 1e-2 * exact[0]["loss"]
+
+    # the run as a kill after step 30 leaves it: later checkpoints, log records and results gone
+    cut = tmp_path / "bf16-cut"
+    shutil.copytree(run, cut)
+    for path in (cut / "checkpoints").iterdir():
+        if path.name in ("final.pt", "step_000040.pt", "step_000050.pt"):
+            path.unlink()
+    for name in ("metrics.json", "predictions.json"):
+        (cut / name).unlink()
+    refused = _train(smoke_data, cut, "--resume", "--set", "optim.fused=true", check=False)
+    assert refused.returncode == 2 and "train.precision: 'bfloat16' -> 'float32'" in refused.stderr
+    assert not (cut / "checkpoints" / "final.pt").exists()
+
+    _train(smoke_data, cut, "--resume", *speed)
+    assert json.loads((cut / "metrics.json").read_text()) == json.loads((run / "metrics.json").read_text())
+    resumed = load_checkpoint(cut / "checkpoints" / "final.pt")
+    whole = load_checkpoint(run / "checkpoints" / "final.pt")
+    for name, tensor in whole["model"].items():
+        assert torch.equal(resumed["model"][name], tensor), name
+    assert torch.equal(resumed["cluster_fg"], whole["cluster_fg"])
+    strip = lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]  # noqa: E731
+    assert strip(_log(cut)) == strip(log)

@@ -67,6 +67,7 @@ __all__ = [
     "apply_overrides",
     "config_differences",
     "differences_from",
+    "ADDED_SETTINGS",
     "dump_config",
     "parse_yaml",
     "CONFIG_DIR",
@@ -90,12 +91,19 @@ MAX_LR = 10.0
 class OptimConfig:
     """Adam (the paper's optimiser; learning rate 1e-4, weight decay 5e-4, β = (0.9, 0.999)).
 
-    ``lr`` lies in (0, 10] (:data:`MAX_LR`).
+    ``lr`` lies in (0, 10] (:data:`MAX_LR`). ``fused`` takes PyTorch's fused Adam kernel
+    (``torch.optim.Adam(fused=True)``): one pass over all parameters instead of a dozen
+    operations per parameter (at THUMOS14 scale on a 2-core CPU, the update alone takes 7 ms
+    instead of 51 ms, within the noise of a whole step).
+    It is not bit-identical with the default for-loop update (its arithmetic is ordered
+    differently: weights differ in the last bit after a step), so it is a setting: part of a
+    run's configuration, which ``--resume`` keeps.
     """
 
     lr: float = 1e-4
     weight_decay: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.999)
+    fused: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.lr <= MAX_LR:  # NaN fails both comparisons
@@ -141,6 +149,14 @@ class TrainConfig:
         ``torch.set_num_threads`` for the run (0: leave PyTorch's default).
     progress : bool
         Show a tqdm progress bar.
+    precision : {"float32", "bfloat16"}
+        Arithmetic of the model's four encoders in training: float32, or bfloat16 under
+        ``torch.autocast`` (CPU and CUDA alike). The heads, the losses, the labelling (otlabel)
+        and the weights stay float32 either way, and evaluation runs in float32.
+    compile : bool
+        Train through ``torch.compile(model)`` (inductor; on the CPU it needs a C++ compiler).
+        The first step compiles (tens of seconds on a small CPU); the kernels it generates
+        round differently from eager ones, so a run's ``compile`` is part of its configuration.
     """
 
     steps: int = 3600
@@ -156,6 +172,8 @@ class TrainConfig:
     num_workers: int = 0
     threads: int = 0
     progress: bool = True
+    precision: Literal["float32", "bfloat16"] = "float32"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size"):
@@ -230,11 +248,23 @@ class Config:
 # --------------------------------------------------------------------------- the example's configuration files
 
 
+#: Settings added after runs had been saved, with the value that a run saved before them used:
+#: :func:`differences_from` reads a saved configuration without the key as having this value
+#: (so such a run resumes, and an ablation reuses it).
+ADDED_SETTINGS = {"train.precision": "float32", "train.compile": False, "optim.fused": False}
+
+
 def differences_from(saved: Any, cfg: Config) -> list[str]:
     """How ``cfg`` differs from a saved configuration (plain data, as a run folder's
-    ``config.yaml`` or a checkpoint holds it): :func:`config_differences`, empty when the same."""
+    ``config.yaml`` or a checkpoint holds it): :func:`config_differences`, empty when the same.
+    A key of :data:`ADDED_SETTINGS` missing from ``saved`` has the value runs had before it."""
     if not isinstance(saved, Mapping):
         return [f"(the saved configuration is a {type(saved).__name__}, not a mapping)"]
+    saved = dict(saved)
+    for key, before in ADDED_SETTINGS.items():
+        section, name = key.split(".")
+        if isinstance(saved.get(section), Mapping) and name not in saved[section]:
+            saved[section] = {**saved[section], name: before}
     return config_differences(saved, parse_yaml(dump_config(cfg)))  # the plain data a saved one reads back as
 
 

@@ -11,6 +11,9 @@ the same maps and the same MACs without the permutes):
 * cosine clustering head on the embedding: τ · cos(embedding, prototype_k), giving the
   snippet-clustering logits (B, T, K) whose softmax is P^S.
 
+Under ``torch.autocast`` (``train.precision="bfloat16"``) the four encoders run in bfloat16
+and the heads in float32: every output is float32.
+
 For THUMOS14 (D = 1024 per stream, H = 512, G = 20, K = 16) the model has 2,137,130
 parameters and 1.60 GMACs for one video of T = 750 snippets (paper Table 1: 2.13 M, 1.60 G).
 """
@@ -129,10 +132,17 @@ class StreamHead(nn.Module):
         self.cluster_head = CosineClusterHead(cfg.hidden_dim, cfg.num_clusters, cfg.temperature)
 
     def forward(self, x: Tensor) -> StreamOutput:
-        cas = self.classifier(self.cas_encoder(x))
+        hidden = self.cas_encoder(x)
         embedding = self.att_encoder(x)
-        attention = torch.sigmoid(self.attention(embedding)).squeeze(-1)
-        return StreamOutput(cas, attention, self.cluster_head(embedding), embedding)
+        # Under bfloat16 autocast (train.precision) only the two encoders, the model's compute,
+        # run in bfloat16: the heads run in float32 on their float32 outputs, so that every
+        # output, the scores otlabel labels included, is float32 computed in float32. Without
+        # autocast this block changes nothing (.float() of a float32 tensor is the tensor).
+        with torch.autocast(x.device.type, enabled=False):
+            hidden, embedding = hidden.float(), embedding.float()
+            cas = self.classifier(hidden)
+            attention = torch.sigmoid(self.attention(embedding)).squeeze(-1)
+            return StreamOutput(cas, attention, self.cluster_head(embedding), embedding)
 
 
 class CASEModel(nn.Module):
@@ -188,6 +198,9 @@ class CASEModel(nn.Module):
         """
         if features.dim() != 3 or features.shape[-1] != self.feature_dim:
             raise ValueError(f"features must have shape (B, T, {self.feature_dim}), got {tuple(features.shape)}")
+        device = features.device.type
+        if torch.is_autocast_enabled(device):  # one cast of the features, not one per encoder
+            features = features.to(torch.get_autocast_dtype(device))
         halves = features.split(self.feature_dim // 2, dim=-1)
         return tuple(self.streams[name](half) for name, half in zip(STREAMS, halves, strict=True))
 

@@ -32,6 +32,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import shutil
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -64,7 +66,7 @@ from .model import CASEModel
 from .postprocess import foreground_for_testing
 from .runfolder import RunFolder, RunPaths
 
-__all__ = ["RunInputs", "TrainingState", "prepare_run", "train_step", "train"]
+__all__ = ["RunInputs", "TrainingState", "prepare_run", "forward", "compiled", "train_step", "train"]
 
 #: Q^C[:, fg] before the first cluster classification: equal levels make the prior flat.
 INITIAL_CLUSTER_FG = 0.5
@@ -158,6 +160,7 @@ def prepare_run(cfg: Config, env: Distributed) -> RunInputs:
         A malformed ``eval.ambiguous`` file.
     """
     device = setup_runtime(cfg.train.device, cfg.train.threads, env)
+    _check_speed_settings(cfg, device)
     seed = cfg.train.seed
     full_train = build_dataset(cfg.data, "train", "random", seed=seed)
     if cfg.eval.split == "train":
@@ -218,6 +221,22 @@ def prepare_run(cfg: Config, env: Distributed) -> RunInputs:
     return RunInputs(device, class_names, train_set, order, evaluated, heldout, state, data)
 
 
+def _check_speed_settings(cfg: Config, device: torch.device) -> None:
+    """``train.precision`` and ``train.compile`` against the machine (one line naming the key)."""
+    if cfg.train.precision == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(
+            f"train.precision is 'bfloat16' but {torch.cuda.get_device_name(device)} does not support it; "
+            "use train.precision=float32"
+        )
+    if cfg.train.compile and device.type == "cpu":
+        compiler = os.environ.get("CXX") or "g++"  # what inductor calls on Linux
+        if shutil.which(compiler) is None:
+            raise ConfigError(
+                f"train.compile is true but the C++ compiler {compiler!r} that torch.compile needs on the CPU "
+                "is not found; install one (or set CXX), or use train.compile=false"
+            )
+
+
 def _new_state(cfg: Config, num_classes: int, device: torch.device) -> TrainingState:
     """The model initialised from ``train.seed``, its Adam optimiser, the flat prior levels: step 0."""
     torch.manual_seed(cfg.train.seed)
@@ -225,7 +244,11 @@ def _new_state(cfg: Config, num_classes: int, device: torch.device) -> TrainingS
     torch.use_deterministic_algorithms(True, warn_only=True)
     model = CASEModel(cfg.data.feature_dim, num_classes, cfg.model).to(device)
     optimizer = torch.optim.Adam(
-        model.parameters(), lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
+        model.parameters(),
+        lr=cfg.optim.lr,
+        betas=tuple(cfg.optim.betas),
+        weight_decay=cfg.optim.weight_decay,
+        fused=cfg.optim.fused or None,  # None: PyTorch's default (the for-loop update on the CPU)
     )
     cluster_fg = torch.full((cfg.model.num_clusters,), INITIAL_CLUSTER_FG, device=device)
     return TrainingState(model, optimizer, cluster_fg, ccc_marginal=ccc_marginal_state(cfg.labeling.ccc))
@@ -242,6 +265,9 @@ def train_step(
 ) -> StepOutput:
     """One optimiser step on the paper's Eq. 14, L = L_cls + L_att + λ_S·L_S + λ_C·L_C.
 
+    The forward pass runs in ``train.precision`` (:func:`forward`); the losses, the labelling
+    and the update are float32.
+
     :func:`case.losses.case_objective` computes the four terms, solving the step's two
     labelling problems (SCC's Q^S with the rank prior of Q^C[:, fg] = ``cluster_fg``, and
     CCC's Q^C) on the way; the returned ``cluster_fg`` feeds the next step's prior.
@@ -254,7 +280,7 @@ def train_step(
         is too high); nothing is updated.
     """
     net.train()
-    outputs = net(batch["features"].to(device, non_blocking=True))
+    outputs = forward(net, batch["features"].to(device, non_blocking=True), cfg.train.precision)
     try:
         result = case_objective(
             outputs, batch["label"].to(device), cluster_fg, cfg.loss, cfg.labeling, marginal_state=marginal_state
@@ -271,6 +297,26 @@ def train_step(
     result.loss.backward()
     optimizer.step()
     return result
+
+
+def forward(net: torch.nn.Module, features: torch.Tensor, precision: str) -> tuple[Any, ...]:
+    """The model's outputs for ``features`` in ``precision`` (``train.precision``).
+
+    ``"bfloat16"`` runs the forward pass (and so its backward) under
+    ``torch.autocast(device_type, dtype=torch.bfloat16)``, on the CPU as on CUDA: the encoders
+    compute in bfloat16 and the heads in float32 (:class:`case.model.StreamHead`), so the
+    outputs — the losses' inputs and the scores otlabel labels — are float32 either way.
+    """
+    with torch.autocast(features.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+        return net(features)
+
+
+def compiled(net: torch.nn.Module, cfg: Config) -> torch.nn.Module:
+    """``net`` through ``torch.compile`` when ``train.compile`` says so (else ``net`` itself).
+
+    The compiled module shares the parameters of ``net``: checkpoints keep saving the plain
+    model's ``state_dict``."""
+    return torch.compile(net) if cfg.train.compile else net
 
 
 def _diverged(what: str) -> FloatingPointError:
@@ -465,6 +511,7 @@ def _train_steps(
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=not cfg.labeling.scc.enabled,
         )
+    net = compiled(net, cfg)
 
     def save(name: str) -> None:
         saved = state.checkpoint(inputs.order, cfg, inputs.class_names, inputs.data)
