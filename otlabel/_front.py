@@ -431,8 +431,9 @@ def _label_differentiably(scores: Any, prior: Any, options: Options, with_potent
             )
         spec = Spec.of(problem, call.schedule, options)
         masses = (problem.row_mass, problem.col_mass, problem.total_mass)
+        constant_prior = problem.prior if prior is not None and not isinstance(prior, torch.Tensor) else prior
         differentiable = differentiable_plan(
-            batched_plan, potentials, masses, spec, scores, prior, options.row_marginal, options.col_marginal
+            batched_plan, potentials, masses, spec, scores, constant_prior, options.row_marginal, options.col_marginal
         )
         solution.plan = differentiable if plan.dim() == 3 else differentiable.squeeze(0)
         if with_potential:
@@ -697,7 +698,7 @@ def label_ragged(scores: Any, ptr: Any, prior: Any, options: Options, segments: 
                 (problem.row_mass, problem.col_mass, problem.total_mass),
                 spec,
                 scores,
-                prior,
+                problem.prior if prior is not None and not isinstance(prior, torch.Tensor) else prior,
                 options.row_marginal,
                 options.col_marginal,
                 ptr=problem.layout.segments.ptr,

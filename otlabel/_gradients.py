@@ -142,7 +142,8 @@ def differentiable_plan(
     ptr: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``plan`` (B, N, K), the solved labels in the compute dtype, carrying gradients to the tensors
-    among ``scores``, ``prior``, ``row_marginal`` and ``col_marginal`` (as the caller gave them).
+    among ``scores``, ``prior``, ``row_marginal`` and ``col_marginal`` (as the caller gave them;
+    a prior that is not a tensor comes as the problem's own, a constant).
     ``potentials``: the solution's (f, g), (B, N) and (B, K) — needed by the tolerance mode with a
     prior that may be differentiated (else None); ``masses``: the problem's (row, column, total)
     masses, (B, N) (None: every row 1), (B, K) and (B,) (None: not partial transport).

@@ -420,3 +420,24 @@ def test_conjugate_gradients_give_the_direct_solve_s_gradient(
         found.append(torch.autograd.grad((labels * values["weights"]).sum(), scores)[0])
     assert found[0].abs().max() > 1e-3
     torch.testing.assert_close(found[1], found[0], rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_numpy_prior_or_marginal_beside_tensor_scores(mode: str) -> None:
+    """Only the tensors get gradients; a numpy prior (or a list marginal) is a constant — it used
+    to fail in the backward's bookkeeping (save_for_backward of an ndarray)."""
+    from otlabel import sinkhorn_ragged
+
+    values = _inputs(seed=15)
+    prior, col = values["prior"].numpy(), values["col"].tolist()
+    scores = values["scores"].clone().requires_grad_(True)
+    labels = sinkhorn(scores, EPS, prior=prior, col_marginal=col, differentiable=True, **MODES[mode])
+    ours = torch.autograd.grad((labels * values["weights"]).sum(), scores)[0]
+    reference_in = values["scores"].clone().requires_grad_(True)
+    reference = sinkhorn(
+        reference_in, EPS, prior=values["prior"], col_marginal=values["col"], differentiable=True, **MODES[mode]
+    )
+    theirs = torch.autograd.grad((reference * values["weights"]).sum(), reference_in)[0]
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+    ragged = sinkhorn_ragged(scores, torch.tensor([0, 6]), EPS, prior=prior, differentiable=True, **MODES[mode])
+    assert torch.isfinite(torch.autograd.grad(ragged.sum(), scores)[0]).all()
