@@ -223,3 +223,21 @@ def test_replayed_device_mode_calls_never_synchronise(graph_cache):
         torch.cuda.set_sync_debug_mode(0)
     assert graph_cache()["captured"] == 2 and graph_cache()["replayed"] == 6
     assert all(torch.isfinite(labels).all() for labels in results)
+
+
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+@pytest.mark.parametrize("mode", MODES)
+def test_differentiable_labels_on_cuda_equal_cpu(mode, backend):
+    """differentiable=True on CUDA (the Triton forward with "auto", then the torch backward): the
+    gradient of scores and prior equals the CPU's."""
+    rng = np.random.default_rng(2)
+    scores = torch.from_numpy(cosine_scores(rng, 512, 16))
+    prior, _ = (torch.from_numpy(x) for x in feasible_prior(rng, 512, 16, 0.3))
+    weights = torch.from_numpy(rng.standard_normal((512, 16)))
+    grads = []
+    for device in ("cpu", "cuda"):
+        leaves = [scores.to(device).requires_grad_(True), prior.to(device).requires_grad_(True)]
+        labels = sinkhorn_with_prior(*leaves, 0.05, differentiable=True, backend=backend, **MODES[mode])
+        grads.append(torch.autograd.grad((labels * weights.to(device)).sum(), leaves))
+    for cpu, gpu in zip(*grads):
+        torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-6, atol=1e-8)
