@@ -56,6 +56,7 @@ import warnings
 from typing import Any, NamedTuple
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from ._reduce import Reducer
 from .errors import ArgumentTypeError, ConvergenceWarning, InvalidArgumentError
@@ -103,6 +104,15 @@ def check_differentiable(options: Any, scores: Any) -> None:
             f"got {type(scores).__name__}"
         )
     check_differentiable_options(options, warm_start=options.init is not None)
+    for name in ("col_marginal", "row_marginal"):
+        given = getattr(options, name)
+        # (read back only for a marginal that asks for a gradient)
+        if isinstance(given, torch.Tensor) and given.requires_grad and bool((given == 0).any()):
+            raise InvalidArgumentError(
+                f"differentiable=True: {name} has zero entries and asks for a gradient; the derivative "
+                "at a zero proportion is a one-sided limit that is not formed (detach it, or keep its "
+                "entries positive)"
+            )
 
 
 def check_differentiable_options(options: Any, warm_start: bool) -> None:
@@ -166,6 +176,7 @@ class _Plan(torch.autograd.Function):
         return plan.view_as(plan)
 
     @staticmethod
+    @once_differentiable  # (a hand-written backward: a second derivative through it is refused, not wrong)
     def backward(ctx: Any, plan_grad: torch.Tensor):  # noqa: ANN205
         plan, f, g, row_mass, col_mass, total_mass, scores, prior, row, col = ctx.saved_tensors
         spec: Spec = ctx.spec
@@ -192,6 +203,7 @@ class _RaggedPlan(torch.autograd.Function):
         return plan.view_as(plan)
 
     @staticmethod
+    @once_differentiable  # (a hand-written backward: a second derivative through it is refused, not wrong)
     def backward(ctx: Any, plan_grad: torch.Tensor):  # noqa: ANN205
         plan, f, g, row_mass, col_mass, total_mass, ptr, scores, prior, row, col = ctx.saved_tensors
         spec: Spec = ctx.spec
@@ -390,10 +402,12 @@ def _implicit(plan, plan_over_prior, grad, spec: Spec, row_mask):  # noqa: ANN00
     row_sums, col_sums = q.sum(-1), reducer.sum(q.sum(-2))
     row_rho = 1.0 / spec.row_step - 1.0  # ε/τ: 0 for a hard side
     col_rho = 1.0 / spec.col_step - 1.0
+    # A row or column without mass (a zero marginal entry, padding) is empty: an identity block
+    # with a zero right-hand side (no coupling), so that nothing divides by its zero sum.
     row_diag = (row_sums * (1.0 + row_rho)).to(solve_dtype)
-    if row_mask is not None:  # padded rows: an identity block (no coupling, zero right-hand side)
-        row_diag = row_diag.masked_fill(~row_mask, 1.0)
+    row_diag = torch.where(row_diag > 0, row_diag, torch.ones_like(row_diag))
     col_diag = (col_sums * (1.0 + col_rho)).to(solve_dtype)
+    col_diag = torch.where(col_diag > 0, col_diag, torch.ones_like(col_diag))
     row_rhs = z_grad.sum(-1).to(solve_dtype)
     col_rhs = reducer.sum(z_grad.sum(-2).to(solve_dtype))
     q64 = q.to(solve_dtype)
@@ -519,8 +533,9 @@ def _implicit_partial(plan, plan_over_prior, grad, spec: Spec, row_mask, masses)
 
     (eliminating the rows: a (K + 1) × (K + 1) system), and
     :math:`\bar L = Q \odot (\bar Q - \lambda \mathbf 1^\top - \mathbf 1 \mu^\top - \nu)`. A side is
-    taken as active within ``10 * tol`` (at least 1e-9) of its mass, relatively; at a side exactly
-    on the boundary the derivative has a kink, and this is one of its one-sided values.
+    taken as active within ``tol`` (at least 1e-9) of its mass, relatively: a loose ``tol`` can
+    misjudge a side that is near its mass (use tol <= 1e-4 for gradients); at a side exactly on
+    the boundary the derivative has a kink, and this is one of its one-sided values.
     """
     solve_dtype = torch.float64
     reducer = spec.reducer
@@ -529,11 +544,12 @@ def _implicit_partial(plan, plan_over_prior, grad, spec: Spec, row_mask, masses)
     z_grad = grad * q
     row_sums, col_sums = q.sum(-1), reducer.sum(q.sum(-2))
     total = reducer.sum(row_sums.sum(-1))
-    slack = max(10 * (spec.tol or 0.0), 1e-9)
-    active_rows = row_sums >= row_mass * (1 - slack)
+    slack = max(spec.tol or 0.0, 1e-9)
+    # a side without mass (a zero marginal entry, padding) is empty, never active
+    active_rows = (row_sums >= row_mass * (1 - slack)) & (row_sums > 0)
     if row_mask is not None:
         active_rows = active_rows & row_mask
-    active_cols = col_sums >= col_mass * (1 - slack)
+    active_cols = (col_sums >= col_mass * (1 - slack)) & (col_sums > 0)
     rows_on, cols_on = active_rows.to(solve_dtype), active_cols.to(solve_dtype)
     q64 = q.to(solve_dtype)
     row_diag = torch.where(active_rows, row_sums.to(solve_dtype), torch.ones_like(rows_on))

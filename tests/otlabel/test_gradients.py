@@ -441,3 +441,53 @@ def test_a_numpy_prior_or_marginal_beside_tensor_scores(mode: str) -> None:
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
     ragged = sinkhorn_ragged(scores, torch.tensor([0, 6]), EPS, prior=prior, differentiable=True, **MODES[mode])
     assert torch.isfinite(torch.autograd.grad(ragged.sum(), scores)[0]).all()
+
+
+def test_second_derivatives_are_refused_not_wrong() -> None:
+    """The backward is written by hand and not itself differentiable: a double backward (a
+    Hessian, a gradient penalty) was silently wrong; it is refused."""
+    scores = _inputs(seed=16)["scores"].clone().requires_grad_(True)
+    labels = sinkhorn(scores, EPS, n_iter=3, differentiable=True)
+    (grad,) = torch.autograd.grad(labels.pow(2).sum(), scores, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        grad.pow(2).sum().backward()
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape", [(5, 3), (3, 5)], ids=["tall", "wide"])
+def test_a_zero_marginal_entry_keeps_the_other_gradients_finite(mode: str, shape: tuple) -> None:
+    """A row or column with zero mass is empty; the implicit solve divided by its sum (NaN in
+    every gradient). The scores' gradient equals the problem without that row or column."""
+    n, k = shape
+    values = _inputs(n=n, k=k, seed=17)
+    row = torch.full((n,), 1.0 / (n - 1), dtype=torch.float64)
+    row[2] = 0.0
+    col = torch.full((k,), 1.0 / (k - 1), dtype=torch.float64)
+    col[1] = 0.0
+    for keywords in ({"row_marginal": row}, {"col_marginal": col}, {"col_marginal": col, "mass": 0.7}):
+        if "mass" in keywords and mode == "fixed":
+            continue
+        scores = values["scores"].clone().requires_grad_(True)
+        labels = sinkhorn(scores, EPS, differentiable=True, **keywords, **MODES[mode])
+        grad = torch.autograd.grad((labels * values["weights"]).sum(), scores)[0]
+        assert torch.isfinite(grad).all(), keywords
+        reference_in = values["scores"].clone().requires_grad_(True)
+        reference = _plain_loop(
+            reference_in, EPS, 4000 if mode == "tolerance" else MODES[mode]["n_iter"], **_loop_marginals(keywords)
+        )
+        if "mass" not in keywords:
+            theirs = torch.autograd.grad((reference * values["weights"]).sum(), reference_in)[0]
+            torch.testing.assert_close(grad, theirs, rtol=0, atol=1e-6)
+
+
+def _loop_marginals(keywords: dict) -> dict:
+    return {"row": keywords.get("row_marginal"), "col": keywords.get("col_marginal")}
+
+
+def test_a_zero_entry_of_a_marginal_that_needs_a_gradient_is_refused() -> None:
+    """d loss / d c_k at c_k = 0 is a one-sided limit the backward does not form: refused, where
+    it was NaN (and a NaN that p / p.sum() spreads to every entry)."""
+    values = _inputs(seed=18)
+    col = torch.tensor([0.6, 0.0, 0.4, 0.0], dtype=torch.float64, requires_grad=True)
+    with pytest.raises(InvalidArgumentError, match="col_marginal has zero entries"):
+        sinkhorn(values["scores"], EPS, col_marginal=col, differentiable=True)
