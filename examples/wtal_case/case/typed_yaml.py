@@ -21,11 +21,11 @@ Examples
 --------
 >>> from case.config import OptimConfig
 >>> load_typed(OptimConfig, None, ["lr=1e-3", "betas=[0.8, 0.9]"])
-OptimConfig(lr=0.001, weight_decay=0.0005, betas=(0.8, 0.9))
+OptimConfig(lr=0.001, weight_decay=0.0005, betas=(0.8, 0.9), fused=False)
 >>> load_typed(OptimConfig, None, ["lrr=2"])
 Traceback (most recent call last):
     ...
-case.errors.ConfigError: defaults: --set lrr: unknown key 'lrr'; valid keys of the top level: lr, weight_decay, betas
+case.errors.ConfigError: defaults: --set lrr: unknown key 'lrr'; valid keys of the top level: lr, weight_decay, betas, fused
 """
 
 from __future__ import annotations
