@@ -25,7 +25,7 @@ OptimConfig(lr=0.001, weight_decay=0.0005, betas=(0.8, 0.9), fused=False)
 >>> load_typed(OptimConfig, None, ["lrr=2"])
 Traceback (most recent call last):
     ...
-case.errors.ConfigError: defaults: --set lrr: unknown key 'lrr'; valid keys of the top level: lr, weight_decay, betas, fused
+case.errors.ConfigError: defaults: --set lrr: unknown key 'lrr'; valid keys of the top level: lr, weight_decay, ...
 """
 
 from __future__ import annotations
