@@ -11,9 +11,11 @@
 #      the GPU) -> $OUT/tests.txt, $OUT/tests.xml
 #   3. benchmarks/gpu_sinkhorn.py (issue 13's sizes and targets) -> $OUT/gpu_sinkhorn.md, .json
 #      (the JSON is rewritten after every cell: a stage cut short keeps what it measured)
-#   4. the CASE parity comparison (losses of the CUDA runs against the CPU runs at every step
+#   4. benchmarks/gpu_features.py: the fused feature pass (features x prototypes, the scores never
+#      stored) against chunked torch matmuls of the same shapes -> $OUT/gpu_features.md, .json
+#   5. the CASE parity comparison (losses of the CUDA runs against the CPU runs at every step
 #      both logged, 1e-3 relative; DDP against one process) -> $OUT/case/parity.md, .json
-#   5. only with TUNE=1: the Triton backend over a grid of its launch constants -> gpu_tune.md
+#   6. only with TUNE=1: the Triton backend over a grid of its launch constants -> gpu_tune.md
 #
 # Needs torch with CUDA, triton, numpy, pytest, hypothesis, pyyaml, tqdm and matplotlib; POT (with
 # scipy) and pytest-xdist are optional (POT's tests skip and its benchmark column reads n/a;
@@ -29,10 +31,11 @@ cd "$(dirname "$0")/.."
 OUT="${OUT:-benchmarks/results/gpu-$(date +%Y%m%d-%H%M%S)}"
 WHEELS="${WHEELS:-.whl}"
 DRY_RUN="${DRY_RUN:-0}"
-# stage limits: 30 + 150 + 60 + 190 + 50 = 480 s at most (8 minutes), far less when all goes well
+# stage limits: 30 + 150 + 60 + 150 + 40 + 50 = 480 s at most (8 minutes), far less when all goes well
 DATA_SECONDS="${DATA_SECONDS:-30}"
 TEST_SECONDS="${TEST_SECONDS:-150}"
-BENCH_SECONDS="${BENCH_SECONDS:-190}"
+BENCH_SECONDS="${BENCH_SECONDS:-150}"
+FEATURES_SECONDS="${FEATURES_SECONDS:-40}"
 PARITY_SECONDS="${PARITY_SECONDS:-50}"
 CASE_SECONDS="${CASE_SECONDS:-420}"  # the background CASE runs, from their start
 DEVICE_WAIT="${DEVICE_WAIT:-60}"     # after the tests, for the CASE CUDA runs to finish
@@ -47,11 +50,13 @@ if [ "$DRY_RUN" = 1 ]; then
   export TRITON_INTERPRET=1  # no GPU: the kernels in Triton's interpreter
   case_args=(--device cpu --smoke-steps 3 --thumos-steps 0 --threads 1)
   bench_args=(--dry-run)
+  features_args=(--dry-run)
   tests=(tests/otlabel/test_graphs.py)
 else
   unset TRITON_INTERPRET  # compiled kernels on the GPU
   case_args=(--device cuda --smoke-steps 50 --thumos-steps 300)
   bench_args=(--repeats 50 --cell-seconds 2)
+  features_args=(--repeats 10 --cell-seconds 3)
   tests=(tests/otlabel/test_triton_backend.py tests/otlabel/test_cuda.py tests/otlabel/test_graphs.py
     tests/otlabel/test_triton_distributed.py)
 fi
@@ -130,12 +135,16 @@ wait_for case-device "$device_pid" "$DEVICE_WAIT" || status=1
 stage benchmark "$BENCH_SECONDS" "$OUT/gpu_sinkhorn.md" "${pin_low[@]}" "$PYTHON" benchmarks/gpu_sinkhorn.py \
   "${bench_args[@]}" --out "$OUT/gpu_sinkhorn.json"
 
-# 4. CASE parity: the references had until now (and PARITY_SECONDS more) to run
+# 4. the fused feature pass (its four cells: ~3 s of compilation each, seconds of timing)
+stage features "$FEATURES_SECONDS" "$OUT/gpu_features.md" "${pin_low[@]}" "$PYTHON" benchmarks/gpu_features.py \
+  "${features_args[@]}" --out "$OUT/gpu_features.json"
+
+# 5. CASE parity: the references had until now (and PARITY_SECONDS more) to run
 stage case-parity "$PARITY_SECONDS" "$OUT/case-parity.txt" "${parity[@]}" compare --out "$OUT/case" \
   "${case_args[@]}" --wait $((PARITY_SECONDS - 10))
 wait_for case-reference "$reference_pid" 0  # a reference cut short is compared over its logged steps
 
-# 5. optional tuning
+# 6. optional tuning
 if [ "${TUNE:-0}" = 1 ]; then
   stage tune "$TUNE_SECONDS" "$OUT/gpu_tune.md" "$PYTHON" benchmarks/gpu_sinkhorn.py --tune "${bench_args[@]}" \
     --out "$OUT/gpu_tune.json"
