@@ -3,6 +3,7 @@
 from . import errors
 from .colabel import colabel
 from .errors import *  # noqa: F403 - the exception and warning classes, listed in errors.__all__
+from .features import HardLabels, TopLabels, sinkhorn_features
 from .labeller import OnlineLabeller
 from .labels import hard_labels, integer_quotas
 from .priors import foreground_marginal, fractional_ranks, gaussian_rank_prior
@@ -17,6 +18,9 @@ __all__ = [
     "SinkhornResult",
     "sinkhorn_ragged",
     "RaggedSinkhornResult",
+    "sinkhorn_features",
+    "HardLabels",
+    "TopLabels",
     "OnlineLabeller",
     "gaussian_rank_prior",
     "fractional_ranks",

@@ -38,6 +38,9 @@ MARGINAL_SUM_ATOL = 1e-4
 
 BACKENDS = ("auto", "torch", "triton")
 
+#: What a labelling call returns (``output=``): the plan, hard labels, or the top-k entries per row.
+OUTPUTS = ("plan", "hard", "topk")
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _FLOAT_DTYPE_SET = frozenset(FLOAT_DTYPES)
 
@@ -46,6 +49,7 @@ __all__ = [
     "BACKENDS",
     "FLOAT_DTYPES",
     "MARGINAL_SUM_ATOL",
+    "OUTPUTS",
     "check_bool",
     "check_int",
     "check_marginal",

@@ -244,7 +244,7 @@ class ScalingPath:
             b = torch.div(self.col_mass, col_sums)
             self.b = b if frozen is None else torch.where(frozen.cols, self.b, b)
             row_sums = self.layout.row_sums(self.kernel, self.b)
-            a = torch.reciprocal(row_sums) if self.row_mass is None else torch.div(self.row_mass, row_sums)
+            a = self.layout.row_scaling(row_sums, self.row_mass)
             self.a = a if frozen is None else torch.where(frozen.rows, self.a, a)
             self.extrema.add(col_sums, row_sums)
             return
@@ -273,7 +273,7 @@ class ScalingPath:
         mass = 1.0 if self.row_mass is None else self.row_mass
         corrections = self.corrections
         if corrections is None:
-            a, _ = _scaling_step(HARD, mass, row_sums, self.a, None, None)
+            a = self.layout.row_scaling(row_sums, self.row_mass)
         else:
             old = self.a
             if corrections.total is not None:  # partial transport: the plan's total
@@ -371,10 +371,7 @@ class ScalingPath:
 
     def plan(self) -> torch.Tensor:
         """The plan, in place of the kernel; entries never exceed their row's mass (rounding)."""
-        layout = self.layout
-        plan = self.kernel if self.a is None else self.kernel.mul_(layout.on_kernel(self.a))
-        plan.mul_(layout.spread(self.b))
-        return _clamp_to_row_mass(plan, self.row_mass, self.problem.row_rule, layout)
+        return self.layout.scaling_plan(self.kernel, self.a, self.b, self.row_mass, self.problem.row_rule)
 
 
 def _rule_in(rule: Rule, shape: Callable[[torch.Tensor], torch.Tensor]) -> Rule:
@@ -494,17 +491,6 @@ def _total_change(
         magnitude = torch.maximum(magnitude, layout.row_extreme(finite_rows).to(magnitude.dtype))
         moved = torch.where(moved > 8 * torch.finfo(moved.dtype).eps * magnitude, moved, 0.0)
     return torch.maximum(change, moved.to(change.dtype))
-
-
-def _clamp_to_row_mass(plan: torch.Tensor, row_mass: torch.Tensor | None, rule: Rule, layout: Layout) -> torch.Tensor:
-    """An entry of a plan whose row sums to m lies in [0, m]; rounding can overshoot by an ulp
-    (a label of 1.0000001), which probabilities downstream must not see. (A KL-penalised row may
-    sum to more than its mass: nothing to clamp.)"""
-    if rule.exponent != 1.0:
-        return plan
-    if row_mass is None:
-        return plan.clamp_(max=1.0)
-    return torch.minimum(plan, layout.on_kernel(row_mass), out=plan)
 
 
 class LogCorrections:
@@ -640,14 +626,9 @@ class LogPath:
         into the row sums)."""
         if self._plan is not None:
             return self._plan
-        layout = self.layout
-        if not self.problem.row_rule.hard or self.problem.total_mass is not None:
-            plan = torch.exp(self.kernel + layout.on_kernel(self.f) + layout.spread(self.g))
-            return _clamp_to_row_mass(plan, self.row_mass, self.problem.row_rule, layout)
-        plan = torch.softmax(self.kernel + layout.spread(self.g), dim=-1)
-        if self.row_mass is not None:
-            plan.mul_(layout.on_kernel(self.row_mass))
-        return _clamp_to_row_mass(plan, self.row_mass, self.problem.row_rule, layout)
+        problem = self.problem
+        softmax_rows = problem.row_rule.hard and problem.total_mass is None
+        return self.layout.log_plan(self.kernel, self.f, self.g, self.row_mass, problem.row_rule, softmax_rows)
 
     def snapshot(self) -> tuple[torch.Tensor | None, ...]:
         return self.f, self.g, None if self.corrections is None else self.corrections.total

@@ -17,6 +17,7 @@ Every entry point — :func:`~otlabel.sinkhorn`, :func:`~otlabel.sinkhorn_with_p
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from typing import Any, NamedTuple
 
@@ -25,7 +26,10 @@ import torch
 
 from . import backends, graphs
 from ._checks import (
+    _SCALED_SCORE_LIMIT,
     Array,
+    check_bool,
+    check_int,
     check_marginal,
     check_prior,
     check_ptr,
@@ -36,6 +40,7 @@ from ._checks import (
     marginal_atol,
     normalise_marginal,
     prior_support,
+    real_number,
     require_column_support,
     require_feasible_support,
     require_reachable_columns,
@@ -53,8 +58,9 @@ from ._options import Options
 from ._problem import Problem, Schedule, Solution
 from ._reduce import SINGLE_PROCESS, Reducer
 from ._results import RaggedSinkhornResult, SinkhornResult
+from ._streamed import Factored, HardLabels, Streamed, TopLabels, realise, top_entries
 from .distributed import GroupReducer, gather_rows
-from .errors import ConvergenceWarning, InvalidArgumentError
+from .errors import ArgumentTypeError, ConvergenceWarning, InvalidArgumentError
 
 __all__ = ["autocast_off", "label", "label_ragged", "solve"]
 
@@ -121,6 +127,7 @@ def _check_locally(scores: Any, prior: Any, options: Options, *, split: bool) ->
     checks = DeferredChecks(device_checks(options.validate, scores3))
     dtype = compute_dtype(scores3.dtype)
     batch, n_rows, n_cols = scores3.shape
+    check_top_k(options, n_cols)
     log_prior = options.log_prior
     score_range = check_scores_finite(scores3, options.epsilon, dtype, checks)
     prior3, prior_range = (
@@ -306,6 +313,35 @@ def _output(tensor: torch.Tensor, batched: bool, was_numpy: bool, dtype: torch.d
     return tensor.numpy() if was_numpy else tensor
 
 
+def check_top_k(options: Options, n_cols: int) -> None:
+    """``top_k`` (with ``output="topk"``) must not exceed K."""
+    if options.output == "topk" and options.top_k > n_cols:
+        raise InvalidArgumentError(f"top_k must be at most K = {n_cols} (the number of columns), got {options.top_k}")
+
+
+def as_output(labels: torch.Tensor, options: Options, dtype: torch.dtype, was_numpy: bool) -> Any:
+    """The plan ``labels`` (..., K) as ``options.output`` asks — the plan, :class:`~otlabel.HardLabels`
+    (per row its largest entry's column, the lowest on a tie, and that entry) or
+    :class:`~otlabel.TopLabels` — in the caller's dtype and array type (indices int64)."""
+    if options.output == "plan":
+        return _in_callers_type(labels, dtype, was_numpy)
+    lead = labels.shape[:-1]
+    rows = labels.reshape(-1, labels.shape[-1])
+    if options.output == "hard":
+        best = rows.max(-1)
+        chosen = (best.indices.view(lead), best.values.view(lead))
+        return HardLabels(_in_callers_type(chosen[0], None, was_numpy), _in_callers_type(chosen[1], dtype, was_numpy))
+    top = top_entries(rows, options.top_k)
+    values, indices = top.values.view(*lead, -1), top.indices.view(*lead, -1)
+    return TopLabels(_in_callers_type(values, dtype, was_numpy), _in_callers_type(indices, None, was_numpy))
+
+
+def _in_callers_type(tensor: torch.Tensor, dtype: torch.dtype | None, was_numpy: bool) -> Array:
+    if dtype is not None and tensor.dtype != dtype:
+        tensor = tensor.to(dtype)
+    return tensor.cpu().numpy() if was_numpy else tensor
+
+
 def check_representable(plan: torch.Tensor, problem: Problem) -> None:
     """Raise when float16 labels would overflow (float16 holds up to 65504; an entry never exceeds
     its row's mass, so only a custom row marginal over more than 65504 rows can get there)."""
@@ -359,9 +395,7 @@ def finish(call: Call, solution: Solution) -> Array | SinkhornResult:
         labels = plan.unsqueeze(0)
     elif not call.batched and plan.dim() == 3:
         labels = plan.squeeze(0)
-    if labels.dtype != dtype:
-        labels = labels.to(dtype)
-    labels = labels.numpy() if call.was_numpy else labels
+    labels = as_output(labels, call.options, dtype, call.was_numpy)
     if not call.options.return_info:
         return labels
     if plan.dim() == 2:
@@ -524,6 +558,7 @@ def build_ragged(scores: Any, ptr: Any, prior: Any, options: Options, segments: 
         )
     scores2 = check_scores(tensor)[0][0]
     n_rows, n_cols = scores2.shape
+    check_top_k(options, n_cols)
     epsilon, log_prior, col_marginal, row_marginal = (
         options.epsilon,
         options.log_prior,
@@ -649,7 +684,7 @@ def finish_ragged(call: RaggedCall, solution: Solution) -> Array | RaggedSinkhor
             value = value.to(cast)
         return value.cpu().numpy() if call.was_numpy else value
 
-    labels = out(plan, problem.scores.dtype)
+    labels = as_output(plan, call.options, problem.scores.dtype, call.was_numpy)
     if not call.options.return_info:
         return labels
     with torch.no_grad():
@@ -704,3 +739,279 @@ def label_ragged(scores: Any, ptr: Any, prior: Any, options: Options, segments: 
                 ptr=problem.layout.segments.ptr,
             )
         return finish_ragged(call, solution)
+
+
+# ---------------------------------------------------------------------------------------- features
+
+
+class FeaturesCall(NamedTuple):
+    """A validated :func:`~otlabel.sinkhorn_features` call: the problem over a streamed layout."""
+
+    problem: Problem
+    options: Options
+    was_numpy: bool
+    output_dtype: torch.dtype  #: the features' and prototypes' promoted dtype
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.options.schedule
+
+
+def _feature_matrix(value: Any, name: str, what: str) -> tuple[torch.Tensor, bool]:
+    tensor, was_numpy = to_tensor(value, name)
+    if tensor.dim() != 2:
+        raise InvalidArgumentError(f"{name} must have shape {what}, got {tuple(tensor.shape)}")
+    if not tensor.dtype.is_floating_point:
+        raise ArgumentTypeError(f"{name} must hold floating-point numbers, got dtype {tensor.dtype}")
+    return tensor.detach(), was_numpy
+
+
+def _inverse_norms(
+    matrix: torch.Tensor, name: str, dtype: torch.dtype, chunk_rows: int, checks: DeferredChecks
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The row norms of ``matrix`` in ``dtype`` (computed by chunks: no full-size copy) and their
+    inverses; a zero row cannot be normalised."""
+    norms = (
+        torch.cat(
+            [
+                torch.linalg.vector_norm(matrix[start : start + chunk_rows].to(dtype), dim=-1)
+                for start in range(0, matrix.shape[0], chunk_rows)
+            ]
+        )
+        if matrix.shape[0]
+        else matrix.new_zeros(0, dtype=dtype)
+    )
+    checks.require(
+        (norms > 0).all(),
+        lambda: InvalidArgumentError(
+            f"{name} row {int((norms == 0).nonzero()[0, 0])} is all zeros: it has no direction to normalise "
+            "(normalize=True); drop it or pass normalize=False"
+        ),
+    )
+    return norms, torch.reciprocal(norms)
+
+
+def build_features(
+    features: Any,
+    prototypes: Any,
+    options: Options,
+    scale: Any,
+    normalize: Any,
+    chunk_rows: Any,
+    chunk_memory: Any,
+) -> FeaturesCall:
+    """Validate a call on scores ``scale * X C^T`` (never formed) and build its problem over the
+    :class:`~otlabel._streamed.Streamed` layout."""
+    options.raise_error()
+    if options.differentiable:
+        raise InvalidArgumentError(
+            "differentiable=True is not available for sinkhorn_features: form the scores and call sinkhorn"
+        )
+    if options.backend == "triton":
+        raise InvalidArgumentError("sinkhorn_features runs on the torch backend (backend='auto' or 'torch')")
+    reducer = SINGLE_PROCESS if options.process_group is None else GroupReducer(options.process_group)
+    split = reducer.distributed
+    x, was_numpy = _feature_matrix(features, "features", "(N, d): one row per sample")
+    c, _ = _feature_matrix(prototypes, "prototypes", "(K, d): one row per cluster or class")
+    n_rows, dim = x.shape
+    n_cols = c.shape[0]
+    if c.shape[1] != dim:
+        raise InvalidArgumentError(
+            f"features have d = {dim} entries per row but prototypes have d = {c.shape[1]}; they must match"
+        )
+    if c.device != x.device:
+        raise InvalidArgumentError(
+            f"prototypes are on device {c.device} but features are on {x.device}; move them to the same device"
+        )
+    if n_cols == 0 or dim == 0:
+        raise InvalidArgumentError(f"prototypes must have K >= 1 rows and d >= 1 columns, got {tuple(c.shape)}")
+    if n_rows == 0 and not split:
+        raise InvalidArgumentError("features has no rows (N = 0): nothing to label")
+    check_top_k(options, n_cols)
+    scale = real_number(scale, f"scale must be a real number, got {type(scale).__name__}")
+    if not math.isfinite(scale):
+        raise InvalidArgumentError(f"scale must be finite, got {scale}")
+    normalize = check_bool(normalize, "normalize")
+    output_dtype = torch.promote_types(x.dtype, c.dtype)
+    dtype = compute_dtype(output_dtype)
+    if chunk_rows is None:
+        chunk_memory = check_int(chunk_memory, "chunk_memory", 1)
+        chunk_rows = max(1, chunk_memory // (n_cols * torch.finfo(dtype).bits // 8))
+    else:
+        chunk_rows = check_int(chunk_rows, "chunk_rows", 1)
+    checks = DeferredChecks(device_checks(options.validate, x))
+    # the scores of a call, as far as the checks of marginals, bounds and warm starts see them:
+    # their shape, device and dtype (an expanded view: no memory)
+    like = x.new_zeros(()).expand(1, n_rows, n_cols)
+    for matrix, name in ((x, "features"), (c, "prototypes")):
+        checks.require(
+            torch.isfinite(matrix).all(),
+            lambda name=name: InvalidArgumentError(f"{name} contains NaN or infinite values"),
+        )
+    inverse_norms = None
+    c_compute = c.to(dtype)
+    if normalize:
+        c_norms, c_inverse = _inverse_norms(c, "prototypes", dtype, n_cols, checks)
+        c_compute = c_compute * c_inverse.unsqueeze(-1)
+        _, inverse_norms = _inverse_norms(x, "features", dtype, chunk_rows, checks)
+    score_range = None
+    if not checks.device_mode:
+        # |S| <= |scale| |x| |c|: a bound on the score range, read on the host (one number), lets
+        # the scaling path take a single global shift instead of two extra passes for per-row and
+        # per-column maxima
+        checks.raise_now()
+        if normalize:
+            bound = abs(scale)
+        else:
+            norm_x = max(
+                (
+                    float(torch.linalg.vector_norm(x[start : start + chunk_rows].to(dtype), dim=-1).amax())
+                    for start in range(0, n_rows, chunk_rows)
+                ),
+                default=0.0,
+            )
+            bound = abs(scale) * norm_x * float(torch.linalg.vector_norm(c_compute, dim=-1).amax())
+        if split:
+            bound = float(reducer.max(torch.tensor([bound], dtype=torch.float64, device=x.device)).item())
+        limit = _SCALED_SCORE_LIMIT[dtype]
+        if not bound / options.epsilon <= limit:
+            raise InvalidArgumentError(
+                f"scale * |features| * |prototypes| / epsilon reaches {bound / options.epsilon:.3g} "
+                f"(epsilon = {options.epsilon:g}), beyond what {str(dtype).removeprefix('torch.')} can iterate on "
+                f"(at most {limit:.3g}): raise epsilon, lower scale or normalize the rows"
+            )
+        score_range = (-bound, bound)
+
+    def local_marginals() -> tuple[torch.Tensor | None, torch.Tensor | None, Resolved]:
+        if options.col_marginal is not None:
+            col = check_marginal(options.col_marginal, "col_marginal", n_cols, "K", 1, False, like, dtype, checks)
+        else:
+            col = torch.full((1, n_cols), 1.0 / n_cols, dtype=dtype, device=x.device) if split else None
+        row = None
+        if options.row_marginal is not None:
+            row = check_marginal(
+                options.row_marginal, "row_marginal", n_rows, "N", 1, False, like, dtype, checks, check_sum=not split
+            )
+        resolved = resolve(options, Sizes(1, n_rows, n_cols, False), like, dtype, checks)
+        return col, row, resolved
+
+    if split:
+        with reducer.agreement() as agreement:
+            col, row, resolved = local_marginals()
+            agreement.settle(like, None, col, row, checks, resolved, options)
+        n_total = agreement.total_rows
+        _require_replicated(c_compute, reducer)
+    else:
+        col, row, resolved = local_marginals()
+        n_total = n_rows
+    if row is None:
+        row_mass = None
+    elif split:
+        row_mass = n_total * normalise_marginal(
+            row, reducer.sum(row.sum(-1)), "row_marginal", checks, " over all ranks"
+        )
+    else:
+        row_mass = n_total * row
+    col_mass = torch.full((1, n_cols), n_total / n_cols, dtype=dtype, device=x.device) if col is None else col * n_total
+    rules = rules_in_masses(resolved, row_mass, (1, n_rows), col_mass, n_total)
+    bias = options.col_marginal is not None or options.row_marginal is not None or not options.plain
+    schedule = options.schedule
+    # the fused row pass that ends a fixed schedule (a column-only warm start takes one more first)
+    final_pass = None
+    if schedule.fixed:
+        final_pass = schedule.n_iter + (1 if resolved.init is not None and resolved.init[0] is None else 0)
+    layout = Streamed(
+        n_rows,
+        n_cols,
+        dtype,
+        x.device,
+        reducer,
+        bias,
+        None if row_mass is None else row_mass.view(-1),
+        accurate=not schedule.fixed,
+        final_pass=final_pass,
+        speculate_hard=options.output == "hard",
+    )
+    scores = Factored(x, c_compute, scale, inverse_norms, chunk_rows)
+    problem = _problem(
+        options, scores, None, layout, checks, (row_mass, col_mass), (score_range, None), rules, resolved.init
+    )
+    return FeaturesCall(problem, options, was_numpy, output_dtype)
+
+
+def _require_replicated(prototypes: torch.Tensor, reducer: Reducer) -> None:
+    """Every rank must hold the same prototypes (they are replicated, not sharded): compare two
+    checksums over the ranks (a plain and a position-weighted sum)."""
+    flat = prototypes.reshape(-1).to(torch.float64)
+    weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64, device=flat.device)
+    sums = torch.stack((flat.sum(), (flat * weights).sum()))
+    spread = reducer.max(torch.cat((sums, -sums)))
+    if not torch.equal(spread[:2], -spread[2:]):
+        raise InvalidArgumentError(
+            "process_group: the ranks hold different prototypes; sinkhorn_features shards the features by rows "
+            "and needs the same prototypes (K, d) on every rank"
+        )
+
+
+def finish_features(call: FeaturesCall, solution: Solution) -> Any:
+    """The solution of a features call as its ``output`` asks, in the caller's dtype and array type."""
+    problem, options = call.problem, call.options
+    layout = problem.layout
+    assert isinstance(layout, Streamed)
+    if solution.converged is False:
+        warn_unconverged(call, solution, stacklevel=4)
+    chosen = realise(solution.plan, options.output, options.top_k, layout)
+    if options.output == "plan":
+        labels = _in_callers_type(chosen, call.output_dtype, call.was_numpy)
+    elif options.output == "hard":
+        labels = HardLabels(
+            _in_callers_type(chosen.labels, None, call.was_numpy),
+            _in_callers_type(chosen.mass, call.output_dtype, call.was_numpy),
+        )
+    else:
+        labels = TopLabels(
+            _in_callers_type(chosen.values, call.output_dtype, call.was_numpy),
+            _in_callers_type(chosen.indices, None, call.was_numpy),
+        )
+    if not options.return_info:
+        return labels
+    # the returned plan's marginal errors, accumulated in float64 (one more pass unless it is held)
+    if options.output == "plan":
+        row_sums, col_sums = chosen.sum(-1, dtype=torch.float64), chosen.sum(-2, dtype=torch.float64)
+    else:
+        rows, col_sums = [], torch.zeros(layout.n_cols, dtype=torch.float64, device=problem.col_mass.device)
+        for _, block in layout._blocks(solution.plan):
+            rows.append(block.sum(-1, dtype=torch.float64))
+            col_sums += block.sum(0, dtype=torch.float64)
+        row_sums = torch.cat(rows) if rows else col_sums.new_zeros(0)
+    reducer = problem.reducer
+    row_error = reducer.max(relative_violation(row_sums.unsqueeze(0), problem.rows_mass().reshape(1, -1)))
+    col_error = relative_violation(reducer.sum(col_sums).unsqueeze(0), problem.col_mass)
+    return SinkhornResult(
+        labels=labels,
+        n_iter=solution.n_iter,
+        converged=solution.converged,
+        row_error=row_error.amax().item(),
+        col_error=col_error.amax().item(),
+        backend=solution.backend,
+        log_domain=solution.log_domain,
+        log_row_scaling=_in_callers_type(solution.log_row_scaling, None, call.was_numpy),
+        log_col_scaling=_in_callers_type(solution.log_col_scaling, None, call.was_numpy),
+    )
+
+
+def label_features(
+    features: Any,
+    prototypes: Any,
+    options: Options,
+    scale: Any,
+    normalize: Any,
+    chunk_rows: Any,
+    chunk_memory: Any,
+) -> Any:
+    """Check, build, solve, finish: the body of :func:`~otlabel.sinkhorn_features`."""
+    with autocast_off(features), torch.no_grad():
+        call = build_features(features, prototypes, options, scale, normalize, chunk_rows, chunk_memory)
+        problem = call.problem
+        solution = backends.select("torch", problem, call.schedule)(problem, call.schedule)
+        return finish_features(call, solution)

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ._problem import Rule
 from ._reduce import Reducer
 
 __all__ = ["COLUMN_BLOCK", "Dense", "Layout", "Segmented", "Segments", "Single"]
@@ -114,6 +115,49 @@ class _Layout:
     def row_lse(self, values: torch.Tensor) -> torch.Tensor:
         """Row log-sum-exp of a kernel-shaped tensor, as a row vector."""
         return torch.logsumexp(values, dim=-1, keepdim=True)
+
+    def row_scaling(self, row_sums: torch.Tensor, row_mass: torch.Tensor | None) -> torch.Tensor:
+        """The row scalings of rows held at their mass: mass / (row sums of G diag(b))."""
+        return torch.reciprocal(row_sums) if row_mass is None else torch.div(row_mass, row_sums)
+
+    def scaling_plan(
+        self, kernel: torch.Tensor, a: torch.Tensor | None, b: torch.Tensor, row_mass: torch.Tensor | None, rule: Rule
+    ) -> torch.Tensor:
+        """The plan diag(a) G diag(b), in place of the kernel, clamped to the row masses."""
+        plan = kernel if a is None else kernel.mul_(self.on_kernel(a))
+        plan.mul_(self.spread(b))
+        return clamp_to_row_mass(plan, row_mass, rule, self)
+
+    def log_plan(
+        self,
+        kernel: torch.Tensor,
+        f: torch.Tensor,
+        g: torch.Tensor,
+        row_mass: torch.Tensor | None,
+        rule: Rule,
+        softmax_rows: bool,
+    ) -> torch.Tensor:
+        """The plan exp(L + f + g) of log-potentials, clamped to the row masses; with
+        ``softmax_rows`` each row of exp(L + g) normalised to its mass instead (rows held at their
+        mass then sum to it to rounding, however large the potentials)."""
+        if not softmax_rows:
+            plan = torch.exp(kernel + self.on_kernel(f) + self.spread(g))
+            return clamp_to_row_mass(plan, row_mass, rule, self)
+        plan = torch.softmax(kernel + self.spread(g), dim=-1)
+        if row_mass is not None:
+            plan.mul_(self.on_kernel(row_mass))
+        return clamp_to_row_mass(plan, row_mass, rule, self)
+
+
+def clamp_to_row_mass(plan: torch.Tensor, row_mass: torch.Tensor | None, rule: Rule, layout: _Layout) -> torch.Tensor:
+    """An entry of a plan whose row sums to m lies in [0, m]; rounding can overshoot by an ulp
+    (a label of 1.0000001), which probabilities downstream must not see. (A KL-penalised row may
+    sum to more than its mass: nothing to clamp.)"""
+    if rule.exponent != 1.0:
+        return plan
+    if row_mass is None:
+        return plan.clamp_(max=1.0)
+    return torch.minimum(plan, layout.on_kernel(row_mass), out=plan)
 
 
 class Dense(_Layout):

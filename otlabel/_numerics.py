@@ -144,8 +144,11 @@ class StatusReader:
 
 
 def scaled_scores(problem: Problem) -> torch.Tensor:
-    """scores / epsilon, as a new tensor in the compute dtype."""
+    """scores / epsilon, as a new tensor in the compute dtype (a lazy kernel for scores given as
+    features and prototypes: :mod:`otlabel._streamed`)."""
     scores = problem.scores
+    if not isinstance(scores, torch.Tensor):
+        return scores.kernel(problem.epsilon)
     if scores.dtype != problem.dtype:
         scores = scores.to(problem.dtype)
     return torch.div(scores, problem.epsilon)
@@ -154,7 +157,7 @@ def scaled_scores(problem: Problem) -> torch.Tensor:
 def log_kernel(problem: Problem) -> torch.Tensor:
     """scores / epsilon + log(prior), as a new tensor in the compute dtype."""
     kernel = scaled_scores(problem)
-    if problem.prior is not None:
+    if problem.prior is not None:  # (never for scores given as features: they take no prior)
         prior = problem.prior.to(problem.dtype)
         kernel.add_(prior if problem.log_prior else torch.log(prior))
     return kernel

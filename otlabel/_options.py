@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from ._checks import BACKENDS, check_bool, check_int, real_number
+from ._checks import BACKENDS, OUTPUTS, check_bool, check_int, real_number
 from ._deferred import VALIDATE
 from ._problem import Schedule
 from .distributed import check_process_group
@@ -92,6 +92,18 @@ def check_names(value: Any, name: str, allowed: tuple[str, ...]) -> None:
         raise InvalidArgumentError(f"{name} must be one of {allowed}, got {value!r}")
 
 
+def check_output(values: dict[str, Any]) -> None:
+    """``output`` and ``top_k`` (read only with ``output="topk"``; checked against K later)."""
+    check_names(values["output"], "output", OUTPUTS)
+    if values["output"] == "topk":
+        values["top_k"] = check_int(values["top_k"], "top_k", 1)
+    if values["differentiable"]:
+        raise InvalidArgumentError(
+            f"differentiable=True needs output='plan' (got output={values['output']!r}): hard and top-k labels "
+            "carry no gradient; take them from the differentiable plan instead"
+        )
+
+
 def check_acceleration(acceleration: Any, fixed: bool, partial: bool, bounded: bool) -> bool:
     """Whether the tolerance mode takes Anderson-accelerated steps."""
     if acceleration is None:
@@ -142,6 +154,8 @@ class Options(NamedTuple):
     init: Any = None
     acceleration: Any = None
     differentiable: Any = False
+    output: Any = "plan"
+    top_k: Any = 1
     #: the validated iteration settings
     schedule: Schedule = Schedule(DEFAULT_N_ITER, None, 1000, 10)
     #: a validation error kept for the agreement of a process group's ranks (see above)
@@ -214,6 +228,8 @@ def _normalise(values: dict[str, Any], plain: bool) -> Schedule:
     values["log_prior"] = check_bool(values["log_prior"], "log_prior")
     values["differentiable"] = check_bool(values["differentiable"], "differentiable")
     check_names(values["backend"], "backend", BACKENDS)
+    if values["output"] != "plan":
+        check_output(values)
     check_names(values["validate"], "validate", VALIDATE)
     if plain:  # the classical problem: nothing more to check
         return schedule

@@ -42,7 +42,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ._checks import BACKENDS, FLOAT_DTYPES
+from ._checks import BACKENDS, FLOAT_DTYPES, OUTPUTS
 from ._deferred import VALIDATE, DeferredChecks
 from ._reduce import Agreement, Reducer
 from .errors import ArgumentTypeError, BackendUnavailableError, DistributedMismatchError, InvalidArgumentError
@@ -139,6 +139,8 @@ _FIELDS: tuple[tuple[str, str | None, Callable[[float], str]], ...] = (
     ("col_bounds", "whether col_bounds is given", lambda v: str(bool(v))),
     ("init", "whether init is given (and its row potential)", lambda v: ("no", "column only", "both")[int(v)]),
     ("accelerate", "acceleration", lambda v: "'anderson'" if v else "None"),
+    ("output", "output", lambda v: repr(OUTPUTS[int(v)])),
+    ("top_k", "top_k", lambda v: str(int(v))),
     ("col_marginal", "col_marginal", str),  # a checksum: its values are shown as A, B, ...
 )
 _INDEX = {name: i for i, (name, _, _) in enumerate(_FIELDS)}
@@ -212,6 +214,8 @@ class GroupAgreement(Agreement):
             "col_bounds": resolved.col_rule.bounded,
             "init": 0 if resolved.init is None else (1 if resolved.init[0] is None else 2),
             "accelerate": resolved.accelerate,
+            "output": OUTPUTS.index(options.output),
+            "top_k": options.top_k if options.output == "topk" else 0,
         }
         self.values = [float(values.get(name, 0.0)) for name, _, _ in _FIELDS]
         # values that live on the scores' device join without a host synchronisation

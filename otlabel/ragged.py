@@ -44,6 +44,8 @@ def sinkhorn_ragged(
     init: Any = None,
     acceleration: str | None = None,
     differentiable: bool = False,
+    output: str = "plan",
+    top_k: int = 1,
 ) -> Array | RaggedSinkhornResult:
     r"""Label G independent problems of different sizes, packed row-wise, in one call.
 
@@ -106,6 +108,8 @@ def sinkhorn_ragged(
     differentiable : bool, default False
         As in :func:`~otlabel.sinkhorn`, per group (``row_marginal``'s gradient follows its
         renormalisation within each group). The backward pads the groups to the largest one.
+    output, top_k
+        As in :func:`~otlabel.sinkhorn`: the plan, or per row its hard label or top-k entries.
 
     Returns
     -------

@@ -42,6 +42,8 @@ def sinkhorn(
     init: Any = None,
     acceleration: str | None = None,
     differentiable: bool = False,
+    output: str = "plan",
+    top_k: int = 1,
 ) -> Array | SinkhornResult:
     r"""Soft pseudo-labels with prescribed class proportions (entropic optimal transport).
 
@@ -157,6 +159,15 @@ def sinkhorn(
         ``col_bounds``, nor ``mass`` or ``init`` in fixed-iteration mode. See the guide page
         "Differentiating through the labels".
 
+    output : {"plan", "hard", "topk"}, default "plan"
+        What to return: the plan Q; ``"hard"``: :class:`~otlabel.HardLabels` (per row, the column
+        of its largest entry as int64 — the lowest such column on a tie — and that entry, the
+        row's mass on it); ``"topk"``: :class:`~otlabel.TopLabels` (the ``top_k`` largest entries
+        of every row, largest first, and their columns). :func:`sinkhorn_features` takes the same
+        and never holds the plan. Not with ``differentiable=True``.
+    top_k : int, default 1
+        How many entries per row ``output="topk"`` keeps (at most K).
+
     Returns
     -------
     Tensor, ndarray or SinkhornResult
@@ -208,6 +219,8 @@ def sinkhorn_with_prior(
     init: Any = None,
     acceleration: str | None = None,
     differentiable: bool = False,
+    output: str = "plan",
+    top_k: int = 1,
 ) -> Array | SinkhornResult:
     r"""Pseudo-labels pulled toward a prior :math:`\hat Q` (CASE Eq. 12): :func:`sinkhorn` with ``prior=``.
 
@@ -229,6 +242,8 @@ def sinkhorn_with_prior(
     epsilon, col_marginal, row_marginal, n_iter, tol, max_iter, check_every, backend, return_info
         As in :func:`sinkhorn`.
     process_group, validate, col_penalty, row_penalty, mass, col_bounds, init, acceleration, differentiable
+        As in :func:`sinkhorn`.
+    output, top_k
         As in :func:`sinkhorn`.
 
     Returns

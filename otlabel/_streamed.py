@@ -1,0 +1,473 @@
+"""Scores given as features x prototypes, streamed: the layout that never holds the N x K matrix.
+
+:func:`~otlabel.sinkhorn_features` labels ``S = scale * X C^T`` (X: N x d features, C: K x d
+prototypes, rows optionally L2-normalised) with the same solver core as every other call: this
+module supplies
+
+* :class:`Factored`, the scores of such a call (what :class:`~otlabel._problem.Problem` holds in
+  place of a tensor), which makes a lazy kernel;
+* :class:`StreamedKernel`, the solver's kernel ``exp(S / epsilon + f0 + g0)`` (or its log) as a
+  recipe: the offsets the paths add to the kernel are recorded, and a **block** of rows is
+  computed when a reduction needs it (one matrix product ``X_chunk C^T`` per block);
+* :class:`Streamed`, the layout: a single problem's row and column vectors, as
+  :class:`~otlabel._layout.Single` holds them, and every reduction as one **pass** over row
+  blocks. The scaling path's row step and the next iteration's column sums share a pass: the
+  row sums of a block give its row scalings at once (rows held at their mass), and the block's
+  column sums weighted by them are accumulated before the block is dropped;
+* :class:`StreamedPlan`, the solution as a recipe, realised by :func:`realise` as the plan
+  (N x K), hard labels (argmax per row and its mass) or the top-k entries per row.
+
+Memory: the inputs, a few vectors of N and K entries, and one block of ``chunk_rows x K`` entries
+in the compute dtype (with its temporaries, about three such blocks at a time).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import torch
+
+from ._layout import COLUMN_BLOCK, Single
+from ._problem import Rule
+from ._reduce import Reducer
+
+__all__ = ["Factored", "Streamed", "StreamedKernel", "StreamedPlan", "TopLabels", "HardLabels", "realise"]
+
+#: Bytes of the compute dtype one block may take by default (``chunk_memory``): a block and its
+#: temporaries then stay within a few tens of MB and the cache holds a block between its matrix
+#: product and its reductions (a block of 1,000 x 3,000 float32 entries, 12 MB: on this 2-core
+#: machine ~1.1x the bare matrix products per pass, against ~2x for blocks of 4,096 rows).
+DEFAULT_CHUNK_MEMORY = 8 * 2**20
+
+
+class HardLabels(NamedTuple):
+    """Hard labels (``output="hard"``): per row, the column of its largest plan entry (the lowest
+    such column on a tie) and that entry (the row's mass on it)."""
+
+    labels: Any  #: (N,) int64
+    mass: Any  #: (N,) in the input's dtype
+
+
+class TopLabels(NamedTuple):
+    """The ``k`` largest plan entries of every row (``output="topk"``), largest first; among equal
+    entries the lower column comes first, and a tie at the k-th entry keeps the lower columns."""
+
+    values: Any  #: (N, k) in the input's dtype
+    indices: Any  #: (N, k) int64
+
+
+class Factored:
+    """The scores ``scale * X C^T`` of a :func:`~otlabel.sinkhorn_features` call, never formed.
+
+    ``features`` (n, d) stay as given (any float dtype; blocks are cast to the compute dtype when
+    used), ``prototypes`` (K, d) are held in the compute dtype, already normalised when
+    ``inverse_norms`` is given (the features' inverse row norms, (n,)). ``dtype`` and ``device``
+    are the features', as a score tensor's would be; ``shape`` is (n, K).
+    """
+
+    def __init__(
+        self,
+        features: torch.Tensor,
+        prototypes: torch.Tensor,
+        scale: float,
+        inverse_norms: torch.Tensor | None,
+        chunk_rows: int,
+    ):
+        self.features, self.prototypes, self.scale = features, prototypes, scale
+        self.inverse_norms = inverse_norms
+        self.chunk_rows = chunk_rows
+        self.dtype, self.device = features.dtype, features.device
+        self.shape = (features.shape[0], prototypes.shape[0])
+
+    @property
+    def requires_grad(self) -> bool:
+        return False
+
+    def kernel(self, epsilon: float) -> StreamedKernel:
+        """``scores / epsilon`` as a lazy kernel (the log-kernel, before any offset)."""
+        return StreamedKernel(self, self.prototypes * (self.scale / epsilon))
+
+
+class StreamedKernel:
+    """``coef * X C^T + row_offset + col_offset`` (exponentiated when ``exponentiated``), made one
+    block of rows at a time; ``coef`` is folded into ``weights`` (``scale / epsilon * C``).
+
+    The in-place operations the solver paths apply to a kernel (adding a row or column vector or
+    a number, ``exp_``) are recorded, not applied; ``+`` gives a new recipe.
+    """
+
+    def __init__(
+        self,
+        scores: Factored,
+        weights: torch.Tensor,
+        row_offset: torch.Tensor | None = None,
+        col_offset: torch.Tensor | float = 0.0,
+        exponentiated: bool = False,
+    ):
+        self.scores, self.weights = scores, weights
+        self.row_offset, self.col_offset = row_offset, col_offset
+        self.exponentiated = exponentiated
+        self._weights: torch.Tensor | None = None  # the augmented weights, once needed
+        self.shape = scores.shape
+        self.dtype, self.device = weights.dtype, weights.device
+
+    def _offset(self, value: torch.Tensor | float) -> None:
+        if isinstance(value, torch.Tensor) and value.dim() == 2:  # a row vector on the kernel: (n, 1)
+            rows = value.reshape(-1)
+            self.row_offset = rows if self.row_offset is None else self.row_offset + rows
+        else:  # a number or a column vector (K,)
+            self.col_offset = self.col_offset + value
+
+    def add_(self, value: torch.Tensor | float) -> StreamedKernel:
+        assert not self.exponentiated, "offsets are added to the log-kernel"
+        self._offset(value)
+        self._weights = None
+        return self
+
+    def __add__(self, value: torch.Tensor | float) -> StreamedKernel:
+        new = StreamedKernel(self.scores, self.weights, self.row_offset, self.col_offset, self.exponentiated)
+        return new.add_(value)
+
+    def exp_(self) -> StreamedKernel:
+        self.exponentiated = True
+        return self
+
+    def _augmented_weights(self) -> torch.Tensor:
+        """The weights with a column per offset: ``[coef C, col_offset, 1]`` (K, d + 2), made once
+        per recipe, so that one matrix product gives ``coef X C^T + col_offset + row_offset`` (the
+        offsets ride on the product instead of costing two more passes over the block)."""
+        if self._weights is None:
+            ones = torch.ones_like(self.weights[:, :1])
+            col = ones * self.col_offset if not isinstance(self.col_offset, torch.Tensor) else self.col_offset
+            self._weights = torch.cat((self.weights, col.reshape(-1, 1).to(self.dtype), ones), dim=1)
+        return self._weights
+
+    def block(self, rows: slice) -> torch.Tensor:
+        """Rows ``rows`` of the kernel, (rows, K), a fresh tensor in the compute dtype."""
+        scores = self.scores
+        features = scores.features[rows]
+        n_rows, dim = features.shape
+        # [x (normalised), 1, row_offset]: the features' block with the offsets' columns
+        augmented = torch.empty((n_rows, dim + 2), dtype=self.dtype, device=self.device)
+        if scores.inverse_norms is not None:
+            torch.mul(features, scores.inverse_norms[rows].unsqueeze(-1), out=augmented[:, :dim])
+        else:
+            augmented[:, :dim] = features
+        augmented[:, dim] = 1.0
+        if self.row_offset is None:
+            augmented[:, dim + 1] = 0.0
+        else:
+            augmented[:, dim + 1] = self.row_offset[rows]
+        block = torch.matmul(augmented, self._augmented_weights().t())
+        return block.exp_() if self.exponentiated else block
+
+    def slices(self) -> Iterator[slice]:
+        n_rows, step = self.shape[0], self.scores.chunk_rows
+        return (slice(start, min(start + step, n_rows)) for start in range(0, n_rows, step))
+
+    def blocks(self) -> Iterator[tuple[slice, torch.Tensor]]:
+        return ((rows, self.block(rows)) for rows in self.slices())
+
+
+class StreamedPlan:
+    """A solution as a recipe: ``a * G * b`` on the scaling path's kernel (``row_factor``,
+    ``col_factor``), ``exp(L + f + g)`` on a log-kernel (factors None: the offsets are in the
+    kernel), or with ``softmax_rows`` each row of ``exp(L + g)`` normalised to its mass; entries
+    are clamped to ``cap`` (the row masses, 1.0 for every row, or None: a KL-penalised row may
+    exceed its mass)."""
+
+    def __init__(
+        self,
+        kernel: StreamedKernel,
+        row_factor: torch.Tensor | None,
+        col_factor: torch.Tensor | None,
+        cap: torch.Tensor | float | None,
+        softmax_rows: torch.Tensor | float | None = None,
+    ):
+        self.kernel, self.row_factor, self.col_factor = kernel, row_factor, col_factor
+        self.cap, self.softmax_rows = cap, softmax_rows
+        self.shape, self.dtype, self.device = kernel.shape, kernel.dtype, kernel.device
+
+    def block(self, rows: slice) -> torch.Tensor:
+        block = self.kernel.block(rows)
+        if self.softmax_rows is not None:
+            block = torch.softmax(block, dim=-1)
+            if isinstance(self.softmax_rows, torch.Tensor):
+                block.mul_(self.softmax_rows[rows].unsqueeze(-1))
+        elif not self.kernel.exponentiated:
+            block.exp_()
+        if self.row_factor is not None:
+            block.mul_(self.row_factor[rows].unsqueeze(-1))
+        if self.col_factor is not None:
+            block.mul_(self.col_factor)
+        return self._clamp(block, rows)
+
+    def _clamp(self, values: torch.Tensor, rows: slice) -> torch.Tensor:
+        cap = self.cap
+        if cap is None:
+            return values
+        if isinstance(cap, torch.Tensor):
+            return torch.minimum(values, cap[rows].unsqueeze(-1), out=values)
+        return values.clamp_(max=cap)
+
+    def blocks(self) -> Iterator[tuple[slice, torch.Tensor]]:
+        return ((rows, self.block(rows)) for rows in self.kernel.slices())
+
+
+class _Pass(NamedTuple):
+    """What the last fused pass computed: for the column scaling ``b``, the row sums of G b, the
+    row scalings they give, the column sums of diag(a) G (this rank's), and optionally each row's
+    largest entry of G b with its column."""
+
+    b: torch.Tensor
+    row_sums: torch.Tensor
+    a: torch.Tensor
+    col_sums: torch.Tensor | None
+    best: tuple[torch.Tensor, torch.Tensor] | None
+
+
+class Streamed(Single):
+    """One problem whose kernel is a :class:`StreamedKernel`: vectors as :class:`Single` holds them
+    ((n,) rows, (K,) columns), every reduction one pass over row blocks, column sums accumulated
+    in float64 across blocks and all-reduced over a process group.
+
+    ``row_mass`` (n,) or None: the rows' masses, for the fused row step (rows held at their mass).
+    ``accurate``: column sums accurate to ~1e-7 in float32 (tolerance mode; see
+    :func:`_weighted_col_sums`). ``final_pass``: the number of the fused row pass that ends the
+    schedule (fixed-iteration mode), which computes no column sums, and with ``speculate_hard``
+    keeps each row's largest entry of G b instead, so that hard labels cost no extra pass.
+    """
+
+    def __init__(
+        self,
+        n_rows: int,
+        n_cols: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        reducer: Reducer,
+        bias: bool,
+        row_mass: torch.Tensor | None,
+        accurate: bool,
+        final_pass: int | None = None,
+        speculate_hard: bool = False,
+    ):
+        super().__init__(1, n_rows, n_cols, dtype, device, reducer, bias)
+        self.row_mass, self.accurate = row_mass, accurate
+        self.final_pass, self.speculate_hard = final_pass, speculate_hard
+        self.last: _Pass | None = None
+        self.passes = 0  #: passes over the rows so far (for tests and benchmarks)
+        self.row_passes = 0  #: fused row passes so far
+
+    def view(self, tensor: Any) -> Any:
+        return tensor
+
+    def row_shape(self, kernel: Any) -> tuple[int, ...]:
+        return (self.n_rows,)
+
+    def _blocks(self, kernel: StreamedKernel | StreamedPlan) -> Iterator[tuple[slice, torch.Tensor]]:
+        self.passes += 1
+        return kernel.blocks()
+
+    def _rows(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        if not parts:
+            return torch.zeros(0, dtype=self._dtype, device=self._device)
+        return torch.cat(parts)
+
+    # reductions over the rows, one pass each ----------------------------------------------------
+    def row_max(self, kernel: StreamedKernel) -> torch.Tensor:
+        return self._rows([block.amax(-1) for _, block in self._blocks(kernel)])
+
+    def row_lse(self, kernel: StreamedKernel) -> torch.Tensor:
+        return self._rows([torch.logsumexp(block, dim=-1) for _, block in self._blocks(kernel)])
+
+    def col_max(self, kernel: StreamedKernel) -> torch.Tensor:
+        top = torch.full((self.n_cols,), -math.inf, dtype=self._dtype, device=self._device)
+        for _, block in self._blocks(kernel):
+            torch.maximum(top, block.amax(0), out=top)
+        return self.reducer.max(top)
+
+    def col_lse(self, kernel: StreamedKernel) -> torch.Tensor:
+        """log of the column sums of exp(kernel): per block its maximum and the sum below it,
+        merged as they come (an online log-sum-exp), then over the ranks."""
+        top = torch.full((self.n_cols,), -math.inf, dtype=self._dtype, device=self._device)
+        total = torch.zeros(self.n_cols, dtype=self._dtype, device=self._device)
+        for _, block in self._blocks(kernel):
+            new_top = torch.maximum(top, block.amax(0))
+            safe = torch.where(torch.isfinite(new_top), new_top, 0.0)
+            total = total * torch.exp(top - safe) + torch.exp(block - safe).sum(0)
+            top = new_top
+        safe = torch.where(torch.isfinite(top), top, 0.0)
+        return self._combine_lse(safe + torch.log(total))
+
+    def _col_sums_of(self, kernel: StreamedKernel | StreamedPlan, a: torch.Tensor | None, exact: bool) -> torch.Tensor:
+        """Column sums of diag(a) G over this rank's blocks, accumulated in float64."""
+        total = torch.zeros(self.n_cols, dtype=torch.float64, device=self._device)
+        for rows, block in self._blocks(kernel):
+            total += _weighted_col_sums(block, None if a is None else a[rows], self.accurate, exact)
+        return total
+
+    def col_sums(self, kernel: StreamedKernel | StreamedPlan, a: torch.Tensor | None, accurate: bool) -> torch.Tensor:
+        last = self.last
+        if last is not None and a is last.a and last.col_sums is not None and isinstance(kernel, StreamedKernel):
+            sums = last.col_sums  # the fused pass that made these row scalings summed them
+        else:
+            sums = self._col_sums_of(kernel, a, exact=False)
+        sums = sums.to(self._dtype)
+        if self._bias is not None:
+            sums += self._tiny.reshape(1)
+        return self.reducer.sum(sums) if self._distributed else sums
+
+    def exact_col_sums(self, kernel: StreamedKernel, a: torch.Tensor) -> torch.Tensor:
+        return self.reducer.sum(self._col_sums_of(kernel, a, exact=True))
+
+    def row_sums(self, kernel: StreamedKernel, b: torch.Tensor) -> torch.Tensor:
+        """Row sums of G diag(b): the fused pass, which also gives the row scalings of rows held at
+        their mass and the column sums that the next column step needs (none after the last
+        scheduled pass, which keeps each row's largest entry of G b instead when hard labels are
+        wanted)."""
+        self.row_passes += 1
+        last = self.row_passes == self.final_pass
+        speculate, want_cols = self.speculate_hard and last, not (last and self.speculate_hard)
+        row_mass, bias = self.row_mass, self._bias
+        sums, scalings, best_values, best_columns = [], [], [], []
+        col_sums = torch.zeros(self.n_cols, dtype=torch.float64, device=self._device)
+        for rows, block in self._blocks(kernel):
+            row = torch.mv(block, b) if bias is None else torch.addmv(bias.reshape(1), block, b)
+            a = torch.reciprocal(row) if row_mass is None else torch.div(row_mass[rows], row)
+            if want_cols:
+                col_sums += _weighted_col_sums(block, a, self.accurate)
+            if speculate:
+                best = block.mul_(b).max(-1)
+                best_values.append(best.values)
+                best_columns.append(best.indices)
+            sums.append(row)
+            scalings.append(a)
+        row_sums = self._rows(sums)
+        best = None
+        if speculate:
+            columns = (
+                torch.cat(best_columns) if best_columns else torch.zeros(0, dtype=torch.int64, device=self._device)
+            )
+            best = (self._rows(best_values), columns)
+        self.last = _Pass(b, row_sums, self._rows(scalings), col_sums if want_cols else None, best)
+        return row_sums
+
+    def row_scaling(self, row_sums: torch.Tensor, row_mass: torch.Tensor | None) -> torch.Tensor:
+        last = self.last
+        if last is not None and row_sums is last.row_sums:
+            return last.a
+        return super().row_scaling(row_sums, row_mass)
+
+    # plans ------------------------------------------------------------------------------------
+    def scaling_plan(
+        self, kernel: StreamedKernel, a: torch.Tensor | None, b: torch.Tensor, row_mass: torch.Tensor | None, rule: Rule
+    ) -> StreamedPlan:
+        return StreamedPlan(kernel, a, b, _cap(row_mass, rule))
+
+    def log_plan(
+        self,
+        kernel: StreamedKernel,
+        f: torch.Tensor,
+        g: torch.Tensor,
+        row_mass: torch.Tensor | None,
+        rule: Rule,
+        softmax_rows: bool,
+    ) -> StreamedPlan:
+        if softmax_rows:
+            mass = 1.0 if row_mass is None else row_mass
+            return StreamedPlan(kernel + g, None, None, _cap(row_mass, rule), softmax_rows=mass)
+        return StreamedPlan(kernel + f.unsqueeze(-1) + g, None, None, _cap(row_mass, rule))
+
+
+def _cap(row_mass: torch.Tensor | None, rule: Rule) -> torch.Tensor | float | None:
+    if rule.exponent != 1.0:
+        return None
+    return 1.0 if row_mass is None else row_mass
+
+
+def _weighted_col_sums(
+    block: torch.Tensor, a: torch.Tensor | None, accurate: bool, exact: bool = False
+) -> torch.Tensor:
+    """Column sums of diag(a) block, in float64: exactly (``exact``: every product summed in
+    float64), as float32 matrix-vector products over COLUMN_BLOCK rows at a time whose sums are
+    added in float64 (``accurate``: rounding ~1e-7, not growing with the rows; as the dense
+    layouts' accurate sums), or as one product per block."""
+    if exact or block.dtype == torch.float64:
+        values = block if a is None else block * a.unsqueeze(-1)
+        return values.sum(0, dtype=torch.float64)
+    weights = torch.ones(block.shape[0], dtype=block.dtype, device=block.device) if a is None else a
+    if not accurate or block.shape[0] <= COLUMN_BLOCK:
+        return torch.mv(block.t(), weights).to(torch.float64)
+    total = torch.zeros(block.shape[1], dtype=torch.float64, device=block.device)
+    for start in range(0, block.shape[0], COLUMN_BLOCK):
+        total += torch.mv(block[start : start + COLUMN_BLOCK].t(), weights[start : start + COLUMN_BLOCK])
+    return total
+
+
+def realise(plan: StreamedPlan, output: str, top_k: int, layout: Streamed) -> Any:
+    """The solution of a streamed call as ``output`` asks: the plan (N, K), :class:`HardLabels` or
+    :class:`TopLabels`, in the compute dtype; one pass over the rows, none for hard labels that
+    the last fused pass already found."""
+    if output == "plan":
+        return layout._rows([block for _, block in layout._blocks(plan)]).reshape(plan.shape)
+    if output == "hard":
+        speculated = _speculated_hard(plan, layout)
+        if speculated is not None:
+            return speculated
+        values, columns = [], []
+        for _, block in layout._blocks(plan):
+            best = block.max(-1)
+            values.append(best.values)
+            columns.append(best.indices)
+        return HardLabels(layout._rows(columns).to(torch.int64) if columns else _no_columns(plan), layout._rows(values))
+    values, columns = [], []
+    for _, block in layout._blocks(plan):
+        top = top_entries(block, top_k)
+        values.append(top.values)
+        columns.append(top.indices)
+    if not values:
+        return TopLabels(torch.zeros((0, top_k), dtype=plan.dtype, device=plan.device), _no_columns(plan, top_k))
+    return TopLabels(torch.cat(values), torch.cat(columns))
+
+
+def _no_columns(plan: StreamedPlan, k: int | None = None) -> torch.Tensor:
+    shape = (0,) if k is None else (0, k)
+    return torch.zeros(shape, dtype=torch.int64, device=plan.device)
+
+
+def _speculated_hard(plan: StreamedPlan, layout: Streamed) -> HardLabels | None:
+    """Hard labels from the last fused pass, when the plan is the one it made (same a and b)."""
+    last = layout.last
+    if last is None or last.best is None or plan.row_factor is not last.a or plan.col_factor is not last.b:
+        return None
+    best_values, best_columns = last.best
+    mass = best_values * last.a
+    cap = plan.cap
+    if isinstance(cap, torch.Tensor):
+        mass = torch.minimum(mass, cap)
+    elif cap is not None:
+        mass = mass.clamp(max=cap)
+    return HardLabels(best_columns, mass)
+
+
+def top_entries(values: torch.Tensor, k: int) -> TopLabels:
+    """The ``k`` largest entries of every row of ``values`` (n, K), largest first, the lower column
+    first among equal entries (also at the k-th entry: ``torch.topk`` does not promise which of
+    equal entries it keeps, so the k-th value is found first and ties at it are filled from the
+    left)."""
+    n_rows, n_cols = values.shape
+    ranked = torch.nan_to_num(values, nan=-math.inf)  # (labels poisoned by a failed device check)
+    if k == n_cols or n_rows == 0:
+        order = torch.sort(ranked, dim=-1, descending=True, stable=True)
+        return TopLabels(values.gather(-1, order.indices[:, :k]), order.indices[:, :k])
+    kth = torch.topk(ranked, k, dim=-1, sorted=False).values.amin(-1, keepdim=True)
+    above = ranked > kth
+    tied = ranked == kth
+    room = k - above.sum(-1, keepdim=True)
+    keep = above | (tied & (torch.cumsum(tied, dim=-1) <= room))
+    columns = keep.nonzero()[:, 1].view(n_rows, k)  # ascending columns, k per row
+    order = torch.sort(ranked.gather(-1, columns), dim=-1, descending=True, stable=True)
+    columns = columns.gather(-1, order.indices)
+    return TopLabels(values.gather(-1, columns), columns)
