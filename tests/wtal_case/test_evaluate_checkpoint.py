@@ -2,52 +2,28 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from test_evaluate_cli import read_only  # tests/wtal_case is on sys.path
+from example_scripts import load_evaluate_py, smoke_run  # tests/wtal_case is on sys.path
+from test_evaluate_cli import read_only
 
 from case.checkpoint import load_checkpoint
-from case.config import CONFIG_DIR, ConfigError, load_config
+from case.config import ConfigError, load_config
 from case.inference import detect_dataset, inference_class_names, inference_config, load_for_inference, predict_dataset
 from case.metrics import evaluate_detection
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "wtal_case"
-_spec = importlib.util.spec_from_file_location("evaluate_cli_checkpoint", EXAMPLE / "evaluate.py")
-cli = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cli)  # type: ignore[union-attr]
-
-
-@pytest.fixture(autouse=True)
-def _keep_thread_count() -> object:
-    """evaluate.py applies the run's ``train.threads`` to this process: restore it for the other tests."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+cli = load_evaluate_py()
+pytestmark = pytest.mark.usefixtures("restore_thread_count")  # evaluate.py sets this process's threads
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished smoke run of train.py (20 steps are enough to test the plumbing)."""
-    base = tmp_path_factory.mktemp("ckpt")
-    out = base / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLE / "train.py"), "--config", str(CONFIG_DIR / "smoke.yaml"),
-         "--set", f"data.root={base / 'data'}", "--set", "train.steps=20", "--set", "train.progress=false",
-         "--set", "eval.plot_videos=0", "--out", str(out)],
-        capture_output=True, text=True, env=env, cwd=base, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
+    return smoke_run(tmp_path_factory.mktemp("ckpt"), steps=20).folder
 
 
 def evaluate(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
