@@ -49,6 +49,22 @@ def test_checkpoint_reproduces_the_run_s_predictions_and_metrics(run: Path, caps
     assert trained.num_classes == 20 and trained.step == 20 and trained.cluster_fg.shape == (8,)
 
 
+def test_loading_a_checkpoint_skips_the_random_initialisation(run: Path) -> None:
+    """load_for_inference built the model with its random initialisation, then replaced every weight by
+    the checkpoint's: wasted work, and the global torch generator moved (a seeded caller's later draws
+    changed with the loading)."""
+    final = run / "checkpoints" / "final.pt"
+    generator = torch.random.get_rng_state()
+    trained = load_for_inference(final)
+    assert torch.equal(torch.random.get_rng_state(), generator)
+    saved = load_checkpoint(final)["model"]
+    weights = dict(trained.model.named_parameters())
+    assert list(weights) == list(saved) and set(trained.model.state_dict()) == set(saved)
+    for name, tensor in saved.items():  # the checkpoint's, bit for bit, as ordinary CPU parameters
+        assert weights[name].device.type == "cpu" and weights[name].requires_grad, name
+        assert torch.equal(weights[name], tensor) and weights[name].dtype == tensor.dtype, name
+
+
 def test_test_time_overrides_change_only_the_post_processing(
     run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
