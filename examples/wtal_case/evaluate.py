@@ -341,6 +341,23 @@ def write_out(path: Path, record: dict[str, Any]) -> None:
         write_metrics(path, record)
 
 
+#: The input files a flag names, and what each should be (for the message when it is a folder).
+INPUT_FILES = (
+    ("--gt", "gt", "a ground-truth JSON file"),
+    ("--pred", "pred", "a predictions JSON file"),
+    ("--ambiguous", "ambiguous", "an ambiguous-segment text file"),
+)
+
+
+def check_input_places(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an input file given as a folder: the OS's "cannot be read: Is a
+    directory" named no flag."""
+    for flag, name, expected in INPUT_FILES:
+        path = getattr(args, name)
+        if path and Path(path).is_dir():
+            raise ValueError(f"{flag} {path} is a folder; {expected} is expected")
+
+
 def check_output_places(args: argparse.Namespace) -> None:
     """Refuse, before any work, an ``--out`` that is a folder or an ``--eval-dir`` that is a file."""
     if args.out and Path(args.out).is_dir():
@@ -370,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"{', '.join(misplaced)} only apply with --checkpoint")
     try:
         with one_line_warnings("evaluate.py"):
+            check_input_places(args)
             check_output_places(args)
             if args.tiou is not None:
                 check_tiou_thresholds(args.tiou, "--tiou")

@@ -1,4 +1,4 @@
-"""Fixtures for the CASE example's tests: its package on sys.path, the shared annotations."""
+"""Fixtures for the CASE example's tests: its package on sys.path, the shared annotations, the thread count."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "wtal_case"
@@ -22,3 +23,12 @@ def thumos14_dir() -> Path:
     if not (THUMOS14 / "gt.json").exists():
         pytest.skip(f"THUMOS14 annotations not found at {THUMOS14} (CI always has them)")
     return THUMOS14
+
+
+@pytest.fixture()
+def restore_thread_count() -> object:
+    """An evaluation applies the run's ``train.threads`` to this process (evaluate.py, the
+    evaluation path): put the thread count back for the other tests."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import doctest
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from case import ablation
-from case.ablation import AblationError, compare, plan, summarize
-from case.config import CONFIG_DIR
+from case.ablation import AblationError, compare, plan, runner, summarize
+from case.config import CONFIG_DIR, Config, dump_config, load_config, parse_yaml
+from case.errors import RunFolderError
+from case.runfolder import RESUME_MAY_CHANGE, RunFolder
 
 ROOT = Path(__file__).resolve().parents[2]
 ABLATE = ROOT / "examples" / "wtal_case" / "ablate.py"
@@ -110,6 +113,42 @@ def test_a_second_invocation_reuses_finished_runs_and_resumes_a_broken_one(grid:
 def test_a_run_of_another_configuration_is_refused(grid: Path) -> None:
     result = _ablate(grid, "--set", "train.steps=30")
     assert result.returncode == 2 and "holds a run of another configuration" in result.stderr
+
+
+def _ablation_config(key: str, value: object | None = None) -> Config:
+    """configs/ablation.yaml, with ``key`` set to ``value`` (None: as it is)."""
+    return load_config(CONFIG_DIR / "ablation.yaml", [] if value is None else [f"{key}={json.dumps(value)}"])
+
+
+@pytest.mark.parametrize("key", [*RESUME_MAY_CHANGE, "train.threads", "optim.lr"])
+def test_a_cached_run_is_reused_as_a_resume_would_continue_it(
+    key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ablation's check of a finished run compared every key: a run that differed only in a setting
+    that ``--resume`` may change (``case.runfolder.RESUME_MAY_CHANGE``: train.num_workers, the
+    checkpoint cadence, ...) was refused as "a run of another configuration". Reused now; any other
+    difference is still refused, exactly where train.py's --resume refuses it."""
+    trainings: list[Path] = []
+    monkeypatch.setattr(runner, "train", lambda cfg, run, resume=False: trainings.append(run))
+    now = _ablation_config(key)
+    section, name = key.split(".")
+    value = getattr(getattr(now, section), name)
+    before = _ablation_config(key, (not value) if isinstance(value, bool) else value + 1)
+    run = tmp_path / "run"  # a finished run (final.pt and metrics.json) trained with `before`
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "final.pt").write_bytes(b"")
+    (run / "metrics.json").write_text("{}")
+    (run / "config.yaml").write_text(dump_config(before))
+    saved = parse_yaml((run / "config.yaml").read_text())
+    if key in RESUME_MAY_CHANGE:
+        assert runner.ensure_trained(now, run) is False  # reused
+        RunFolder.check_same_config(saved, now, "config.yaml")  # as train.py's --resume continues it
+    else:
+        with pytest.raises(AblationError, match=rf"holds a run of another configuration \({re.escape(key)}: "):
+            runner.ensure_trained(now, run)
+        with pytest.raises(RunFolderError, match=re.escape(key)):
+            RunFolder.check_same_config(saved, now, "config.yaml")
+    assert trainings == []
 
 
 def test_plan_restricts_rows_and_shares_runs() -> None:

@@ -244,6 +244,39 @@ def test_subsets_of_other_names_are_not_judged(root: Path, subset: str) -> None:
     assert build_dataset(basnet_cfg(root), "test", "all").videos == ["v_test_a"]
 
 
+def list_in_both_splits(root: Path, video: str = "v_test_a") -> None:
+    """List the test video ``video`` in ``split_train.txt`` too, its features copied where training reads them."""
+    for stream in ("rgb", "flow"):
+        shutil.copy(root / "features" / "test" / stream / f"{video}.npy", root / "features" / "train" / stream)
+    with (root / "split_train.txt").open("a") as handle:
+        handle.write(f"{video}\n")
+
+
+@pytest.mark.parametrize("subset", ["test", "validation", None])
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_a_video_listed_in_both_split_files_is_refused(root: Path, split: str, subset: str | None) -> None:
+    """A video in split_train.txt and split_test.txt (trained on and scored: leakage) was refused only
+    by accident: for want of its features in the other split's folder, or by gt.json's subset, naming
+    one split file; with features in both folders and a subset of another name it trained and tested."""
+    list_in_both_splits(root)
+    _edit_gt(root, lambda db: db["v_test_a"].pop("subset") if subset is None else db["v_test_a"].update(subset=subset))
+    message = (
+        f"video 'v_test_a' is listed in both {root / 'split_train.txt'} and {root / 'split_test.txt'}: a video "
+        "in both splits leaks between training and testing; remove it from one"
+    )
+    with pytest.raises(DatasetError, match=re.escape(message)) as info:
+        build_dataset(basnet_cfg(root), split, "all")
+    assert "\n" not in str(info.value)
+
+
+def test_a_split_file_may_be_missing_or_empty_when_the_other_is_read(root: Path) -> None:
+    """The check reads the other split file only when it is there (a test-only folder has no training list)."""
+    (root / "split_train.txt").unlink()
+    assert build_dataset(basnet_cfg(root), "test", "all").videos == ["v_test_a"]
+    (root / "split_train.txt").write_text("\n")
+    assert build_dataset(basnet_cfg(root), "test", "all").videos == ["v_test_a"]
+
+
 def test_the_real_thumos14_splits_agree_with_their_subsets(thumos14_dir: Path) -> None:
     """Why a contradiction is refused, not warned about: the real THUMOS14 files have none."""
     from case.data.annotations import check_split_subsets, read_activitynet_gt

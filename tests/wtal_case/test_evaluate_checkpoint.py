@@ -2,52 +2,28 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from test_evaluate_cli import read_only  # tests/wtal_case is on sys.path
+from example_scripts import load_evaluate_py, smoke_run  # tests/wtal_case is on sys.path
+from test_evaluate_cli import read_only
 
 from case.checkpoint import load_checkpoint
-from case.config import CONFIG_DIR, ConfigError, load_config
+from case.config import ConfigError, load_config
 from case.inference import detect_dataset, inference_class_names, inference_config, load_for_inference, predict_dataset
 from case.metrics import evaluate_detection
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "wtal_case"
-_spec = importlib.util.spec_from_file_location("evaluate_cli_checkpoint", EXAMPLE / "evaluate.py")
-cli = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cli)  # type: ignore[union-attr]
-
-
-@pytest.fixture(autouse=True)
-def _keep_thread_count() -> object:
-    """evaluate.py applies the run's ``train.threads`` to this process: restore it for the other tests."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+cli = load_evaluate_py()
+pytestmark = pytest.mark.usefixtures("restore_thread_count")  # evaluate.py sets this process's threads
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished smoke run of train.py (20 steps are enough to test the plumbing)."""
-    base = tmp_path_factory.mktemp("ckpt")
-    out = base / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLE / "train.py"), "--config", str(CONFIG_DIR / "smoke.yaml"),
-         "--set", f"data.root={base / 'data'}", "--set", "train.steps=20", "--set", "train.progress=false",
-         "--set", "eval.plot_videos=0", "--out", str(out)],
-        capture_output=True, text=True, env=env, cwd=base, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
+    return smoke_run(tmp_path_factory.mktemp("ckpt"), steps=20).folder
 
 
 def evaluate(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -71,6 +47,22 @@ def test_checkpoint_reproduces_the_run_s_predictions_and_metrics(run: Path, caps
     trained = load_for_inference(final)
     assert trained.class_names == build_dataset(trained.config.data, "train", "all").class_names
     assert trained.num_classes == 20 and trained.step == 20 and trained.cluster_fg.shape == (8,)
+
+
+def test_loading_a_checkpoint_skips_the_random_initialisation(run: Path) -> None:
+    """load_for_inference built the model with its random initialisation, then replaced every weight by
+    the checkpoint's: wasted work, and the global torch generator moved (a seeded caller's later draws
+    changed with the loading)."""
+    final = run / "checkpoints" / "final.pt"
+    generator = torch.random.get_rng_state()
+    trained = load_for_inference(final)
+    assert torch.equal(torch.random.get_rng_state(), generator)
+    saved = load_checkpoint(final)["model"]
+    weights = dict(trained.model.named_parameters())
+    assert list(weights) == list(saved) and set(trained.model.state_dict()) == set(saved)
+    for name, tensor in saved.items():  # the checkpoint's, bit for bit, as ordinary CPU parameters
+        assert weights[name].device.type == "cpu" and weights[name].requires_grad, name
+        assert torch.equal(weights[name], tensor) and weights[name].dtype == tensor.dtype, name
 
 
 def test_test_time_overrides_change_only_the_post_processing(

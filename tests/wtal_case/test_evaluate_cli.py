@@ -137,6 +137,28 @@ def test_bad_files_exit_with_status_2(
     assert code == 2 and "not found" in err
 
 
+@pytest.mark.parametrize(
+    ("flag", "expected"),
+    [("--gt", "a ground-truth JSON file"), ("--pred", "a predictions JSON file"),
+     ("--ambiguous", "an ambiguous-segment text file")],
+)  # fmt: skip
+def test_a_folder_given_for_an_input_file_names_the_flag(
+    files: tuple[Path, Path], tmp_path: Path, flag: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--gt <folder>` (or --pred, --ambiguous) was "a ground truth file <folder> cannot be read: Is a
+    directory", the OS's words naming no flag."""
+    gt, pred = files
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    given = {"--gt": str(gt), "--pred": str(pred), flag: str(folder)}
+    code, out, err = run(capsys, *(item for pair in given.items() for item in pair))
+    assert code == 2 and out == ""
+    assert err == f"evaluate.py: error: {flag} {folder} is a folder; {expected} is expected\n", err
+    if flag != "--pred":  # with --checkpoint too, before any work (the checkpoint is not even looked for)
+        code, out, err = run(capsys, "--checkpoint", str(tmp_path / "none.pt"), flag, str(folder))
+        assert code == 2 and err == f"evaluate.py: error: {flag} {folder} is a folder; {expected} is expected\n"
+
+
 def test_bad_arguments(files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     gt, pred = files
     with pytest.raises(SystemExit):

@@ -7,60 +7,37 @@ mode's under ``"modes"``; the ablation's Table 7 reads them from there.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from example_scripts import load_evaluate_py, smoke_run  # tests/wtal_case is on sys.path
 
 from case import inference
 from case.ablation import runner
-from case.config import CONFIG_DIR, load_config
+from case.config import load_config
 from case.data import build_dataset
 from case.evaluation import evaluate_checkpoint
 from case.metrics import evaluate_detection
 from case.model import CASEModel
 from case.postprocess import TEST_MODES
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "wtal_case"
-_spec = importlib.util.spec_from_file_location("evaluate_cli_modes", EXAMPLE / "evaluate.py")
-cli = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cli)  # type: ignore[union-attr]
+cli = load_evaluate_py()
+pytestmark = pytest.mark.usefixtures("restore_thread_count")  # an evaluation sets this process's threads
 
 TOP = ("tiou", "mAP", "average")
-
-
-@pytest.fixture(autouse=True)
-def _keep_thread_count() -> object:
-    """An evaluation applies the run's ``train.threads`` to this process: restore it for the other tests."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A smoke run of train.py long enough (400 steps) that the three modes score differently."""
-    base = tmp_path_factory.mktemp("modes")
-    out = base / "run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLE / "train.py"), "--config", str(CONFIG_DIR / "smoke.yaml"),
-         "--set", f"data.root={base / 'data'}", "--set", "train.steps=400", "--set", "train.progress=false",
-         "--set", "eval.plot_videos=0", "--out", str(out)],
-        capture_output=True, text=True, env=env, cwd=base, check=False,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    out, stdout = smoke_run(tmp_path_factory.mktemp("modes"), steps=400)
     # train.py's table: one row per mode, the configured one named
-    assert "| P^A (attention) |" in result.stdout and "| P^T (cluster) |" in result.stdout
-    assert "| P^M (mixed, configured) |" in result.stdout
-    assert json.loads(result.stdout.splitlines()[-1]) == json.loads((out / "metrics.json").read_text())
+    assert "| P^A (attention) |" in stdout and "| P^T (cluster) |" in stdout
+    assert "| P^M (mixed, configured) |" in stdout
+    assert json.loads(stdout.splitlines()[-1]) == json.loads((out / "metrics.json").read_text())
     return out
 
 

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_data_readers import VIDEOS, make_basnet  # tests/wtal_case is on sys.path
+from test_data_checks import list_in_both_splits  # tests/wtal_case is on sys.path
+from test_data_readers import VIDEOS, make_basnet
 
 from case.config import CONFIG_DIR
 
@@ -136,10 +137,12 @@ def test_bad_settings_are_refused_at_once(data: Path, tmp_path: Path, extra: lis
         (lambda root: _swap_for_directory(root / "features/test/rgb/v_test_a.npy"),
          ["feature file", "rgb/v_test_a.npy is a directory, not a file"]),
         (lambda root: _swap_for_directory(root / "split_train.txt"), ["split_train.txt is a directory, not a file"]),
+        # a test video in the training list too (its features copied): trained on and scored
+        (list_in_both_splits, ["video 'v_test_a' is listed in both", "split_train.txt and", "split_test.txt"]),
     ],
     ids=[
         "nan-test-features", "inf-train-features", "1e30-features", "empty-test-split", "no-gt", "repeated-video",
-        "random-bytes-npy", "npy-directory", "split-directory",
+        "random-bytes-npy", "npy-directory", "split-directory", "video-in-both-splits",
     ],
 )  # fmt: skip
 def test_bad_data_is_refused_at_once_naming_the_file(data: Path, tmp_path: Path, damage, words: list[str]) -> None:

@@ -103,7 +103,12 @@ def load_for_inference(checkpoint: str | Path, device: str | torch.device = "cpu
     state = ckpt.load_trained(checkpoint, map_location=device)
     cfg = ckpt.saved_config(checkpoint, state)
     names = ckpt.saved_class_names(checkpoint, state)
-    model = CASEModel(cfg.data.feature_dim, len(names), cfg.model).to(device)
+    # Built without its random initialisation (which the checkpoint's weights replace, and which would
+    # move the global generator): shapes only, then uninitialised memory that load_weights fills in
+    # full (a strict load_state_dict: every parameter, each copied as it was saved; no buffers).
+    with torch.device("meta"):
+        model = CASEModel(cfg.data.feature_dim, len(names), cfg.model)
+    model = model.to_empty(device=device)
     cluster_fg = ckpt.load_weights(checkpoint, state, model)  # shapes, finite values: one line naming the file
     model.eval()
     return TrainedModel(model, cluster_fg.to(device), cfg, names, int(state["step"]), Path(checkpoint))

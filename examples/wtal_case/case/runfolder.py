@@ -47,7 +47,16 @@ if TYPE_CHECKING:
 # where a configuration is read or compared: owning_run, which evaluate.py --pred asks, needs
 # neither.
 
-__all__ = ["LOCK_NAME", "RESUME_MAY_CHANGE", "RunPaths", "RunLock", "RunFolder", "is_run_folder", "owning_run"]
+__all__ = [
+    "LOCK_NAME",
+    "RESUME_MAY_CHANGE",
+    "RunPaths",
+    "RunLock",
+    "RunFolder",
+    "run_differences",
+    "is_run_folder",
+    "owning_run",
+]
 
 #: The lock file's name inside a run folder.
 LOCK_NAME = "run.lock"
@@ -73,6 +82,24 @@ _RUN_FILES = (
     r"|ablation\.json|ablation_error\.txt"
 )
 _CHECKPOINT_FILES = r"final\.pt|best\.pt|step_\d+\.pt"
+
+
+def run_differences(saved: Any, cfg: Config) -> list[str]:
+    """How ``cfg`` differs from the saved configuration of a run (``config.yaml``'s plain data, or a
+    checkpoint's) in what continuing that run must keep: every key but :data:`RESUME_MAY_CHANGE`.
+
+    Empty when the run may go on (or be reused) under ``cfg``: the one rule of ``--resume`` and
+    of the ablation's reuse of a finished run (:func:`case.ablation.runner.ensure_trained`).
+    """
+    from .config import differences_from
+
+    if isinstance(saved, Mapping):  # those keys compare equal: the saved run takes cfg's values
+        saved = dict(saved)
+        for key in RESUME_MAY_CHANGE:
+            section, name = key.split(".")
+            if isinstance(saved.get(section), Mapping):
+                saved[section] = {**saved[section], name: getattr(getattr(cfg, section), name)}
+    return differences_from(saved, cfg)
 
 
 def is_run_folder(folder: str | Path) -> bool:
@@ -373,16 +400,8 @@ class RunFolder:
     @staticmethod
     def check_same_config(saved: Any, cfg: Config, source: str) -> None:
         """Raise :class:`RunFolderError` naming the keys in which ``cfg`` differs from a saved configuration
-        (but for :data:`RESUME_MAY_CHANGE`)."""
-        from .config import differences_from
-
-        if isinstance(saved, Mapping):  # those keys compare equal: the saved run takes cfg's values
-            saved = dict(saved)
-            for key in RESUME_MAY_CHANGE:
-                section, name = key.split(".")
-                if isinstance(saved.get(section), Mapping):
-                    saved[section] = {**saved[section], name: getattr(getattr(cfg, section), name)}
-        differences = differences_from(saved, cfg)
+        (but for :data:`RESUME_MAY_CHANGE`: :func:`run_differences`)."""
+        differences = run_differences(saved, cfg)
         if not differences:
             return
         raise RunFolderError(

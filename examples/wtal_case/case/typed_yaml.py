@@ -31,6 +31,7 @@ case.errors.ConfigError: defaults: --set lrr: unknown key 'lrr'; valid keys of t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -186,6 +187,13 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: cannot check a value against type {tp!r}")
 
 
+@functools.cache
+def _field_hints(cls: type) -> Mapping[str, Any]:
+    """The resolved type hints of dataclass ``cls``, computed once: :func:`typing.get_type_hints`
+    evaluates every string annotation anew on each call (some 220 calls per evaluation of a checkpoint)."""
+    return types.MappingProxyType(typing.get_type_hints(cls))  # shared: read-only
+
+
 def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
     """Build dataclass ``cls`` from a mapping, checking keys and types (missing keys: defaults).
 
@@ -195,7 +203,7 @@ def from_dict(cls: type, values: Mapping[str, Any], prefix: str = "") -> Any:
         For an unknown key (listing the valid ones), a value of the wrong type, or a value
         the dataclass itself rejects.
     """
-    hints = typing.get_type_hints(cls)
+    hints = _field_hints(cls)
     names = [f.name for f in dataclasses.fields(cls) if f.init]
     kwargs = {}
     for key, value in values.items():
@@ -275,7 +283,7 @@ def apply_overrides(values: dict[str, Any], overrides: Sequence[str], root: type
                 raise ConfigError(
                     f"--set {clip(dotted)}: unknown key {clip(here)!r}; valid keys of {where}: {', '.join(names)}"
                 )
-            hint = typing.get_type_hints(cls)[part]
+            hint = _field_hints(cls)[part]
             if depth == len(parts) - 1:
                 node[part] = value
                 break

@@ -2,7 +2,8 @@
 
 Each run lives in ``<out>/runs/<variant>-seed<seed>/`` (a train.py run folder); a finished run
 (``final.pt`` and ``metrics.json``) is reused, an interrupted one is resumed from its latest
-checkpoint (bit-identical on the CPU), and a folder trained with another configuration is
+checkpoint (bit-identical on the CPU), and a folder trained with another configuration (one
+that ``--resume`` would not continue: :data:`case.runfolder.RESUME_MAY_CHANGE` may differ) is
 refused. Test-time results are read from the run's ``metrics.json``, which scores P^A, P^T and
 P^M from one forward pass (:mod:`case.scoring`), and cached with the training's H(P̄^S) in
 ``ablation.json`` beside it. A killed ablation therefore continues where it stopped when run again.
@@ -23,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from ..atomic import atomic_write_json, atomic_write_text
-from ..config import Config, ConfigError, differences_from, load_config, parse_yaml
+from ..config import Config, ConfigError, load_config, parse_yaml
 from ..evaluation import evaluate_checkpoint
+from ..runfolder import run_differences
 from ..trainer import train
 from .grid import ENTROPY_TAIL, FOREGROUND_LABELS, VARIANTS, AblationError, Table, plan
 
@@ -66,12 +68,14 @@ def ensure_trained(cfg: Config, run: Path) -> bool:
     Raises
     ------
     AblationError
-        ``run`` holds a run of another configuration.
+        ``run`` holds a run of another configuration: one that ``train.py --resume`` would not
+        continue (:func:`case.runfolder.run_differences`; a setting of
+        :data:`~case.runfolder.RESUME_MAY_CHANGE` may differ).
     """
     config_file = run / "config.yaml"
     if config_file.is_file():
         try:
-            differences = differences_from(parse_yaml(config_file.read_text(encoding="utf-8")), cfg)
+            differences = run_differences(parse_yaml(config_file.read_text(encoding="utf-8")), cfg)
         except (OSError, UnicodeDecodeError, ConfigError) as err:
             raise AblationError(
                 f"{config_file} cannot be read ({err}); delete the folder or choose another --out"

@@ -376,6 +376,27 @@ class _ArrayLoader:
         return f"feature file {self.path} (video {self.videos[i]!r}, {('RGB', 'flow')[stream]} half)"
 
 
+def _check_no_video_in_both_splits(root: Path, split: str, names: Sequence[str]) -> None:
+    """Raise :class:`DatasetError` naming a video of ``names`` (split ``split``'s list) that the other
+    split's file lists too: it would be trained on and scored (leakage).
+
+    The other file is read only when it is there, and loosely (its own load checks it): a folder
+    made for testing alone may have no training list, or an empty one.
+    """
+    other = next(s for s in SPLITS if s != split)
+    other_path = root / f"split_{other}.txt"
+    if not other_path.is_file():
+        return
+    listed = {line.strip() for line in other_path.read_text(encoding="utf-8", errors="replace").splitlines()}
+    both = next((name for name in names if name in listed), None)
+    if both is not None:
+        train_path, test_path = (root / "split_train.txt", root / "split_test.txt")
+        raise DatasetError(
+            f"video {both!r} is listed in both {train_path} and {test_path}: a video in both splits leaks "
+            "between training and testing; remove it from one"
+        )
+
+
 def _basnet(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) -> VideoDataset:
     """CASE/BaSNet layout: ``features/<split>/{rgb,flow}/<video>.npy``, split files, gt.json.
 
@@ -394,6 +415,7 @@ def _basnet(cfg: DataConfig, root: Path, split: str, sampling: str, seed: int) -
         class_names = sorted({s.label for rec in gt.values() for s in rec.segments})
     split_path = root / f"split_{split}.txt"
     names = _read_names(split_path, "video")
+    _check_no_video_in_both_splits(root, split, names)
     width = cfg.feature_dim // 2
     records, lengths, paths = [], [], []
     for name in names:
