@@ -995,8 +995,8 @@ def finish_features(call: FeaturesCall, solution: Solution) -> Any:
         col_error=col_error.amax().item(),
         backend=solution.backend,
         log_domain=solution.log_domain,
-        log_row_scaling=_in_callers_type(solution.log_row_scaling, None, call.was_numpy),
-        log_col_scaling=_in_callers_type(solution.log_col_scaling, None, call.was_numpy),
+        log_row_scaling=_in_callers_type(solution.log_row_scaling.reshape(-1), None, call.was_numpy),
+        log_col_scaling=_in_callers_type(solution.log_col_scaling.reshape(-1), None, call.was_numpy),
     )
 
 
