@@ -81,9 +81,24 @@ class Factored:
         self.dtype, self.device = features.dtype, features.device
         self.shape = (features.shape[0], prototypes.shape[0])
 
+        self._augmented: torch.Tensor | None = None  # the workspaces of the blocks, made once
+        self._block: torch.Tensor | None = None
+
     @property
     def requires_grad(self) -> bool:
         return False
+
+    def workspace(self, n_rows: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features block with the offsets' columns, kernel block) buffers for ``n_rows`` rows,
+        made once per call and reused by every block of every pass: a fresh block per step would
+        cost page faults, and fragment the heap that much that a pass over 200,000 rows grew the
+        process by hundreds of MB (glibc keeps such freed blocks)."""
+        if self._block is None:
+            rows = min(self.chunk_rows, self.shape[0])
+            self._augmented = torch.empty((rows, self.features.shape[1] + 2), dtype=dtype, device=self.device)
+            self._block = torch.empty((rows, self.shape[1]), dtype=dtype, device=self.device)
+        assert self._augmented is not None
+        return self._augmented[:n_rows], self._block[:n_rows]
 
     def kernel(self, epsilon: float) -> StreamedKernel:
         """``scores / epsilon`` as a lazy kernel (the log-kernel, before any offset)."""
@@ -135,22 +150,25 @@ class StreamedKernel:
         return self
 
     def _augmented_weights(self) -> torch.Tensor:
-        """The weights with a column per offset: ``[coef C, col_offset, 1]`` (K, d + 2), made once
-        per recipe, so that one matrix product gives ``coef X C^T + col_offset + row_offset`` (the
-        offsets ride on the product instead of costing two more passes over the block)."""
+        """The weights with a row per offset, transposed: ``[coef C, col_offset, 1]^T`` (d + 2, K),
+        made once per recipe, so that one matrix product gives ``coef X C^T + col_offset +
+        row_offset`` (the offsets ride on the product instead of costing two more passes)."""
         if self._weights is None:
             ones = torch.ones_like(self.weights[:, :1])
             col = ones * self.col_offset if not isinstance(self.col_offset, torch.Tensor) else self.col_offset
-            self._weights = torch.cat((self.weights, col.reshape(-1, 1).to(self.dtype), ones), dim=1)
+            weights = torch.cat((self.weights, col.reshape(-1, 1).to(self.dtype), ones), dim=1)
+            self._weights = weights.t().contiguous()
         return self._weights
 
     def block(self, rows: slice) -> torch.Tensor:
-        """Rows ``rows`` of the kernel, (rows, K), a fresh tensor in the compute dtype."""
+        """Rows ``rows`` of the kernel, (rows, K), in the compute dtype, in the call's block
+        workspace (valid until the next block is made: every pass makes a block of rows in the
+        same memory, so that every pass computes the same numbers)."""
         scores = self.scores
         features = scores.features[rows]
         n_rows, dim = features.shape
         # [x (normalised), 1, row_offset]: the features' block with the offsets' columns
-        augmented = torch.empty((n_rows, dim + 2), dtype=self.dtype, device=self.device)
+        augmented, workspace = scores.workspace(n_rows, self.dtype)
         if scores.inverse_norms is not None:
             torch.mul(features, scores.inverse_norms[rows].unsqueeze(-1), out=augmented[:, :dim])
         else:
@@ -160,7 +178,7 @@ class StreamedKernel:
             augmented[:, dim + 1] = 0.0
         else:
             augmented[:, dim + 1] = self.row_offset[rows]
-        block = torch.matmul(augmented, self._augmented_weights().t())
+        block = torch.matmul(augmented, self._augmented_weights(), out=workspace)
         return block.exp_() if self.exponentiated else block
 
     def slices(self) -> Iterator[slice]:
@@ -193,7 +211,7 @@ class StreamedPlan:
     def block(self, rows: slice) -> torch.Tensor:
         block = self.kernel.block(rows)
         if self.softmax_rows is not None:
-            block = torch.softmax(block, dim=-1)
+            block.copy_(torch.softmax(block, dim=-1))
             if isinstance(self.softmax_rows, torch.Tensor):
                 block.mul_(self.softmax_rows[rows].unsqueeze(-1))
         elif not self.kernel.exponentiated:
@@ -270,17 +288,21 @@ class Streamed(Single):
         self.passes += 1
         return kernel.blocks()
 
-    def _rows(self, parts: list[torch.Tensor]) -> torch.Tensor:
-        if not parts:
-            return torch.zeros(0, dtype=self._dtype, device=self._device)
-        return torch.cat(parts)
-
     # reductions over the rows, one pass each ----------------------------------------------------
+    def _row_vector(self) -> torch.Tensor:
+        return torch.empty(self.n_rows, dtype=self._dtype, device=self._device)
+
     def row_max(self, kernel: StreamedKernel) -> torch.Tensor:
-        return self._rows([block.amax(-1) for _, block in self._blocks(kernel)])
+        result = self._row_vector()
+        for rows, block in self._blocks(kernel):
+            torch.amax(block, -1, out=result[rows])
+        return result
 
     def row_lse(self, kernel: StreamedKernel) -> torch.Tensor:
-        return self._rows([torch.logsumexp(block, dim=-1) for _, block in self._blocks(kernel)])
+        result = self._row_vector()
+        for rows, block in self._blocks(kernel):
+            torch.logsumexp(block, -1, out=result[rows])
+        return result
 
     def col_max(self, kernel: StreamedKernel) -> torch.Tensor:
         top = torch.full((self.n_cols,), -math.inf, dtype=self._dtype, device=self._device)
@@ -331,27 +353,28 @@ class Streamed(Single):
         last = self.row_passes == self.final_pass
         speculate, want_cols = self.speculate_hard and last, not (last and self.speculate_hard)
         row_mass, bias = self.row_mass, self._bias
-        sums, scalings, best_values, best_columns = [], [], [], []
+        row_sums, scalings = self._row_vector(), self._row_vector()
+        best = (
+            (self._row_vector(), torch.empty(self.n_rows, dtype=torch.int64, device=self._device))
+            if speculate
+            else None
+        )
         col_sums = torch.zeros(self.n_cols, dtype=torch.float64, device=self._device)
         for rows, block in self._blocks(kernel):
-            row = torch.mv(block, b) if bias is None else torch.addmv(bias.reshape(1), block, b)
-            a = torch.reciprocal(row) if row_mass is None else torch.div(row_mass[rows], row)
+            row, a = row_sums[rows], scalings[rows]
+            if bias is None:
+                torch.mv(block, b, out=row)
+            else:
+                torch.addmv(bias.reshape(1), block, b, out=row)
+            if row_mass is None:
+                torch.reciprocal(row, out=a)
+            else:
+                torch.div(row_mass[rows], row, out=a)
             if want_cols:
                 col_sums += _weighted_col_sums(block, a, self.accurate)
-            if speculate:
-                best = block.mul_(b).max(-1)
-                best_values.append(best.values)
-                best_columns.append(best.indices)
-            sums.append(row)
-            scalings.append(a)
-        row_sums = self._rows(sums)
-        best = None
-        if speculate:
-            columns = (
-                torch.cat(best_columns) if best_columns else torch.zeros(0, dtype=torch.int64, device=self._device)
-            )
-            best = (self._rows(best_values), columns)
-        self.last = _Pass(b, row_sums, self._rows(scalings), col_sums if want_cols else None, best)
+            if best is not None:
+                torch.max(block.mul_(b), -1, out=(best[0][rows], best[1][rows]))
+        self.last = _Pass(b, row_sums, scalings, col_sums if want_cols else None, best)
         return row_sums
 
     def row_scaling(self, row_sums: torch.Tensor, row_mass: torch.Tensor | None) -> torch.Tensor:
@@ -411,30 +434,28 @@ def realise(plan: StreamedPlan, output: str, top_k: int, layout: Streamed) -> An
     :class:`TopLabels`, in the compute dtype; one pass over the rows, none for hard labels that
     the last fused pass already found."""
     if output == "plan":
-        return layout._rows([block for _, block in layout._blocks(plan)]).reshape(plan.shape)
+        # (blocks are made in the workspace and copied: a product written elsewhere may round
+        # otherwise — MKL's kernels depend on alignment — and the plan must be the one the last
+        # row step normalised, to the bit)
+        result = torch.empty(plan.shape, dtype=plan.dtype, device=plan.device)
+        for rows, block in layout._blocks(plan):
+            result[rows] = block
+        return result
     if output == "hard":
         speculated = _speculated_hard(plan, layout)
         if speculated is not None:
             return speculated
-        values, columns = [], []
-        for _, block in layout._blocks(plan):
-            best = block.max(-1)
-            values.append(best.values)
-            columns.append(best.indices)
-        return HardLabels(layout._rows(columns).to(torch.int64) if columns else _no_columns(plan), layout._rows(values))
-    values, columns = [], []
-    for _, block in layout._blocks(plan):
+        mass = layout._row_vector()
+        labels = torch.empty(layout.n_rows, dtype=torch.int64, device=plan.device)
+        for rows, block in layout._blocks(plan):
+            torch.max(block, -1, out=(mass[rows], labels[rows]))
+        return HardLabels(labels, mass)
+    values = torch.empty((layout.n_rows, top_k), dtype=plan.dtype, device=plan.device)
+    columns = torch.empty((layout.n_rows, top_k), dtype=torch.int64, device=plan.device)
+    for rows, block in layout._blocks(plan):
         top = top_entries(block, top_k)
-        values.append(top.values)
-        columns.append(top.indices)
-    if not values:
-        return TopLabels(torch.zeros((0, top_k), dtype=plan.dtype, device=plan.device), _no_columns(plan, top_k))
-    return TopLabels(torch.cat(values), torch.cat(columns))
-
-
-def _no_columns(plan: StreamedPlan, k: int | None = None) -> torch.Tensor:
-    shape = (0,) if k is None else (0, k)
-    return torch.zeros(shape, dtype=torch.int64, device=plan.device)
+        values[rows], columns[rows] = top.values, top.indices
+    return TopLabels(values, columns)
 
 
 def _speculated_hard(plan: StreamedPlan, layout: Streamed) -> HardLabels | None:
