@@ -807,8 +807,6 @@ def build_features(
         raise InvalidArgumentError(
             "differentiable=True is not available for sinkhorn_features: form the scores and call sinkhorn"
         )
-    if options.backend == "triton":
-        raise InvalidArgumentError("sinkhorn_features runs on the torch backend (backend='auto' or 'torch')")
     reducer = SINGLE_PROCESS if options.process_group is None else GroupReducer(options.process_group)
     split = reducer.distributed
     x, was_numpy = _feature_matrix(features, "features", "(N, d): one row per sample")
@@ -834,6 +832,10 @@ def build_features(
     normalize = check_bool(normalize, "normalize")
     output_dtype = torch.promote_types(x.dtype, c.dtype)
     dtype = compute_dtype(output_dtype)
+    # where the fused pass runs (the rest of the call runs on the torch blocks either way)
+    triton = backends.select_features(options.backend, x.device, dtype) == "triton"
+    if triton and not x.is_contiguous():
+        x = x.contiguous()  # (the kernel reads rows of d contiguous entries)
     if chunk_rows is None:
         chunk_memory = check_int(chunk_memory, "chunk_memory", 1)
         chunk_rows = max(1, chunk_memory // (n_cols * torch.finfo(dtype).bits // 8))
@@ -854,14 +856,19 @@ def build_features(
         c_norms, c_inverse = _inverse_norms(c, "prototypes", dtype, n_cols, checks)
         c_compute = c_compute * c_inverse.unsqueeze(-1)
         _, inverse_norms = _inverse_norms(x, "features", dtype, chunk_rows, checks)
+    fused_prototypes = None
+    if triton:
+        fused_prototypes, c_compute = _fused_prototypes(c_compute, x.dtype, checks)
     score_range = None
     if not checks.device_mode:
         # |S| <= |scale| |x| |c|: a bound on the score range, read on the host (one number), lets
         # the scaling path take a single global shift instead of two extra passes for per-row and
         # per-column maxima
         checks.raise_now()
-        if normalize:
+        if normalize and fused_prototypes is None:
             bound = abs(scale)
+        elif normalize:  # unit rows, rounded to the features' dtype: norms 1 to ~2**-8
+            bound = abs(scale) * float(torch.linalg.vector_norm(c_compute, dim=-1).amax())
         else:
             norm_x = max(
                 (
@@ -931,12 +938,43 @@ def build_features(
         accurate=not schedule.fixed,
         final_pass=final_pass,
         speculate_hard=options.output == "hard",
+        fused_columns=rules.total_mass is None and rules.row.hard and rules.col.hard,
+        triton=triton,
     )
-    scores = Factored(x, c_compute, scale, inverse_norms, chunk_rows)
+    scores = Factored(x, c_compute, scale, inverse_norms, chunk_rows, fused_prototypes)
     problem = _problem(
         options, scores, None, layout, checks, (row_mass, col_mass), (score_range, None), rules, resolved.init
     )
     return FeaturesCall(problem, options, was_numpy, output_dtype)
+
+
+def _fused_prototypes(
+    prototypes: torch.Tensor, features_dtype: torch.dtype, checks: DeferredChecks
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prototypes for the Triton kernel's fused pass, which multiplies operands of one dtype,
+    and the prototypes of every other pass, in the compute dtype.
+
+    float32 features: the prototypes as they are (float32), multiplied in IEEE float32. Half
+    precision features (float16, bfloat16): the prototypes (normalised first with
+    ``normalize=True``) **rounded to the features' dtype**, so that the kernel multiplies on
+    tensor cores (exact products, float32 sums); the other passes then take the rounded
+    prototypes too, so that the whole call solves one problem, the torch path's for prototypes
+    rounded to the features' precision (relative rounding 2**-9 in bfloat16, 2**-12 in float16
+    per entry: what the features' own rounding already costs). A prototype beyond float16's range
+    is an error.
+    """
+    if features_dtype == prototypes.dtype:
+        return prototypes.contiguous(), prototypes
+    fused = prototypes.to(features_dtype).contiguous()
+    name = str(features_dtype).removeprefix("torch.")
+    checks.require(
+        torch.isfinite(fused).all(),
+        lambda: InvalidArgumentError(
+            f"prototypes have entries beyond {name}'s range: the Triton pass multiplies them in the features' "
+            f"dtype ({name}); pass float32 features or backend='torch'"
+        ),
+    )
+    return fused, fused.to(prototypes.dtype)
 
 
 def _require_replicated(prototypes: torch.Tensor, reducer: Reducer) -> None:
@@ -1014,4 +1052,8 @@ def label_features(
         call = build_features(features, prototypes, options, scale, normalize, chunk_rows, chunk_memory)
         problem = call.problem
         solution = backends.select("torch", problem, call.schedule)(problem, call.schedule)
+        layout = problem.layout
+        assert isinstance(layout, Streamed)
+        if layout.triton_passes:  # the solver core ran on torch, its fused passes in the Triton kernel
+            solution.backend = "triton"
         return finish_features(call, solution)

@@ -17,6 +17,12 @@ module supplies
 * :class:`StreamedPlan`, the solution as a recipe, realised by :func:`realise` as the plan
   (N x K), hard labels (argmax per row and its mass) or the top-k entries per row.
 
+On the Triton backend (``Streamed(..., triton=True)``, CUDA by default) the fused pass is one
+launch of :func:`otlabel.backends._triton_features.feature_pass` over all of the rank's rows
+instead of the loop over blocks: the kernel recomputes the scores tile by tile and keeps no
+block. Every other reduction (maxima, log-sum-exps, the first and the exact column sums, the
+output) stays on the blocks.
+
 Memory: the inputs, a few vectors of N and K entries, and one block of ``chunk_rows x K`` entries
 in the compute dtype (with its temporaries, about three such blocks at a time).
 """
@@ -65,6 +71,9 @@ class Factored:
     used), ``prototypes`` (K, d) are held in the compute dtype, already normalised when
     ``inverse_norms`` is given (the features' inverse row norms, (n,)). ``dtype`` and ``device``
     are the features', as a score tensor's would be; ``shape`` is (n, K).
+
+    ``fused_prototypes``: the prototypes in the features' dtype, for the Triton kernel's fused
+    pass (which multiplies operands of one dtype), or None where the fused pass runs on torch.
     """
 
     def __init__(
@@ -74,10 +83,12 @@ class Factored:
         scale: float,
         inverse_norms: torch.Tensor | None,
         chunk_rows: int,
+        fused_prototypes: torch.Tensor | None = None,
     ):
         self.features, self.prototypes, self.scale = features, prototypes, scale
         self.inverse_norms = inverse_norms
         self.chunk_rows = chunk_rows
+        self.fused_prototypes = fused_prototypes
         self.dtype, self.device = features.dtype, features.device
         self.shape = (features.shape[0], prototypes.shape[0])
 
@@ -102,12 +113,14 @@ class Factored:
 
     def kernel(self, epsilon: float) -> StreamedKernel:
         """``scores / epsilon`` as a lazy kernel (the log-kernel, before any offset)."""
-        return StreamedKernel(self, self.prototypes * (self.scale / epsilon))
+        coef = self.scale / epsilon
+        return StreamedKernel(self, self.prototypes * coef, coef=coef)
 
 
 class StreamedKernel:
     """``coef * X C^T + row_offset + col_offset`` (exponentiated when ``exponentiated``), made one
-    block of rows at a time; ``coef`` is folded into ``weights`` (``scale / epsilon * C``).
+    block of rows at a time; ``coef`` is folded into ``weights`` (``scale / epsilon * C``), and
+    kept apart for the Triton kernel (which scales the dot products of ``C`` itself).
 
     The in-place operations the solver paths apply to a kernel (adding a row or column vector or
     a number, ``exp_``) are recorded, not applied; ``+`` gives a new recipe.
@@ -120,8 +133,9 @@ class StreamedKernel:
         row_offset: torch.Tensor | None = None,
         col_offset: torch.Tensor | float = 0.0,
         exponentiated: bool = False,
+        coef: float = 1.0,
     ):
-        self.scores, self.weights = scores, weights
+        self.scores, self.weights, self.coef = scores, weights, coef
         self.row_offset, self.col_offset = row_offset, col_offset
         self.exponentiated = exponentiated
         self._weights: torch.Tensor | None = None  # the augmented weights, once needed
@@ -142,7 +156,7 @@ class StreamedKernel:
         return self
 
     def __add__(self, value: torch.Tensor | float) -> StreamedKernel:
-        new = StreamedKernel(self.scores, self.weights, self.row_offset, self.col_offset, self.exponentiated)
+        new = StreamedKernel(self.scores, self.weights, self.row_offset, self.col_offset, self.exponentiated, self.coef)
         return new.add_(value)
 
     def exp_(self) -> StreamedKernel:
@@ -236,8 +250,8 @@ class StreamedPlan:
 
 class _Pass(NamedTuple):
     """What the last fused pass computed: for the column scaling ``b``, the row sums of G b, the
-    row scalings they give, the column sums of diag(a) G (this rank's), and optionally each row's
-    largest entry of G b with its column."""
+    row scalings they give, the column sums of diag(a) G (this rank's, float64), and optionally
+    each row's largest plan entry (of diag(a) G diag(b)) with its column."""
 
     b: torch.Tensor
     row_sums: torch.Tensor
@@ -255,7 +269,12 @@ class Streamed(Single):
     ``accurate``: column sums accurate to ~1e-7 in float32 (tolerance mode; see
     :func:`_weighted_col_sums`). ``final_pass``: the number of the fused row pass that ends the
     schedule (fixed-iteration mode), which computes no column sums, and with ``speculate_hard``
-    keeps each row's largest entry of G b instead, so that hard labels cost no extra pass.
+    keeps each row's largest plan entry (of diag(a) G diag(b)) and its column instead, so that
+    hard labels cost no extra pass.
+    ``fused_columns``: whether the fused pass computes the next column step's sums at all (only
+    the balanced problem's steps use them; the others' row steps make other row scalings).
+    ``triton``: the fused pass runs in the Triton kernel (see the module's docstring), which
+    needs the scores' ``fused_prototypes``.
     """
 
     def __init__(
@@ -270,13 +289,17 @@ class Streamed(Single):
         accurate: bool,
         final_pass: int | None = None,
         speculate_hard: bool = False,
+        fused_columns: bool = True,
+        triton: bool = False,
     ):
         super().__init__(1, n_rows, n_cols, dtype, device, reducer, bias)
         self.row_mass, self.accurate = row_mass, accurate
         self.final_pass, self.speculate_hard = final_pass, speculate_hard
+        self.fused_columns, self.triton = fused_columns, triton
         self.last: _Pass | None = None
         self.passes = 0  #: passes over the rows so far (for tests and benchmarks)
         self.row_passes = 0  #: fused row passes so far
+        self.triton_passes = 0  #: fused row passes run by the Triton kernel
 
     def view(self, tensor: Any) -> Any:
         return tensor
@@ -351,7 +374,14 @@ class Streamed(Single):
         wanted)."""
         self.row_passes += 1
         last = self.row_passes == self.final_pass
-        speculate, want_cols = self.speculate_hard and last, not (last and self.speculate_hard)
+        speculate = self.speculate_hard and last
+        want_cols = self.fused_columns and not speculate
+        # The schedule's last row step runs on the blocks unless it gives hard labels itself: the
+        # plan (or top-k) is made from the blocks, and its rows must sum to what that row step
+        # normalised, to the bit (the kernel rounds its exponents otherwise)
+        if self.triton and kernel.exponentiated and (speculate or not last):
+            self.last = self._triton_pass(kernel, b, want_cols, speculate)
+            return self.last.row_sums
         row_mass, bias = self.row_mass, self._bias
         row_sums, scalings = self._row_vector(), self._row_vector()
         best = (
@@ -373,9 +403,52 @@ class Streamed(Single):
             if want_cols:
                 col_sums += _weighted_col_sums(block, a, self.accurate)
             if best is not None:
-                torch.max(block.mul_(b), -1, out=(best[0][rows], best[1][rows]))
+                values = best[0][rows]
+                torch.max(block.mul_(b), -1, out=(values, best[1][rows]))
+                values.mul_(a)  # the plan's entry: a G b
         self.last = _Pass(b, row_sums, scalings, col_sums if want_cols else None, best)
         return row_sums
+
+    def _triton_pass(self, kernel: StreamedKernel, b: torch.Tensor, want_cols: bool, speculate: bool) -> _Pass:
+        """The fused pass as one launch of the Triton kernel over this rank's rows: the kernel's
+        ``coef * s_i * <x_i, c_k> + row_offset_i + col_offset_k`` is the recipe's with the scores'
+        ``fused_prototypes`` as C, ``kernel.coef`` as coef and the features' inverse norms (or
+        none) as the row scale ``s``; the tiny bias is added to the row sums inside the kernel,
+        before the scalings and the column partials are taken from them (as ``addmv`` does on the
+        blocks). The column partials come back in float32 (per program, then over the programs),
+        and are held in float64 as the blocks' are."""
+        from .backends._triton_features import feature_pass  # (imports triton: only when used)
+
+        self.passes += 1
+        self.triton_passes += 1
+        scores = kernel.scores
+        assert scores.fused_prototypes is not None, "the scores hold no prototypes for the Triton kernel"
+        n_rows, n_cols, dtype, device = self.n_rows, self.n_cols, self._dtype, self._device
+        row_offset = kernel.row_offset
+        if row_offset is None:
+            row_offset = torch.zeros(n_rows, dtype=dtype, device=device)
+        col_offset = kernel.col_offset
+        if isinstance(col_offset, torch.Tensor):
+            col_offset = col_offset.to(dtype).reshape(-1).expand(n_cols)
+        else:
+            col_offset = torch.full((n_cols,), col_offset, dtype=dtype, device=device)
+        row_mass = self.row_mass
+        out = feature_pass(
+            scores.features,
+            scores.fused_prototypes,
+            kernel.coef,
+            row_offset.contiguous(),
+            col_offset.contiguous(),
+            b.contiguous(),
+            None if row_mass is None else row_mass.contiguous(),
+            row_scale=scores.inverse_norms,
+            row_bias=self._bias_vector,
+            col_sums=want_cols,
+            top_k=1 if speculate else 0,
+        )
+        col_sums = out.col_partial.to(torch.float64) if want_cols else None
+        best = (out.top_values[:, 0], out.top_indices[:, 0]) if speculate else None
+        return _Pass(b, out.row_sums, out.row_scaling, col_sums, best)
 
     def row_scaling(self, row_sums: torch.Tensor, row_mass: torch.Tensor | None) -> torch.Tensor:
         last = self.last
@@ -463,8 +536,7 @@ def _speculated_hard(plan: StreamedPlan, layout: Streamed) -> HardLabels | None:
     last = layout.last
     if last is None or last.best is None or plan.row_factor is not last.a or plan.col_factor is not last.b:
         return None
-    best_values, best_columns = last.best
-    mass = best_values * last.a
+    mass, best_columns = last.best
     cap = plan.cap
     if isinstance(cap, torch.Tensor):
         mass = torch.minimum(mass, cap)

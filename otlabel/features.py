@@ -91,8 +91,20 @@ def sinkhorn_features(
         replicated: equal to one process on all the rows; each pass all-reduces K column sums.
     col_penalty, row_penalty, mass, col_bounds, init, acceleration
         As in :func:`~otlabel.sinkhorn`.
-    backend : {"auto", "torch"}, default "auto"
-        The torch backend, on any device.
+    backend : {"auto", "torch", "triton"}, default "auto"
+        Where each iteration's fused pass (row sums, row scalings and the next column sums) runs:
+        ``"triton"``, one launch of a Triton kernel over all the rows that recomputes the scores
+        tile by tile (float32 arithmetic; needs ``triton`` and CUDA tensors, else
+        :class:`~otlabel.BackendUnavailableError`; float64 is refused); ``"torch"``, the loop over
+        blocks; ``"auto"``, Triton for float32/float16/bfloat16 features on CUDA when triton is
+        installed, else torch. Every other pass (maxima, the first and the exact column sums, the
+        output) runs on the torch blocks either way, and the result's ``backend`` reads
+        ``"triton"`` when the fused passes ran in the kernel. On Triton, half-precision features
+        are multiplied on tensor cores with the prototypes (normalised first) rounded to the
+        features' dtype, and every pass of the call uses those rounded prototypes: the labels are
+        the torch path's for prototypes rounded to the features' precision (2**-9 relative per
+        entry in bfloat16, 2**-12 in float16). The kernel and the blocks round float32 sums
+        differently: a ``tol`` near float32's resolution may be met on one and not the other.
     output : {"plan", "hard", "topk"}, default "plan"
         As in :func:`~otlabel.sinkhorn`: the plan (N, K), :class:`~otlabel.HardLabels` (per row
         the column of its largest entry, int64, and that entry) or :class:`~otlabel.TopLabels`.

@@ -11,6 +11,8 @@ import importlib
 from collections.abc import Callable
 from types import ModuleType
 
+import torch
+
 from .._problem import Problem, Schedule, Solution
 from ..errors import BackendUnavailableError
 from . import torch_backend
@@ -52,3 +54,24 @@ def select(backend: str, problem: Problem, schedule: Schedule) -> Callable[[Prob
     module = _load(backend)
     assert module is not None
     return module.solve
+
+
+def select_features(backend: str, device: torch.device, dtype: torch.dtype) -> str:
+    """Where the fused pass of a :func:`~otlabel.sinkhorn_features` call runs: ``"triton"`` (the
+    kernel of :mod:`otlabel.backends._triton_features`) or ``"torch"`` (the streamed blocks), for
+    features on ``device`` computed in ``dtype``. ``"auto"`` picks Triton on CUDA where it can run,
+    as :func:`select` does; ``"triton"`` raises :class:`~otlabel.BackendUnavailableError` where it
+    cannot."""
+    if backend == "torch":
+        return backend
+    module = _load("triton")
+    reason = (
+        "the triton backend is not available in this installation"
+        if module is None
+        else module.features_unavailable_reason(device, dtype)
+    )
+    if backend == "auto":
+        return "triton" if device.type == "cuda" and reason is None else "torch"
+    if reason is not None:
+        raise BackendUnavailableError(f"backend={backend!r} cannot run here: {reason}")
+    return backend

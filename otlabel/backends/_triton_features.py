@@ -5,11 +5,13 @@ The scores ``S = coef * X C^T`` (``X``: n x d features, ``C``: K x d prototypes)
 materialised: a pass recomputes them tile by tile with ``tl.dot`` (float32 accumulator) and reduces
 the kernel entries, all in float32,
 
-    G[i, k] = exp(coef * <x_i, c_k> + row_offset[i] + col_offset[k]),
+    G[i, k] = exp(coef * s_i * <x_i, c_k> + row_offset[i] + col_offset[k]),
 
-into (:func:`feature_pass`):
+(``s``: an optional per-row scale of the dot products, such as the features' inverse norms, so
+that rows are normalised without a normalised copy of X; 1 by default) into (:func:`feature_pass`):
 
-* ``row_sums``: ``r_i = sum_k G[i, k] b_k`` (``b``: the column scaling);
+* ``row_sums``: ``r_i = t + sum_k G[i, k] b_k`` (``b``: the column scaling; ``t``: an optional
+  tiny bias, 0 by default, that keeps ``0 / 0`` out of the scalings of zero-mass rows);
 * ``row_scaling``: ``a_i = m_i / r_i`` (``m``: the row mass, 1 by default);
 * ``col_partial`` (optional): ``sum_i a_i G[i, k]`` over the pass's rows (a shard's share of
   the column sums, to be all-reduced by the caller);
@@ -165,13 +167,13 @@ def _kernel_tile(
     c_ptr,
     x_block,
     co_ptr,
+    row_coef,
     row_offset,
     rows,
     row_ok,
     cols,
     col_ok,
     d,
-    coef,
     RESIDENT: tl.constexpr,
     PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
@@ -179,13 +181,13 @@ def _kernel_tile(
     BLOCK_K: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    """The tile of ``G = exp(coef * <x_i, c_k> + row_offset_i + col_offset_k)``; 0 in columns past K
-    and rows past n (their offsets load as -inf)."""
+    """The tile of ``G = exp(row_coef_i * <x_i, c_k> + row_offset_i + col_offset_k)`` (``row_coef``:
+    ``coef`` times the row scale); 0 in columns past K and rows past n (their offsets load as -inf)."""
     dots = _scores(
         x_ptr, c_ptr, x_block, rows, row_ok, cols, col_ok, d, RESIDENT, PRECISION, UPCAST, BLOCK_M, BLOCK_K, BLOCK_D
     )
     col_offset = tl.load(co_ptr + cols, mask=col_ok, other=float("-inf"))
-    return tl.exp(dots * coef + row_offset[:, None] + col_offset[None, :])
+    return tl.exp(dots * row_coef[:, None] + row_offset[:, None] + col_offset[None, :])
 
 
 @triton.jit
@@ -228,10 +230,12 @@ def _merge_top(best_v, best_i, w, cols, TOP_K: tl.constexpr, TOP_PAD: tl.constex
 def feature_pass_kernel(
     x_ptr,
     c_ptr,
+    rs_ptr,
     ro_ptr,
     co_ptr,
     b_ptr,
     rm_ptr,
+    bias_ptr,
     row_sums_ptr,
     row_scaling_ptr,
     part_ptr,
@@ -242,7 +246,9 @@ def feature_pass_kernel(
     d,
     coef,
     rows_per_program,
+    HAS_ROW_SCALE: tl.constexpr,
     HAS_ROW_MASS: tl.constexpr,
+    HAS_ROW_BIAS: tl.constexpr,
     COL_SUMS: tl.constexpr,
     TOP_K: tl.constexpr,
     TOP_PAD: tl.constexpr,
@@ -274,6 +280,11 @@ def feature_pass_kernel(
         # -inf past n: those rows' kernel entries are 0 (finite, whatever the column offsets), so
         # that their zero scaling cannot meet an overflowed entry (0 * inf) in the column sums
         row_offset = tl.load(ro_ptr + rows, mask=row_ok, other=float("-inf"))
+        # the dot products' factor per row: coef, times the row's scale (the features' inverse norm)
+        if HAS_ROW_SCALE:
+            row_coef = tl.load(rs_ptr + rows, mask=row_ok, other=0.0) * coef
+        else:
+            row_coef = tl.zeros((BLOCK_M,), tl.float32) + coef
         row_sum = tl.zeros((BLOCK_M,), tl.float32)
         if TOP_K > 0:
             best_v = tl.full((BLOCK_M, TOP_PAD), float("-inf"), tl.float32)
@@ -286,13 +297,13 @@ def feature_pass_kernel(
                 c_ptr,
                 x_block,
                 co_ptr,
+                row_coef,
                 row_offset,
                 rows,
                 row_ok,
                 cols,
                 col_ok,
                 d,
-                coef,
                 RESIDENT,
                 PRECISION,
                 UPCAST,
@@ -307,6 +318,8 @@ def feature_pass_kernel(
                 # -inf past K: a real entry (>= 0) always ranks above a padding column
                 w = tl.where(col_ok[None, :], gb, float("-inf"))
                 best_v, best_i = _merge_top(best_v, best_i, w, cols, TOP_K, TOP_PAD)
+        if HAS_ROW_BIAS:
+            row_sum += tl.load(bias_ptr)
         if HAS_ROW_MASS:
             mass = tl.load(rm_ptr + rows, mask=row_ok, other=0.0)
         else:
@@ -335,13 +348,13 @@ def feature_pass_kernel(
                     c_ptr,
                     x_block,
                     co_ptr,
+                    row_coef,
                     row_offset,
                     rows,
                     row_ok,
                     cols,
                     col_ok,
                     d,
-                    coef,
                     RESIDENT,
                     PRECISION,
                     UPCAST,
@@ -420,11 +433,14 @@ def feature_pass(
     col_scaling: torch.Tensor,
     row_mass: torch.Tensor | None = None,
     *,
+    row_scale: torch.Tensor | None = None,
+    row_bias: torch.Tensor | None = None,
     col_sums: bool = False,
     top_k: int = 0,
     tf32: bool = False,
 ) -> FeaturePass:
-    """One streamed Sinkhorn pass over ``G = exp(coef * X C^T + row_offset[:, None] + col_offset)``.
+    """One streamed Sinkhorn pass over
+    ``G = exp(coef * row_scale[:, None] * X C^T + row_offset[:, None] + col_offset)``.
 
     Parameters
     ----------
@@ -440,6 +456,13 @@ def feature_pass(
         (K,) float32: the column scaling ``b``.
     row_mass : torch.Tensor or None
         (n,) float32 row masses; None: every row has mass 1.
+    row_scale : torch.Tensor or None
+        (n,) float32 factors of each row's dot products, applied (with ``coef``) before the
+        offsets are added: the features' inverse L2 norms label the normalised rows
+        ``x_i / |x_i|`` without a normalised copy of X. None: 1 for every row.
+    row_bias : torch.Tensor or None
+        (1,) float32: a number added to every row sum before the row scaling is taken (a tensor,
+        so that it is read on the device); None: no bias. The row sums returned include it.
     col_sums : bool
         Also return ``sum_i a_i G[i, k]`` (a second matmul: the kernel entries are recomputed).
     top_k : int
@@ -461,7 +484,7 @@ def feature_pass(
     tensors must be on a CUDA device, or on the CPU with ``TRITON_INTERPRET=1`` set before this
     module was first imported.
     """
-    _check(features, prototypes, row_offset, col_offset, col_scaling, row_mass, top_k)
+    _check(features, prototypes, row_offset, col_offset, col_scaling, row_mass, top_k, row_scale, row_bias)
     n, d = features.shape
     K = prototypes.shape[0]
     device = features.device
@@ -483,10 +506,12 @@ def feature_pass(
     feature_pass_kernel[(launch.programs,)](
         features,
         prototypes,
+        row_sums if row_scale is None else row_scale,  # (any float32 pointer where not read)
         row_offset,
         col_offset,
         col_scaling,
-        row_sums if row_mass is None else row_mass,  # any float32 pointer: not read without a mass
+        row_sums if row_mass is None else row_mass,
+        row_sums if row_bias is None else row_bias,
         row_sums,
         row_scaling,
         partials,
@@ -497,7 +522,9 @@ def feature_pass(
         d,
         float(coef),
         launch.rows_per_program,
+        HAS_ROW_SCALE=row_scale is not None,
         HAS_ROW_MASS=row_mass is not None,
+        HAS_ROW_BIAS=row_bias is not None,
         COL_SUMS=col_sums,
         TOP_K=top_k,
         TOP_PAD=_next_power_of_2(max(top_k, 1)),
@@ -523,6 +550,8 @@ def _check(
     col_scaling: torch.Tensor,
     row_mass: torch.Tensor | None,
     top_k: int,
+    row_scale: torch.Tensor | None = None,
+    row_bias: torch.Tensor | None = None,
 ) -> None:
     """Shapes, dtypes, devices and layouts (no values: nothing is read back from the device)."""
     assert features.dim() == 2 and prototypes.dim() == 2, (
@@ -538,8 +567,9 @@ def _check(
     )
     assert features.is_contiguous() and prototypes.is_contiguous(), "features and prototypes must be contiguous"
     vectors = {"row_offset": (row_offset, n), "col_offset": (col_offset, K), "col_scaling": (col_scaling, K)}
-    if row_mass is not None:
-        vectors["row_mass"] = (row_mass, n)
+    for name, vector, length in (("row_mass", row_mass, n), ("row_scale", row_scale, n), ("row_bias", row_bias, 1)):
+        if vector is not None:
+            vectors[name] = (vector, length)
     for name, (vector, length) in vectors.items():
         assert vector.shape == (length,) and vector.dtype == torch.float32 and vector.is_contiguous(), (
             f"{name} must be a contiguous float32 vector of length {length}, got {vector.dtype} {tuple(vector.shape)}"

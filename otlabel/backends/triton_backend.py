@@ -97,28 +97,38 @@ def _kernels() -> ModuleType:
     return _kernels_module
 
 
+def _runs_here(
+    kernels: ModuleType, interpreted: bool, device: torch.device, dtype: torch.dtype, what: str
+) -> str | None:
+    """Why kernels defined with ``interpreted`` cannot run on ``what`` (a phrase: "scores") of
+    ``dtype`` on ``device`` in this process, or None if they can."""
+    if kernels.interpreting() != interpreted:
+        return (
+            f"TRITON_INTERPRET was {'set' if interpreted else 'unset'} when otlabel's triton kernels were "
+            "defined and has changed since; set it once, before the first use"
+        )
+    if device.type == "cpu":
+        if not interpreted:
+            return (
+                f"{what} are on the CPU; the triton backend runs on CUDA tensors (or on the CPU in "
+                "Triton's interpreter, with TRITON_INTERPRET=1 set before otlabel's triton backend is first used)"
+            )
+    elif device.type != "cuda":
+        return f"{what} are on a {device.type!r} device; the triton backend runs on CUDA tensors"
+    if dtype == torch.float64:
+        return f"the triton backend computes in float32, got float64 {what} (use backend='torch')"
+    return None
+
+
 def unavailable_reason(problem: Problem, schedule: Schedule) -> str | None:
     """Why this backend cannot solve ``problem`` here, or None if it can."""
     try:
         kernels = _kernels()
     except ImportError as exc:
-        return f"triton is not installed ({exc}); install it with pip install 'otlabel[triton]'"
-    device = problem.scores.device
-    if kernels.interpreting() != kernels.INTERPRETED:
-        return (
-            f"TRITON_INTERPRET was {'set' if kernels.INTERPRETED else 'unset'} when otlabel's triton kernels were "
-            "defined and has changed since; set it once, before the first use"
-        )
-    if device.type == "cpu":
-        if not kernels.INTERPRETED:
-            return (
-                "scores are on the CPU; the triton backend runs on CUDA tensors (or on the CPU in "
-                "Triton's interpreter, with TRITON_INTERPRET=1 set before otlabel's triton backend is first used)"
-            )
-    elif device.type != "cuda":
-        return f"scores are on a {device.type!r} device; the triton backend runs on CUDA tensors"
-    if problem.scores.dtype == torch.float64:
-        return "the triton backend computes in float32, got float64 scores (use backend='torch')"
+        return _not_installed(exc)
+    reason = _runs_here(kernels, kernels.INTERPRETED, problem.scores.device, problem.scores.dtype, "scores")
+    if reason is not None:
+        return reason
     _, n_rows, n_cols = problem.scores.shape
     if n_cols > MAX_K:
         return f"K = {n_cols} columns exceed the triton backend's limit of {MAX_K} (use backend='torch')"
@@ -130,6 +140,23 @@ def unavailable_reason(problem: Problem, schedule: Schedule) -> str | None:
             "(backend='torch')"
         )
     return None
+
+
+def features_unavailable_reason(device: torch.device, dtype: torch.dtype) -> str | None:
+    """Why :func:`~otlabel.sinkhorn_features`' fused pass cannot run in the Triton kernel of
+    :mod:`otlabel.backends._triton_features` on features on ``device`` computed in ``dtype`` (the
+    features' and prototypes' promoted dtype), or None if it can. Every marginal option runs
+    there: only the fused pass is the kernel's, the rest of the call the solver core's."""
+    try:
+        kernels = _kernels()
+        from . import _triton_features
+    except ImportError as exc:
+        return _not_installed(exc)
+    return _runs_here(kernels, _triton_features.INTERPRETED, device, dtype, "features or prototypes")
+
+
+def _not_installed(exc: ImportError) -> str:
+    return f"triton is not installed ({exc}); install it with pip install 'otlabel[triton]'"
 
 
 def _next_power_of_2(value: int) -> int:

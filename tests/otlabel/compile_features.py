@@ -55,13 +55,18 @@ def source(constants: dict, dtype: str) -> ASTSource:
     return ASTSource(fn=fn, signature=signature, constexprs=constants, attrs=attrs)
 
 
-def _variant(dtype: str, d: int, col_sums: bool, top_k: int, row_mass: bool, precision: str) -> tuple[dict, str]:
+def _variant(
+    dtype: str, d: int, col_sums: bool, top_k: int, row_mass: bool, precision: str, rows: bool = False
+) -> tuple[dict, str]:
     """(constants, operand type) as the launcher picks them for a million rows of d dimensions and
-    K = 65,536."""
+    K = 65,536; ``rows``: with a row scale and a row bias (``sinkhorn_features`` with
+    ``normalize=True`` and marginals)."""
     torch_dtype = {"*fp32": torch.float32, "*bf16": torch.bfloat16, "*fp16": torch.float16}[dtype]
     launch = f.launch_config(1 << 20, 1 << 16, d, torch_dtype, torch.device("cuda"), fma=precision == "ieee")
     constants = {
+        "HAS_ROW_SCALE": rows,
         "HAS_ROW_MASS": row_mass,
+        "HAS_ROW_BIAS": rows,
         "COL_SUMS": col_sums,
         "TOP_K": top_k,
         "TOP_PAD": 1 << max(0, top_k - 1).bit_length(),
@@ -77,13 +82,16 @@ def _variant(dtype: str, d: int, col_sums: bool, top_k: int, row_mass: bool, pre
 
 def jobs() -> list[tuple[dict, str]]:
     """The benchmark's passes (bfloat16 d = 256 and 128, float32 d = 128) and the other branches:
-    the d loop (float16, d = 1024), top-k of 3 with row masses, TF32."""
+    the d loop (float16, d = 1024), top-k of 3 with row masses, TF32; and sinkhorn_features' passes
+    with a row scale and bias (bfloat16 with column sums, float32 with top-1)."""
     return [
         _variant("*bf16", 256, True, 0, False, "tf32"),
         _variant("*bf16", 128, False, 1, False, "tf32"),
         _variant("*fp32", 128, True, 3, True, "ieee"),
         _variant("*fp32", 128, True, 0, False, "tf32"),
         _variant("*fp16", 1024, True, 3, True, "tf32"),
+        _variant("*bf16", 256, True, 0, True, "tf32", rows=True),
+        _variant("*fp32", 128, False, 1, True, "ieee", rows=True),
     ]
 
 

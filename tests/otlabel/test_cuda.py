@@ -17,6 +17,7 @@ from otlabel import (
     foreground_marginal,
     gaussian_rank_prior,
     sinkhorn,
+    sinkhorn_features,
     sinkhorn_ragged,
     sinkhorn_with_prior,
 )
@@ -71,6 +72,34 @@ def test_auto_picks_triton_for_cuda_float32_and_torch_for_float64():
     scores = torch.randn(500, 8, device="cuda")
     assert sinkhorn(scores, 0.05, return_info=True).backend == "triton"
     assert sinkhorn(scores.double(), 0.05, return_info=True).backend == "torch"
+
+
+@pytest.mark.parametrize(
+    ("mode", "dtype", "output"),
+    [("fixed", torch.float32, "hard"), ("tolerance", torch.float32, "plan"), ("fixed", torch.bfloat16, "plan")],
+    ids=str,
+)
+def test_features_on_cuda_take_the_triton_pass_and_equal_cpu(mode, dtype, output):
+    """sinkhorn_features on CUDA (backend="auto"): the fused pass in the Triton kernel (float32 on
+    the CUDA cores with normalised rows; bfloat16 on tensor cores, with prototypes that bfloat16
+    holds exactly, as the kernel takes them) against the torch blocks on the CPU."""
+    pytest.importorskip("triton")
+    generator = torch.Generator().manual_seed(5)
+    features = torch.randn(20000, 64, generator=generator).to(dtype)
+    prototypes = torch.randn(300, 64, generator=generator).to(dtype).float()
+    schedule = {"n_iter": 20} if mode == "fixed" else {"tol": 1e-5, "max_iter": 500}
+    scores = {"normalize": True, "scale": 1.0} if dtype == torch.float32 else {"scale": 0.01}
+    options = {**scores, **schedule, "output": output, "return_info": True}
+    cpu = sinkhorn_features(features, prototypes, 0.1, backend="torch", **options)
+    gpu = sinkhorn_features(features.cuda(), prototypes.cuda(), 0.1, **options)
+    assert (gpu.backend, cpu.backend) == ("triton", "torch")
+    assert (gpu.n_iter, gpu.converged) == (cpu.n_iter, cpu.converged)
+    rtol = 1e-5 if dtype == torch.float32 else 1e-4  # tensor cores' truncated alignment of addends
+    if output == "hard":
+        assert torch.equal(gpu.labels.labels.cpu(), cpu.labels.labels)
+        torch.testing.assert_close(gpu.labels.mass.cpu(), cpu.labels.mass, rtol=rtol, atol=0)
+    else:
+        torch.testing.assert_close(gpu.labels.cpu(), cpu.labels, rtol=rtol, atol=1e-12)
 
 
 @pytest.mark.parametrize("mode", MODES)

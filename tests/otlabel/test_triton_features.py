@@ -96,8 +96,13 @@ def reference(inputs: dict, col_sums: bool, top_k: int, tie_to_highest: bool = F
     x, c = inputs["features"].cpu().double(), inputs["prototypes"].cpu().double()
     row_offset, col_offset = inputs["row_offset"].cpu().double(), inputs["col_offset"].cpu().double()
     b = inputs["col_scaling"].cpu().double()
-    kernel_entries = torch.exp(inputs["coef"] * (x @ c.T) + row_offset[:, None] + col_offset[None, :])
+    dots = x @ c.T
+    if inputs.get("row_scale") is not None:
+        dots = dots * inputs["row_scale"].cpu().double()[:, None]
+    kernel_entries = torch.exp(inputs["coef"] * dots + row_offset[:, None] + col_offset[None, :])
     row_sums = kernel_entries @ b
+    if inputs.get("row_bias") is not None:
+        row_sums = row_sums + inputs["row_bias"].cpu().double()
     mass = torch.ones_like(row_sums) if inputs["row_mass"] is None else inputs["row_mass"].cpu().double()
     a = mass / row_sums
     col_partial = (a[:, None] * kernel_entries).sum(0) if col_sums else None
@@ -166,6 +171,43 @@ def test_ragged_tiles(tiles, dtype, row_mass, col_sums, top_k):
     assert (launch.programs, launch.rows_per_program, launch.block_k, launch.resident) == (3, 32, 32, False)
     out = feature_pass(**inputs, col_sums=col_sums, top_k=top_k)
     assert_matches(out, reference(inputs, col_sums, top_k), RTOL[dtype])
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in divide:RuntimeWarning")  # 0 / 0, on purpose
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_row_scale_and_bias(tiles, dtype):
+    """``row_scale`` (the features' inverse norms: raw features of norms 0.5 to 4.5 scored as unit
+    rows) multiplies each row's dot products before the offsets, and ``row_bias`` is added to every
+    row sum before the scaling is taken: against the float64 reference with both, over ragged
+    tiles and several blocks per program; the same rows pre-normalised (in float64, then rounded)
+    give the same pass to the dtype's rounding of the features; and a zero-mass row whose sum
+    underflows to 0 gets a = 0 with the bias, where 0 / 0 would poison the column partials."""
+    tiles(16, 32, 16, programs=3)
+    inputs = make_inputs(90, 70, 40, dtype, row_mass=True, seed=6)
+    generator = torch.Generator().manual_seed(7)
+    norms = torch.rand(90, generator=generator, dtype=torch.float64) * 4 + 0.5
+    unit = inputs["features"].cpu().double()
+    inputs["features"] = (unit * norms[:, None]).to(dtype).to(DEVICE)
+    inputs["row_scale"] = torch.reciprocal(inputs["features"].cpu().double().norm(dim=1)).float().to(DEVICE)
+    inputs["row_bias"] = torch.full((1,), 1e-3, device=DEVICE)
+    out = feature_pass(**inputs, col_sums=True, top_k=3)
+    assert_matches(out, reference(inputs, True, 3), RTOL[dtype])
+    with pytest.raises(AssertionError):  # the bias is not negligible here
+        assert_matches(out, reference({**inputs, "row_bias": None}, True, 3), RTOL[dtype])
+    # unit rows, rounded: as the scaled raw ones to the rounding of the features (2**-8 in bfloat16)
+    normalised = torch.nn.functional.normalize(inputs["features"].cpu().double(), dim=1).to(dtype).to(DEVICE)
+    plain = feature_pass(**{**inputs, "features": normalised, "row_scale": None}, col_sums=True, top_k=3)
+    rounding = {torch.float32: 1e-5, torch.bfloat16: 0.1, torch.float16: 1e-2}[dtype]
+    torch.testing.assert_close(plain.row_sums, out.row_sums, rtol=rounding, atol=0)
+    # a zero-mass row out of reach (row offset -1e4): its sum is the bias alone, its scaling 0
+    inputs["row_offset"][5] = -1e4
+    inputs["row_mass"][5] = 0.0
+    inputs["row_bias"] = torch.full((1,), torch.finfo(torch.float32).tiny, device=DEVICE)
+    out = feature_pass(**inputs, col_sums=True, top_k=1)
+    assert out.row_sums[5] == torch.finfo(torch.float32).tiny and out.row_scaling[5] == 0
+    assert torch.isfinite(out.col_partial).all()
+    without = feature_pass(**{**inputs, "row_bias": None}, col_sums=True)
+    assert without.row_sums[5] == 0 and without.row_scaling[5].isnan() and without.col_partial.isnan().all()
 
 
 def test_dino_prototype_count(monkeypatch):
@@ -304,6 +346,8 @@ def test_checks_shapes_and_dtypes():
         ({"prototypes": inputs["prototypes"][:, :8].contiguous()}, "features have d = 16, prototypes 8"),
         ({"col_offset": inputs["col_offset"][:5]}, "col_offset must be a contiguous float32 vector of length 20"),
         ({"row_mass": inputs["row_mass"].double()}, "row_mass must be"),
+        ({"row_scale": inputs["row_offset"][:5]}, "row_scale must be a contiguous float32 vector of length 10"),
+        ({"row_bias": torch.zeros((), device=DEVICE)}, "row_bias must be a contiguous float32 vector of length 1"),
         ({"features": inputs["features"].T.contiguous().T}, "contiguous"),
     ]
     for change, message in cases:
