@@ -766,21 +766,22 @@ def _feature_matrix(value: Any, name: str, what: str) -> tuple[torch.Tensor, boo
     return tensor.detach(), was_numpy
 
 
+def _row_norms(matrix: torch.Tensor, dtype: torch.dtype, chunk_rows: int) -> torch.Tensor:
+    """The row norms of ``matrix`` in ``dtype``, computed by chunks (no full-size copy)."""
+    if matrix.shape[0] == 0:
+        return matrix.new_zeros(0, dtype=dtype)
+    parts = [
+        torch.linalg.vector_norm(matrix[start : start + chunk_rows].to(dtype), dim=-1)
+        for start in range(0, matrix.shape[0], chunk_rows)
+    ]
+    return torch.cat(parts)
+
+
 def _inverse_norms(
     matrix: torch.Tensor, name: str, dtype: torch.dtype, chunk_rows: int, checks: DeferredChecks
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The row norms of ``matrix`` in ``dtype`` (computed by chunks: no full-size copy) and their
-    inverses; a zero row cannot be normalised."""
-    norms = (
-        torch.cat(
-            [
-                torch.linalg.vector_norm(matrix[start : start + chunk_rows].to(dtype), dim=-1)
-                for start in range(0, matrix.shape[0], chunk_rows)
-            ]
-        )
-        if matrix.shape[0]
-        else matrix.new_zeros(0, dtype=dtype)
-    )
+) -> torch.Tensor:
+    """The inverse row norms of ``matrix`` (a zero row cannot be normalised)."""
+    norms = _row_norms(matrix, dtype, chunk_rows)
     checks.require(
         (norms > 0).all(),
         lambda: InvalidArgumentError(
@@ -788,18 +789,19 @@ def _inverse_norms(
             "(normalize=True); drop it or pass normalize=False"
         ),
     )
-    return norms, torch.reciprocal(norms)
+    return torch.reciprocal(norms)
 
 
-def build_features(
-    features: Any,
-    prototypes: Any,
-    options: Options,
-    scale: Any,
-    normalize: Any,
-    chunk_rows: Any,
-    chunk_memory: Any,
-) -> FeaturesCall:
+class Streaming(NamedTuple):
+    """The settings of :func:`~otlabel.sinkhorn_features` beyond the shared options, as given."""
+
+    scale: Any = 1.0
+    normalize: Any = False
+    chunk_rows: Any = None
+    chunk_memory: Any = None
+
+
+def build_features(features: Any, prototypes: Any, options: Options, streaming: Streaming) -> FeaturesCall:
     """Validate a call on scores ``scale * X C^T`` (never formed) and build its problem over the
     :class:`~otlabel._streamed.Streamed` layout."""
     options.raise_error()
@@ -826,6 +828,7 @@ def build_features(
     if n_rows == 0 and not split:
         raise InvalidArgumentError("features has no rows (N = 0): nothing to label")
     check_top_k(options, n_cols)
+    scale, normalize, chunk_rows, chunk_memory = streaming
     scale = real_number(scale, f"scale must be a real number, got {type(scale).__name__}")
     if not math.isfinite(scale):
         raise InvalidArgumentError(f"scale must be finite, got {scale}")
@@ -853,9 +856,8 @@ def build_features(
     inverse_norms = None
     c_compute = c.to(dtype)
     if normalize:
-        c_norms, c_inverse = _inverse_norms(c, "prototypes", dtype, n_cols, checks)
-        c_compute = c_compute * c_inverse.unsqueeze(-1)
-        _, inverse_norms = _inverse_norms(x, "features", dtype, chunk_rows, checks)
+        c_compute = c_compute * _inverse_norms(c, "prototypes", dtype, n_cols, checks).unsqueeze(-1)
+        inverse_norms = _inverse_norms(x, "features", dtype, chunk_rows, checks)
     fused_prototypes = None
     if triton:
         fused_prototypes, c_compute = _fused_prototypes(c_compute, x.dtype, checks)
@@ -870,13 +872,7 @@ def build_features(
         elif normalize:  # unit rows, rounded to the features' dtype: norms 1 to ~2**-8
             bound = abs(scale) * float(torch.linalg.vector_norm(c_compute, dim=-1).amax())
         else:
-            norm_x = max(
-                (
-                    float(torch.linalg.vector_norm(x[start : start + chunk_rows].to(dtype), dim=-1).amax())
-                    for start in range(0, n_rows, chunk_rows)
-                ),
-                default=0.0,
-            )
+            norm_x = float(_row_norms(x, dtype, chunk_rows).amax()) if n_rows else 0.0
             bound = abs(scale) * norm_x * float(torch.linalg.vector_norm(c_compute, dim=-1).amax())
         if split:
             bound = float(reducer.max(torch.tensor([bound], dtype=torch.float64, device=x.device)).item())
@@ -1038,18 +1034,10 @@ def finish_features(call: FeaturesCall, solution: Solution) -> Any:
     )
 
 
-def label_features(
-    features: Any,
-    prototypes: Any,
-    options: Options,
-    scale: Any,
-    normalize: Any,
-    chunk_rows: Any,
-    chunk_memory: Any,
-) -> Any:
+def label_features(features: Any, prototypes: Any, options: Options, streaming: Streaming) -> Any:
     """Check, build, solve, finish: the body of :func:`~otlabel.sinkhorn_features`."""
     with autocast_off(features), torch.no_grad():
-        call = build_features(features, prototypes, options, scale, normalize, chunk_rows, chunk_memory)
+        call = build_features(features, prototypes, options, streaming)
         problem = call.problem
         solution = backends.select("torch", problem, call.schedule)(problem, call.schedule)
         layout = problem.layout

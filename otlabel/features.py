@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._checks import Array
-from ._front import label_features
+from ._front import Streaming, label_features
 from ._options import Options
 from ._results import SinkhornResult
 from ._streamed import DEFAULT_CHUNK_MEMORY, HardLabels, TopLabels
@@ -141,4 +141,4 @@ def sinkhorn_features(
     True
     """
     options = Options.of_call(locals())
-    return label_features(features, prototypes, options, scale, normalize, chunk_rows, chunk_memory)
+    return label_features(features, prototypes, options, Streaming(scale, normalize, chunk_rows, chunk_memory))

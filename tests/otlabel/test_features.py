@@ -28,7 +28,7 @@ from otlabel import (
     sinkhorn_ragged,
     sinkhorn_with_prior,
 )
-from otlabel._front import as_output, build_features, finish_features
+from otlabel._front import Streaming, as_output, build_features, finish_features
 from otlabel._options import Options
 from otlabel._streamed import top_entries
 from otlabel.backends import select
@@ -213,7 +213,7 @@ def test_wide_scores_take_the_log_domain_and_stay_finite() -> None:
 
 def _passes(features: torch.Tensor, prototypes: torch.Tensor, **given: Any) -> int:
     options = Options.make(epsilon=0.5, **given)
-    call = build_features(features, prototypes, options, 1.0, True, 50, 1)
+    call = build_features(features, prototypes, options, Streaming(1.0, True, 50, 1))
     finish_features(call, select("torch", call.problem, call.schedule)(call.problem, call.schedule))
     return call.problem.layout.passes
 
