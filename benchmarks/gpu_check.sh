@@ -7,7 +7,8 @@
 #      (niced, on the upper half of the cores) and its CUDA runs (50 smoke steps, 300
 #      THUMOS-shaped steps, then DDP as two processes on the one GPU: NCCL, else gloo)
 #   2. the CUDA tests: test_triton_backend.py (compiled kernels, no interpreter), test_cuda.py
-#      (CUDA graphs, sync-freedom, differentiable labels), test_graphs.py, test_triton_distributed.py (2 gloo ranks on
+#      (CUDA graphs, sync-freedom, differentiable labels, sinkhorn_features), test_graphs.py,
+#      test_features_triton.py (the fused features pass, compiled), test_triton_distributed.py (2 gloo ranks on
 #      the GPU) -> $OUT/tests.txt, $OUT/tests.xml
 #   3. benchmarks/gpu_sinkhorn.py (issue 13's sizes and targets) -> $OUT/gpu_sinkhorn.md, .json
 #      (the JSON is rewritten after every cell: a stage cut short keeps what it measured)
@@ -58,7 +59,7 @@ else
   bench_args=(--repeats 50 --cell-seconds 2)
   features_args=(--repeats 10 --cell-seconds 3)
   tests=(tests/otlabel/test_triton_backend.py tests/otlabel/test_cuda.py tests/otlabel/test_graphs.py
-    tests/otlabel/test_triton_distributed.py)
+    tests/otlabel/test_triton_distributed.py tests/otlabel/test_features_triton.py)
 fi
 
 if [ -d "$WHEELS" ]; then
