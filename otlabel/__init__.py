@@ -1,6 +1,7 @@
 """otlabel: fast, numerically safe optimal-transport self-labelling for PyTorch."""
 
 from . import errors
+from .clustering import BalancedKMeans, balanced_kmeans
 from .colabel import colabel
 from .errors import *  # noqa: F403 - the exception and warning classes, listed in errors.__all__
 from .features import HardLabels, TopLabels, sinkhorn_features
@@ -21,6 +22,8 @@ __all__ = [
     "sinkhorn_features",
     "HardLabels",
     "TopLabels",
+    "balanced_kmeans",
+    "BalancedKMeans",
     "OnlineLabeller",
     "gaussian_rank_prior",
     "fractional_ranks",
