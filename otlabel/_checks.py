@@ -38,8 +38,9 @@ MARGINAL_SUM_ATOL = 1e-4
 
 BACKENDS = ("auto", "torch", "triton")
 
-#: What a labelling call returns (``output=``): the plan, hard labels, or the top-k entries per row.
-OUTPUTS = ("plan", "hard", "topk")
+#: What a labelling call returns (``output=``): the plan, hard labels (argmax, or with exact
+#: integer column counts: "quotas"), or the top-k entries per row.
+OUTPUTS = ("plan", "hard", "topk", "quotas")
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _FLOAT_DTYPE_SET = frozenset(FLOAT_DTYPES)

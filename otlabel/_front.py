@@ -58,9 +58,10 @@ from ._options import Options
 from ._problem import Problem, Schedule, Solution
 from ._reduce import SINGLE_PROCESS, Reducer
 from ._results import RaggedSinkhornResult, SinkhornResult
-from ._streamed import Factored, HardLabels, Streamed, TopLabels, realise, top_entries
+from ._streamed import Factored, HardLabels, Streamed, TopLabels, realise, round_to_quotas, top_entries
 from .distributed import GroupReducer, gather_rows
 from .errors import ArgumentTypeError, ConvergenceWarning, InvalidArgumentError
+from .labels import hard_labels, integer_quotas
 
 __all__ = ["autocast_off", "label", "label_ragged", "solve"]
 
@@ -319,17 +320,26 @@ def check_top_k(options: Options, n_cols: int) -> None:
         raise InvalidArgumentError(f"top_k must be at most K = {n_cols} (the number of columns), got {options.top_k}")
 
 
-def as_output(labels: torch.Tensor, options: Options, dtype: torch.dtype, was_numpy: bool) -> Any:
+def as_output(
+    labels: torch.Tensor, options: Options, dtype: torch.dtype, was_numpy: bool, col_mass: torch.Tensor | None = None
+) -> Any:
     """The plan ``labels`` (..., K) as ``options.output`` asks — the plan, :class:`~otlabel.HardLabels`
-    (per row its largest entry's column, the lowest on a tie, and that entry) or
+    (per row its largest entry's column, the lowest on a tie, and that entry; with "quotas" the
+    columns of :func:`~otlabel.hard_labels` for the column masses ``col_mass``) or
     :class:`~otlabel.TopLabels` — in the caller's dtype and array type (indices int64)."""
     if options.output == "plan":
         return _in_callers_type(labels, dtype, was_numpy)
     lead = labels.shape[:-1]
     rows = labels.reshape(-1, labels.shape[-1])
-    if options.output == "hard":
-        best = rows.max(-1)
-        chosen = (best.indices.view(lead), best.values.view(lead))
+    if options.output in ("hard", "quotas"):
+        if options.output == "hard":
+            best = rows.max(-1)
+            chosen = (best.indices.view(lead), best.values.view(lead))
+        else:
+            assert col_mass is not None
+            marginal = col_mass / col_mass.sum(-1, keepdim=True)
+            columns = hard_labels(labels, marginal.reshape(lead[:-1] + labels.shape[-1:]), one_hot=False)
+            chosen = (columns, labels.gather(-1, columns.unsqueeze(-1)).squeeze(-1))
         return HardLabels(_in_callers_type(chosen[0], None, was_numpy), _in_callers_type(chosen[1], dtype, was_numpy))
     top = top_entries(rows, options.top_k)
     values, indices = top.values.view(*lead, -1), top.indices.view(*lead, -1)
@@ -395,7 +405,7 @@ def finish(call: Call, solution: Solution) -> Array | SinkhornResult:
         labels = plan.unsqueeze(0)
     elif not call.batched and plan.dim() == 3:
         labels = plan.squeeze(0)
-    labels = as_output(labels, call.options, dtype, call.was_numpy)
+    labels = as_output(labels, call.options, dtype, call.was_numpy, problem.col_mass)
     if not call.options.return_info:
         return labels
     if plan.dim() == 2:
@@ -559,6 +569,10 @@ def build_ragged(scores: Any, ptr: Any, prior: Any, options: Options, segments: 
     scores2 = check_scores(tensor)[0][0]
     n_rows, n_cols = scores2.shape
     check_top_k(options, n_cols)
+    if options.output == "quotas":
+        raise InvalidArgumentError(
+            "output='quotas' is not available for sinkhorn_ragged: take the labels and call hard_labels per group"
+        )
     epsilon, log_prior, col_marginal, row_marginal = (
         options.epsilon,
         options.log_prior,
@@ -941,6 +955,7 @@ def build_features(features: Any, prototypes: Any, options: Options, streaming: 
     problem = _problem(
         options, scores, None, layout, checks, (row_mass, col_mass), (score_range, None), rules, resolved.init
     )
+    problem.return_potentials = options.return_info or options.output == "quotas"  # (quotas rank log entries)
     return FeaturesCall(problem, options, was_numpy, output_dtype)
 
 
@@ -994,10 +1009,13 @@ def finish_features(call: FeaturesCall, solution: Solution) -> Any:
     assert isinstance(layout, Streamed)
     if solution.converged is False:
         warn_unconverged(call, solution, stacklevel=4)
-    chosen = realise(solution.plan, options.output, options.top_k, layout)
+    if options.output == "quotas":
+        chosen = _quota_labels(problem, solution)
+    else:
+        chosen = realise(solution.plan, options.output, options.top_k, layout)
     if options.output == "plan":
         labels = _in_callers_type(chosen, call.output_dtype, call.was_numpy)
-    elif options.output == "hard":
+    elif options.output in ("hard", "quotas"):
         labels = HardLabels(
             _in_callers_type(chosen.labels, None, call.was_numpy),
             _in_callers_type(chosen.mass, call.output_dtype, call.was_numpy),
@@ -1032,6 +1050,24 @@ def finish_features(call: FeaturesCall, solution: Solution) -> Any:
         log_row_scaling=_in_callers_type(solution.log_row_scaling.reshape(-1), None, call.was_numpy),
         log_col_scaling=_in_callers_type(solution.log_col_scaling.reshape(-1), None, call.was_numpy),
     )
+
+
+def _quota_labels(problem: Problem, solution: Solution) -> HardLabels:
+    """Hard labels with exactly ``integer_quotas`` of the column masses per column, streamed:
+    :func:`~otlabel._streamed.round_to_quotas` on the solution's potentials."""
+    scores = problem.scores
+    assert isinstance(scores, Factored)
+    f, g = solution.log_row_scaling.reshape(-1), solution.log_col_scaling.reshape(-1)
+    quotas = integer_quotas(problem.col_mass.reshape(-1), scores.shape[0])
+    normalize = scores.inverse_norms is not None
+    columns, log_entries = round_to_quotas(
+        scores.features, scores.prototypes, scores.scale / problem.epsilon, f, g, quotas, scores.chunk_rows, normalize
+    )
+    mass = torch.exp(log_entries)
+    cap = problem.row_mass.reshape(-1) if problem.row_mass is not None else 1.0
+    if problem.row_rule.exponent == 1.0:
+        mass = torch.minimum(mass, cap) if isinstance(cap, torch.Tensor) else mass.clamp(max=cap)
+    return HardLabels(columns, mass)
 
 
 def label_features(features: Any, prototypes: Any, options: Options, streaming: Streaming) -> Any:

@@ -102,6 +102,11 @@ def check_output(values: dict[str, Any]) -> None:
             f"differentiable=True needs output='plan' (got output={values['output']!r}): hard and top-k labels "
             "carry no gradient; take them from the differentiable plan instead"
         )
+    if values["output"] == "quotas" and values["process_group"] is not None:
+        raise InvalidArgumentError(
+            "output='quotas' needs every row in one process (exact column counts rank all rows of a column "
+            "together); gather the labels' plan, or use output='hard' with process_group"
+        )
 
 
 def check_acceleration(acceleration: Any, fixed: bool, partial: bool, bounded: bool) -> bool:

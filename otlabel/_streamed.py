@@ -39,7 +39,16 @@ from ._layout import COLUMN_BLOCK, Single
 from ._problem import Rule
 from ._reduce import Reducer
 
-__all__ = ["Factored", "Streamed", "StreamedKernel", "StreamedPlan", "TopLabels", "HardLabels", "realise"]
+__all__ = [
+    "Factored",
+    "HardLabels",
+    "Streamed",
+    "StreamedKernel",
+    "StreamedPlan",
+    "TopLabels",
+    "realise",
+    "round_to_quotas",
+]
 
 #: Bytes of the compute dtype one block may take by default (``chunk_memory``): a block and its
 #: temporaries then stay within a few tens of MB and the cache holds a block between its matrix
@@ -564,3 +573,62 @@ def top_entries(values: torch.Tensor, k: int) -> TopLabels:
     order = torch.sort(ranked.gather(-1, columns), dim=-1, descending=True, stable=True)
     columns = columns.gather(-1, order.indices)
     return TopLabels(values.gather(-1, columns), columns)
+
+
+def round_to_quotas(
+    x: torch.Tensor,
+    centroids: torch.Tensor,
+    coef: float,
+    row_potential: torch.Tensor,
+    col_potential: torch.Tensor,
+    quotas: torch.Tensor,
+    rows: int,
+    normalize: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels with exactly ``quotas[k]`` rows in cluster k, and each row's log plan entry there: the
+    greedy rule of :func:`~otlabel.hard_labels` on the plan ``exp(f_i + coef <x_i, c_k> + g_k)``
+    (rows and ``centroids`` L2-normalised first with ``normalize``), recomputed by blocks of
+    ``rows`` rows, compared as logarithms (nothing underflows): O(N + K) memory, at most K + 1
+    passes over the unplaced rows.
+
+    Every round, each unplaced row proposes its largest log-entry among the clusters with room,
+    and each cluster accepts its most confident proposers up to its room (ties to the lower row).
+    """
+    n_rows, k = x.shape[0], centroids.shape[0]
+    device, dtype = x.device, centroids.dtype
+    prototypes = torch.nn.functional.normalize(centroids, dim=1) if normalize else centroids
+    f = row_potential.to(dtype)
+    g = col_potential.to(dtype)
+    labels = torch.full((n_rows,), -1, dtype=torch.int64, device=device)
+    log_entries = torch.empty(n_rows, dtype=dtype, device=device)
+    room = quotas.clone()
+    pending = torch.arange(n_rows, device=device)
+    while pending.numel() > 0:
+        full = room <= 0
+        best = torch.empty(pending.numel(), dtype=dtype, device=device)
+        choice = torch.empty(pending.numel(), dtype=torch.int64, device=device)
+        everyone = pending.numel() == n_rows
+        for start in range(0, pending.numel(), rows):
+            index = pending[start : start + rows]
+            block = x[start : start + rows] if everyone else x[index]
+            block = block.to(dtype)
+            if normalize:
+                block = torch.nn.functional.normalize(block, dim=1)
+            logits = torch.addmm(g, block, prototypes.T, alpha=coef) + f[index].unsqueeze(1)
+            logits.masked_fill_(full, -torch.inf)
+            best[start : start + rows], choice[start : start + rows] = logits.max(dim=1)
+        # rank the proposers within each cluster by confidence (descending), ties by row order
+        by_value = torch.sort(-best, stable=True).indices
+        by_cluster = by_value[torch.sort(choice[by_value], stable=True).indices]
+        sorted_choice = choice[by_cluster]
+        counts = torch.bincount(sorted_choice, minlength=k)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(by_cluster.numel(), device=device) - starts[sorted_choice]
+        accepted = by_cluster[rank < room[sorted_choice]]
+        labels[pending[accepted]] = choice[accepted]
+        log_entries[pending[accepted]] = best[accepted]
+        room -= torch.bincount(choice[accepted], minlength=k)
+        keep = torch.ones(pending.numel(), dtype=torch.bool, device=device)
+        keep[accepted] = False
+        pending = pending[keep]
+    return labels, log_entries

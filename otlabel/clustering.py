@@ -18,7 +18,7 @@ import torch
 
 from ._checks import FLOAT_DTYPES, Array, check_bool, check_int, check_marginal, real_number, to_tensor
 from ._deferred import DeferredChecks
-from ._streamed import DEFAULT_CHUNK_MEMORY
+from ._streamed import DEFAULT_CHUNK_MEMORY, round_to_quotas
 from .errors import ArgumentTypeError, ConvergenceWarning, InvalidArgumentError
 from .features import sinkhorn_features
 from .labels import integer_quotas
@@ -416,7 +416,7 @@ def _fit(
             col_potential = solved.log_col_scaling.reshape(-1)
             if setup.exact:
                 coef = 2.0 / epsilon
-                labels = _round_to_quotas(
+                labels, _ = round_to_quotas(
                     x, centroids, coef, solved.log_row_scaling.reshape(-1), col_potential, quotas, rows, normalize
                 )
             else:
@@ -503,60 +503,6 @@ def _seed(x: torch.Tensor, setup: _Setup, rows: int) -> torch.Tensor:
 def _row(x: torch.Tensor, index: int, setup: _Setup) -> torch.Tensor:
     row = x[index].to(setup.dtype)
     return torch.nn.functional.normalize(row, dim=0) if setup.normalize else row
-
-
-def _round_to_quotas(
-    x: torch.Tensor,
-    centroids: torch.Tensor,
-    coef: float,
-    row_potential: torch.Tensor,
-    col_potential: torch.Tensor,
-    quotas: torch.Tensor,
-    rows: int,
-    normalize: bool,
-) -> torch.Tensor:
-    """Labels with exactly ``quotas[k]`` rows in cluster k: the greedy rule of
-    :func:`~otlabel.hard_labels` on the plan ``exp(f_i + coef <x_i, c_k> + g_k)``, recomputed by blocks.
-
-    Every round, each unplaced row proposes its largest log-entry among the clusters with room,
-    and each cluster accepts its most confident proposers up to its room (ties to the lower row).
-    """
-    n_rows, k = x.shape[0], centroids.shape[0]
-    device, dtype = x.device, centroids.dtype
-    prototypes = torch.nn.functional.normalize(centroids, dim=1) if normalize else centroids
-    f = row_potential.to(dtype)
-    g = col_potential.to(dtype)
-    labels = torch.full((n_rows,), -1, dtype=torch.int64, device=device)
-    room = quotas.clone()
-    pending = torch.arange(n_rows, device=device)
-    while pending.numel() > 0:
-        full = room <= 0
-        best = torch.empty(pending.numel(), dtype=dtype, device=device)
-        choice = torch.empty(pending.numel(), dtype=torch.int64, device=device)
-        everyone = pending.numel() == n_rows
-        for start in range(0, pending.numel(), rows):
-            index = pending[start : start + rows]
-            block = x[start : start + rows] if everyone else x[index]
-            block = block.to(dtype)
-            if normalize:
-                block = torch.nn.functional.normalize(block, dim=1)
-            logits = torch.addmm(g, block, prototypes.T, alpha=coef) + f[index].unsqueeze(1)
-            logits.masked_fill_(full, -torch.inf)
-            best[start : start + rows], choice[start : start + rows] = logits.max(dim=1)
-        # rank the proposers within each cluster by confidence (descending), ties by row order
-        by_value = torch.sort(-best, stable=True).indices
-        by_cluster = by_value[torch.sort(choice[by_value], stable=True).indices]
-        sorted_choice = choice[by_cluster]
-        counts = torch.bincount(sorted_choice, minlength=k)
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(by_cluster.numel(), device=device) - starts[sorted_choice]
-        accepted = by_cluster[rank < room[sorted_choice]]
-        labels[pending[accepted]] = choice[accepted]
-        room -= torch.bincount(choice[accepted], minlength=k)
-        keep = torch.ones(pending.numel(), dtype=torch.bool, device=device)
-        keep[accepted] = False
-        pending = pending[keep]
-    return labels
 
 
 def _update(x: torch.Tensor, labels: torch.Tensor, centroids: torch.Tensor, rows: int, normalize: bool) -> torch.Tensor:

@@ -105,9 +105,13 @@ def sinkhorn_features(
         the torch path's for prototypes rounded to the features' precision (2**-9 relative per
         entry in bfloat16, 2**-12 in float16). The kernel and the blocks round float32 sums
         differently: a ``tol`` near float32's resolution may be met on one and not the other.
-    output : {"plan", "hard", "topk"}, default "plan"
+    output : {"plan", "hard", "topk", "quotas"}, default "plan"
         As in :func:`~otlabel.sinkhorn`: the plan (N, K), :class:`~otlabel.HardLabels` (per row
-        the column of its largest entry, int64, and that entry) or :class:`~otlabel.TopLabels`.
+        the column of its largest entry, int64, and that entry), :class:`~otlabel.TopLabels`, or
+        hard labels with exactly :func:`~otlabel.integer_quotas` rows per column (``"quotas"``:
+        :func:`~otlabel.hard_labels`' greedy rule on the plan's log-entries, recomputed from the
+        potentials block by block in O(N + K) memory, at most K + 1 passes over the rows not yet
+        placed; not with ``process_group``).
     top_k : int, default 1
         Entries per row for ``output="topk"``.
     chunk_rows : int, optional

@@ -109,7 +109,8 @@ def sinkhorn_ragged(
         As in :func:`~otlabel.sinkhorn`, per group (``row_marginal``'s gradient follows its
         renormalisation within each group). The backward pads the groups to the largest one.
     output, top_k
-        As in :func:`~otlabel.sinkhorn`: the plan, or per row its hard label or top-k entries.
+        As in :func:`~otlabel.sinkhorn`: the plan, or per row its hard label or top-k entries
+        (``"quotas"``: call :func:`~otlabel.hard_labels` on each group's labels instead).
 
     Returns
     -------

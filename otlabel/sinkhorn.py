@@ -159,12 +159,14 @@ def sinkhorn(
         ``col_bounds``, nor ``mass`` or ``init`` in fixed-iteration mode. See the guide page
         "Differentiating through the labels".
 
-    output : {"plan", "hard", "topk"}, default "plan"
+    output : {"plan", "hard", "topk", "quotas"}, default "plan"
         What to return: the plan Q; ``"hard"``: :class:`~otlabel.HardLabels` (per row, the column
         of its largest entry as int64 — the lowest such column on a tie — and that entry, the
-        row's mass on it); ``"topk"``: :class:`~otlabel.TopLabels` (the ``top_k`` largest entries
-        of every row, largest first, and their columns). :func:`sinkhorn_features` takes the same
-        and never holds the plan. Not with ``differentiable=True``.
+        row's mass on it); ``"quotas"``: :class:`~otlabel.HardLabels` whose columns receive
+        exactly :func:`integer_quotas` of their masses (the labels of :func:`hard_labels`; not
+        with ``process_group``); ``"topk"``: :class:`~otlabel.TopLabels` (the ``top_k`` largest
+        entries of every row, largest first, and their columns). :func:`sinkhorn_features` takes
+        the same and never holds the plan. Not with ``differentiable=True``.
     top_k : int, default 1
         How many entries per row ``output="topk"`` keeps (at most K).
 

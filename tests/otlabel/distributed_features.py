@@ -42,6 +42,8 @@ def label(values: dict[str, torch.Tensor], case: str, **extra: Any) -> dict[str,
     from otlabel import SinkhornResult, sinkhorn_features
 
     keywords = {k: values[v] if isinstance(v, str) and v in values else v for k, v in CASES[case].items()}
+    keywords.update(extra)
+    extra = {}
     result = sinkhorn_features(values["features"], values["prototypes"], 0.5, chunk_rows=16, **keywords, **extra)
     out: dict[str, torch.Tensor] = {}
     if isinstance(result, SinkhornResult):
@@ -81,6 +83,11 @@ def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         results["different_prototypes"] = {"error": "none raised"}
     except Exception as error:  # noqa: BLE001 - the test checks the message
         results["different_prototypes"] = {"raised": f"{type(error).__name__}: {error}"}
+    try:  # exact column counts need every row in one process
+        label(global_inputs(20), "fixed/hard", process_group=dist.group.WORLD, output="quotas")
+        results["quotas"] = {"error": "none raised"}
+    except Exception as error:  # noqa: BLE001 - the test checks the message
+        results["quotas"] = {"raised": f"{type(error).__name__}: {error}"}
     dist.destroy_process_group()
     target = Path(out_dir) / f"rank{rank}.pt"
     torch.save(results, str(target) + ".tmp")

@@ -22,6 +22,7 @@ from otlabel import (
     sinkhorn_features,
 )
 from otlabel import clustering as _clustering
+from otlabel._streamed import round_to_quotas
 
 
 def _blobs(
@@ -136,7 +137,7 @@ def test_exact_rounding_is_hard_labels_of_the_plan() -> None:
         features, centroids, epsilon, scale=2.0, col_marginal=marginal, tol=1e-3, output="plan", return_info=True
     )
     quotas = integer_quotas(marginal, 503)
-    labels = _clustering._round_to_quotas(
+    labels, _ = round_to_quotas(
         features,
         centroids,
         2.0 / epsilon,

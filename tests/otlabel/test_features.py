@@ -23,6 +23,8 @@ from otlabel import (
     InvalidArgumentError,
     SinkhornResult,
     TopLabels,
+    hard_labels,
+    integer_quotas,
     sinkhorn,
     sinkhorn_features,
     sinkhorn_ragged,
@@ -340,3 +342,44 @@ def test_sharded_features_equal_one_process(outcomes: Any, world: int, split: st
 def test_different_prototypes_on_one_rank_are_refused_everywhere(outcomes: Any, world: int) -> None:
     for rank, outcome in enumerate(outcomes(world)):
         assert "ranks hold different prototypes" in outcome["different_prototypes"].get("raised", ""), rank
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_quotas_over_ranks_are_refused_everywhere(outcomes: Any, world: int) -> None:
+    for rank, outcome in enumerate(outcomes(world)):
+        assert "output='quotas' needs every row in one process" in outcome["quotas"].get("raised", ""), rank
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_quotas_give_exact_column_counts_streamed_as_hard_labels_on_the_plan(normalize: bool) -> None:
+    """``output="quotas"``: exactly ``integer_quotas`` rows per column, the columns of
+    :func:`hard_labels` on the dense plan, from the potentials alone (no N x K)."""
+    features, prototypes = _inputs(torch.float64, seed=7)
+    col = _col(torch.float64)
+    scores = _scores(features, prototypes, 1.5, normalize)
+    plan = sinkhorn(scores, 0.3, col_marginal=col, tol=1e-10)
+    expected = hard_labels(plan, col, one_hot=False)
+    assert not torch.equal(expected, plan.argmax(1))  # the rounding has work to do
+    for chunk in (1, 37, 1000):
+        got = sinkhorn_features(
+            features,
+            prototypes,
+            0.3,
+            scale=1.5,
+            normalize=normalize,
+            col_marginal=col,
+            tol=1e-10,
+            output="quotas",
+            chunk_rows=chunk,
+        )
+        assert torch.equal(got.labels, expected)
+        assert torch.equal(torch.bincount(got.labels, minlength=K), integer_quotas(col, N))
+        torch.testing.assert_close(got.mass, plan.gather(1, expected[:, None])[:, 0], rtol=1e-9, atol=1e-12)
+    dense = sinkhorn(scores, 0.3, col_marginal=col, tol=1e-10, output="quotas")
+    assert torch.equal(dense.labels, expected)
+
+
+def test_quotas_are_refused_where_rows_are_apart() -> None:
+    features, prototypes = _inputs(torch.float32)
+    with pytest.raises(InvalidArgumentError, match="output='quotas' is not available for sinkhorn_ragged"):
+        sinkhorn_ragged(torch.randn(6, 3), [0, 3, 6], output="quotas")
