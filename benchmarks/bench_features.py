@@ -189,26 +189,7 @@ def megabytes(value: float) -> str:
     return f"{value / 2**20:,.0f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=200_000)
-    parser.add_argument("--cols", type=int, default=3000)
-    parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--max-iter", type=int, default=400)
-    parser.add_argument("--no-sela", action="store_true")
-    parser.add_argument("--no-tolerance", action="store_true")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the machine's)")
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    payload: dict[str, Any] = {"machine": machine_info(), "epsilon": EPSILON}
-    features, prototypes = clustered_embeddings(args.rows, args.cols, args.dim, seed=0)
-    dense_bytes = args.rows * args.cols * 4
-    print(f"# {args.rows:,} x {args.cols:,} x {args.dim}, float32, {torch.get_num_threads()} threads\n", flush=True)
-
-    fixed = fixed_part(features, prototypes, args.repeats)
+def print_fixed(payload: dict[str, Any], fixed: dict[str, Any], dense_bytes: int) -> None:
     payload["fixed"] = fixed
     floor = fixed["passes"] * fixed["matmul"]["seconds"]
     print("## Fixed 3 iterations, hard labels\n")
@@ -243,6 +224,30 @@ def main() -> None:
     print(
         f"\nhard labels equal to the dense path's argmax on {100 * fixed['labels_agree']:.3f} % of rows\n", flush=True
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--cols", type=int, default=3000)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--max-iter", type=int, default=400)
+    parser.add_argument("--no-sela", action="store_true")
+    parser.add_argument("--no-tolerance", action="store_true")
+    parser.add_argument("--no-fixed", action="store_true", help="skip part 1")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the machine's)")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    payload: dict[str, Any] = {"machine": machine_info(), "epsilon": EPSILON}
+    features, prototypes = clustered_embeddings(args.rows, args.cols, args.dim, seed=0)
+    dense_bytes = args.rows * args.cols * 4
+    print(f"# {args.rows:,} x {args.cols:,} x {args.dim}, float32, {torch.get_num_threads()} threads\n", flush=True)
+
+    if not args.no_fixed:
+        print_fixed(payload, fixed_part(features, prototypes, args.repeats), dense_bytes)
     if not args.no_tolerance:
         rows = tolerance_part(features, prototypes, args.max_iter)
         payload["tolerance"] = rows
