@@ -376,10 +376,11 @@ def _fit(
         quotas = integer_quotas(uniform if marginal is None else marginal, x.shape[0]).to(x.device)
 
         def solve(eps: float, init: torch.Tensor | None, final: bool) -> Any:
+            # a stage of the epsilon schedule only prepares the next one's start: no warning; a
+            # final assignment that runs out warns in this function's own terms
             with warnings.catch_warnings():
-                if not final:  # a stage of the epsilon schedule only prepares the next one's start
-                    warnings.simplefilter("ignore", ConvergenceWarning)
-                return sinkhorn_features(
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                solved = sinkhorn_features(
                     x,
                     centroids,
                     eps,
@@ -395,6 +396,15 @@ def _fit(
                     chunk_rows=rows,
                     chunk_memory=chunk_memory,
                 )
+            if final and solved.converged is False:
+                warnings.warn(
+                    f"balanced_kmeans: an assignment's Sinkhorn iterations did not reach sinkhorn_tol={tol:g} within "
+                    f"sinkhorn_max_iter={max_iter} (column error {solved.col_error:.3g}); it goes on with the plan "
+                    "reached: raise sinkhorn_max_iter or epsilon, or loosen sinkhorn_tol",
+                    ConvergenceWarning,
+                    stacklevel=3,
+                )
+            return solved
 
         col_potential = None
         previous = None

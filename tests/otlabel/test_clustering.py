@@ -255,3 +255,15 @@ def test_docstring_example_runs() -> None:
     result = doctest.testmod(sys.modules["otlabel.clustering"], optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0
     assert otlabel.balanced_kmeans is balanced_kmeans and "balanced_kmeans" in otlabel.__all__
+
+
+def test_an_assignment_that_runs_out_warns_in_balanced_kmeans_terms() -> None:
+    """The warning names balanced_kmeans' own settings (sinkhorn_tol, sinkhorn_max_iter), once per
+    final assignment that ran out, and none for the epsilon schedule's preparatory stages."""
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(300, 4, generator=generator, dtype=torch.float64)
+    with pytest.warns(otlabel.ConvergenceWarning, match=r"sinkhorn_tol=1e-12 within sinkhorn_max_iter=2") as caught:
+        otlabel.balanced_kmeans(
+            features, 5, n_iter=2, sinkhorn_tol=1e-12, sinkhorn_max_iter=2, generator=torch.Generator().manual_seed(1)
+        )
+    assert all("balanced_kmeans" in str(w.message) for w in caught if w.category is otlabel.ConvergenceWarning)
