@@ -334,7 +334,9 @@ def as_output(
     if options.output in ("hard", "quotas"):
         if options.output == "hard":
             best = rows.max(-1)
-            chosen = (best.indices.view(lead), best.values.view(lead))
+            chosen = failed_as_minus_one(best.indices.view(lead), best.values.view(lead))
+        elif not bool(torch.isfinite(labels).all()):  # a failed device check: no rounding of NaN
+            chosen = failed_as_minus_one(labels.new_zeros(lead, dtype=torch.int64), labels.new_full(lead, math.nan))
         else:
             assert col_mass is not None
             marginal = col_mass / col_mass.sum(-1, keepdim=True)
@@ -343,7 +345,14 @@ def as_output(
         return HardLabels(_in_callers_type(chosen[0], None, was_numpy), _in_callers_type(chosen[1], dtype, was_numpy))
     top = top_entries(rows, options.top_k)
     values, indices = top.values.view(*lead, -1), top.indices.view(*lead, -1)
+    indices, values = failed_as_minus_one(indices, values)
     return TopLabels(_in_callers_type(values, dtype, was_numpy), _in_callers_type(indices, None, was_numpy))
+
+
+def failed_as_minus_one(columns: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Columns -1 where the plan's value is NaN: labels of a call whose device-side check failed
+    (``validate="device"`` makes the plan NaN) must not look like labels; no read-back."""
+    return torch.where(torch.isnan(values), -1, columns), values
 
 
 def _in_callers_type(tensor: torch.Tensor, dtype: torch.dtype | None, was_numpy: bool) -> Array:
@@ -1027,11 +1036,13 @@ def finish_features(call: FeaturesCall, solution: Solution) -> Any:
     if options.output == "plan":
         labels = _in_callers_type(chosen, call.output_dtype, call.was_numpy)
     elif options.output in ("hard", "quotas"):
+        chosen = HardLabels(*failed_as_minus_one(chosen.labels, chosen.mass))
         labels = HardLabels(
             _in_callers_type(chosen.labels, None, call.was_numpy),
             _in_callers_type(chosen.mass, call.output_dtype, call.was_numpy),
         )
     else:
+        chosen = TopLabels(chosen.values, failed_as_minus_one(chosen.indices, chosen.values)[0])
         labels = TopLabels(
             _in_callers_type(chosen.values, call.output_dtype, call.was_numpy),
             _in_callers_type(chosen.indices, None, call.was_numpy),
@@ -1069,6 +1080,9 @@ def _quota_labels(problem: Problem, solution: Solution) -> HardLabels:
     scores = problem.scores
     assert isinstance(scores, Factored)
     f, g = solution.log_row_scaling.reshape(-1), solution.log_col_scaling.reshape(-1)
+    if bool(torch.isnan(f).any() | torch.isnan(g).any()):  # a failed device check: no rounding of NaN
+        n_rows = scores.shape[0]
+        return HardLabels(torch.full((n_rows,), -1, device=f.device), torch.full((n_rows,), math.nan, device=f.device))
     quotas = integer_quotas(problem.col_mass.reshape(-1), scores.shape[0])
     normalize = scores.inverse_norms is not None
     columns, log_entries = round_to_quotas(

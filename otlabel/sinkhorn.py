@@ -163,10 +163,13 @@ def sinkhorn(
         What to return: the plan Q; ``"hard"``: :class:`~otlabel.HardLabels` (per row, the column
         of its largest entry as int64 — the lowest such column on a tie — and that entry, the
         row's mass on it); ``"quotas"``: :class:`~otlabel.HardLabels` whose columns receive
-        exactly :func:`integer_quotas` of their masses (the labels of :func:`hard_labels`; not
-        with ``process_group``); ``"topk"``: :class:`~otlabel.TopLabels` (the ``top_k`` largest
-        entries of every row, largest first, and their columns). :func:`sinkhorn_features` takes
-        the same and never holds the plan. Not with ``differentiable=True``.
+        exactly :func:`integer_quotas` of their masses (the labels of :func:`hard_labels` for the
+        call's column marginal, uniform when none is given; not with ``process_group``);
+        ``"topk"``: :class:`~otlabel.TopLabels` (the ``top_k`` largest entries of every row,
+        largest first, and their columns). :func:`sinkhorn_features` takes the same and never
+        holds the plan. Not with ``differentiable=True``. Where a
+        ``validate="device"`` check failed (the plan is NaN), the columns are -1 and the entries
+        NaN.
     top_k : int, default 1
         How many entries per row ``output="topk"`` keeps (at most K).
 

@@ -394,3 +394,17 @@ def test_a_non_finite_value_in_any_chunk_is_found() -> None:
         features[8999, 2] = bad
         with pytest.raises(InvalidArgumentError, match="features contains NaN or infinite values"):
             sinkhorn_features(features, prototypes, 0.5, chunk_rows=10)
+
+
+@pytest.mark.parametrize("output", ["hard", "topk", "quotas"])
+def test_a_failed_device_check_gives_minus_one_columns_not_labels_that_look_valid(output: str) -> None:
+    """validate="device" turns a failed check into a NaN plan; integer columns cannot hold NaN, so
+    hard, top-k and quota labels are -1 there (dense and streamed alike), their entries NaN."""
+    features, prototypes = _inputs(torch.float32)
+    features[3, 1] = float("nan")
+    for result in (
+        sinkhorn_features(features, prototypes, 0.5, validate="device", n_iter=3, output=output, top_k=2),
+        sinkhorn(features @ prototypes.T, 0.5, validate="device", n_iter=3, output=output, top_k=2),
+    ):
+        columns, values = (result.labels, result.mass) if output != "topk" else (result.indices, result.values)
+        assert (columns == -1).all() and torch.isnan(values).all()
