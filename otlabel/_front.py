@@ -1053,11 +1053,14 @@ def finish_features(call: FeaturesCall, solution: Solution) -> Any:
     if options.output == "plan":
         row_sums, col_sums = chosen.sum(-1, dtype=torch.float64), chosen.sum(-2, dtype=torch.float64)
     else:
-        rows, col_sums = [], torch.zeros(layout.n_cols, dtype=torch.float64, device=problem.col_mass.device)
-        for _, block in layout._blocks(solution.plan):
-            rows.append(block.sum(-1, dtype=torch.float64))
+        device = problem.col_mass.device
+        # (written in place: block-sized temporaries between small kept tensors fragment the heap,
+        # which grew the process by 400 MB at 20,000 x 3,000 when the row sums were a list)
+        row_sums = torch.empty(layout.n_rows, dtype=torch.float64, device=device)
+        col_sums = torch.zeros(layout.n_cols, dtype=torch.float64, device=device)
+        for rows, block in layout._blocks(solution.plan):
+            torch.sum(block, -1, dtype=torch.float64, out=row_sums[rows])
             col_sums += block.sum(0, dtype=torch.float64)
-        row_sums = torch.cat(rows) if rows else col_sums.new_zeros(0)
     reducer = problem.reducer
     row_error = reducer.max(relative_violation(row_sums.unsqueeze(0), problem.rows_mass().reshape(1, -1)))
     col_error = relative_violation(reducer.sum(col_sums).unsqueeze(0), problem.col_mass)

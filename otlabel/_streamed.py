@@ -350,7 +350,7 @@ class Streamed(Single):
         for _, block in self._blocks(kernel):
             new_top = torch.maximum(top, block.amax(0))
             safe = torch.where(torch.isfinite(new_top), new_top, 0.0)
-            total = total * torch.exp(top - safe) + torch.exp(block - safe).sum(0)
+            total.mul_(torch.exp(top - safe)).add_(block.sub_(safe).exp_().sum(0))  # (the block in place)
             top = new_top
         safe = torch.where(torch.isfinite(top), top, 0.0)
         return self._combine_lse(safe + torch.log(total))
