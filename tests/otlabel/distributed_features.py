@@ -88,6 +88,7 @@ def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         results["quotas"] = {"error": "none raised"}
     except Exception as error:  # noqa: BLE001 - the test checks the message
         results["quotas"] = {"raised": f"{type(error).__name__}: {error}"}
+    dist.barrier()  # every rank done with its collectives before any tears the group down
     dist.destroy_process_group()
     target = Path(out_dir) / f"rank{rank}.pt"
     torch.save(results, str(target) + ".tmp")
