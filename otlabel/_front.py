@@ -307,11 +307,7 @@ def _problem(
 
 def _output(tensor: torch.Tensor, batched: bool, was_numpy: bool, dtype: torch.dtype | None = None) -> Array:
     """A (B, ...) result in the caller's shape, dtype and array type."""
-    if not batched:
-        tensor = tensor.squeeze(0)
-    if dtype is not None and tensor.dtype != dtype:
-        tensor = tensor.to(dtype)
-    return tensor.numpy() if was_numpy else tensor
+    return _in_callers_type(tensor if batched else tensor.squeeze(0), dtype, was_numpy)
 
 
 def check_top_k(options: Options, n_cols: int) -> None:
@@ -334,25 +330,35 @@ def as_output(
     if options.output in ("hard", "quotas"):
         if options.output == "hard":
             best = rows.max(-1)
-            chosen = failed_as_minus_one(best.indices.view(lead), best.values.view(lead))
+            chosen = (best.indices.view(lead), best.values.view(lead))
         elif not bool(torch.isfinite(labels).all()):  # a failed device check: no rounding of NaN
-            chosen = failed_as_minus_one(labels.new_zeros(lead, dtype=torch.int64), labels.new_full(lead, math.nan))
+            chosen = (labels.new_zeros(lead, dtype=torch.int64), labels.new_full(lead, math.nan))
         else:
             assert col_mass is not None
             marginal = col_mass / col_mass.sum(-1, keepdim=True)
             columns = hard_labels(labels, marginal.reshape(lead[:-1] + labels.shape[-1:]), one_hot=False)
             chosen = (columns, labels.gather(-1, columns.unsqueeze(-1)).squeeze(-1))
-        return HardLabels(_in_callers_type(chosen[0], None, was_numpy), _in_callers_type(chosen[1], dtype, was_numpy))
+        return delivered(HardLabels(*chosen), dtype, was_numpy)
     top = top_entries(rows, options.top_k)
-    values, indices = top.values.view(*lead, -1), top.indices.view(*lead, -1)
-    indices, values = failed_as_minus_one(indices, values)
-    return TopLabels(_in_callers_type(values, dtype, was_numpy), _in_callers_type(indices, None, was_numpy))
+    return delivered(TopLabels(top.values.view(*lead, -1), top.indices.view(*lead, -1)), dtype, was_numpy)
 
 
 def failed_as_minus_one(columns: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Columns -1 where the plan's value is NaN: labels of a call whose device-side check failed
     (``validate="device"`` makes the plan NaN) must not look like labels; no read-back."""
     return torch.where(torch.isnan(values), -1, columns), values
+
+
+def delivered(chosen: Any, dtype: torch.dtype, was_numpy: bool) -> Any:
+    """Chosen labels — the plan, :class:`~otlabel.HardLabels` or :class:`~otlabel.TopLabels` — in the
+    caller's dtype and array type (columns int64, -1 where a device check failed)."""
+    if isinstance(chosen, HardLabels):
+        columns, mass = failed_as_minus_one(chosen.labels, chosen.mass)
+        return HardLabels(_in_callers_type(columns, None, was_numpy), _in_callers_type(mass, dtype, was_numpy))
+    if isinstance(chosen, TopLabels):
+        columns, values = failed_as_minus_one(chosen.indices, chosen.values)
+        return TopLabels(_in_callers_type(values, dtype, was_numpy), _in_callers_type(columns, None, was_numpy))
+    return _in_callers_type(chosen, dtype, was_numpy)
 
 
 def _in_callers_type(tensor: torch.Tensor, dtype: torch.dtype | None, was_numpy: bool) -> Array:
@@ -1033,20 +1039,7 @@ def finish_features(call: FeaturesCall, solution: Solution) -> Any:
         chosen = _quota_labels(problem, solution)
     else:
         chosen = realise(solution.plan, options.output, options.top_k, layout)
-    if options.output == "plan":
-        labels = _in_callers_type(chosen, call.output_dtype, call.was_numpy)
-    elif options.output in ("hard", "quotas"):
-        chosen = HardLabels(*failed_as_minus_one(chosen.labels, chosen.mass))
-        labels = HardLabels(
-            _in_callers_type(chosen.labels, None, call.was_numpy),
-            _in_callers_type(chosen.mass, call.output_dtype, call.was_numpy),
-        )
-    else:
-        chosen = TopLabels(chosen.values, failed_as_minus_one(chosen.indices, chosen.values)[0])
-        labels = TopLabels(
-            _in_callers_type(chosen.values, call.output_dtype, call.was_numpy),
-            _in_callers_type(chosen.indices, None, call.was_numpy),
-        )
+    labels = delivered(chosen, call.output_dtype, call.was_numpy)
     if not options.return_info:
         return labels
     # the returned plan's marginal errors, accumulated in float64 (one more pass unless it is held)
