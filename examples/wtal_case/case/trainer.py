@@ -366,7 +366,12 @@ def train(cfg: Config, out: str | Path, resume: bool = False, numbered: bool = F
     """
     env = Distributed.setup(cfg.train.device)
     try:
-        return _train(cfg, RunPaths(Path(out)), resume, numbered, env)
+        result = _train(cfg, RunPaths(Path(out)), resume, numbered, env)
+        # the other ranks wait for rank 0's evaluation: a rank that tears the group down while
+        # its peer still holds it can make gloo abort the peer ('terminate called without an
+        # active exception'); a failing rank is ended by torchrun, which stops the others
+        env.barrier()
+        return result
     finally:
         env.teardown()
 
