@@ -149,30 +149,33 @@ def check_scores_finite(
     """
     if scores.numel() == 0:  # a rank of a distributed job may hold no rows
         return None
-    limit = _SCALED_SCORE_LIMIT[dtype]
-
-    def not_finite() -> InvalidArgumentError:
-        return InvalidArgumentError(f"{name} contains NaN or infinite values; every score must be finite")
-
-    def too_large(largest: float) -> InvalidArgumentError:
-        return InvalidArgumentError(
-            f"{name} / epsilon reaches {largest:.3g} in magnitude (epsilon = {epsilon:g}), beyond what "
-            f"{str(dtype).removeprefix('torch.')} can iterate on (at most {limit:.3g}): raise epsilon or rescale "
-            f"the {name}"
-        )
-
     low, high, known = value_range(scores, checks)
     if known is None:
         largest = torch.maximum(low.abs(), high.abs()).to(torch.float64) / epsilon
-        checks.require(torch.isfinite(low) & torch.isfinite(high), not_finite)
-        checks.require(largest <= limit, lambda: too_large(float(largest)))
+        checks.require(torch.isfinite(low) & torch.isfinite(high), lambda: _not_finite(name))
+        checks.require(largest <= _SCALED_SCORE_LIMIT[dtype], lambda: _too_large(name, float(largest), epsilon, dtype))
         return None
-    if not (math.isfinite(known[0]) and math.isfinite(known[1])):
-        raise not_finite()
-    largest_value = max(abs(known[0]), abs(known[1])) / epsilon
-    if largest_value > limit:
-        raise too_large(largest_value)
-    return known
+    low_value, high_value = known
+    # (one comparison chain for the common case; NaN fails it, as an infinity does)
+    if -math.inf < low_value and high_value < math.inf:
+        largest_value = max(-low_value, high_value) / epsilon
+        if largest_value <= _SCALED_SCORE_LIMIT[dtype]:
+            return known
+        raise _too_large(name, largest_value, epsilon, dtype)
+    raise _not_finite(name)
+
+
+def _not_finite(name: str) -> InvalidArgumentError:
+    return InvalidArgumentError(f"{name} contains NaN or infinite values; every score must be finite")
+
+
+def _too_large(name: str, largest: float, epsilon: float, dtype: torch.dtype) -> InvalidArgumentError:
+    limit = _SCALED_SCORE_LIMIT[dtype]
+    return InvalidArgumentError(
+        f"{name} / epsilon reaches {largest:.3g} in magnitude (epsilon = {epsilon:g}), beyond what "
+        f"{str(dtype).removeprefix('torch.')} can iterate on (at most {limit:.3g}): raise epsilon or rescale "
+        f"the {name}"
+    )
 
 
 def real_number(value: Any, type_error: str) -> float:

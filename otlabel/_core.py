@@ -67,9 +67,11 @@ def _global_shift(problem: Problem) -> float | None:
 
     Only known when the range of the scores (and of the prior) was read for free on the host.
     """
-    if problem.score_range is None or problem.reducer.distributed:
+    score_range = problem.score_range
+    if score_range is None or problem.layout.reducer.distributed:
         return None
-    low, high = (value / problem.epsilon for value in problem.score_range)
+    epsilon = problem.epsilon
+    low, high = score_range[0] / epsilon, score_range[1] / epsilon
     span = high - low
     shift = -high
     if problem.prior is not None:

@@ -242,6 +242,11 @@ def build_problem(scores: Any, prior: Any, options: Options) -> Call:
         require_column_support(reached[0], checks, " over all ranks", name="log_prior" if log_prior else "prior")
         if local.constrained:
             require_reachable_columns(reached[1], local.live_cols, checks)
+    # zero masses need a tiny bias in every sum (0/0); without a prior or marginals there are none
+    bias = (
+        prior is not None or options.col_marginal is not None or options.row_marginal is not None or not options.plain
+    )
+    layout = _dense_layout(batch, n_rows, n_cols, dtype, scores3.device, reducer, bias)
     col_mass = (
         torch.full((batch, n_cols), n_total / n_cols, dtype=dtype, device=scores3.device)
         if col is None
@@ -262,14 +267,35 @@ def build_problem(scores: Any, prior: Any, options: Options) -> Call:
         if split:
             support, rows = gather_rows(reducer.group, support, rows)
         require_feasible_support(support, rows, col_mass, dtype)
-    # zero masses need a tiny bias in every sum (0/0); without a prior or marginals there are none
-    bias = (
-        prior is not None or options.col_marginal is not None or options.row_marginal is not None or not options.plain
-    )
-    layout = (Single if batch == 1 else Dense)(batch, n_rows, n_cols, dtype, scores3.device, reducer, bias)
     masses, ranges = (row_mass, col_mass), (local.score_range, local.prior_range)
     problem = _problem(options, scores3, prior3, layout, checks, masses, ranges, rules, local.resolved.init)
     return Call(problem, options, local.batched, local.was_numpy)
+
+
+def _dense_layout(
+    batch: int, n_rows: int, n_cols: int, dtype: torch.dtype, device: torch.device, reducer: Reducer, bias: bool
+) -> Dense:
+    """The layout of B dense problems. One process's layouts are kept: they hold no state of a call,
+    only its sizes and the tiny ``bias`` constant, never written to (not while compiling, nor while
+    capturing a CUDA graph, whose tensors must not outlive it)."""
+    kind = Single if batch == 1 else Dense
+    if (
+        reducer is not SINGLE_PROCESS
+        or torch.compiler.is_compiling()
+        or (device.type == "cuda" and torch.cuda.is_current_stream_capturing())
+    ):
+        return kind(batch, n_rows, n_cols, dtype, device, reducer, bias)
+    key = (batch, n_rows, n_cols, dtype, device, bias)
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        if len(_LAYOUTS) >= _LAYOUTS_LIMIT:
+            _LAYOUTS.clear()
+        layout = _LAYOUTS[key] = kind(batch, n_rows, n_cols, dtype, device, reducer, bias)
+    return layout
+
+
+_LAYOUTS: dict[tuple[Any, ...], Dense] = {}
+_LAYOUTS_LIMIT = 64
 
 
 def _problem(

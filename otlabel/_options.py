@@ -174,10 +174,25 @@ class Options(NamedTuple):
         """The options among an entry point's arguments (its ``locals()`` before anything else is
         assigned): every field whose name it has. One expression in every entry point, so that a
         new option is a new field and a new keyword, nothing in between."""
-        values = dict(_DEFAULTS)  # (a copy: inside torch.compile a comprehension over it guards every entry)
-        for name in arguments.keys() & values.keys():
-            values[name] = arguments[name]
-        return cls._checked(values)
+        if torch.compiler.is_compiling():
+            values = dict(_DEFAULTS)  # (a copy: inside torch.compile a comprehension over it guards every entry)
+            for name in arguments.keys() & values.keys():
+                values[name] = arguments[name]
+            return cls._checked(values)
+        # Eagerly, a call repeated with the same settings (every training step's) reuses the
+        # options validated the first time: validating is most of a small call's front end.
+        given = tuple(map(arguments.get, _SETTINGS, _DEFAULT_VALUES))
+        types = tuple(map(type, given))
+        if not _CACHEABLE.issuperset(types):  # data (a tensor, a list, a group): validated every time
+            return cls._checked(dict(zip(_SETTINGS, given)))
+        key = (given, types)  # with the types: True == 1 and 1 == 1.0, which the checks tell apart
+        options = _VALIDATED.get(key)
+        if options is None:
+            options = cls._checked(dict(zip(_SETTINGS, given)))
+            if len(_VALIDATED) >= _VALIDATED_LIMIT:
+                _VALIDATED.clear()
+            _VALIDATED[key] = options
+        return options
 
     @classmethod
     def make(cls, **given: Any) -> Options:
@@ -223,6 +238,14 @@ class Options(NamedTuple):
 #: The settings an entry point passes; the derived fields (schedule, error, plain) follow from them.
 _SETTINGS = Options._fields[: Options._fields.index("schedule")]
 _DEFAULTS = {name: Options._field_defaults[name] for name in _SETTINGS}
+_DEFAULT_VALUES = tuple(_DEFAULTS.values())
+
+#: Options validated by :meth:`Options.of_call`, by their settings (and the settings' types) as
+#: given; only settings that are plain Python values are kept (a tensor, an array, a list or a
+#: process group is data that may change between calls, and holding it would keep it alive).
+_VALIDATED: dict[tuple[tuple[Any, ...], tuple[type, ...]], Options] = {}
+_VALIDATED_LIMIT = 256
+_CACHEABLE = frozenset({type(None), bool, int, float, str})
 
 
 def _normalise(values: dict[str, Any], plain: bool) -> Schedule:

@@ -56,7 +56,7 @@ class Rule(NamedTuple):
 
     @property
     def hard(self) -> bool:
-        return self.exponent == 1.0 and not self.bounded
+        return self is HARD or (self.exponent == 1.0 and self.lower is None and self.upper is None)
 
 
 #: Rows or columns held at their masses exactly (the balanced problem).
@@ -111,7 +111,7 @@ class Problem:
         return torch.ones(shape, dtype=self.dtype, device=self.scores.device)
 
 
-@dataclass
+@dataclass(slots=True)
 class Solution:
     """What a backend returns. ``plan`` has the layout's shape, in the compute dtype.
 

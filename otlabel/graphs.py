@@ -93,9 +93,9 @@ def _tensors(prior: Any, options: Options) -> tuple[Any, Any, Any]:
 def eligible(scores: Any, prior: Any, options: Options) -> bool:
     """Whether a dense call (``scores``, ``prior``, ``options``) may be captured and replayed
     (cheap: checked on every call)."""
-    if not ENABLED or torch.compiler.is_compiling():
+    if type(scores) is not torch.Tensor or not scores.is_cuda:  # (first: the CPU's calls stop here)
         return False
-    if type(scores) is not torch.Tensor or not scores.is_cuda or scores.dtype not in _FLOATS:
+    if not ENABLED or torch.compiler.is_compiling() or scores.dtype not in _FLOATS:
         return False
     if not options.schedule.fixed or options.process_group is not None or options.return_info is not False:
         return False

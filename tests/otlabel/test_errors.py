@@ -181,3 +181,29 @@ def test_log_prior_without_a_prior_is_refused():
         sinkhorn(scores, 0.5, prior=log_prior, log_prior=True),
         sinkhorn_with_prior(scores, log_prior, 0.5, log_prior=True),
     )
+
+
+def test_repeated_settings_are_checked_as_the_first_call_was():
+    # An eager call reuses the options validated for the same settings (a training loop's every
+    # step): a setting equal in value but not in type must still be refused, and data must be
+    # read afresh on every call.
+    scores = torch.randn(20, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sinkhorn(scores, 0.1, n_iter=1, return_info=True)
+    with pytest.raises(ArgumentTypeError, match="n_iter"):
+        sinkhorn(scores, 0.1, n_iter=True)  # True == 1
+    with pytest.raises(ArgumentTypeError, match="return_info"):
+        sinkhorn(scores, 0.1, n_iter=1, return_info=1)  # 1 == True
+    epsilon = torch.tensor(0.1)
+    first = sinkhorn(scores, epsilon)
+    epsilon.fill_(0.5)  # the same tensor, another value
+    assert torch.equal(sinkhorn(scores, epsilon), sinkhorn(scores, 0.5))
+    assert not torch.equal(first, sinkhorn(scores, 0.5))
+    marginal = [0.1, 0.2, 0.3, 0.4]
+    before = sinkhorn(scores, 0.1, col_marginal=marginal)
+    marginal.reverse()  # the same list, changed in place
+    assert torch.equal(sinkhorn(scores, 0.1, col_marginal=marginal), sinkhorn(scores, 0.1, col_marginal=marginal[:]))
+    assert not torch.equal(before, sinkhorn(scores, 0.1, col_marginal=marginal))
+    # a prior's call and a plain one of the same shape do not share their layout's sums' bias
+    prior = torch.ones(20, 4, dtype=torch.float64)
+    assert torch.equal(sinkhorn(scores, 0.1, prior=prior), sinkhorn(scores, 0.1, prior=prior.clone()))
+    assert torch.allclose(sinkhorn(scores, 0.1, prior=prior), sinkhorn(scores, 0.1), atol=1e-12)
