@@ -431,6 +431,15 @@ def warn_unconverged(call: Call | RaggedCall, solution: Solution, stacklevel: in
     )
 
 
+def raise_failed_checks(problem: Problem) -> None:
+    """Device mode's pending checks, read back where a result's diagnostics are read back anyway
+    (``return_info``'s errors): the first failed one raises, on every rank alike (the flags are
+    max-reduced over a process group first), instead of NaN labels with NaN errors."""
+    checks = problem.checks
+    if checks.flags:
+        checks.raise_from(problem.reducer.max(checks.as_tensor(problem.col_mass.device)).tolist())
+
+
 def finish(call: Call, solution: Solution) -> Array | SinkhornResult:
     """Turn a backend's solution into what the user asked for; warn on non-convergence."""
     problem = call.problem
@@ -449,6 +458,7 @@ def finish(call: Call, solution: Solution) -> Array | SinkhornResult:
     labels = as_output(labels, call.options, dtype, call.was_numpy, problem.col_mass)
     if not call.options.return_info:
         return labels
+    raise_failed_checks(problem)
     if plan.dim() == 2:
         plan = plan.unsqueeze(0)
     # accumulate in float64 so that the reported errors are those of the returned plan,
@@ -1068,6 +1078,7 @@ def finish_features(call: FeaturesCall, solution: Solution) -> Any:
     labels = delivered(chosen, call.output_dtype, call.was_numpy)
     if not options.return_info:
         return labels
+    raise_failed_checks(problem)
     # the returned plan's marginal errors, accumulated in float64 (one more pass unless it is held)
     if options.output == "plan":
         row_sums, col_sums = chosen.sum(-1, dtype=torch.float64), chosen.sum(-2, dtype=torch.float64)

@@ -23,6 +23,7 @@ from otlabel import (
     fractional_ranks,
     gaussian_rank_prior,
     sinkhorn,
+    sinkhorn_features,
     sinkhorn_ragged,
     sinkhorn_with_prior,
 )
@@ -147,6 +148,22 @@ def test_tolerance_mode_reads_back_anyway_so_device_checks_raise_there():
     scores, _, _ = _problem()
     with pytest.raises(InvalidArgumentError, match="scores contains NaN"):
         sinkhorn(scores * math.nan, 0.05, tol=1e-6, validate="device")
+
+
+def test_return_info_reads_back_anyway_so_device_checks_raise_there():
+    # The docs promise it: return_info's errors are read back, and a failed check raises at that
+    # read-back instead of returning NaN labels with NaN errors (it did in fixed mode).
+    scores, prior, marginal = _problem()
+    with pytest.raises(InvalidArgumentError, match="scores contains NaN"):
+        sinkhorn(scores * math.nan, 0.05, validate="device", return_info=True)
+    with pytest.raises(InvalidArgumentError, match="col_marginal"):
+        sinkhorn(scores, 0.05, col_marginal=2 * marginal, validate="device", return_info=True)
+    with pytest.raises(InvalidArgumentError, match="features contain NaN|NaN"):
+        sinkhorn_features(scores[:, :6] * math.nan, scores[:12, :6], 0.05, validate="device", return_info=True)
+    good = sinkhorn(scores, 0.05, validate="device", return_info=True)  # nothing failed: the result
+    host = sinkhorn(scores, 0.05, validate="host", return_info=True)  # (its shifts differ: the rounding)
+    torch.testing.assert_close(good.labels, host.labels, rtol=1e-5, atol=1e-6)
+    assert math.isfinite(good.row_error) and math.isfinite(good.col_error)
 
 
 def test_auto_is_host_mode_in_eager_code_and_bad_values_are_named():
