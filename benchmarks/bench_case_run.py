@@ -17,7 +17,8 @@ the figures are medians. Reported per variant: the whole process's wall time, th
 part (the log's last ``seconds``: steps, data loading, checkpoints), the rest (start-up and
 evaluation), and the test mAP averaged over tIoU 0.1:0.7 with the configured P^M.
 
-    python benchmarks/bench_case_run.py [--steps 600] [--repeats 1] [--threads 0] [--data DIR] [--json out.json]
+    python benchmarks/bench_case_run.py [--steps 600] [--repeats 1] [--threads 0] [--data DIR]
+                                        [--set KEY=VALUE] [--json out.json]
 
 Prints a Markdown table with the ratios to ``float32`` and writes JSON (default
 ``benchmarks/results/bench_case_run.json``).
@@ -59,6 +60,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         "train.progress=false",
         f"train.threads={args.threads}",
         f"train.seed={args.seed}",
+        *args.set,
     ]
 
 
@@ -101,6 +103,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--threads", type=int, default=0, help="train.threads (0: PyTorch's default)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more overrides, every variant")
     parser.add_argument("--max-snippets", type=int, default=1000, help="cap on a synthetic video's snippets")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "synthetic-thumos14-full")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "bench_case_run.json")
