@@ -29,7 +29,6 @@ from ._checks import (
     _SCALED_SCORE_LIMIT,
     Array,
     check_bool,
-    check_int,
     check_marginal,
     check_prior,
     check_ptr,
@@ -58,7 +57,16 @@ from ._options import Options
 from ._problem import Problem, Schedule, Solution
 from ._reduce import SINGLE_PROCESS, Reducer
 from ._results import RaggedSinkhornResult, SinkhornResult
-from ._streamed import Factored, HardLabels, Streamed, TopLabels, realise, round_to_quotas, top_entries
+from ._streamed import (
+    Factored,
+    HardLabels,
+    Streamed,
+    TopLabels,
+    realise,
+    round_to_quotas,
+    rows_per_block,
+    top_entries,
+)
 from .distributed import GroupReducer, gather_rows
 from .errors import ArgumentTypeError, ConvergenceWarning, InvalidArgumentError
 from .labels import hard_labels, integer_quotas
@@ -915,11 +923,7 @@ def build_features(features: Any, prototypes: Any, options: Options, streaming: 
     triton = backends.select_features(options.backend, x.device, dtype) == "triton"
     if triton and not x.is_contiguous():
         x = x.contiguous()  # (the kernel reads rows of d contiguous entries)
-    if chunk_rows is None:
-        chunk_memory = check_int(chunk_memory, "chunk_memory", 1)
-        chunk_rows = max(1, chunk_memory // (n_cols * torch.finfo(dtype).bits // 8))
-    else:
-        chunk_rows = check_int(chunk_rows, "chunk_rows", 1)
+    chunk_rows = rows_per_block(n_cols, dtype, chunk_rows, chunk_memory)
     checks = DeferredChecks(device_checks(options.validate, x))
     # the scores of a call, as far as the checks of marginals, bounds and warm starts see them:
     # their shape, device and dtype (an expanded view: no memory)

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from ._checks import check_int
 from ._layout import COLUMN_BLOCK, Single
 from ._problem import Rule
 from ._reduce import Reducer
@@ -48,6 +49,7 @@ __all__ = [
     "TopLabels",
     "realise",
     "round_to_quotas",
+    "rows_per_block",
 ]
 
 #: Bytes of the compute dtype one block may take by default (``chunk_memory``): a block and its
@@ -55,6 +57,15 @@ __all__ = [
 #: product and its reductions (a block of 1,000 x 3,000 float32 entries, 12 MB: on this 2-core
 #: machine ~1.1x the bare matrix products per pass, against ~2x for blocks of 4,096 rows).
 DEFAULT_CHUNK_MEMORY = 8 * 2**20
+
+
+def rows_per_block(width: int, dtype: torch.dtype, chunk_rows: Any, chunk_memory: Any) -> int:
+    """Rows of a block: ``chunk_rows`` when given, else as many rows of ``width`` entries of
+    ``dtype`` as fit in ``chunk_memory`` bytes (at least one); each checked as a positive integer."""
+    if chunk_rows is not None:
+        return check_int(chunk_rows, "chunk_rows", 1)
+    memory = check_int(chunk_memory, "chunk_memory", 1)
+    return max(1, memory // (width * (torch.finfo(dtype).bits // 8)))
 
 
 class HardLabels(NamedTuple):

@@ -18,7 +18,8 @@ import torch
 
 from ._checks import FLOAT_DTYPES, Array, check_bool, check_int, check_marginal, real_number, to_tensor
 from ._deferred import DeferredChecks
-from ._streamed import DEFAULT_CHUNK_MEMORY, round_to_quotas
+from ._numerics import compute_dtype
+from ._streamed import DEFAULT_CHUNK_MEMORY, round_to_quotas, rows_per_block
 from .errors import ArgumentTypeError, ConvergenceWarning, InvalidArgumentError
 from .features import sinkhorn_features
 from .labels import integer_quotas
@@ -229,7 +230,7 @@ def balanced_kmeans(
     if not (math.isfinite(tol) and tol > 0):
         raise InvalidArgumentError(f"sinkhorn_tol must be a positive finite number, got {sinkhorn_tol!r}")
     max_iter = check_int(sinkhorn_max_iter, "sinkhorn_max_iter", 1)
-    rows = _rows_per_block(x, n_clusters, chunk_rows, chunk_memory)
+    rows = rows_per_block(max(n_clusters, x.shape[1]), compute_dtype(x.dtype), chunk_rows, chunk_memory)
     _check_values(x, setup, rows)
     result = _fit(x, setup, tol, max_iter, rows, chunk_memory)
     if was_numpy:
@@ -322,14 +323,6 @@ def _check(
     if generator is not None and not isinstance(generator, torch.Generator):
         raise ArgumentTypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     return _Setup(k, iterations, eps, spherical, marginal, exact_sizes, init, generator, dtype)
-
-
-def _rows_per_block(x: torch.Tensor, n_clusters: int, chunk_rows: Any, chunk_memory: Any) -> int:
-    if chunk_rows is not None:
-        return check_int(chunk_rows, "chunk_rows", 1)
-    memory = check_int(chunk_memory, "chunk_memory", 1)
-    itemsize = 8 if x.dtype == torch.float64 else 4
-    return max(1, memory // (max(n_clusters, x.shape[1]) * itemsize))
 
 
 def _blocks(x: torch.Tensor, rows: int, dtype: torch.dtype, normalize: bool) -> Iterator[tuple[int, torch.Tensor]]:
