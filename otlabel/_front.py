@@ -52,7 +52,7 @@ from ._deferred import DeferredChecks, device_checks
 from ._gradients import Spec, check_differentiable, differentiable_plan
 from ._layout import Dense, Segmented, Segments, Single
 from ._marginals import Resolved, Rules, Sizes, resolve, rules_in_masses
-from ._numerics import relative_violation
+from ._numerics import StatusReader, relative_violation
 from ._options import Options
 from ._problem import Problem, Schedule, Solution
 from ._reduce import SINGLE_PROCESS, Reducer
@@ -250,11 +250,6 @@ def build_problem(scores: Any, prior: Any, options: Options) -> Call:
         require_column_support(reached[0], checks, " over all ranks", name="log_prior" if log_prior else "prior")
         if local.constrained:
             require_reachable_columns(reached[1], local.live_cols, checks)
-    # zero masses need a tiny bias in every sum (0/0); without a prior or marginals there are none
-    bias = (
-        prior is not None or options.col_marginal is not None or options.row_marginal is not None or not options.plain
-    )
-    layout = _dense_layout(batch, n_rows, n_cols, dtype, scores3.device, reducer, bias)
     col_mass = (
         torch.full((batch, n_cols), n_total / n_cols, dtype=dtype, device=scores3.device)
         if col is None
@@ -275,6 +270,11 @@ def build_problem(scores: Any, prior: Any, options: Options) -> Call:
         if split:
             support, rows = gather_rows(reducer.group, support, rows)
         require_feasible_support(support, rows, col_mass, dtype)
+    # zero masses need a tiny bias in every sum (0/0); without a prior or marginals there are none
+    bias = (
+        prior is not None or options.col_marginal is not None or options.row_marginal is not None or not options.plain
+    )
+    layout = _dense_layout(batch, n_rows, n_cols, dtype, scores3.device, reducer, bias)
     masses, ranges = (row_mass, col_mass), (local.score_range, local.prior_range)
     problem = _problem(options, scores3, prior3, layout, checks, masses, ranges, rules, local.resolved.init)
     return Call(problem, options, local.batched, local.was_numpy)
@@ -443,9 +443,8 @@ def raise_failed_checks(problem: Problem) -> None:
     """Device mode's pending checks, read back where a result's diagnostics are read back anyway
     (``return_info``'s errors): the first failed one raises, on every rank alike (the flags are
     max-reduced over a process group first), instead of NaN labels with NaN errors."""
-    checks = problem.checks
-    if checks.flags:
-        checks.raise_from(problem.reducer.max(checks.as_tensor(problem.col_mass.device)).tolist())
+    if problem.checks.flags:
+        StatusReader(problem.checks, problem.col_mass.device, problem.reducer).read()
 
 
 def finish(call: Call, solution: Solution) -> Array | SinkhornResult:

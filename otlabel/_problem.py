@@ -56,7 +56,7 @@ class Rule(NamedTuple):
 
     @property
     def hard(self) -> bool:
-        return self is HARD or (self.exponent == 1.0 and self.lower is None and self.upper is None)
+        return self is HARD or (self.exponent == 1.0 and not self.bounded)  # (the classical rule first)
 
 
 #: Rows or columns held at their masses exactly (the balanced problem).
