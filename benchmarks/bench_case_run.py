@@ -11,6 +11,10 @@ timed. Variants:
 * ``float32`` — the default settings;
 * ``bfloat16 + fused`` — ``train.precision=bfloat16 optim.fused=true``.
 
+With ``--baseline DIR`` (a checkout of another revision, e.g. ``git worktree add DIR REV``) the
+``float32`` run of that checkout's ``train.py`` comes first and the speed-ups are relative to it:
+"faster than main was" measured in the same session.
+
 The runs go one after another (whole runs cannot be interleaved); with ``--repeats 2`` or more
 the order alternates (A B, B A, ...) so that a drift in the machine's load falls on both, and
 the figures are medians. Reported per variant: the whole process's wall time, the training
@@ -18,7 +22,7 @@ part (the log's last ``seconds``: steps, data loading, checkpoints), the rest (s
 evaluation), and the test mAP averaged over tIoU 0.1:0.7 with the configured P^M.
 
     python benchmarks/bench_case_run.py [--steps 600] [--repeats 1] [--threads 0] [--data DIR]
-                                        [--set KEY=VALUE] [--json out.json]
+                                        [--baseline DIR] [--set KEY=VALUE] [--json out.json]
 
 Prints a Markdown table with the ratios to ``float32`` and writes JSON (default
 ``benchmarks/results/bench_case_run.json``).
@@ -74,13 +78,19 @@ def _generate(args: argparse.Namespace) -> float:
     return time.perf_counter() - start
 
 
+BASELINE = "float32 (baseline)"
+
+
 def _run(args: argparse.Namespace, name: str, out: Path) -> dict:
-    command = [sys.executable, str(EXAMPLE / "train.py"), "--config", str(EXAMPLE / "configs" / "thumos14.yaml")]
-    for item in _overrides(args) + VARIANTS[name]:
+    root = ROOT if name != BASELINE else args.baseline
+    example = root / "examples" / "wtal_case"
+    command = [sys.executable, str(example / "train.py"), "--config", str(example / "configs" / "thumos14.yaml")]
+    for item in _overrides(args) + VARIANTS.get(name, []):
         command += ["--set", item]
     command += ["--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{name}: train.py exited {done.returncode}\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
@@ -106,9 +116,15 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more overrides, every variant")
     parser.add_argument("--max-snippets", type=int, default=1000, help="cap on a synthetic video's snippets")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "synthetic-thumos14-full")
+    parser.add_argument("--baseline", type=Path, help="a checkout of the revision to compare with (its float32 run)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "bench_case_run.json")
     args = parser.parse_args()
     args.data = args.data.resolve()
+    if args.baseline is not None:
+        args.baseline = args.baseline.resolve()
+        if not (args.baseline / "examples" / "wtal_case" / "train.py").is_file():
+            parser.error(f"--baseline {args.baseline}: no examples/wtal_case/train.py there")
+        args.variants = [BASELINE, *args.variants]
     load_before = os.getloadavg()
     generation = _generate(args)
     print(f"data set ready in {generation:.0f} s: {args.data}", flush=True)

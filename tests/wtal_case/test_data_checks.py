@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from test_data_readers import basnet_cfg, make_basnet  # tests/wtal_case is on sys.path
 
 from case.data import DataConfig, DatasetError, build_dataset
@@ -90,6 +91,10 @@ def test_bad_feature_values_are_named_with_their_file(root: Path, value: float, 
     assert "within ±10000" in str(info.value)
     with pytest.raises(DatasetError, match=f"{path}: {what}.* at snippet 6, column 3"):
         test[0]  # a read is checked too (a file changed after verify() is named, not trained on)
+    with pytest.raises(DatasetError, match=f"{path}: {what}.* at snippet 6, column 3"):
+        test.batch([0])  # and a training batch, in either dtype
+    with pytest.raises(DatasetError, match=f"{path}: {what}.* at snippet 6, column 3"):
+        test.batch([0], torch.bfloat16)
     assert build_dataset(basnet_cfg(root), "train", "all").verify() is None  # the other split is fine
 
 
@@ -101,6 +106,18 @@ def test_values_at_the_magnitude_bound_are_accepted(root: Path) -> None:
     train = build_dataset(basnet_cfg(root), "train", "all")
     train.verify()
     assert train[1]["features"][0, 0].item() == 1e4
+    assert train.batch([1])["features"][0, 1, 1].item() == -1e4
+
+
+def test_float64_values_that_round_to_the_bound_are_accepted_as_they_always_were(root: Path) -> None:
+    # 10000.0000001 is above the bound in float64 but 1e4 in float32, the dtype items hold
+    path = root / "features" / "train" / "rgb" / "v_train_b.npy"
+    features = np.load(path).astype(np.float64)
+    features[0, 0] = 1e4 + 1e-7
+    np.save(path, features)
+    train = build_dataset(basnet_cfg(root), "train", "all")
+    assert train[1]["features"][0, 0].item() == 1e4
+    assert train.batch([1])["features"][0, 0, 0].item() == 1e4
 
 
 def _basnet_on_real_thumos14(thumos14_dir: Path, root: Path, videos: list[str]) -> Path:

@@ -247,6 +247,9 @@ def test_wtalc_reader_on_the_real_thumos14_annotations(thumos14_dir: Path, tmp_p
     assert entry["subset"] == "test" and entry["duration"] == pytest.approx(float(durations[k]))
     assert [a["segment"] for a in entry["annotations"]] == [[float(s), float(e)] for s, e in segments[k]]
     assert test[3]["features"].shape == (min(50, lengths[k]), 16)
+    batch = train.batch([4, 0, 7])  # a training batch, written straight from the held arrays
+    for j, i in enumerate([4, 0, 7]):
+        assert torch.equal(batch["features"][j], train[i]["features"]) and batch["video"][j] == train.videos[i]
 
 
 def _small_wtalc(root: Path, name: str = "Small", as_bytes: bool = False) -> Path:

@@ -145,3 +145,67 @@ def test_collate_refuses_unequal_lengths(root: Path) -> None:
         collate_videos([ds[0], ds[1]])
     with pytest.raises(DatasetError, match="no items"):
         collate_videos([])
+
+
+def _rewrite_features(root: Path, dtype: str, shift: float = 1 / 3) -> None:
+    """Every feature file of ``root`` stored as ``dtype`` (with a fraction float32 must round)."""
+    for path in (root / "features").rglob("*.npy"):
+        np.save(path, (np.load(path).astype(np.float64) + shift).astype(dtype))
+
+
+def _same_batch(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        if isinstance(value, torch.Tensor):
+            assert got[key].dtype == value.dtype and torch.equal(got[key], value), key
+        else:
+            assert got[key] == value, key
+
+
+@pytest.mark.parametrize("stored", ["<f2", "<f4", ">f4", "<f8", ">f8", "g"], ids=str)
+def test_a_batch_is_its_items_stacked_whatever_the_files_dtype(root: Path, stored: str) -> None:
+    _rewrite_features(root, stored)
+    ds = _train(root)
+    ds.set_epoch(3)
+    order = [5, 0, 2, 1]
+    batch = ds.batch(order)
+    _same_batch(batch, collate_videos([ds[i] for i in order]))
+    assert batch["features"].dtype == torch.float32 and batch["features"].is_contiguous()
+    # the rows are the file's, rounded once to float32 as an item's always were
+    full = build_dataset(DataConfig(source="basnet", root=str(root), feature_dim=16), "train", "all")
+    for j, i in enumerate(order):
+        rgb, flow = (np.load(p) for p in full._load.paths[i])
+        want = np.concatenate([rgb, flow], axis=1)[batch["index"][j].numpy()].astype(np.float32)
+        np.testing.assert_array_equal(batch["features"][j].numpy(), want)
+    # bfloat16 batches hold those float32 values as autocast casts them
+    half = ds.batch(order, torch.bfloat16)
+    assert half["features"].dtype == torch.bfloat16
+    assert torch.equal(half["features"].view(torch.int16), batch["features"].to(torch.bfloat16).view(torch.int16))
+    _same_batch({k: v for k, v in half.items() if k != "features"}, {k: v for k, v in batch.items() if k != "features"})
+
+
+def test_bfloat16_batches_of_float16_files_round_every_value_as_float32_would(tmp_path: Path) -> None:
+    # every finite float16 within the magnitude bound, subnormals and both zeros included
+    bits = np.arange(-(2**15), 2**15, dtype=np.int32).astype(np.int16).view(np.float16)
+    values = bits[np.isfinite(bits) & (np.abs(bits.astype(np.float32)) <= 1e4)]
+    rows = -(-len(values) // 2048)
+    features = np.zeros(rows * 2048, dtype=np.float16)
+    features[: len(values)] = values
+    root = make_basnet(tmp_path / "set", videos={"v": ("train", rows, [[0.0, 1.0, "Run"]])}, width=1024)
+    for k, stream in enumerate(("rgb", "flow")):
+        columns = features.reshape(rows, 2048)[:, 1024 * k : 1024 * (k + 1)]
+        np.save(root / "features" / "train" / stream / "v.npy", columns)
+    ds = build_dataset(DataConfig(source="basnet", root=str(root), num_segments=rows), "train", "all")
+    single, half = ds.batch([0])["features"], ds.batch([0], torch.bfloat16)["features"]
+    np.testing.assert_array_equal(single.numpy().reshape(-1), features.astype(np.float32))
+    assert torch.equal(half.view(torch.int16), single.to(torch.bfloat16).view(torch.int16))
+
+
+def test_a_batch_refuses_what_collating_its_items_refuses(root: Path) -> None:
+    ds = build_dataset(DataConfig(source="basnet", root=str(root), num_segments=6, feature_dim=16), "train", "all")
+    with pytest.raises(DatasetError, match=r"different numbers of snippets \[5, 7\] \(videos: v_train_a, v_train_b\)"):
+        ds.batch([0, 1])
+    with pytest.raises(DatasetError, match="no items"):
+        ds.batch([])
+    with pytest.raises(IndexError, match="video index 9 out of range"):
+        ds.batch([0, 9])

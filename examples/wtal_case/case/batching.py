@@ -13,8 +13,6 @@ from typing import Any
 
 import torch
 
-from .data import collate_videos
-
 __all__ = ["BatchOrder", "VideoSubset", "split_heldout", "load_batch", "StepBatches", "iterate_batches"]
 
 
@@ -89,6 +87,10 @@ class VideoSubset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         return self.dataset[self.indices[i]]
 
+    def batch(self, indices: Sequence[int], dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+        """Items ``indices`` as one batch (:meth:`case.data.VideoDataset.batch`)."""
+        return self.dataset.batch([self.indices[i] for i in indices], dtype)
+
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
 
@@ -102,10 +104,17 @@ def split_heldout(num_videos: int, fraction: float, seed: int) -> tuple[list[int
     return sorted(perm[held:]), sorted(perm[:held])
 
 
-def load_batch(dataset: Any, indices: Sequence[int], epoch: int, device: torch.device | None = None) -> dict[str, Any]:
-    """Fetch and collate the videos ``indices`` (random sampling seeded by epoch and video)."""
+def load_batch(
+    dataset: Any,
+    indices: Sequence[int],
+    epoch: int,
+    device: torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, Any]:
+    """The batch of videos ``indices`` (random sampling seeded by epoch and video), features in
+    ``dtype`` (the forward pass's: see :meth:`case.data.VideoDataset.batch`)."""
     dataset.set_epoch(epoch)
-    batch = collate_videos([dataset[i] for i in indices])
+    batch = dataset.batch(indices, dtype)
     if device is not None:
         batch["features"] = batch["features"].to(device, non_blocking=True)
         batch["label"] = batch["label"].to(device, non_blocking=True)
@@ -120,22 +129,25 @@ class StepBatches(torch.utils.data.Dataset):
     path gives: each item sets its own epoch, so no state has to reach the workers.
     """
 
-    def __init__(self, dataset: Any, order: BatchOrder, start: int, stop: int) -> None:
-        self.dataset, self.order, self.start, self.stop = dataset, order, start, stop
+    def __init__(
+        self, dataset: Any, order: BatchOrder, start: int, stop: int, dtype: torch.dtype = torch.float32
+    ) -> None:
+        self.dataset, self.order, self.start, self.stop, self.dtype = dataset, order, start, stop, dtype
 
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
 
     def __getitem__(self, j: int) -> dict[str, Any]:
         step = self.start + j
-        return load_batch(self.dataset, self.order.indices(step), self.order.position(step)[0])
+        return load_batch(self.dataset, self.order.indices(step), self.order.position(step)[0], dtype=self.dtype)
 
 
 def iterate_batches(
-    dataset: Any, order: BatchOrder, start: int, stop: int, num_workers: int
+    dataset: Any, order: BatchOrder, start: int, stop: int, num_workers: int, dtype: torch.dtype = torch.float32
 ) -> Iterator[dict[str, Any]]:
-    """The batches of steps ``start`` .. ``stop - 1``, loaded in ``num_workers`` background processes (0: inline)."""
-    batches = StepBatches(dataset, order, start, stop)
+    """The batches of steps ``start`` .. ``stop - 1`` (features in ``dtype``), loaded in
+    ``num_workers`` background processes (0: inline)."""
+    batches = StepBatches(dataset, order, start, stop, dtype)
     if num_workers == 0:
         return (batches[j] for j in range(len(batches)))
     loader = torch.utils.data.DataLoader(

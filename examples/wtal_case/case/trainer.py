@@ -311,6 +311,12 @@ def forward(net: torch.nn.Module, features: torch.Tensor, precision: str) -> tup
         return net(features)
 
 
+def input_dtype(precision: str) -> torch.dtype:
+    """The dtype training batches are loaded in for ``train.precision``: the forward pass's own
+    (bfloat16 features are exactly the float32 ones as autocast casts them, in half the memory)."""
+    return torch.bfloat16 if precision == "bfloat16" else torch.float32
+
+
 def compiled(net: torch.nn.Module, cfg: Config) -> torch.nn.Module:
     """``net`` through ``torch.compile`` when ``train.compile`` says so (else ``net`` itself).
 
@@ -531,7 +537,10 @@ def _train_steps(
     )
     log = paths.log.open("a", encoding="utf-8") if env.main else None
     try:
-        for batch in iterate_batches(inputs.train_set, inputs.order, state.step, train.steps, train.num_workers):
+        batches = iterate_batches(
+            inputs.train_set, inputs.order, state.step, train.steps, train.num_workers, input_dtype(train.precision)
+        )
+        for batch in batches:
             raise_if_interrupted()
             epoch, _ = inputs.order.position(state.step)
             try:

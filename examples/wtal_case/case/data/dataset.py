@@ -14,10 +14,10 @@ as a few of THUMOS14's do, are kept and named in a :class:`~case.data.errors.Dat
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args
 
 import numpy as np
 import torch
@@ -83,6 +83,16 @@ class DataConfig:
             )
 
 
+class FeatureLoader(Protocol):
+    """Reads a video's features: whole (T, D), as column blocks (RGB, flow), and names the file."""
+
+    def __call__(self, i: int) -> np.ndarray: ...
+
+    def parts(self, i: int) -> list[np.ndarray]: ...
+
+    def describe(self, i: int, stream: int) -> str: ...
+
+
 class VideoDataset(Dataset):
     """Videos of one split; item ``i`` is video ``i`` sampled as the dataset's ``sampling``.
 
@@ -123,7 +133,7 @@ class VideoDataset(Dataset):
         class_names: Sequence[str],
         records: Sequence[VideoRecord],
         lengths: Sequence[int],
-        load: Callable[[int], np.ndarray],
+        load: FeatureLoader,
         split: str,
         sampling: str,
         num_segments: int,
@@ -231,19 +241,79 @@ class VideoDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not 0 <= i < len(self):
             raise IndexError(f"video index {i} out of range for {len(self)} videos")
-        features = self._load(i)
+        parts, index = self._sampled(i)
+        rows = torch.empty((len(index), sum(part.shape[1] for part in parts)), dtype=torch.float32)
+        self._gather(i, parts, index, rows)
+        return self._item(i, rows, index, len(parts[0]))
+
+    def batch(self, indices: Sequence[int], dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+        """The batch of items ``indices``: what :func:`collate_videos` makes of them, with the
+        features written straight into one (B, T, D) tensor of ``dtype``.
+
+        Each video's sampled rows are gathered from its files into the batch (no per-item copy,
+        no stacking: a training batch of THUMOS14's shapes is 98 MB in float32), and ``dtype``
+        lets a bfloat16 forward pass receive its input in bfloat16 (half the memory; the same
+        values as float32 features cast by autocast). Raises as :func:`collate_videos` does.
+        """
+        if not indices:
+            raise DatasetError("collate_videos: no items")
+        items: list[dict[str, Any]] = []
+        features: torch.Tensor | None = None
+        for j, i in enumerate(indices):
+            if not 0 <= i < len(self):
+                raise IndexError(f"video index {i} out of range for {len(self)} videos")
+            parts, index = self._sampled(i)
+            if features is None:
+                width = sum(part.shape[1] for part in parts)
+                features = torch.empty((len(indices), len(index), width), dtype=dtype)
+            elif len(index) != features.shape[1]:  # "uniform" or "all" sampling: lengths differ
+                return collate_videos([self[k] for k in indices])  # raises, naming every length
+            self._gather(i, parts, index, features[j])
+            items.append(self._item(i, features[j], index, len(parts[0])))
+        assert features is not None
+        return _collated(items, features)
+
+    def _sampled(self, i: int) -> tuple[list[np.ndarray], np.ndarray]:
+        """Video ``i``'s feature blocks (columns: RGB, flow) and the snippets its item keeps."""
+        parts = self._load.parts(i)
         rng = np.random.default_rng([self.seed, self.epoch, i]) if self.sampling == "random" else None
-        index = sample_indices(len(features), self.num_segments, self.sampling, rng)
-        rows = np.ascontiguousarray(features[index], dtype=np.float32)
-        self._check_values(i, rows, index)  # a file changed since verify() is named, not trained on
+        return parts, sample_indices(len(parts[0]), self.num_segments, self.sampling, rng)
+
+    def _gather(self, i: int, parts: list[np.ndarray], index: np.ndarray, out: torch.Tensor) -> None:
+        """Write rows ``index`` of ``parts`` side by side into ``out`` (rows, D): the float32 rows
+        :meth:`__getitem__` has always given (float64 files round to float32), in ``out``'s dtype.
+        The rows are checked first (:meth:`_check_values`: a file changed since :meth:`verify`
+        is named, not trained on)."""
+        rows = torch.from_numpy(index)
+        blocks = [torch.from_numpy(_native(part))[rows] for part in parts]
+        bound = MAX_FEATURE_MAGNITUDE
+        extrema = [torch.aminmax(block) for block in blocks]  # per block: a NaN shows in both
+        if not all(float(high) <= bound and -float(low) <= bound for low, high in extrema):
+            self._check_values(i, torch.cat([block.float() for block in blocks], 1).numpy(), index)
+        start = 0
+        for block in blocks:
+            if block.dtype == torch.float64:  # rounded to float32 first, as it always was
+                block = block.float()  # (float16 converts exactly, to float32 or to bfloat16)
+            out[:, start : start + block.shape[1]] = block
+            start += block.shape[1]
+
+    def _item(self, i: int, features: torch.Tensor, index: np.ndarray, num_snippets: int) -> dict[str, Any]:
         return {
-            "features": torch.from_numpy(rows),
+            "features": features,
             "label": self._labels[i].clone(),
             "video": self.videos[i],
             "index": torch.from_numpy(index),
-            "num_snippets": len(features),
+            "num_snippets": num_snippets,
             "duration": self.duration(i),
         }
+
+
+def _native(part: np.ndarray) -> np.ndarray:
+    """``part`` as torch can read it: float16/32/64 in native byte order (a longer float as the
+    float32 it is trained on)."""
+    if part.dtype.kind == "f" and part.dtype.itemsize <= 8:
+        return part if part.dtype.isnative else part.astype(part.dtype.newbyteorder("="))
+    return part.astype(np.float32)
 
 
 def collate_videos(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -277,8 +347,13 @@ def collate_videos(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
             f"collate_videos: items have different numbers of snippets {sorted(lengths)} "
             "(videos: " + ", ".join(it["video"] for it in items) + "); batch them one at a time"
         )
+    return _collated(items, torch.stack([it["features"] for it in items]))
+
+
+def _collated(items: Sequence[dict[str, Any]], features: torch.Tensor) -> dict[str, Any]:
+    """The batch of ``items`` whose features, stacked, are ``features``."""
     return {
-        "features": torch.stack([it["features"] for it in items]),
+        "features": features,
         "label": torch.stack([it["label"] for it in items]),
         "index": torch.stack([it["index"] for it in items]),
         "video": [it["video"] for it in items],
@@ -352,11 +427,15 @@ class _StreamPairLoader:
         self.width = width
 
     def __call__(self, i: int) -> np.ndarray:
+        return np.concatenate(self.parts(i), axis=1)
+
+    def parts(self, i: int) -> list[np.ndarray]:
+        """Video i's (T, D/2) RGB and flow arrays (what :meth:`__call__` joins)."""
         rgb_path, flow_path = self.paths[i]
         rgb, flow = _load_npy(rgb_path, self.width), _load_npy(flow_path, self.width)
         if len(rgb) != len(flow):
             raise DatasetError(f"feature files {rgb_path} and {flow_path} have {len(rgb)} and {len(flow)} snippets")
-        return np.concatenate([rgb, flow], axis=1)
+        return [rgb, flow]
 
     def describe(self, i: int, stream: int) -> str:
         """The file that holds column block ``stream`` (0: RGB, 1: flow) of video ``i``."""
@@ -371,6 +450,9 @@ class _ArrayLoader:
 
     def __call__(self, i: int) -> np.ndarray:
         return self.arrays[i]
+
+    def parts(self, i: int) -> list[np.ndarray]:
+        return [self.arrays[i]]
 
     def describe(self, i: int, stream: int) -> str:
         return f"feature file {self.path} (video {self.videos[i]!r}, {('RGB', 'flow')[stream]} half)"
