@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -12,7 +13,9 @@ import torch
 from test_data_readers import VIDEOS, make_basnet  # tests/wtal_case is on sys.path (rootdir import)
 from torch.utils.data import DataLoader
 
+from case.batching import load_batch
 from case.data import DataConfig, DatasetError, build_dataset, collate_videos, sample_indices
+from case.data.dataset import _sampled_rows
 
 
 def _official_bins(length: int, t: int) -> list[tuple[int, int]]:
@@ -209,3 +212,52 @@ def test_a_batch_refuses_what_collating_its_items_refuses(root: Path) -> None:
         ds.batch([])
     with pytest.raises(IndexError, match="video index 9 out of range"):
         ds.batch([0, 9])
+
+
+def test_a_batch_takes_any_iterable_of_indices_and_refuses_other_dtypes(root: Path) -> None:
+    ds = _train(root)
+    want = ds.batch([2, 0])
+    _same_batch(ds.batch(np.array([2, 0])), want)  # a hostile pass: numpy arrays and generators
+    _same_batch(ds.batch(i for i in (2, 0)), want)  # were read by the items' path, not by batch()
+    _same_batch(load_batch(ds, range(2, -1, -2), 0), want)
+    for dtype in (torch.int64, torch.bool, torch.float16):
+        with pytest.raises(DatasetError, match=r"batch dtype must be torch.float32 or torch.bfloat16, got torch\."):
+            load_batch(ds, [0], 0, dtype=dtype)
+
+
+def test_load_batch_collates_the_items_of_a_data_set_without_batch(root: Path) -> None:
+    ds = _train(root)
+
+    class Wrapper(torch.utils.data.Dataset):  # a user's own map-style wrapper of the same items
+        def __len__(self) -> int:
+            return len(ds)
+
+        def __getitem__(self, i: int) -> dict:
+            return ds[i]
+
+        def set_epoch(self, epoch: int) -> None:
+            ds.set_epoch(epoch)
+
+    for dtype in (torch.float32, torch.bfloat16):
+        _same_batch(load_batch(Wrapper(), [3, 1], 2, dtype=dtype), load_batch(ds, [3, 1], 2, dtype=dtype))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda a: a[::-1].copy()[::-1],  # a negative stride
+        lambda a: np.lib.stride_tricks.as_strided(a, writeable=False),  # read-only (a memory map)
+        lambda a: np.asfortranarray(a),
+        lambda a: a.astype(">f8"),
+        lambda a: a.astype(np.longdouble),
+    ],
+    ids=["negative-stride", "read-only", "fortran", "big-endian", "longdouble"],
+)
+def test_sampled_rows_of_any_array_a_loader_may_hold(make) -> None:
+    features = np.random.default_rng(0).standard_normal((40, 6)).astype(np.float32) / 3
+    part = make(features.astype(np.float64) + 1 / 3)
+    index = np.array([0, 0, 5, 39, 17])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "array is not writable" warning from torch either
+        rows = _sampled_rows(part, index, torch.from_numpy(index))
+    np.testing.assert_array_equal(rows.float().numpy(), np.asarray(part[index], dtype=np.float32))

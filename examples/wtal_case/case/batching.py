@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from .data import collate_items
+
 __all__ = ["BatchOrder", "VideoSubset", "split_heldout", "load_batch", "StepBatches", "iterate_batches"]
 
 
@@ -114,7 +116,10 @@ def load_batch(
     """The batch of videos ``indices`` (random sampling seeded by epoch and video), features in
     ``dtype`` (the forward pass's: see :meth:`case.data.VideoDataset.batch`)."""
     dataset.set_epoch(epoch)
-    batch = dataset.batch(indices, dtype)
+    if hasattr(dataset, "batch"):  # VideoDataset, VideoSubset: gathered straight from the files
+        batch = dataset.batch(indices, dtype)
+    else:  # any other map-style data set of the same items
+        batch = collate_items([dataset[i] for i in indices], dtype)
     if device is not None:
         batch["features"] = batch["features"].to(device, non_blocking=True)
         batch["label"] = batch["label"].to(device, non_blocking=True)

@@ -23,10 +23,10 @@ from .sampling import sample_indices
 from .synthetic import FeatureModel, SyntheticConfig, ensure_synthetic
 
 if TYPE_CHECKING:
-    from .dataset import DataConfig, VideoDataset, build_dataset, collate_videos
+    from .dataset import DataConfig, VideoDataset, build_dataset, collate_items, collate_videos
 
 #: Names served by :mod:`case.data.dataset`, imported when first asked for.
-_LAZY = frozenset({"DataConfig", "VideoDataset", "build_dataset", "collate_videos"})
+_LAZY = frozenset({"DataConfig", "VideoDataset", "build_dataset", "collate_items", "collate_videos"})
 
 
 def __getattr__(name: str) -> Any:
@@ -48,6 +48,7 @@ __all__ = [
     "SyntheticConfig",
     "VideoDataset",
     "build_dataset",
+    "collate_items",
     "collate_videos",
     "ensure_synthetic",
     "sample_indices",

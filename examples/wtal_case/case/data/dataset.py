@@ -14,7 +14,7 @@ as a few of THUMOS14's do, are kept and named in a :class:`~case.data.errors.Dat
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
@@ -246,15 +246,18 @@ class VideoDataset(Dataset):
         self._gather(i, parts, index, rows)
         return self._item(i, rows, index, len(parts[0]))
 
-    def batch(self, indices: Sequence[int], dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    def batch(self, indices: Iterable[int], dtype: torch.dtype = torch.float32) -> dict[str, Any]:
         """The batch of items ``indices``: what :func:`collate_videos` makes of them, with the
-        features written straight into one (B, T, D) tensor of ``dtype``.
+        features written straight into one (B, T, D) tensor of ``dtype`` (float32 or bfloat16).
 
         Each video's sampled rows are gathered from its files into the batch (no per-item copy,
         no stacking: a training batch of THUMOS14's shapes is 98 MB in float32), and ``dtype``
         lets a bfloat16 forward pass receive its input in bfloat16 (half the memory; the same
         values as float32 features cast by autocast). Raises as :func:`collate_videos` does.
         """
+        if dtype not in BATCH_DTYPES:
+            raise DatasetError(f"batch dtype must be torch.float32 or torch.bfloat16, got {dtype}")
+        indices = list(indices)
         if not indices:
             raise DatasetError("collate_videos: no items")
         items: list[dict[str, Any]] = []
@@ -267,7 +270,7 @@ class VideoDataset(Dataset):
                 width = sum(part.shape[1] for part in parts)
                 features = torch.empty((len(indices), len(index), width), dtype=dtype)
             elif len(index) != features.shape[1]:  # "uniform" or "all" sampling: lengths differ
-                return collate_videos([self[k] for k in indices])  # raises, naming every length
+                return collate_items([self[k] for k in indices], dtype)  # raises, naming every length
             self._gather(i, parts, index, features[j])
             items.append(self._item(i, features[j], index, len(parts[0])))
         assert features is not None
@@ -285,7 +288,7 @@ class VideoDataset(Dataset):
         The rows are checked first (:meth:`_check_values`: a file changed since :meth:`verify`
         is named, not trained on)."""
         rows = torch.from_numpy(index)
-        blocks = [torch.from_numpy(_native(part))[rows] for part in parts]
+        blocks = [_sampled_rows(part, index, rows) for part in parts]
         bound = MAX_FEATURE_MAGNITUDE
         extrema = [torch.aminmax(block) for block in blocks]  # per block: a NaN shows in both
         if not all(float(high) <= bound and -float(low) <= bound for low, high in extrema):
@@ -308,12 +311,26 @@ class VideoDataset(Dataset):
         }
 
 
-def _native(part: np.ndarray) -> np.ndarray:
-    """``part`` as torch can read it: float16/32/64 in native byte order (a longer float as the
-    float32 it is trained on)."""
-    if part.dtype.kind == "f" and part.dtype.itemsize <= 8:
-        return part if part.dtype.isnative else part.astype(part.dtype.newbyteorder("="))
-    return part.astype(np.float32)
+def _sampled_rows(part: np.ndarray, index: np.ndarray, rows: torch.Tensor) -> torch.Tensor:
+    """Rows ``index`` of ``part`` as a tensor: gathered by torch from the array itself when torch
+    can read it (native float16/32/64, writable, no negative stride: every file ``np.load``
+    reads), else by NumPy (a longer float as the float32 it is trained on)."""
+    dtype = part.dtype
+    if dtype.kind == "f" and dtype.itemsize <= 8 and dtype.isnative and part.flags.writeable and min(part.strides) >= 0:
+        return torch.from_numpy(part)[rows]
+    target = np.float32 if dtype.kind != "f" or dtype.itemsize > 8 else dtype.newbyteorder("=")
+    return torch.from_numpy(np.ascontiguousarray(part[index], dtype=target))
+
+
+def collate_items(items: Sequence[dict[str, Any]], dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """:func:`collate_videos` with the features in ``dtype``."""
+    batch = collate_videos(items)
+    batch["features"] = batch["features"].to(dtype)
+    return batch
+
+
+#: The dtypes a training batch's features may be loaded in (:meth:`VideoDataset.batch`).
+BATCH_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def collate_videos(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
