@@ -3,14 +3,12 @@ features sharded by rows over the ranks (uneven, one rank empty), prototypes rep
 
 from __future__ import annotations
 
-import os
 import traceback
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from .distributed_cases import join_world, offsets
+from .distributed_cases import join_world, leave_world, offsets
 
 #: rows per rank, uneven and with an empty rank
 SPLITS = {2: {"uneven": [70, 123], "empty": [0, 140]}, 3: {"uneven": [50, 91, 33], "empty": [61, 0, 80]}}
@@ -88,8 +86,4 @@ def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         results["quotas"] = {"error": "none raised"}
     except Exception as error:  # noqa: BLE001 - the test checks the message
         results["quotas"] = {"raised": f"{type(error).__name__}: {error}"}
-    dist.barrier()  # every rank done with its collectives before any tears the group down
-    dist.destroy_process_group()
-    target = Path(out_dir) / f"rank{rank}.pt"
-    torch.save(results, str(target) + ".tmp")
-    os.replace(str(target) + ".tmp", target)
+    leave_world(results, rank, out_dir)

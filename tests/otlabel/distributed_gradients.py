@@ -7,14 +7,12 @@ ranks' losses, i.e. its slice of one process differentiating the whole loss.
 
 from __future__ import annotations
 
-import os
 import traceback
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from .distributed_cases import join_world, offsets
+from .distributed_cases import join_world, leave_world, offsets
 
 #: rows per rank, uneven and with an empty rank
 SPLITS = {2: {"uneven": [7, 12], "empty": [0, 14]}, 3: {"uneven": [5, 9, 3], "empty": [6, 0, 8]}}
@@ -83,7 +81,4 @@ def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
                     results[name] = gradients(values, option, mode, process_group=dist.group.WORLD)
                 except Exception as error:  # noqa: BLE001 - the test reports it
                     results[name] = {"error": f"{type(error).__name__}: {error}\n{traceback.format_exc()}"}
-    dist.destroy_process_group()
-    target = Path(out_dir) / f"rank{rank}.pt"
-    torch.save(results, str(target) + ".tmp")
-    os.replace(str(target) + ".tmp", target)
+    leave_world(results, rank, out_dir)

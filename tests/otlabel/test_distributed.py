@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from otlabel import ArgumentTypeError, InvalidArgumentError, sinkhorn
 
-from .distributed_cases import cases, offsets, reference, run_world
+from .distributed_cases import aborting_worker, cases, offsets, reference, run_world
 
 WORLDS = (2, 3)
 
@@ -200,3 +200,11 @@ def test_torchrun_example_runs_on_the_cpu() -> None:
         pytest.fail("the torchrun example did not finish within 180 s")
     assert process.returncode == 0, output
     assert "| 0 | 24 | " in output and "| 1 | 40 | " in output and "\nOK" in output
+
+
+def test_a_rank_that_dies_in_teardown_after_saving_is_reported_one_that_dies_before_fails(tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match="died in teardown after saving"):
+        ranks = run_world(2, tmp_path / "late", timeout_s=120, target=aborting_worker)
+    assert [float(rank["total"]) for rank in ranks] == [3.0, 3.0]
+    with pytest.raises(torch.multiprocessing.ProcessExitedException, match="SIGABRT"):
+        run_world(2, tmp_path / "early", timeout_s=120, target=aborting_worker)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import doctest
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import torch
 
 from otlabel import ArgumentTypeError, InvalidArgumentError, OnlineLabeller, sinkhorn
 
-from .distributed_cases import join_world, run_world
+from .distributed_cases import join_world, leave_world, run_world
 
 K = 4
 
@@ -289,10 +288,7 @@ def labeller_worker(rank: int, world: int, init_file: str, out_dir: str) -> None
     outcome["marginal"].append(labeller.marginal)
     labeller.update(torch.tensor([0.7, 0.1, 0.1, 0.1] if rank == 0 else [0.1, 0.1, 0.1, 0.7], dtype=torch.float64))
     outcome["marginal"].append(labeller.marginal)
-    dist.destroy_process_group()
-    target = Path(out_dir) / f"rank{rank}.pt"
-    torch.save(outcome, str(target) + ".tmp")
-    os.replace(str(target) + ".tmp", target)
+    leave_world(outcome, rank, out_dir)
 
 
 def test_under_a_process_group_the_estimate_is_global_and_the_same_on_every_rank(tmp_path: Path):
