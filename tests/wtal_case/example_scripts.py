@@ -1,7 +1,8 @@
 """The example's scripts as the tests use them: a smoke run of ``train.py``, ``evaluate.py`` as a module.
 
-Shared by the test files that evaluate a trained run (``test_evaluate_checkpoint.py``,
-``test_test_modes.py``), which differ only in how long their run trains.
+The smoke run is shared by the test files that evaluate a trained run
+(``test_evaluate_checkpoint.py``, ``test_test_modes.py``), which differ only in how long their
+run trains; ``evaluate.py`` is loaded here once for every test file that calls its ``main``.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from example_scripts import load_evaluate_py  # tests/wtal_case is on sys.path
 
 from case import ablation
 from case.ablation import AblationError, compare, plan, runner, summarize
@@ -65,14 +66,10 @@ def test_tiny_grid_writes_the_report(grid: Path) -> None:
 
 
 def test_attention_mode_matches_evaluate_py(grid: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import importlib.util
 
     import torch
 
-    script = ROOT / "examples" / "wtal_case" / "evaluate.py"
-    spec = importlib.util.spec_from_file_location("evaluate_cli_ablate", script)
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)  # type: ignore[union-attr]
+    cli = load_evaluate_py()
     run = grid / "abl" / "runs" / "full-seed0"
     threads = torch.get_num_threads()
     try:

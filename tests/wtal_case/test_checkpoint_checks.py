@@ -10,7 +10,6 @@ processes on a four-video CASE/BaSNet set.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -19,13 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from example_scripts import load_evaluate_py  # tests/wtal_case is on sys.path
 from test_data_readers import VIDEOS, make_basnet  # tests/wtal_case is on sys.path
 from test_train_checks import _train
 
 ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("evaluate_cli_checks", ROOT / "examples" / "wtal_case" / "evaluate.py")
-cli = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cli)  # type: ignore[union-attr]
+cli = load_evaluate_py()
 
 #: Three training videos: one can go from the split and leave a batch of two.
 THREE_TRAIN = {**VIDEOS, "v_train_c": ("train", 6, [[1.0, 2.5, "Jump"]])}

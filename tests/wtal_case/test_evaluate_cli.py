@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,14 +11,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from example_scripts import load_evaluate_py  # tests/wtal_case is on sys.path
 
 from case.evaluation import evaluate_predictions as checkpoint_scoring  # what --checkpoint scores with
 from case.metrics import evaluate_detection, load_ground_truth
 
 SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "wtal_case" / "evaluate.py"
-_spec = importlib.util.spec_from_file_location("evaluate_cli", SCRIPT)
-cli = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cli)  # type: ignore[union-attr]
+cli = load_evaluate_py()
 
 GT = {
     "database": {

@@ -9,12 +9,12 @@ Until this path existed the chain was written three times (``engine.evaluate_run
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from example_scripts import load_evaluate_py  # tests/wtal_case is on sys.path
 from test_data_readers import make_basnet  # tests/wtal_case is on sys.path
 
 from case import evaluation
@@ -23,9 +23,7 @@ from case.config import CONFIG_DIR, load_config
 from case.trainer import train
 
 ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("evaluate_cli_path", ROOT / "examples" / "wtal_case" / "evaluate.py")
-cli = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cli)  # type: ignore[union-attr]
+cli = load_evaluate_py()
 
 
 @pytest.fixture()
