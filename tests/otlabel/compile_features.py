@@ -12,21 +12,19 @@ bytes (register spills). It must run in a process where ``TRITON_INTERPRET`` is 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
-import time
 
 if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
     sys.exit("unset TRITON_INTERPRET: the interpreter's kernels cannot be compiled")
 
 import torch  # noqa: E402
-import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 from otlabel.backends import _triton_features as f  # noqa: E402
 
-from .compile_kernels import resources  # noqa: E402
+from .compile_kernels import compile_all  # noqa: E402
 
 #: How the launcher's arguments are typed: the operands in the features' dtype, the top-k
 #: indices int64, every other pointer float32; ``coef`` a float, the sizes 32-bit integers.
@@ -99,22 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability x 10 (default 90)")
     args = parser.parse_args(argv)
-    target = GPUTarget("cuda", args.arch, 32)
     options = {"num_warps": f.NUM_WARPS, "num_stages": f.NUM_STAGES, "enable_fp_fusion": True}
-    failed = 0
-    found = jobs()
-    for constants, dtype in found:
-        start = time.perf_counter()
-        what = f"feature_pass_kernel {dtype} {constants}"
-        try:
-            compiled = triton.compile(source(constants, dtype), target=target, options=options)
-            assert compiled.asm["cubin"], "no cubin"
-            print(f"ok   {what} ({time.perf_counter() - start:.1f} s{resources(compiled.asm['cubin'])})", flush=True)
-        except Exception as exc:  # report every failing variant, not only the first
-            failed += 1
-            print(f"FAIL {what}: {type(exc).__name__}: {exc}", flush=True)
-    print(f"triton {triton.__version__}, sm_{args.arch}: {len(found)} variants, {failed} failed")
-    return 1 if failed else 0
+    variants = [
+        (f"feature_pass_kernel {dtype} {constants}", functools.partial(source, constants, dtype), options)
+        for constants, dtype in jobs()
+    ]
+    return compile_all(variants, args.arch)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,14 @@ It must run in a process where ``TRITON_INTERPRET`` is unset.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
@@ -142,28 +144,38 @@ def resources(cubin: bytes) -> str:
     return f", {found.group(1)} registers, {found.group(2)} stack bytes" if found else ""
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--all", action="store_true", help="every kernel variant the backend can launch")
-    parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability x 10 (default 90)")
-    args = parser.parse_args(argv)
-    target = GPUTarget("cuda", args.arch, 32)
+def compile_all(variants: list[tuple[str, Callable[[], ASTSource], dict]], arch: int) -> int:
+    """Compile every (description, source factory, options) variant for sm_``arch``; print one line
+    per variant (every failure, not only the first) and a summary; return the exit code."""
+    target = GPUTarget("cuda", arch, 32)
     failed = 0
-    found = jobs(args.all)
-    for fn, constants, warps, scores, plan in found:
+    for what, make_source, options in variants:
         start = time.perf_counter()
-        what = f"{fn.__name__} {constants} scores {scores} plan {plan}"
         try:
-            compiled = triton.compile(
-                source(fn, constants, scores, plan), target=target, options={"num_warps": warps, **_OPTIONS}
-            )
+            compiled = triton.compile(make_source(), target=target, options=options)
             assert compiled.asm["cubin"], "no cubin"
             print(f"ok   {what} ({time.perf_counter() - start:.1f} s{resources(compiled.asm['cubin'])})", flush=True)
         except Exception as exc:  # report every failing variant, not only the first
             failed += 1
             print(f"FAIL {what}: {type(exc).__name__}: {exc}", flush=True)
-    print(f"triton {triton.__version__}, sm_{args.arch}: {len(found)} variants, {failed} failed")
+    print(f"triton {triton.__version__}, sm_{arch}: {len(variants)} variants, {failed} failed")
     return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--all", action="store_true", help="every kernel variant the backend can launch")
+    parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability x 10 (default 90)")
+    args = parser.parse_args(argv)
+    variants = [
+        (
+            f"{fn.__name__} {constants} scores {scores} plan {plan}",
+            functools.partial(source, fn, constants, scores, plan),
+            {"num_warps": warps, **_OPTIONS},
+        )
+        for fn, constants, warps, scores, plan in jobs(args.all)
+    ]
+    return compile_all(variants, args.arch)
 
 
 if __name__ == "__main__":
