@@ -88,7 +88,8 @@ def _run(args: argparse.Namespace, name: str, out: Path) -> dict:
     for item in _overrides(args) + VARIANTS.get(name, []):
         command += ["--set", item]
     command += ["--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    paths = [str(root), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}  # (no empty entry: it would mean the cwd)
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start

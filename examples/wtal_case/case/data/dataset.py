@@ -84,9 +84,7 @@ class DataConfig:
 
 
 class FeatureLoader(Protocol):
-    """Reads a video's features: whole (T, D), as column blocks (RGB, flow), and names the file."""
-
-    def __call__(self, i: int) -> np.ndarray: ...
+    """Reads a video's features as column blocks ((T, D) whole, or RGB and flow), and names the file."""
 
     def parts(self, i: int) -> list[np.ndarray]: ...
 
@@ -222,7 +220,9 @@ class VideoDataset(Dataset):
             Naming the file, the snippet and the column of the first bad value.
         """
         for i in range(len(self)):
-            self._check_values(i, self._load(i).astype(np.float32, copy=False), None)
+            parts = self._load.parts(i)
+            features = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+            self._check_values(i, features.astype(np.float32, copy=False), None)
 
     def _check_values(self, i: int, features: np.ndarray, index: np.ndarray | None) -> None:
         """Raise :class:`DatasetError` at the first NaN, infinity or absurd magnitude of video ``i``'s rows."""
@@ -239,8 +239,6 @@ class VideoDataset(Dataset):
         )
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        if not 0 <= i < len(self):
-            raise IndexError(f"video index {i} out of range for {len(self)} videos")
         parts, index = self._sampled(i)
         rows = torch.empty((len(index), sum(part.shape[1] for part in parts)), dtype=torch.float32)
         self._gather(i, parts, index, rows)
@@ -263,8 +261,6 @@ class VideoDataset(Dataset):
         items: list[dict[str, Any]] = []
         features: torch.Tensor | None = None
         for j, i in enumerate(indices):
-            if not 0 <= i < len(self):
-                raise IndexError(f"video index {i} out of range for {len(self)} videos")
             parts, index = self._sampled(i)
             if features is None:
                 width = sum(part.shape[1] for part in parts)
@@ -278,6 +274,8 @@ class VideoDataset(Dataset):
 
     def _sampled(self, i: int) -> tuple[list[np.ndarray], np.ndarray]:
         """Video ``i``'s feature blocks (columns: RGB, flow) and the snippets its item keeps."""
+        if not 0 <= i < len(self):
+            raise IndexError(f"video index {i} out of range for {len(self)} videos")
         parts = self._load.parts(i)
         rng = np.random.default_rng([self.seed, self.epoch, i]) if self.sampling == "random" else None
         return parts, sample_indices(len(parts[0]), self.num_segments, self.sampling, rng)
@@ -443,11 +441,8 @@ class _StreamPairLoader:
         self.paths = paths
         self.width = width
 
-    def __call__(self, i: int) -> np.ndarray:
-        return np.concatenate(self.parts(i), axis=1)
-
     def parts(self, i: int) -> list[np.ndarray]:
-        """Video i's (T, D/2) RGB and flow arrays (what :meth:`__call__` joins)."""
+        """Video i's (T, D/2) RGB and flow arrays."""
         rgb_path, flow_path = self.paths[i]
         rgb, flow = _load_npy(rgb_path, self.width), _load_npy(flow_path, self.width)
         if len(rgb) != len(flow):
@@ -464,9 +459,6 @@ class _ArrayLoader:
 
     def __init__(self, arrays: list[np.ndarray], path: Path, videos: list[str]) -> None:
         self.arrays, self.path, self.videos = arrays, path, videos
-
-    def __call__(self, i: int) -> np.ndarray:
-        return self.arrays[i]
 
     def parts(self, i: int) -> list[np.ndarray]:
         return [self.arrays[i]]
