@@ -126,7 +126,7 @@ def value_range(
     makes deferred checks of them) and the numbers are None.
     """
     low, high = torch.aminmax(tensor)
-    if checks.device_mode or tensor.device.type != "cpu":
+    if checks.device_mode or not tensor.is_cpu:
         return low, high, None
     return low, high, (low.item(), high.item())
 

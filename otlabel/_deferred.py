@@ -56,7 +56,7 @@ class DeferredChecks:
 
     def require(self, ok: torch.Tensor, error: Callable[[], Exception]) -> None:
         """Require the 0-d boolean tensor ``ok`` to be true, else raise ``error()`` (when it is read)."""
-        if not self.device_mode and ok.device.type == "cpu":
+        if not self.device_mode and ok.is_cpu:
             if not bool(ok):
                 raise error()
             return

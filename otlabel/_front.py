@@ -76,7 +76,8 @@ __all__ = ["autocast_off", "label", "label_ragged", "solve"]
 
 def autocast_off(scores: Any) -> contextlib.AbstractContextManager:
     """A context in which autocast does not lower the solver's products to half precision."""
-    device_type = scores.device.type if isinstance(scores, torch.Tensor) else "cpu"
+    # (``is_cpu`` first: reading ``device.type`` costs more than the rest of this check)
+    device_type = "cpu" if not isinstance(scores, torch.Tensor) or scores.is_cpu else scores.device.type
     if torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return _NO_CONTEXT
@@ -130,13 +131,16 @@ def _require_prior_for_log_prior(prior: Any, options: Options) -> None:
 
 def _check_locally(scores: Any, prior: Any, options: Options, *, split: bool) -> _Local:
     """Every check one rank can make alone (``split``: its rows are a slice of a global batch)."""
-    options.raise_error()
-    _require_prior_for_log_prior(prior, options)
+    if options.error is not None:
+        raise options.error
+    if options.log_prior:
+        _require_prior_for_log_prior(prior, options)
     scores3, batched, was_numpy = check_scores(scores, allow_no_rows=split)
     checks = DeferredChecks(device_checks(options.validate, scores3))
     dtype = compute_dtype(scores3.dtype)
     batch, n_rows, n_cols = scores3.shape
-    check_top_k(options, n_cols)
+    if options.output == "topk":
+        check_top_k(options, n_cols)
     log_prior = options.log_prior
     score_range = check_scores_finite(scores3, options.epsilon, dtype, checks)
     prior3, prior_range = (
@@ -250,11 +254,12 @@ def build_problem(scores: Any, prior: Any, options: Options) -> Call:
         require_column_support(reached[0], checks, " over all ranks", name="log_prior" if log_prior else "prior")
         if local.constrained:
             require_reachable_columns(reached[1], local.live_cols, checks)
-    col_mass = (
-        torch.full((batch, n_cols), n_total / n_cols, dtype=dtype, device=scores3.device)
-        if col is None
-        else col * n_total
+    # zero masses need a tiny bias in every sum (0/0); without a prior or marginals there are none
+    bias = (
+        prior is not None or options.col_marginal is not None or options.row_marginal is not None or not options.plain
     )
+    layout = _dense_layout(batch, n_rows, n_cols, dtype, scores3.device, reducer, bias)
+    col_mass = layout.equipartition(n_total) if col is None else col * n_total
     rules = rules_in_masses(local.resolved, row_mass, (batch, n_rows), col_mass, n_total)
     balanced = rules.total_mass is None and rules.row.hard and rules.col.hard
     if (
@@ -270,11 +275,6 @@ def build_problem(scores: Any, prior: Any, options: Options) -> Call:
         if split:
             support, rows = gather_rows(reducer.group, support, rows)
         require_feasible_support(support, rows, col_mass, dtype)
-    # zero masses need a tiny bias in every sum (0/0); without a prior or marginals there are none
-    bias = (
-        prior is not None or options.col_marginal is not None or options.row_marginal is not None or not options.plain
-    )
-    layout = _dense_layout(batch, n_rows, n_cols, dtype, scores3.device, reducer, bias)
     masses, ranges = (row_mass, col_mass), (local.score_range, local.prior_range)
     problem = _problem(options, scores3, prior3, layout, checks, masses, ranges, rules, local.resolved.init)
     return Call(problem, options, local.batched, local.was_numpy)
@@ -284,8 +284,8 @@ def _dense_layout(
     batch: int, n_rows: int, n_cols: int, dtype: torch.dtype, device: torch.device, reducer: Reducer, bias: bool
 ) -> Dense:
     """The layout of B dense problems. One process's layouts are kept: they hold no state of a call,
-    only its sizes and the tiny ``bias`` constant, never written to (not while compiling, nor while
-    capturing a CUDA graph, whose tensors must not outlive it)."""
+    only its sizes and constants (the tiny ``bias``, equipartition's column masses), never written
+    to (not while compiling, nor while capturing a CUDA graph, whose tensors must not outlive it)."""
     kind = Single if batch == 1 else Dense
     if (
         reducer is not SINGLE_PROCESS
@@ -299,6 +299,7 @@ def _dense_layout(
         if len(_LAYOUTS) >= _LAYOUTS_LIMIT:
             _LAYOUTS.clear()
         layout = _LAYOUTS[key] = kind(batch, n_rows, n_cols, dtype, device, reducer, bias)
+        layout.kept = True
     return layout
 
 
@@ -490,7 +491,8 @@ def finish(call: Call, solution: Solution) -> Array | SinkhornResult:
 
 def solve(call: Call) -> Solution:
     """Solve a built call with the backend its options ask for (see :func:`otlabel.backends.select`)."""
-    return backends.select(call.options.backend, call.problem, call.schedule)(call.problem, call.schedule)
+    problem, options = call.problem, call.options
+    return backends.select(options.backend, problem, options.schedule)(problem, options.schedule)
 
 
 def label(scores: Any, prior: Any, options: Options) -> Array | SinkhornResult:

@@ -186,6 +186,28 @@ class Dense(_Layout):
         self._distributed = self.reducer.distributed
         self._dtype, self._device = dtype, device
         self._bias = tiny_bias(dtype, device) if bias else None
+        self._equipartition: tuple[float, torch.Tensor, int] | None = None
+        #: whether this layout serves later calls too (set by the front end for the layouts it keeps)
+        self.kept = False
+
+    def equipartition(self, n_total: float) -> torch.Tensor:
+        """Equipartition's column masses for ``n_total`` rows in all, (B, K), each ``n_total / K``.
+
+        A layout that is ``kept`` keeps them for its later calls: the solver only reads them, a
+        tensor written to since (its version moved) is made afresh, and they are made outside
+        inference mode, whose tensors could not serve a later call that records gradients."""
+        kept = self._equipartition
+        if kept is not None and kept[0] == n_total and kept[1]._version == kept[2]:
+            return kept[1]
+        if not self.kept:
+            return self._uniform(n_total)
+        with torch.inference_mode(False):
+            masses = self._uniform(n_total)
+        self._equipartition = (n_total, masses, masses._version)
+        return masses
+
+    def _uniform(self, n_total: float) -> torch.Tensor:
+        return torch.full((self.batch, self.n_cols), n_total / self.n_cols, dtype=self._dtype, device=self._device)
 
     @property
     def _tiny(self) -> torch.Tensor:

@@ -43,7 +43,7 @@ def select(backend: str, problem: Problem, schedule: Schedule) -> Callable[[Prob
     """
     if backend == "auto":
         backend = "torch"
-        if problem.scores.device.type == "cuda" and _reason("triton", problem, schedule) is None:
+        if problem.scores.is_cuda and _reason("triton", problem, schedule) is None:
             backend = "triton"
     else:
         reason = _reason(backend, problem, schedule)

@@ -144,6 +144,34 @@ def test_labels_carry_no_gradient_and_inputs_are_not_modified():
     torch.testing.assert_close(scores.detach(), before, rtol=0, atol=0)
 
 
+# Calls of the same sizes share the layout's kept constants (equipartition's column masses):
+# sizes no other test uses make the first call of each test below the one that makes them.
+
+
+@pytest.mark.parametrize("batch", [None, 3], ids=["single", "batched"])
+def test_a_first_call_in_inference_mode_leaves_later_differentiable_calls_working(batch):
+    shape = (37, 5) if batch is None else (batch, 37, 5)
+    scores = torch.randn(shape, dtype=torch.float64)
+    with torch.inference_mode():
+        expected = sinkhorn(scores, 0.5)
+    trainable = scores.clone().requires_grad_(True)
+    labels = sinkhorn(trainable, 0.5, differentiable=True)
+    (labels * torch.randn(shape, dtype=torch.float64)).sum().backward()
+    torch.testing.assert_close(labels.detach(), expected, rtol=0, atol=0)
+    assert trainable.grad is not None and torch.isfinite(trainable.grad).all()
+
+
+def test_column_masses_written_to_are_made_afresh_for_the_next_call():
+    from otlabel._front import build_problem
+    from otlabel._options import Options
+
+    scores = torch.randn(41, 6, dtype=torch.float64)
+    expected = sinkhorn(scores, 0.5)
+    call = build_problem(scores, None, Options.make(epsilon=0.5))
+    call.problem.col_mass.fill_(1.0)  # a caller that writes into what it was handed
+    torch.testing.assert_close(sinkhorn(scores, 0.5), expected, rtol=0, atol=0)
+
+
 def test_tolerance_mode_is_at_least_as_balanced_as_three_iterations():
     scores, _, _ = problem(8)
     fixed = sinkhorn(scores, 0.05, return_info=True)
