@@ -32,6 +32,9 @@ __all__ = ["COLUMN_BLOCK", "Dense", "Layout", "Segmented", "Segments", "Single"]
 #: Rows per block of the float32 column sums (see :func:`_accurate_column_sums`).
 COLUMN_BLOCK = 128
 
+#: Most entries of the equipartition masses a kept layout keeps (see :meth:`Dense.equipartition`).
+KEPT_MASSES = 1 << 16
+
 
 @functools.cache
 def _cached_tiny(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -193,13 +196,15 @@ class Dense(_Layout):
     def equipartition(self, n_total: float) -> torch.Tensor:
         """Equipartition's column masses for ``n_total`` rows in all, (B, K), each ``n_total / K``.
 
-        A layout that is ``kept`` keeps them for its later calls: the solver only reads them, a
-        tensor written to since (its version moved) is made afresh, and they are made outside
-        inference mode, whose tensors could not serve a later call that records gradients."""
+        A layout that is ``kept`` keeps small ones (at most ``KEPT_MASSES`` entries: making them
+        matters only where a call is a few dozen microseconds) for its later calls: the solver
+        only reads them, a tensor written to since (its version moved) is made afresh, and they
+        are made outside inference mode, whose tensors could not serve a later call that records
+        gradients."""
         kept = self._equipartition
         if kept is not None and kept[0] == n_total and kept[1]._version == kept[2]:
             return kept[1]
-        if not self.kept:
+        if not self.kept or self.batch * self.n_cols > KEPT_MASSES:
             return self._uniform(n_total)
         with torch.inference_mode(False):
             masses = self._uniform(n_total)

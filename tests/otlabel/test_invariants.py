@@ -172,6 +172,20 @@ def test_column_masses_written_to_are_made_afresh_for_the_next_call():
     torch.testing.assert_close(sinkhorn(scores, 0.5), expected, rtol=0, atol=0)
 
 
+def test_only_small_column_masses_are_kept_between_calls():
+    from otlabel._front import build_problem
+    from otlabel._layout import KEPT_MASSES
+    from otlabel._options import Options
+
+    def kept(shape):
+        scores = torch.zeros(shape)
+        first, second = (build_problem(scores, None, Options.make()).problem.col_mass for _ in range(2))
+        return first is second
+
+    assert kept((3, 2, 7))
+    assert not kept((KEPT_MASSES // 7 + 1, 2, 7))  # a big batch's masses are not held on to
+
+
 def test_tolerance_mode_is_at_least_as_balanced_as_three_iterations():
     scores, _, _ = problem(8)
     fixed = sinkhorn(scores, 0.05, return_info=True)
