@@ -9,6 +9,11 @@ per call (validation, Python, kernel launches) decides. This times, per call, on
   checks, chosen automatically while tracing);
 * ``SwAV loop eager`` and ``SwAV loop compiled``: SwAV's ``distributed_sinkhorn``, single
   process, as published, eager and under ``torch.compile(fullgraph=True)``;
+* ``checks and loop, no structure (eager)``: what an otlabel call computes for one plain float32
+  problem, written out in one function — the same input checks, kernel, iterations, health
+  check of every sum and clamped plan, with none of the options, problem, layout and path
+  objects around them (not a solver: no batches, options, shifts or log-domain replay). Its
+  labels must equal otlabel's exactly; its time is the floor under otlabel's eager call;
 * ``... compiled, tensor guards only``: both compiled calls again with
   ``guard_filter_fn=torch.compiler.keep_tensor_guards_unsafe`` — not a setting to recommend (a
   changed Python argument, epsilon say, would no longer recompile), but it splits a compiled
@@ -27,6 +32,8 @@ Markdown table and the ratios; JSON goes to ``--out``.
 from __future__ import annotations
 
 import argparse
+import functools
+import math
 import sys
 import time
 import warnings
@@ -47,6 +54,7 @@ from otlabel import sinkhorn  # noqa: E402
 DEFAULT_SIZES = ["256x16", "800x64", "12000x16", "4096x3000"]
 TARGETS = {"compiled": 1.1, "eager": 1.2}
 GUARD_FREE = ", tensor guards only"
+UNSTRUCTURED = "checks and loop, no structure (eager)"
 
 
 def otlabel_call(scores: torch.Tensor) -> torch.Tensor:
@@ -55,6 +63,43 @@ def otlabel_call(scores: torch.Tensor) -> torch.Tensor:
 
 def loop_call(scores: torch.Tensor) -> torch.Tensor:
     return swav_loop(scores, EPSILON)
+
+
+_SAFE_LOW = torch.finfo(torch.float32).tiny / torch.finfo(torch.float32).eps  # as otlabel's health check
+_SAFE_HIGH = 1.0 / _SAFE_LOW
+
+
+@functools.cache
+def _equipartition(n_rows: int, n_cols: int) -> torch.Tensor:
+    return torch.full((n_cols,), n_rows / n_cols)
+
+
+def unstructured_call(scores: torch.Tensor, epsilon: float = EPSILON, n_iter: int = 3) -> torch.Tensor:
+    """otlabel's plain fixed-iteration call on float32 (N, K) scores, written out (see the module's
+    docstring): the floor under its eager time."""
+    if type(scores) is not torch.Tensor or scores.dtype != torch.float32 or scores.dim() != 2:
+        raise TypeError("float32 (N, K) scores only")
+    n_rows, n_cols = scores.shape
+    low, high = torch.aminmax(scores)
+    low, high = low.item(), high.item()
+    if not (-math.inf < low and high < math.inf) or max(-low, high) / epsilon > torch.finfo(torch.float32).max / 8:
+        raise ValueError("scores are not finite, or scores / epsilon overflows")
+    if not (-30.0 <= low / epsilon and high / epsilon <= 30.0):
+        raise NotImplementedError("scores that need shifting are not written out here")
+    kernel = torch.div(scores, epsilon).exp_()
+    kernel_t, col_mass = kernel.t(), _equipartition(n_rows, n_cols)
+    a, sums = None, []
+    for _ in range(n_iter):
+        col_sums = kernel.sum(0) if a is None else torch.mv(kernel_t, a)
+        b = torch.div(col_mass, col_sums)
+        row_sums = torch.mv(kernel, b)
+        a = torch.reciprocal(row_sums)
+        sums += (col_sums, row_sums)
+    low_sum, high_sum = torch.aminmax(torch.cat(sums))
+    if not (_SAFE_LOW <= low_sum.item() and high_sum.item() <= _SAFE_HIGH):
+        raise NotImplementedError("the log-domain replay is not written out here")
+    kernel_t.mul_(a)
+    return kernel.mul_(b).clamp_(max=1.0)
 
 
 # The same calls as functions of their own: Dynamo keeps its compiled entries on the code object,
@@ -73,6 +118,7 @@ def methods() -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
         "otlabel compiled": torch.compile(otlabel_call, fullgraph=True, dynamic=False),
         "SwAV loop eager": loop_call,
         "SwAV loop compiled": torch.compile(loop_call, fullgraph=True, dynamic=False),
+        UNSTRUCTURED: unstructured_call,
     }
     tensor_guards = getattr(torch.compiler, "keep_tensor_guards_unsafe", None)  # (torch >= 2.8)
     if tensor_guards is not None:
@@ -174,6 +220,16 @@ def main() -> None:
                     "met" if met else "**missed**",
                 ]
             )
+        floor, loop = lookup(size, UNSTRUCTURED), lookup(size, "SwAV loop eager")
+        ratio_rows.append(
+            [
+                size,
+                f"{UNSTRUCTURED} / SwAV loop eager (no target: otlabel's floor)",
+                f"{floor['median_wall_s'] / loop['median_wall_s']:.2f}",
+                f"{floor['median_cpu_s'] / loop['median_cpu_s']:.2f}",
+                "-",
+            ]
+        )
         if any(r["size"] == size and r["method"] == f"otlabel compiled{GUARD_FREE}" for r in results):
             ours = lookup(size, f"otlabel compiled{GUARD_FREE}")
             loop = lookup(size, f"SwAV loop compiled{GUARD_FREE}")
