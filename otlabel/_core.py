@@ -215,8 +215,7 @@ class ScalingPath:
             if not self.balanced:
                 self.extrema.include(self.b)
             self.row_step(row_sums)
-        if self.corrections is not None:
-            self._record_corrections()
+        self._record_corrections()
 
     def _record_corrections(self) -> None:
         """Dykstra's corrections are read by the next steps as factors: one that overflowed, or

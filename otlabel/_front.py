@@ -131,16 +131,13 @@ def _require_prior_for_log_prior(prior: Any, options: Options) -> None:
 
 def _check_locally(scores: Any, prior: Any, options: Options, *, split: bool) -> _Local:
     """Every check one rank can make alone (``split``: its rows are a slice of a global batch)."""
-    if options.error is not None:
-        raise options.error
-    if options.log_prior:
-        _require_prior_for_log_prior(prior, options)
+    options.raise_error()
+    _require_prior_for_log_prior(prior, options)
     scores3, batched, was_numpy = check_scores(scores, allow_no_rows=split)
     checks = DeferredChecks(device_checks(options.validate, scores3))
     dtype = compute_dtype(scores3.dtype)
     batch, n_rows, n_cols = scores3.shape
-    if options.output == "topk":
-        check_top_k(options, n_cols)
+    check_top_k(options, n_cols)
     log_prior = options.log_prior
     score_range = check_scores_finite(scores3, options.epsilon, dtype, checks)
     prior3, prior_range = (
